@@ -1,0 +1,141 @@
+"""The KV-cache protocol and the full-precision cache.
+
+Protocol (every cache in jaxeff — full, quantized, latent, evicted — implements it, as a pytree):
+
+* ``Cache.init(config, batch, max_len, dtype)``: an empty cache with ``max_len`` slots per row.
+* ``cache.prefill(layer, k, v, positions)``: store a prompt chunk for ``layer`` (caches that compress
+  or evict after prefill do it here or in a method of their own).
+* ``cache.append(layer, k, v, positions)``: store newly decoded tokens for ``layer``.
+* ``cache.attend(layer, q, q_positions, window=...)``: exact attention of queries over what the cache
+  holds for ``layer``.
+
+All methods return new values (no mutation under jit). Positions are stored per slot (``-1`` = empty or
+padding) and attention masks by position (``jaxeff.attention.position_mask``), so a cache can be
+compacted or reordered without breaking RoPE or causality. Writes go to slot ``length[b]`` onward in each
+row; only tokens with position >= 0 advance ``length``, so right-padded prompts are overwritten by the first
+decoded token.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from jaxeff.attention.dense import masked_attention, position_mask
+from jaxeff.config import ModelConfig
+
+
+@runtime_checkable
+class KVCache(Protocol):
+  """Structural type of a jaxeff KV cache (see module docstring)."""
+
+  def prefill(self, layer: int, k_btkh: Array, v_btkh: Array, positions_bt: Array) -> KVCache: ...
+
+  def append(self, layer: int, k_btkh: Array, v_btkh: Array, positions_bt: Array) -> KVCache: ...
+
+  def attend(self, layer: int, q_btnh: Array, q_pos_bt: Array, *, window: int | None = None) -> Array: ...
+
+
+def _write_rows(buf_bs: Array, new_bt: Array, start_b: Array) -> Array:
+  """buf[b, start[b] + t] = new[b, t] for every row b (dynamic per-row offsets)."""
+
+  def one(buf, new, start):
+    idx = (start,) + (0,) * (buf.ndim - 1)
+    return jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), idx)
+
+  return jax.vmap(one)(buf_bs, new_bt, start_b)
+
+
+@flax.struct.dataclass
+class LayerKV:
+  """One layer's full-precision entries: k/v [B, S, K, H], slot positions [B, S], next slot [B]."""
+
+  k: Float[Array, "B S K H"]
+  v: Float[Array, "B S K H"]
+  pos: Int[Array, "B S"]
+  length: Int[Array, "B"]
+
+  @property
+  def max_len(self) -> int:
+    return self.k.shape[1]
+
+  def write(self, k_btkh, v_btkh, positions_bt) -> LayerKV:
+    T = k_btkh.shape[1]
+    k = _write_rows(self.k, k_btkh, self.length)
+    v = _write_rows(self.v, v_btkh, self.length)
+    pos = _write_rows(self.pos, positions_bt.astype(jnp.int32), self.length)
+    # Padding (position -1) is written but does not advance the row: the next write overwrites it.
+    advance = jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32)
+    del T
+    return LayerKV(k=k, v=v, pos=pos, length=self.length + advance)
+
+
+@flax.struct.dataclass
+class FullCache:
+  """Full-precision KV cache: one ``LayerKV`` per layer (per-layer shapes may differ).
+
+  Example:
+    >>> cfg = ModelConfig.tiny()
+    >>> cache = FullCache.init(cfg, batch=2, max_len=16)
+    >>> cache.layers[0].k.shape
+    (2, 16, 2, 16)
+  """
+
+  layers: tuple[LayerKV, ...]
+
+  @classmethod
+  def init(cls, config: ModelConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> FullCache:
+    if batch <= 0 or max_len <= 0:
+      raise ValueError(f"cache needs batch > 0 and max_len > 0, got batch={batch}, max_len={max_len}")
+    shape = (batch, max_len, config.n_kv_heads, config.head_dim)
+    layers = tuple(
+      LayerKV(
+        k=jnp.zeros(shape, dtype),
+        v=jnp.zeros(shape, dtype),
+        pos=jnp.full((batch, max_len), -1, jnp.int32),
+        length=jnp.zeros((batch,), jnp.int32),
+      )
+      for _ in range(config.n_layers)
+    )
+    return cls(layers=layers)
+
+  @property
+  def batch(self) -> int:
+    return self.layers[0].k.shape[0]
+
+  @property
+  def max_len(self) -> int:
+    return self.layers[0].max_len
+
+  @property
+  def length(self) -> Array:
+    """[B] number of stored (valid) tokens per row, from layer 0."""
+    return self.layers[0].length
+
+  def _replace_layer(self, layer: int, new: LayerKV) -> FullCache:
+    layers = list(self.layers)
+    layers[layer] = new
+    return self.replace(layers=tuple(layers))
+
+  def prefill(self, layer, k_btkh, v_btkh, positions_bt) -> FullCache:
+    return self._replace_layer(layer, self.layers[layer].write(k_btkh, v_btkh, positions_bt))
+
+  def append(self, layer, k_btkh, v_btkh, positions_bt) -> FullCache:
+    return self._replace_layer(layer, self.layers[layer].write(k_btkh, v_btkh, positions_bt))
+
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None) -> Array:
+    entry = self.layers[layer]
+    mask = position_mask(q_pos_bt, entry.pos, window)
+    return masked_attention(q_btnh, entry.k, entry.v, mask)
+
+  def repeat(self, n: int) -> FullCache:
+    """Repeat every row ``n`` times (row b -> rows b*n ... b*n+n-1): n samples share one prefill."""
+    return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), self)
+
+  def nbytes(self) -> int:
+    """Bytes held by the cache arrays."""
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self))
