@@ -1,0 +1,210 @@
+"""The ``jaxeff`` command. Thin: parses arguments, calls the library, prints.
+
+Bad input (a missing folder, an unsupported architecture, a prompt longer than the model allows) prints one
+``jaxeff: error: ...`` line and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+DTYPES = ("float32", "bfloat16")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+    prog="jaxeff",
+    description="jaxeff: efficient LLM inference and training research in JAX/Flax.",
+  )
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+  gen = sub.add_parser(
+    "generate",
+    help="sample text from a local Hugging Face folder or the embedded default model",
+    description="Sample continuations of one or more prompts with jaxeff's batched sampler "
+    "(n samples per prompt share one prefill). Prints the text of every sample and an accounting line.",
+  )
+  gen.add_argument(
+    "--model",
+    default="default",
+    help="a local HF folder (config.json + *.safetensors [+ tokenizer.json]) or 'default' for the embedded "
+    "model (default: %(default)s). Nothing is downloaded.",
+  )
+  gen.add_argument(
+    "--prompt",
+    action="append",
+    default=None,
+    help="prompt text; repeat the option for several prompts, run as one batch (default: 'def fibonacci(n):')",
+  )
+  gen.add_argument(
+    "--prompt-ids",
+    action="append",
+    default=None,
+    help="a prompt as comma-separated token ids (for folders without tokenizer.json); repeatable",
+  )
+  gen.add_argument("--max-new-tokens", type=int, default=48, help="tokens to generate per sample (default: %(default)s)")
+  gen.add_argument(
+    "--temperature", type=float, default=0.8, help="softmax temperature; 0 means greedy (default: %(default)s)"
+  )
+  gen.add_argument("--top-k", type=int, default=0, help="keep only the k most likely tokens; 0 = off (default: %(default)s)")
+  gen.add_argument(
+    "--top-p", type=float, default=0.95, help="nucleus sampling mass in (0, 1]; 1 = off (default: %(default)s)"
+  )
+  gen.add_argument("--n-samples", type=int, default=1, help="samples per prompt (default: %(default)s)")
+  gen.add_argument("--seed", type=int, default=0, help="PRNG seed; equal seeds give equal samples (default: %(default)s)")
+  gen.add_argument("--dtype", choices=DTYPES, default="float32", help="parameter dtype (default: %(default)s)")
+  gen.add_argument("--no-stop", action="store_true", help="ignore the model's EOS token(s) and always generate --max-new-tokens")
+  gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+  ins = sub.add_parser(
+    "inspect",
+    help="show a model's config, parameter count and KV-cache memory per token",
+    description="Print the config, parameter counts (total and non-embedding) and KV-cache bytes per token of a "
+    "local HF folder, the embedded default model, or a named preset (shapes only: nothing is allocated).",
+  )
+  src = ins.add_mutually_exclusive_group()
+  src.add_argument("--model", default=None, help="a local HF folder, or 'default' (the default)")
+  src.add_argument("--preset", default=None, help="a preset: tiny, llama3.1-8b, qwen2.5-7b, mistral-7b")
+  ins.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="KV-cache dtype for the memory figure (default: %(default)s)")
+  ins.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+  return parser
+
+
+def _load(model: str, dtype_name: str):
+  import jax.numpy as jnp
+
+  dtype = jnp.float32 if dtype_name == "float32" else jnp.bfloat16
+  if model == "default":
+    from jaxeff.models.embedded import default_model
+
+    return default_model(dtype)
+  from jaxeff.models.hf_io import load_hf
+  from jaxeff.tokenizer import load_tokenizer
+
+  config, params = load_hf(model, dtype=dtype)
+  bos = config.bos_token_id
+  eos = config.stop_token_ids[0] if config.stop_token_ids else None
+  return config, params, load_tokenizer(model, bos, eos)
+
+
+def _cmd_generate(args) -> int:
+  import jax
+
+  from jaxeff.generation import Sampler, SamplingParams
+
+  config, params, tokenizer = _load(args.model, args.dtype)
+  prompts: list[list[int]] = []
+  texts = args.prompt if args.prompt is not None else ([] if args.prompt_ids else ["def fibonacci(n):"])
+  if texts:
+    if tokenizer is None:
+      raise ValueError(f"{args.model} has no tokenizer.json; pass --prompt-ids instead of --prompt")
+    prompts += [tokenizer.encode(t) for t in texts]
+  for spec in args.prompt_ids or []:
+    try:
+      prompts.append([int(x) for x in spec.split(",") if x.strip()])
+    except ValueError:
+      raise ValueError(f"--prompt-ids expects comma-separated integers, got {spec!r}") from None
+  stop = () if args.no_stop else config.stop_token_ids
+  sp = SamplingParams(
+    max_new_tokens=args.max_new_tokens,
+    temperature=args.temperature,
+    top_k=args.top_k,
+    top_p=args.top_p,
+    n_samples=args.n_samples,
+    stop_tokens=stop,
+    pad_id=config.pad_token_id or 0,
+  )
+  result = Sampler(config, params).generate(prompts, sp, jax.random.key(args.seed))
+  seqs = result.sequences()
+  decode = (lambda ids: tokenizer.decode(ids)) if tokenizer is not None else (lambda ids: " ".join(map(str, ids)))
+  a = result.accounting
+  if args.json:
+    out = {
+      "samples": [[decode(s) for s in row] for row in seqs],
+      "token_ids": seqs,
+      "accounting": {
+        "prompt_tokens": a.prompt_tokens,
+        "generated_tokens": a.generated_tokens,
+        "prefill_s": a.prefill_s,
+        "decode_s": a.decode_s,
+        "compile_s": a.compile_s,
+        "decode_calls": a.decode_calls,
+      },
+    }
+    print(json.dumps(out))
+    return 0
+  for b, row in enumerate(seqs):
+    prompt_text = texts[b] if b < len(texts) else str(prompts[b])
+    for s, ids in enumerate(row):
+      print(f"--- prompt {b} sample {s}: {prompt_text!r}")
+      print(decode(ids))
+  print(
+    f"[{a.prompt_tokens} prompt + {a.generated_tokens} generated tokens | prefill {a.prefill_s * 1e3:.1f} ms, "
+    f"decode {a.decode_s * 1e3:.1f} ms ({a.decode_tokens_per_s:.0f} tok/s), compile {a.compile_s:.1f} s]"
+  )
+  return 0
+
+
+def _cmd_inspect(args) -> int:
+  from jaxeff.config import ModelConfig
+
+  if args.preset:
+    config = ModelConfig.preset(args.preset)
+    source = f"preset {args.preset}"
+  elif args.model in (None, "default"):
+    from jaxeff.models.embedded import default_config
+
+    config, source = default_config(), "embedded default model"
+  else:
+    from jaxeff.models.hf_io import read_config
+
+    config, source = read_config(args.model), args.model
+  import dataclasses
+
+  import jax
+
+  from jaxeff.models.decoder import count_params, param_shapes
+
+  n_params = count_params(jax.eval_shape(lambda: param_shapes(config)))
+  bpe = 4 if args.dtype == "float32" else 2
+  info = {
+    "source": source,
+    "config": {k: v for k, v in dataclasses.asdict(config).items()},
+    "params_total": n_params,
+    "params_non_embedding": config.param_count(include_embeddings=False),
+    "kv_cache_bytes_per_token": config.kv_bytes_per_token(bpe),
+    "kv_dtype": args.dtype,
+  }
+  if args.json:
+    print(json.dumps(info, default=str))
+    return 0
+  print(f"{source}")
+  for k, v in info["config"].items():
+    print(f"  {k:26s} {v}")
+  print(f"  {'params (total)':26s} {n_params:,}")
+  print(f"  {'params (non-embedding)':26s} {info['params_non_embedding']:,}")
+  kb = info["kv_cache_bytes_per_token"]
+  print(f"  {'KV cache per token':26s} {kb:,} bytes ({args.dtype}); {kb * 4096 / 2**20:,.1f} MiB per 4k-token sequence")
+  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = _build_parser()
+  args = parser.parse_args(argv)
+  try:
+    if args.command == "generate":
+      return _cmd_generate(args)
+    return _cmd_inspect(args)
+  except (ValueError, FileNotFoundError, NotImplementedError) as e:
+    print(f"jaxeff: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("jaxeff: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

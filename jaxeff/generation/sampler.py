@@ -1,0 +1,339 @@
+"""The one batched sampler: n samples per prompt sharing one prefill, a fixed-size cache, ``lax.while_loop``.
+
+Every method that samples (SeerSC, self-consistency, code translation, GradS) goes through ``Sampler``.
+
+Flow for B prompts of different lengths and n samples each:
+
+1. Right-pad prompts to P (a multiple of ``pad_multiple``, to bound recompiles); padding gets position -1.
+2. Prefill the B prompts once into a cache of P + max_new_tokens slots; gather the logits of each prompt's
+   last token.
+3. Repeat every cache row n times (B -> B*n rows); sample token 0 of each row from the prefill logits.
+4. ``lax.while_loop``: feed the previous token at its position, sample the next, record the raw log-softmax
+   and the sampling-distribution log-probability, stop a row at a stop token; leave the loop when every row
+   stopped or max_new_tokens tokens exist (max_new_tokens - 1 decode calls).
+
+Prefill and decode are two compiled executables, timed separately (compile time reported apart), so the
+``Accounting`` record holds honest wall times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from jaxeff.attention.dense import Dense
+from jaxeff.config import ModelConfig
+from jaxeff.kvcache.base import FullCache
+from jaxeff.models.decoder import forward
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  """How to sample.
+
+  Attributes:
+    max_new_tokens: tokens generated per sample (the stop token included), >= 1.
+    temperature: 0 = greedy (argmax); otherwise logits are divided by it.
+    top_k: keep the k most likely tokens (0 = off).
+    top_p: nucleus: keep the smallest set of most likely tokens whose mass reaches top_p (1.0 = off).
+    n_samples: samples per prompt, sharing the prompt's prefill.
+    stop_tokens: a row stops after emitting one of these.
+    pad_id: written after a row stops.
+  """
+
+  max_new_tokens: int = 32
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  n_samples: int = 1
+  stop_tokens: tuple[int, ...] = ()
+  pad_id: int = 0
+
+  def __post_init__(self):
+    errors = []
+    if self.max_new_tokens < 1:
+      errors.append(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+    if self.temperature < 0:
+      errors.append(f"temperature must be >= 0, got {self.temperature}")
+    if self.top_k < 0:
+      errors.append(f"top_k must be >= 0, got {self.top_k}")
+    if not 0.0 < self.top_p <= 1.0:
+      errors.append(f"top_p must be in (0, 1], got {self.top_p}")
+    if self.n_samples < 1:
+      errors.append(f"n_samples must be >= 1, got {self.n_samples}")
+    if errors:
+      raise ValueError("invalid SamplingParams: " + "; ".join(errors))
+    object.__setattr__(self, "stop_tokens", tuple(int(t) for t in self.stop_tokens))
+
+
+@dataclasses.dataclass
+class Accounting:
+  """Token and time accounting of one ``generate`` call.
+
+  ``prompt_tokens`` counts each prompt once (its prefill is shared by its n samples); ``generated_tokens``
+  counts every sampled token up to and including a stop token; ``decode_calls`` is the number of sequential
+  model calls after prefill; times are wall seconds after compilation (``compile_s`` apart).
+  """
+
+  prompt_tokens: int
+  generated_tokens: int
+  prefill_s: float
+  decode_s: float
+  compile_s: float
+  decode_calls: int
+
+  @property
+  def total_s(self) -> float:
+    return self.prefill_s + self.decode_s
+
+  @property
+  def decode_tokens_per_s(self) -> float:
+    return self.generated_tokens / self.decode_s if self.decode_s > 0 else float("inf")
+
+
+@dataclasses.dataclass
+class GenerationResult:
+  """Outputs, shaped [B, n, max_new_tokens] (B prompts, n samples each).
+
+  tokens: sampled ids (``pad_id`` after a stop). logprobs: log p_model(token) from the raw log-softmax.
+  sample_logprobs: log-probability under the sampling distribution (temperature / top-k / top-p applied;
+  0 under greedy). lengths [B, n]: tokens generated (stop token included). stopped [B, n]: ended at a stop
+  token.
+  """
+
+  tokens: np.ndarray
+  logprobs: np.ndarray
+  sample_logprobs: np.ndarray
+  lengths: np.ndarray
+  stopped: np.ndarray
+  accounting: Accounting
+
+  def sequences(self) -> list[list[list[int]]]:
+    """Token lists per prompt and sample, cut at their lengths."""
+    return [
+      [self.tokens[b, s, : self.lengths[b, s]].tolist() for s in range(self.tokens.shape[1])]
+      for b in range(self.tokens.shape[0])
+    ]
+
+
+def sample_logits(
+  logits_bv: Float[Array, "B V"], key: jax.Array, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> tuple[Array, Array, Array]:
+  r"""Sample one token per row; return (tokens [B], raw log-probs [B], sampling log-probs [B]).
+
+  The sampling distribution is softmax(l / T) restricted to the top-k logits and to the nucleus
+  {i : sum_{j ranked before i} p_j < top_p}; raw log-probs are log_softmax(l) of the chosen token.
+  ``temperature == 0`` is greedy (argmax; sampling log-prob 0).
+
+  Example:
+    >>> tok, lp, slp = sample_logits(jnp.array([[0.0, 5.0, 1.0]]), jax.random.key(0), temperature=0.0)
+    >>> int(tok[0])
+    1
+  """
+  logits_bv = logits_bv.astype(jnp.float32)
+  raw = jax.nn.log_softmax(logits_bv, axis=-1)
+  if temperature == 0.0:
+    tok = jnp.argmax(logits_bv, axis=-1)
+    return tok, jnp.take_along_axis(raw, tok[:, None], -1)[:, 0], jnp.zeros(tok.shape, jnp.float32)
+  l = logits_bv / temperature
+  neg = jnp.float32(-jnp.inf)
+  V = l.shape[-1]
+  if 0 < top_k < V:
+    kth = jax.lax.top_k(l, top_k)[0][:, -1:]
+    l = jnp.where(l < kth, neg, l)
+  if top_p < 1.0:
+    sorted_l = jnp.sort(l, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_l, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    keep = before < top_p
+    threshold = jnp.min(jnp.where(keep, sorted_l, jnp.inf), axis=-1, keepdims=True)
+    l = jnp.where(l < threshold, neg, l)
+  tok = jax.random.categorical(key, l, axis=-1)
+  slp = jnp.take_along_axis(jax.nn.log_softmax(l, axis=-1), tok[:, None], -1)[:, 0]
+  return tok, jnp.take_along_axis(raw, tok[:, None], -1)[:, 0], slp
+
+
+def _round_up(x: int, m: int) -> int:
+  return -(-x // m) * m
+
+
+class Sampler:
+  """Batched sampler bound to a model (config + params), an attention backend and a cache type.
+
+  Args:
+    config: the model config.
+    params: the parameter pytree.
+    attention: prefill attention backend (default ``Dense()``).
+    cache_cls: a cache class with ``init(config, batch, max_len, dtype)`` (default ``FullCache``).
+    pad_multiple: prompts are right-padded to a multiple of this (fewer recompiles).
+
+  Example:
+    >>> cfg = ModelConfig.tiny(); from jaxeff.models import init_params
+    >>> s = Sampler(cfg, init_params(cfg, jax.random.key(0)))
+    >>> r = s.generate([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=4, n_samples=2), jax.random.key(1))
+    >>> r.tokens.shape
+    (2, 2, 4)
+  """
+
+  def __init__(
+    self,
+    config: ModelConfig,
+    params: Any,
+    *,
+    attention: Any = None,
+    cache_cls: Any = FullCache,
+    pad_multiple: int = 16,
+  ):
+    self.config = config
+    self.params = params
+    self.attention = attention if attention is not None else Dense()
+    self.cache_cls = cache_cls
+    self.pad_multiple = pad_multiple
+    self._compiled: dict[Any, Any] = {}
+    self.dtype = jax.tree.leaves(params)[0].dtype
+
+  # ----------------------------------------------------------------- pure pieces (jitted)
+  def _prefill(self, params, tokens_bp, positions_bp, last_b):
+    cache = self.cache_cls.init(self.config, tokens_bp.shape[0], self._max_len, self.dtype)
+    logits, cache = forward(
+      params, tokens_bp, positions_bp, cache, config=self.config, attention=self.attention, is_prefill=True
+    )
+    last = jnp.take_along_axis(logits, last_b[:, None, None], axis=1)[:, 0]
+    return last, cache
+
+  def _decode(self, params, cache, last_bv, lengths_b, key, sp: SamplingParams):
+    n = sp.n_samples
+    M = sp.max_new_tokens
+    cache = jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), cache)
+    logits = jnp.repeat(last_bv, n, axis=0)
+    pos = jnp.repeat(lengths_b, n, axis=0).astype(jnp.int32)
+    R = logits.shape[0]
+    stop = jnp.asarray(sp.stop_tokens or (-1,), jnp.int32)
+    sample = lambda lg, k: sample_logits(lg, k, temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p)
+
+    key, sub = jax.random.split(key)
+    tok, lp, slp = sample(logits, sub)
+    tok = tok.astype(jnp.int32)
+    out_tok = jnp.full((R, M), sp.pad_id, jnp.int32).at[:, 0].set(tok)
+    out_lp = jnp.zeros((R, M), jnp.float32).at[:, 0].set(lp)
+    out_slp = jnp.zeros((R, M), jnp.float32).at[:, 0].set(slp)
+    done = jnp.isin(tok, stop)
+    gen_len = jnp.ones((R,), jnp.int32)
+
+    def cond(state):
+      step, _, _, _, done, *_ = state
+      return (step < M) & ~jnp.all(done)
+
+    def body(state):
+      step, cache, tok, pos, done, out_tok, out_lp, out_slp, gen_len, key = state
+      feed_pos = jnp.where(done, -1, pos)[:, None]
+      logits, cache = forward(
+        params, tok[:, None], feed_pos, cache, config=self.config, attention=self.attention, is_prefill=False
+      )
+      key, sub = jax.random.split(key)
+      new, lp, slp = sample(logits[:, 0], sub)
+      new = jnp.where(done, sp.pad_id, new.astype(jnp.int32))
+      live = ~done
+      out_tok = out_tok.at[:, step].set(new)
+      out_lp = out_lp.at[:, step].set(jnp.where(live, lp, 0.0))
+      out_slp = out_slp.at[:, step].set(jnp.where(live, slp, 0.0))
+      gen_len = gen_len + live.astype(jnp.int32)
+      done = done | jnp.isin(new, stop)
+      return step + 1, cache, new, pos + 1, done, out_tok, out_lp, out_slp, gen_len, key
+
+    state = (jnp.int32(1), cache, tok, pos, done, out_tok, out_lp, out_slp, gen_len, key)
+    state = jax.lax.while_loop(cond, body, state)
+    step, _, _, _, done, out_tok, out_lp, out_slp, gen_len, _ = state
+    return out_tok, out_lp, out_slp, gen_len, done, step - 1
+
+  # ----------------------------------------------------------------- driver
+  def _validate(self, prompts, sp: SamplingParams):
+    if not prompts:
+      raise ValueError("no prompts given")
+    V = self.config.vocab_size
+    limit = self.config.max_position_embeddings
+    for i, p in enumerate(prompts):
+      if len(p) == 0:
+        raise ValueError(f"prompt {i} is empty")
+      if len(p) + sp.max_new_tokens > limit:
+        raise ValueError(
+          f"prompt {i} has {len(p)} tokens; with max_new_tokens={sp.max_new_tokens} it exceeds the model's "
+          f"maximum of {limit} positions"
+        )
+      bad = [t for t in p if not 0 <= int(t) < V]
+      if bad:
+        raise ValueError(f"prompt {i} has token ids outside [0, {V}): {bad[:5]}")
+
+  def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, key: jax.Array) -> GenerationResult:
+    """Sample ``sampling.n_samples`` continuations of each prompt (lists of token ids). Deterministic in ``key``."""
+    self._validate(prompts, sampling)
+    B = len(prompts)
+    lens = np.array([len(p) for p in prompts], np.int32)
+    P = _round_up(int(lens.max()), self.pad_multiple)
+    P = min(P, self.config.max_position_embeddings)
+    tokens = np.zeros((B, P), np.int32)
+    positions = np.full((B, P), -1, np.int32)
+    for b, p in enumerate(prompts):
+      tokens[b, : len(p)] = p
+      positions[b, : len(p)] = np.arange(len(p))
+    self._max_len = P + sampling.max_new_tokens
+    ck = (B, P, sampling)
+    compile_s = 0.0
+    if ck not in self._compiled:
+      t0 = time.perf_counter()
+      pre = jax.jit(self._prefill).lower(self.params, tokens, positions, lens - 1).compile()
+      last_aval = jax.ShapeDtypeStruct((B, self.config.vocab_size), jnp.float32)
+      cache_aval = jax.eval_shape(self._prefill, self.params, tokens, positions, lens - 1)[1]
+      dec = (
+        jax.jit(self._decode, static_argnums=5)
+        .lower(self.params, cache_aval, last_aval, lens, key, sampling)
+        .compile()
+      )
+      self._compiled[ck] = (pre, dec)
+      compile_s = time.perf_counter() - t0
+    pre, dec = self._compiled[ck]
+
+    t0 = time.perf_counter()
+    last, cache = jax.block_until_ready(pre(self.params, tokens, positions, lens - 1))
+    t1 = time.perf_counter()
+    out = jax.block_until_ready(dec(self.params, cache, last, lens, key))
+    t2 = time.perf_counter()
+    out_tok, out_lp, out_slp, gen_len, done, calls = (np.asarray(x) for x in out)
+    n, M = sampling.n_samples, sampling.max_new_tokens
+    acct = Accounting(
+      prompt_tokens=int(lens.sum()),
+      generated_tokens=int(gen_len.sum()),
+      prefill_s=t1 - t0,
+      decode_s=t2 - t1,
+      compile_s=compile_s,
+      decode_calls=int(calls),
+    )
+    shape = (B, n, M)
+    return GenerationResult(
+      tokens=out_tok.reshape(shape),
+      logprobs=out_lp.reshape(shape),
+      sample_logprobs=out_slp.reshape(shape),
+      lengths=gen_len.reshape(B, n),
+      stopped=done.reshape(B, n),
+      accounting=acct,
+    )
+
+
+def generate(
+  params: Any,
+  prompts: Sequence[Sequence[int]],
+  *,
+  config: ModelConfig,
+  key: jax.Array,
+  attention: Any = None,
+  **sampling: Any,
+) -> GenerationResult:
+  """One-shot convenience: ``Sampler(config, params, attention=...).generate(prompts, SamplingParams(**sampling), key)``."""
+  return Sampler(config, params, attention=attention).generate(prompts, SamplingParams(**sampling), key)
