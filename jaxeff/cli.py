@@ -45,18 +45,26 @@ def _build_parser() -> argparse.ArgumentParser:
     default=None,
     help="a prompt as comma-separated token ids (for folders without tokenizer.json); repeatable",
   )
-  gen.add_argument("--max-new-tokens", type=int, default=48, help="tokens to generate per sample (default: %(default)s)")
+  gen.add_argument(
+    "--max-new-tokens", type=int, default=48, help="tokens to generate per sample (default: %(default)s)"
+  )
   gen.add_argument(
     "--temperature", type=float, default=0.8, help="softmax temperature; 0 means greedy (default: %(default)s)"
   )
-  gen.add_argument("--top-k", type=int, default=0, help="keep only the k most likely tokens; 0 = off (default: %(default)s)")
+  gen.add_argument(
+    "--top-k", type=int, default=0, help="keep only the k most likely tokens; 0 = off (default: %(default)s)"
+  )
   gen.add_argument(
     "--top-p", type=float, default=0.95, help="nucleus sampling mass in (0, 1]; 1 = off (default: %(default)s)"
   )
   gen.add_argument("--n-samples", type=int, default=1, help="samples per prompt (default: %(default)s)")
-  gen.add_argument("--seed", type=int, default=0, help="PRNG seed; equal seeds give equal samples (default: %(default)s)")
+  gen.add_argument(
+    "--seed", type=int, default=0, help="PRNG seed; equal seeds give equal samples (default: %(default)s)"
+  )
   gen.add_argument("--dtype", choices=DTYPES, default="float32", help="parameter dtype (default: %(default)s)")
-  gen.add_argument("--no-stop", action="store_true", help="ignore the model's EOS token(s) and always generate --max-new-tokens")
+  gen.add_argument(
+    "--no-stop", action="store_true", help="ignore the model's EOS token(s) and always generate --max-new-tokens"
+  )
   gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
   ins = sub.add_parser(
@@ -68,7 +76,9 @@ def _build_parser() -> argparse.ArgumentParser:
   src = ins.add_mutually_exclusive_group()
   src.add_argument("--model", default=None, help="a local HF folder, or 'default' (the default)")
   src.add_argument("--preset", default=None, help="a preset: tiny, llama3.1-8b, qwen2.5-7b, mistral-7b")
-  ins.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="KV-cache dtype for the memory figure (default: %(default)s)")
+  ins.add_argument(
+    "--dtype", choices=DTYPES, default="bfloat16", help="KV-cache dtype for the memory figure (default: %(default)s)"
+  )
   ins.add_argument("--json", action="store_true", help="print one JSON object instead of text")
   return parser
 
@@ -187,7 +197,9 @@ def _cmd_inspect(args) -> int:
   print(f"  {'params (total)':26s} {n_params:,}")
   print(f"  {'params (non-embedding)':26s} {info['params_non_embedding']:,}")
   kb = info["kv_cache_bytes_per_token"]
-  print(f"  {'KV cache per token':26s} {kb:,} bytes ({args.dtype}); {kb * 4096 / 2**20:,.1f} MiB per 4k-token sequence")
+  print(
+    f"  {'KV cache per token':26s} {kb:,} bytes ({args.dtype}); {kb * 4096 / 2**20:,.1f} MiB per 4k-token sequence"
+  )
   return 0
 
 

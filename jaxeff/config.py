@@ -465,7 +465,9 @@ class ModelConfig:
     if mt == "mistral" and (self.qkv_bias or self.o_bias):
       problems.append("mistral has no attention biases")
     if mt in ("llama", "qwen3") and self.qkv_bias != self.o_bias:
-      problems.append(f"{mt} ties q/k/v and o biases (attention_bias); got qkv_bias={self.qkv_bias}, o_bias={self.o_bias}")
+      problems.append(
+        f"{mt} ties q/k/v and o biases (attention_bias); got qkv_bias={self.qkv_bias}, o_bias={self.o_bias}"
+      )
     if mt == "llama" and self.sliding_window is not None:
       problems.append("llama has no sliding window")
     if mt == "mistral" and self.layer_types is not None and ATTENTION_FULL in self.layer_types:

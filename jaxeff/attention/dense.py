@@ -22,9 +22,7 @@ from jaxtyping import Array, Float, Int
 _NEG = -1e30  # finite, so a row with no visible key gives a uniform (ignored) distribution, not NaN
 
 
-def position_mask(
-  q_pos_bt: Int[Array, "B T"], k_pos_bs: Int[Array, "B S"], window: int | None = None
-) -> jax.Array:
+def position_mask(q_pos_bt: Int[Array, "B T"], k_pos_bs: Int[Array, "B S"], window: int | None = None) -> jax.Array:
   """Boolean [B, T, S] visibility mask from positions (see module docstring)."""
   qp = q_pos_bt[:, :, None]
   kp = k_pos_bs[:, None, :]

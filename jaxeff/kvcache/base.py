@@ -57,7 +57,7 @@ class LayerKV:
   k: Float[Array, "B S K H"]
   v: Float[Array, "B S K H"]
   pos: Int[Array, "B S"]
-  length: Int[Array, "B"]
+  length: Int[Array, " B"]
 
   @property
   def max_len(self) -> int:

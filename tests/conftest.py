@@ -1,0 +1,44 @@
+"""Test setup: 8 fake CPU devices (set before any backend starts), offline HF, shared helpers."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def tolerances(dtype) -> dict:
+  """Dtype-keyed tolerances (Levanter rule: ~1e-5 simple f32, 1e-4 complex f32; rtol 1e-2 bf16)."""
+  name = np.dtype(dtype).name
+  if name == "bfloat16":
+    return dict(rtol=2e-2, atol=2e-2)
+  if name == "float16":
+    return dict(rtol=1e-2, atol=1e-2)
+  return dict(rtol=1e-5, atol=1e-5)
+
+
+def _has_torch() -> bool:
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+HAS_TORCH = _has_torch()
+
+
+def pytest_collection_modifyitems(config, items):
+  if HAS_TORCH:
+    return
+  skip = pytest.mark.skip(reason="needs the torch test extra: pip install -e '.[test]'")
+  for item in items:
+    if "needs_torch" in item.keywords:
+      item.add_marker(skip)

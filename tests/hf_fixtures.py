@@ -1,0 +1,56 @@
+"""Tiny random Hugging Face PyTorch models, built offline from configs (the parity oracle)."""
+
+from __future__ import annotations
+
+COMMON = dict(
+  vocab_size=128,
+  hidden_size=64,
+  intermediate_size=96,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  num_key_value_heads=2,
+  max_position_embeddings=256,
+  rms_norm_eps=1e-5,
+)
+
+LLAMA3_ROPE = dict(
+  rope_type="llama3",
+  rope_theta=10000.0,
+  factor=8.0,
+  low_freq_factor=1.0,
+  high_freq_factor=4.0,
+  original_max_position_embeddings=32,
+)
+
+
+def hf_config(family: str):
+  import transformers as tf
+
+  if family == "llama":  # llama3 RoPE scaling, attention biases
+    return tf.LlamaConfig(**COMMON, rope_parameters=LLAMA3_ROPE, attention_bias=True)
+  if family == "llama_tied":
+    return tf.LlamaConfig(**COMMON, tie_word_embeddings=True)
+  if family == "mistral":  # sliding window shorter than the test sequences
+    return tf.MistralConfig(**COMMON, sliding_window=5)
+  if family == "qwen2":  # qkv bias, sliding window on layer 1 only
+    return tf.Qwen2Config(**COMMON, use_sliding_window=True, sliding_window=4, max_window_layers=1)
+  if family == "qwen3":  # q/k RMSNorm, explicit head_dim != hidden/heads
+    return tf.Qwen3Config(**COMMON, head_dim=32)
+  raise ValueError(family)
+
+
+FAMILIES = ("llama", "llama_tied", "mistral", "qwen2", "qwen3")
+
+
+def make_hf_model(family: str, folder, seed: int = 0, scale: float = 0.1):
+  """Build, perturb (so norms/biases are not trivially 1/0) and save a tiny model; return it in eval mode."""
+  import torch
+  from transformers import AutoModelForCausalLM
+
+  torch.manual_seed(seed)
+  model = AutoModelForCausalLM.from_config(hf_config(family)).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(torch.randn_like(p) * scale)
+  model.save_pretrained(folder)
+  return model

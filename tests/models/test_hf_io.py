@@ -1,0 +1,99 @@
+"""Checkpoint I/O without torch: strict checks, clear errors, atomic writes."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from jaxeff import sharding as shard_lib
+from jaxeff.config import ModelConfig, UnsupportedConfigError
+from jaxeff.models import CheckpointError, forward, init_params, load_hf, save_hf
+
+
+@pytest.fixture
+def saved(tmp_path):
+  cfg = ModelConfig.tiny(qkv_bias=True, model_type="qwen2")
+  params = init_params(cfg, jax.random.key(0))
+  save_hf(tmp_path / "m", cfg, params)
+  return tmp_path / "m", cfg, params
+
+
+def test_missing_folder_and_files(tmp_path):
+  with pytest.raises(CheckpointError, match="not found"):
+    load_hf(tmp_path / "nope")
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(CheckpointError, match="no config.json"):
+    load_hf(tmp_path / "empty")
+
+
+def test_all_key_problems_reported_at_once(saved):
+  folder, cfg, _ = saved
+  tensors = load_file(str(folder / "model.safetensors"))
+  del tensors["model.layers.0.self_attn.q_proj.weight"]
+  del tensors["model.layers.1.mlp.up_proj.weight"]
+  tensors["model.layers.0.mlp.gate_proj.weight"] = np.zeros((3, 3), np.float32)
+  tensors["model.extra.weight"] = np.zeros((2,), np.float32)
+  save_file(tensors, str(folder / "model.safetensors"))
+  with pytest.raises(CheckpointError) as e:
+    load_hf(folder)
+  msg = str(e.value)
+  assert "2 missing" in msg and "q_proj.weight" in msg and "up_proj.weight" in msg
+  assert "1 unexpected: model.extra.weight" in msg
+  assert "1 mis-shaped" in msg and "gate_proj" in msg and "(3, 3)" in msg
+
+
+def test_corrupt_files(saved):
+  folder, _, _ = saved
+  (folder / "model.safetensors").write_bytes(b"\x00garbage")
+  with pytest.raises(CheckpointError, match="corrupt safetensors"):
+    load_hf(folder)
+  (folder / "config.json").write_text("{not json")
+  with pytest.raises(CheckpointError, match="corrupt config.json"):
+    load_hf(folder)
+
+
+def test_unsupported_architecture_field_is_named(saved):
+  folder, _, _ = saved
+  hf = json.loads((folder / "config.json").read_text())
+  hf["rope_parameters"] = {"rope_type": "longrope", "rope_theta": 1e4}
+  (folder / "config.json").write_text(json.dumps(hf))
+  with pytest.raises(UnsupportedConfigError, match="longrope"):
+    load_hf(folder)
+
+
+def test_index_pointing_to_missing_shard(saved, tmp_path):
+  folder, cfg, params = saved
+  out = save_hf(tmp_path / "sh", cfg, params, max_shard_bytes=30_000)
+  victim = sorted(out.glob("model-*.safetensors"))[1]
+  victim.unlink()
+  with pytest.raises(CheckpointError, match=victim.name):
+    load_hf(out)
+
+
+def test_resave_switches_layout_and_leaves_no_temp_files(saved, tmp_path):
+  folder, cfg, params = saved
+  save_hf(folder, cfg, params, max_shard_bytes=30_000)
+  save_hf(folder, cfg, params)  # back to one file: the stale index must go
+  assert not (folder / "model.safetensors.index.json").exists()
+  assert not list(folder.glob(".*.tmp"))
+  _, p2 = load_hf(folder)
+  np.testing.assert_array_equal(np.asarray(p2["embed"]), np.asarray(params["embed"]))
+
+
+def test_load_into_sharded_arrays(saved):
+  folder, cfg, params = saved
+  mesh = shard_lib.make_mesh(data=2, fsdp=2, tensor=2)
+  _, sharded = load_hf(folder, dtype=jnp.float32, mesh=mesh)
+  q = sharded["layers"][0]["attn"]["q"]
+  assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+  assert q.addressable_shards[0].data.shape == (32, 2, 16)
+  np.testing.assert_array_equal(np.asarray(q), np.asarray(params["layers"][0]["attn"]["q"]))
+  toks = jnp.arange(12).reshape(2, 6) % cfg.vocab_size
+  pos = jnp.broadcast_to(jnp.arange(6), (2, 6))
+  ref, _ = forward(params, toks, pos, config=cfg)
+  with jax.set_mesh(mesh):
+    got, _ = jax.jit(lambda p, t, q: forward(p, t, q, config=cfg))(sharded, toks, pos)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,97 @@
+"""The jaxeff CLI: --help explains every option, generate/inspect run, bad input gives one line and exit 2."""
+
+import json
+
+import jax
+import pytest
+
+from jaxeff import cli
+from jaxeff.config import ModelConfig
+from jaxeff.models import init_params, save_hf
+
+
+def _options(sub):
+  parser = cli._build_parser()
+  action = next(a for a in parser._actions if a.dest == "command")
+  return action.choices[sub]._actions
+
+
+@pytest.mark.parametrize("sub", ["generate", "inspect"])
+def test_every_option_has_help(sub):
+  for action in _options(sub):
+    assert action.help and len(action.help) > 10, action.dest
+
+
+def test_help_exits_zero(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["generate", "--help"])
+  assert e.value.code == 0
+  assert "--max-new-tokens" in capsys.readouterr().out
+
+
+def test_generate_default_model_json(capsys):
+  assert (
+    cli.main(
+      [
+        "generate",
+        "--max-new-tokens",
+        "5",
+        "--n-samples",
+        "2",
+        "--prompt",
+        "ab",
+        "--prompt",
+        "c",
+        "--json",
+        "--no-stop",
+      ]
+    )
+    == 0
+  )
+  out = json.loads(capsys.readouterr().out)
+  assert len(out["samples"]) == 2 and len(out["samples"][0]) == 2
+  assert all(len(ids) == 5 for row in out["token_ids"] for ids in row)
+  assert out["accounting"]["generated_tokens"] == 20
+
+
+def test_generate_from_folder_with_prompt_ids(tmp_path, capsys):
+  cfg = ModelConfig.tiny()
+  save_hf(tmp_path, cfg, init_params(cfg, jax.random.key(0)))
+  assert (
+    cli.main(
+      ["generate", "--model", str(tmp_path), "--prompt-ids", "1,2,3", "--max-new-tokens", "3", "--temperature", "0"]
+    )
+    == 0
+  )
+  assert "generated tokens" in capsys.readouterr().out
+  assert cli.main(["generate", "--model", str(tmp_path), "--prompt", "hello"]) == 2
+  assert "no tokenizer.json" in capsys.readouterr().err
+
+
+def test_inspect_preset_and_folder(tmp_path, capsys):
+  assert cli.main(["inspect", "--preset", "qwen2.5-7b", "--json"]) == 0
+  info = json.loads(capsys.readouterr().out)
+  assert info["params_total"] == 7_615_616_512
+  assert info["kv_cache_bytes_per_token"] == 2 * 28 * 4 * 128 * 2
+
+
+@pytest.mark.parametrize(
+  "argv, needle",
+  [
+    (["generate", "--model", "/does/not/exist"], "checkpoint folder not found"),
+    (["generate", "--prompt", "x" * 5000], "exceeds the model's maximum"),
+    (["generate", "--top-p", "1.5"], "top_p must be in (0, 1]"),
+    (["generate", "--prompt-ids", "1,a"], "comma-separated integers"),
+    (["inspect", "--preset", "gpt-5"], "unknown preset"),
+  ],
+)
+def test_bad_input_one_line_exit_2(argv, needle, capsys):
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and needle in err and "Traceback" not in err
+
+
+def test_unsupported_architecture_folder(tmp_path, capsys):
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+  assert cli.main(["inspect", "--model", str(tmp_path)]) == 2
+  assert "unsupported architecture model_type='gpt_neox'" in capsys.readouterr().err

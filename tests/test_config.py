@@ -1,0 +1,139 @@
+import dataclasses
+
+import jax
+import pytest
+
+from jaxeff.config import ModelConfig, RopeScaling, UnsupportedConfigError
+from jaxeff.models import count_params, param_shapes
+
+
+@pytest.mark.parametrize(
+  "name, published",
+  [
+    # Published totals (model cards / safetensors index totals divided by dtype size).
+    ("llama3.1-8b", 8_030_261_248),
+    ("qwen2.5-7b", 7_615_616_512),
+    ("mistral-7b", 7_241_732_096),
+  ],
+)
+def test_full_size_presets_match_published_parameter_counts(name, published):
+  cfg = ModelConfig.preset(name)
+  shapes = jax.eval_shape(lambda: param_shapes(cfg))  # shapes only: nothing is allocated
+  assert count_params(shapes) == published
+  assert cfg.param_count() == published
+
+
+def test_closed_form_param_count_matches_table_for_every_feature():
+  for kw in [
+    {},
+    dict(qkv_bias=True, model_type="qwen2"),
+    dict(qk_norm=True, model_type="qwen3"),
+    dict(tie_embeddings=True),
+    dict(qkv_bias=True, o_bias=True),
+  ]:
+    cfg = ModelConfig.tiny(**kw)
+    assert cfg.param_count() == count_params(param_shapes(cfg)), kw
+
+
+def test_init_params_eval_shape_at_full_size():
+  from jaxeff.models import init_params
+
+  cfg = ModelConfig.llama3_1_8b()
+  out = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0))
+  assert out["layers"][31]["mlp"]["gate"].shape == (4096, 14336)
+  assert out["lm_head"].shape == (4096, 128256)
+
+
+def test_config_is_frozen_and_validated():
+  cfg = ModelConfig.tiny()
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    cfg.d_model = 3  # type: ignore[misc]
+  with pytest.raises(ValueError, match="multiple of n_kv_heads"):
+    ModelConfig.tiny(n_heads=4, n_kv_heads=3)
+  with pytest.raises(ValueError, match="head_dim must be even"):
+    ModelConfig.tiny(head_dim=15)
+  with pytest.raises(ValueError, match="layer_types has 3 entries"):
+    ModelConfig.tiny(layer_types=("full_attention",) * 3)
+  with pytest.raises(ValueError, match="sliding_window is None"):
+    ModelConfig.tiny(layer_types=("sliding_attention", "full_attention"))
+  with pytest.raises(ValueError, match="high_freq_factor"):
+    RopeScaling(8.0, 4.0, 1.0, 8192)
+
+
+def _hf_dict(model_type, **extra):
+  d = dict(
+    model_type=model_type,
+    vocab_size=100,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rms_norm_eps=1e-5,
+    rope_parameters={"rope_theta": 10000.0, "rope_type": "default"},
+  )
+  d.update(extra)
+  return d
+
+
+def test_from_hf_rejects_unsupported_fields_by_name_all_at_once():
+  hf = _hf_dict("llama", hidden_act="gelu", mlp_bias=True, quantization_config={"bits": 4}, moe_thing=3)
+  with pytest.raises(UnsupportedConfigError) as e:
+    ModelConfig.from_hf_config(hf)
+  msg = str(e.value)
+  for word in ("hidden_act='gelu'", "mlp_bias", "quantization_config", "moe_thing"):
+    assert word in msg
+
+
+def test_from_hf_rejects_rope_types_and_architectures():
+  with pytest.raises(UnsupportedConfigError, match="rope_type='yarn'"):
+    ModelConfig.from_hf_config(
+      _hf_dict("llama", rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0})
+    )
+  with pytest.raises(UnsupportedConfigError, match="model_type='gpt2'"):
+    ModelConfig.from_hf_config(_hf_dict("gpt2"))
+
+
+@pytest.mark.parametrize(
+  "hf",
+  [
+    _hf_dict(
+      "llama",
+      rope_parameters=dict(
+        rope_type="llama3",
+        rope_theta=5e5,
+        factor=8.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        original_max_position_embeddings=8192,
+      ),
+    ),
+    _hf_dict("mistral", sliding_window=16, head_dim=16),
+    _hf_dict("qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=1),
+    _hf_dict("qwen3", head_dim=32, attention_bias=True),
+  ],
+  ids=["llama3-rope", "mistral-window", "qwen2-bias-window", "qwen3-qknorm"],
+)
+def test_hf_config_round_trip(hf):
+  cfg = ModelConfig.from_hf_config(hf)
+  assert ModelConfig.from_hf_config(cfg.to_hf_config()) == cfg
+
+
+def test_hf_feature_mapping():
+  q2 = ModelConfig.from_hf_config(_hf_dict("qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=1))
+  assert q2.qkv_bias and not q2.o_bias
+  assert q2.layer_types == ("full_attention", "sliding_attention")
+  assert [q2.layer_window(i) for i in range(2)] == [None, 8]
+  q3 = ModelConfig.from_hf_config(_hf_dict("qwen3", head_dim=32))
+  assert q3.qk_norm and q3.head_dim == 32
+  mi = ModelConfig.from_hf_config(_hf_dict("mistral", sliding_window=16))
+  assert [mi.layer_window(i) for i in range(2)] == [16, 16]
+  ll = ModelConfig.from_hf_config(_hf_dict("llama", tie_word_embeddings=True))
+  assert ll.tie_embeddings and ll.head_dim == 16
+
+
+def test_to_hf_rejects_what_the_family_cannot_express():
+  with pytest.raises(UnsupportedConfigError, match="qk_norm"):
+    ModelConfig.tiny(qk_norm=True, model_type="llama").to_hf_config()
+  with pytest.raises(UnsupportedConfigError, match="qwen2 requires"):
+    ModelConfig.tiny(model_type="qwen2").to_hf_config()
