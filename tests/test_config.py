@@ -40,8 +40,8 @@ def test_init_params_eval_shape_at_full_size():
 
   cfg = ModelConfig.llama3_1_8b()
   out = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0))
-  assert out["layers"][31]["mlp"]["gate"].shape == (4096, 14336)
-  assert out["lm_head"].shape == (4096, 128256)
+  assert out["layers"][31]["mlp"]["gate"].shape == (14336, 4096)
+  assert out["lm_head"].shape == (128256, 4096)
 
 
 def test_config_is_frozen_and_validated():

@@ -73,16 +73,100 @@ def reference_attention(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=None)
   return masked_attention(f32(q_btnh), f32(k_bskh), f32(v_bskh), mask)
 
 
+def blockwise_attention(
+  q_btnh: Float[Array, "B T N H"],
+  k_bskh: Float[Array, "B S K H"],
+  v_bskh: Float[Array, "B S K H"],
+  q_pos_bt: Int[Array, "B T"],
+  k_pos_bs: Int[Array, "B S"],
+  *,
+  window: int | None = None,
+  block_q: int = 512,
+  block_k: int = 512,
+  skip_blocks: bool = True,
+) -> Float[Array, "B T N H"]:
+  r"""Exact attention tiled over query and key blocks with an online softmax (flash-attention in jnp).
+
+  For each query block, key blocks are visited in order keeping the running max m, normaliser l and
+  accumulator a:  m' = max(m, rowmax(s)),  l' = l e^{m - m'} + rowsum(e^{s - m'}),
+  a' = a e^{m - m'} + e^{s - m'} V;  the output is a / l. Scores never exist beyond one [block_q, block_k]
+  tile per head, which keeps the work in cache on CPU (about 4x faster than materialising [T, S] at 2k
+  tokens) and bounds memory everywhere.
+
+  With ``skip_blocks`` the key loop of query block i runs only over blocks that can hold visible keys:
+  up to the block containing index ``(i + 1) * block_q - 1`` and, with a sliding window, from
+  ``i * block_q - window + 1``. That assumes positions increase with the index within each row, as in every
+  prompt chunk (padding, position -1, may sit anywhere: it is masked by position). Masking itself is always
+  by position, so the result equals ``masked_attention`` under ``position_mask``.
+
+  Args:
+    q_btnh, k_bskh, v_bskh: queries [B, T, N, H], keys/values [B, S, K, H] (GQA: N % K == 0).
+    q_pos_bt, k_pos_bs: positions, -1 = padding.
+    window: sliding window (``None`` = full causal).
+    block_q, block_k: tile sizes.
+    skip_blocks: skip key blocks that the index-causal structure makes invisible.
+
+  Returns:
+    [B, T, N, H] in the query dtype (accumulation in float32).
+  """
+  B, T, N, H = q_btnh.shape
+  S, K = k_bskh.shape[1], k_bskh.shape[2]
+  G = N // K
+  nq, nk = -(-T // block_q), -(-S // block_k)
+  Tp, Sp = nq * block_q, nk * block_k
+  q = jnp.pad(q_btnh, ((0, 0), (0, Tp - T), (0, 0), (0, 0)))
+  k = jnp.pad(k_bskh, ((0, 0), (0, Sp - S), (0, 0), (0, 0)))
+  v = jnp.pad(v_bskh, ((0, 0), (0, Sp - S), (0, 0), (0, 0)))
+  qpos = jnp.pad(q_pos_bt, ((0, 0), (0, Tp - T)), constant_values=-1)
+  kpos = jnp.pad(k_pos_bs, ((0, 0), (0, Sp - S)), constant_values=-1)
+  q_bkgth = (q * jnp.asarray(H**-0.5, q.dtype)).reshape(B, Tp, K, G, H).transpose(0, 2, 3, 1, 4)
+  k_bksh = k.transpose(0, 2, 1, 3)
+  v_bksh = v.transpose(0, 2, 1, 3)
+
+  def one_query_block(i):
+    qi = jax.lax.dynamic_slice_in_dim(q_bkgth, i * block_q, block_q, axis=3)
+    qp = jax.lax.dynamic_slice_in_dim(qpos, i * block_q, block_q, axis=1)
+
+    def body(j, carry):
+      m, l, acc = carry
+      kj = jax.lax.dynamic_slice_in_dim(k_bksh, j * block_k, block_k, axis=2)
+      vj = jax.lax.dynamic_slice_in_dim(v_bksh, j * block_k, block_k, axis=2)
+      kp = jax.lax.dynamic_slice_in_dim(kpos, j * block_k, block_k, axis=1)
+      s = jnp.einsum("bkgth,bksh->bkgts", qi, kj, preferred_element_type=jnp.float32)
+      s = jnp.where(position_mask(qp, kp, window)[:, None, None], s, _NEG)
+      m_new = jnp.maximum(m, s.max(-1))
+      p = jnp.exp(s - m_new[..., None])
+      corr = jnp.exp(m - m_new)
+      pv = jnp.einsum("bkgts,bksh->bkgth", p.astype(vj.dtype), vj, preferred_element_type=jnp.float32)
+      return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
+
+    lo, hi = 0, nk
+    if skip_blocks:
+      hi = jnp.minimum(((i + 1) * block_q + block_k - 1) // block_k, nk)
+      if window is not None:
+        lo = jnp.maximum(0, (i * block_q - window + 1) // block_k)
+    init = (
+      jnp.full((B, K, G, block_q), _NEG, jnp.float32),
+      jnp.zeros((B, K, G, block_q), jnp.float32),
+      jnp.zeros((B, K, G, block_q, H), jnp.float32),
+    )
+    m, l, acc = jax.lax.fori_loop(lo, hi, body, init)
+    return acc / l[..., None]
+
+  out = jax.lax.map(one_query_block, jnp.arange(nq))  # [nq, B, K, G, block_q, H]
+  out = out.transpose(1, 0, 4, 2, 3, 5).reshape(B, Tp, N, H)[:, :T]
+  return out.astype(q_btnh.dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class Dense:
   """Exact attention backend.
 
-  Args:
-    block_q: when set and the query chunk is the key chunk (prefill), process queries in blocks of
-      ``block_q`` and give each block only the keys it can see: ``[0, end)`` causally, and from
-      ``start - window + 1`` with a sliding window. This skips the upper triangle (about half the FLOPs and
-      memory) but assumes positions increase with the index in every row, padding (-1) last: true for
-      every prompt jaxeff's sampler builds. ``None`` computes the full [T, T] score matrix.
+  Queries over a different key set (or chunks of at most 16 tokens) use one masked softmax; prefill chunks
+  (queries = keys) use ``blockwise_attention``: tiles of ``block_q`` x ``block_k`` with an online
+  softmax, skipping key blocks above the causal diagonal (and outside a sliding window) when
+  ``skip_blocks`` (positions must increase with the index in each row, padding anywhere; true for every
+  prompt jaxeff's sampler builds).
 
   Example:
     >>> import jax.numpy as jnp
@@ -91,16 +175,28 @@ class Dense:
     (1, 4, 2, 8)
   """
 
-  block_q: int | None = 512
+  block_q: int = 512
+  block_k: int = 512
+  skip_blocks: bool = True
+
+  def __post_init__(self):
+    if self.block_q <= 0 or self.block_k <= 0:
+      raise ValueError(f"block sizes must be positive, got block_q={self.block_q}, block_k={self.block_k}")
 
   def __call__(self, q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, *, window: int | None = None, layer: int = 0):
     T, S = q_btnh.shape[1], k_bskh.shape[1]
-    if self.block_q is None or T != S or T <= self.block_q:
+    if T != S or T <= 16:
       return masked_attention(q_btnh, k_bskh, v_bskh, position_mask(q_pos_bt, k_pos_bs, window))
-    outs = []
-    for t0 in range(0, T, self.block_q):
-      t1 = min(T, t0 + self.block_q)
-      s0 = 0 if window is None else max(0, t0 - window + 1)
-      mask = position_mask(q_pos_bt[:, t0:t1], k_pos_bs[:, s0:t1], window)
-      outs.append(masked_attention(q_btnh[:, t0:t1], k_bskh[:, s0:t1], v_bskh[:, s0:t1], mask))
-    return jnp.concatenate(outs, axis=1)
+    # Tiles never larger than the (8-rounded) chunk: short prompts do not pay for padding to a full block.
+    round8 = -(-T // 8) * 8
+    return blockwise_attention(
+      q_btnh,
+      k_bskh,
+      v_bskh,
+      q_pos_bt,
+      k_pos_bs,
+      window=window,
+      block_q=min(self.block_q, round8),
+      block_k=min(self.block_k, round8),
+      skip_blocks=self.skip_blocks,
+    )

@@ -203,10 +203,16 @@ class Sampler:
   def _prefill(self, params, tokens_bp, positions_bp, last_b):
     cache = self.cache_cls.init(self.config, tokens_bp.shape[0], self._max_len, self.dtype)
     logits, cache = forward(
-      params, tokens_bp, positions_bp, cache, config=self.config, attention=self.attention, is_prefill=True
+      params,
+      tokens_bp,
+      positions_bp,
+      cache,
+      config=self.config,
+      attention=self.attention,
+      is_prefill=True,
+      logits_index=last_b,
     )
-    last = jnp.take_along_axis(logits, last_b[:, None, None], axis=1)[:, 0]
-    return last, cache
+    return logits[:, 0], cache
 
   def _decode(self, params, cache, last_bv, lengths_b, key, sp: SamplingParams):
     n = sp.n_samples

@@ -4,27 +4,30 @@ Parameters are a plain nested dict (the one table below). Every surgery in jaxef
 pruning, Judge Q tokens, quantized experts) is a pure function ``(config, params) -> (config, params)`` over
 this table.
 
-====================================  =========================  =====================================
-leaf                                  shape                      logical axes
-====================================  =========================  =====================================
-``embed``                             [V, D]                     (vocab, embed)
-``layers[i].attn_norm``               [D]                        (norm,)
-``layers[i].attn.q``                  [D, N, H]                  (embed, heads, head_dim)
-``layers[i].attn.k`` / ``.v``         [D, K, H]                  (embed, kv_heads, head_dim)
-``layers[i].attn.o``                  [N, H, D]                  (heads, head_dim, embed)
-``layers[i].attn.q_bias``             [N, H]  (qkv_bias)         (heads, head_dim)
-``layers[i].attn.k_bias`` / ``v_bias`` [K, H]  (qkv_bias)        (kv_heads, head_dim)
-``layers[i].attn.o_bias``             [D]     (o_bias)           (norm,)
-``layers[i].attn.q_norm`` / ``k_norm`` [H]    (qk_norm)          (head_dim,)
-``layers[i].mlp_norm``                [D]                        (norm,)
-``layers[i].mlp.gate`` / ``.up``      [D, F]                     (embed, mlp)
-``layers[i].mlp.down``                [F, D]                     (mlp, embed)
-``final_norm``                        [D]                        (norm,)
-``lm_head``                           [D, V]  (untied only)      (embed, vocab)
-====================================  =========================  =====================================
+=======================================  ======================  =====================================
+leaf                                     shape                   logical axes
+=======================================  ======================  =====================================
+``embed``                                [V, D]                  (vocab, embed)
+``layers[i].attn_norm``                  [D]                     (norm,)
+``layers[i].attn.q``                     [N, H, D]               (heads, head_dim, embed)
+``layers[i].attn.k`` / ``.v``            [K, H, D]               (kv_heads, head_dim, embed)
+``layers[i].attn.o``                     [D, N, H]               (embed, heads, head_dim)
+``layers[i].attn.q_bias``                [N, H]  (qkv_bias)      (heads, head_dim)
+``layers[i].attn.k_bias`` / ``.v_bias``  [K, H]  (qkv_bias)      (kv_heads, head_dim)
+``layers[i].attn.o_bias``                [D]     (o_bias)        (norm,)
+``layers[i].attn.q_norm`` / ``.k_norm``  [H]     (qk_norm)       (head_dim,)
+``layers[i].mlp_norm``                   [D]                     (norm,)
+``layers[i].mlp.gate`` / ``.up``         [F, D]                  (mlp, embed)
+``layers[i].mlp.down``                   [D, F]                  (embed, mlp)
+``final_norm``                           [D]                     (norm,)
+``lm_head``                              [V, D]  (untied only)   (vocab, embed)
+=======================================  ======================  =====================================
 
-``layers`` is a tuple (per-layer shapes may differ after surgery). Shapes: B batch, T tokens, D d_model,
-N/K query/kv heads, H head_dim, F d_ff, V vocab.
+Weights are stored output-major, ``[out..., in]``, exactly as PyTorch ``nn.Linear`` stores them, with the
+head axes split out. Every HF tensor is therefore a *reshape* of its jaxeff leaf: checkpoints load by
+memory-mapping with no transpose (zero-copy on CPU when aligned), and XLA contracts over the last axis at no
+cost. ``layers`` is a tuple (per-layer shapes may differ after surgery). Shapes: B batch, T tokens,
+D d_model, N/K query/kv heads, H head_dim, F d_ff, V vocab.
 """
 
 from __future__ import annotations
@@ -63,10 +66,10 @@ def param_specs(config: ModelConfig) -> dict[str, Any]:
 
   def layer():
     attn = {
-      "q": ParamSpec((D, N, H), ("embed", "heads", "head_dim"), "normal"),
-      "k": ParamSpec((D, K, H), ("embed", "kv_heads", "head_dim"), "normal"),
-      "v": ParamSpec((D, K, H), ("embed", "kv_heads", "head_dim"), "normal"),
-      "o": ParamSpec((N, H, D), ("heads", "head_dim", "embed"), "normal"),
+      "q": ParamSpec((N, H, D), ("heads", "head_dim", "embed"), "normal"),
+      "k": ParamSpec((K, H, D), ("kv_heads", "head_dim", "embed"), "normal"),
+      "v": ParamSpec((K, H, D), ("kv_heads", "head_dim", "embed"), "normal"),
+      "o": ParamSpec((D, N, H), ("embed", "heads", "head_dim"), "normal"),
     }
     if config.qkv_bias:
       attn["q_bias"] = ParamSpec((N, H), ("heads", "head_dim"), "zeros")
@@ -82,9 +85,9 @@ def param_specs(config: ModelConfig) -> dict[str, Any]:
       "attn": attn,
       "mlp_norm": ParamSpec((D,), ("norm",), "ones"),
       "mlp": {
-        "gate": ParamSpec((D, F), ("embed", "mlp"), "normal"),
-        "up": ParamSpec((D, F), ("embed", "mlp"), "normal"),
-        "down": ParamSpec((F, D), ("mlp", "embed"), "normal"),
+        "gate": ParamSpec((F, D), ("mlp", "embed"), "normal"),
+        "up": ParamSpec((F, D), ("mlp", "embed"), "normal"),
+        "down": ParamSpec((D, F), ("embed", "mlp"), "normal"),
       },
     }
 
@@ -94,7 +97,7 @@ def param_specs(config: ModelConfig) -> dict[str, Any]:
     "final_norm": ParamSpec((D,), ("norm",), "ones"),
   }
   if not config.tie_embeddings:
-    specs["lm_head"] = ParamSpec((D, V), ("embed", "vocab"), "normal")
+    specs["lm_head"] = ParamSpec((V, D), ("vocab", "embed"), "normal")
   return specs
 
 
@@ -117,7 +120,7 @@ def init_params(config: ModelConfig, key: jax.Array, dtype: Any = jnp.float32, s
   Example:
     >>> params = init_params(ModelConfig.tiny(), jax.random.key(0))
     >>> params['layers'][0]['attn']['q'].shape
-    (64, 4, 16)
+    (4, 16, 64)
   """
   specs = param_specs(config)
   leaves, treedef = jax.tree.flatten(specs, is_leaf=_is_spec)
@@ -158,13 +161,25 @@ def rope(x_btnh: Float[Array, "B T N H"], positions_bt: Int[Array, "B T"], inv_f
   return x_btnh * cos + rot * sin
 
 
+def linear(x: Array, w: Array, n_in: int = 1) -> Array:
+  """y = x W^T for an output-major weight ``w`` [*out, *in] whose last ``n_in`` axes match x's last axes.
+
+  The weight is viewed as a 2-D [out, in] matrix (a free reshape under jit) so XLA emits one plain GEMM.
+  """
+  out_shape, in_shape = w.shape[: w.ndim - n_in], w.shape[w.ndim - n_in :]
+  lead = x.shape[: x.ndim - n_in]
+  x2 = x.reshape(*lead, int(np.prod(in_shape)))
+  w2 = w.reshape(int(np.prod(out_shape)), int(np.prod(in_shape)))
+  return jnp.einsum("...i,oi->...o", x2, w2).reshape(*lead, *out_shape)
+
+
 def swiglu_mlp(mlp_params: dict[str, Array], x_btd: Array, config: ModelConfig) -> Array:
-  """down( silu(x W_gate) * (x W_up) )."""
+  """down( silu(x W_gate^T) * (x W_up^T) )."""
   del config
-  g = jnp.einsum("btd,df->btf", x_btd, mlp_params["gate"])
-  u = jnp.einsum("btd,df->btf", x_btd, mlp_params["up"])
+  g = linear(x_btd, mlp_params["gate"])
+  u = linear(x_btd, mlp_params["up"])
   h = shard_lib.constrain(jax.nn.silu(g) * u, ("batch", "seq", "mlp"))
-  return jnp.einsum("btf,fd->btd", h, mlp_params["down"])
+  return linear(h, mlp_params["down"])
 
 
 def feed_forward(layer_params: dict[str, Any], x_btd: Array, config: ModelConfig) -> Array:
@@ -186,9 +201,9 @@ def register_feed_forward(kind: str, fn: Callable[..., Array]) -> None:
 
 def qkv_projection(attn: dict[str, Array], h_btd: Array, positions_bt: Array, config: ModelConfig, inv_freq: Array):
   """Project to q [B,T,N,H], k, v [B,T,K,H]; biases, q/k RMSNorm (Qwen3) and RoPE applied."""
-  q = jnp.einsum("btd,dnh->btnh", h_btd, attn["q"])
-  k = jnp.einsum("btd,dkh->btkh", h_btd, attn["k"])
-  v = jnp.einsum("btd,dkh->btkh", h_btd, attn["v"])
+  q = linear(h_btd, attn["q"])  # [B, T, N, H]
+  k = linear(h_btd, attn["k"])  # [B, T, K, H]
+  v = linear(h_btd, attn["v"])
   if "q_bias" in attn:
     q, k, v = q + attn["q_bias"], k + attn["k_bias"], v + attn["v_bias"]
   if "q_norm" in attn:
@@ -208,6 +223,7 @@ def forward(
   config: ModelConfig,
   attention: Callable[..., Array] = Dense(),
   is_prefill: bool | None = None,
+  logits_index: Int[Array, " B"] | None = None,
   return_hidden: bool = False,
 ) -> tuple[Float[Array, "B T V"], Any]:
   r"""Pure forward pass; returns float32 logits and the new cache.
@@ -230,6 +246,8 @@ def forward(
     config: the model config (static).
     attention: the prefill attention backend, e.g. ``Dense()``.
     is_prefill: see above.
+    logits_index: optional [B] token index per row; logits are then computed only there ([B, 1, V]), which
+      skips the output head for the rest of a prompt (the sampler's prefill needs the last token only).
     return_hidden: also return the final hidden states [B, T, D] (before the norm) as a third output.
 
   Returns:
@@ -264,7 +282,7 @@ def forward(
     else:
       cache = cache.append(i, k, v, positions_bt)
       out = cache.attend(i, q, positions_bt, window=window)
-    attn_out = jnp.einsum("btnh,nhd->btd", out, lp["attn"]["o"])
+    attn_out = linear(out, lp["attn"]["o"], n_in=2)
     if "o_bias" in lp["attn"]:
       attn_out = attn_out + lp["attn"]["o_bias"]
     x = x + attn_out
@@ -272,9 +290,11 @@ def forward(
     x = x + feed_forward(lp, h, config)
     x = shard_lib.constrain(x, ("batch", "seq", "act_embed"))
   hidden = x
+  if logits_index is not None:
+    x = jnp.take_along_axis(x, logits_index[:, None, None].astype(jnp.int32), axis=1)
   x = rms_norm(x, params["final_norm"], config.rms_norm_eps)
-  head = params["embed"].T if config.tie_embeddings else params["lm_head"]
-  logits = jnp.einsum("btd,dv->btv", x, head, preferred_element_type=jnp.float32)
+  head = params["embed"] if config.tie_embeddings else params["lm_head"]
+  logits = jnp.einsum("btd,vd->btv", x, head, preferred_element_type=jnp.float32)
   logits = shard_lib.constrain(logits, ("batch", "seq", "act_vocab"))
   if return_hidden:
     return logits, cache, hidden

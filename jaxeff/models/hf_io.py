@@ -15,13 +15,14 @@ import dataclasses
 import json
 import os
 import re
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 
 from jaxeff import sharding as shard_lib
@@ -42,22 +43,17 @@ class TableEntry:
   to_hf: Callable[[np.ndarray], np.ndarray]
 
 
-def _ident(x):
-  return x
-
-
-def _linear_in(*out_shape):
-  """HF [prod(out), in] -> jaxeff [in, *out]."""
-  return lambda w: w.T.reshape(w.shape[1], *out_shape)
-
-
-def _linear_out(w):
-  """jaxeff [in, *out] -> HF [prod(out), in]."""
-  return w.reshape(w.shape[0], -1).T
+def _reshape(*shape):
+  return lambda w: w.reshape(shape)
 
 
 def hf_table(config: ModelConfig) -> list[TableEntry]:
-  """The rename/transpose table between HF tensor names and jaxeff parameter leaves (Llama family)."""
+  """The rename/reshape table between HF tensor names and jaxeff parameter leaves (Llama family).
+
+  jaxeff stores weights output-major like torch ``nn.Linear`` ([out, in]), so every entry is a pure reshape
+  (e.g. ``q_proj.weight`` [N*H, D] <-> ``attn.q`` [N, H, D]): a memory-mapped tensor becomes a jaxeff leaf
+  without a copy.
+  """
   D, N, K, H, F, V = (
     config.d_model,
     config.n_heads,
@@ -66,45 +62,41 @@ def hf_table(config: ModelConfig) -> list[TableEntry]:
     config.d_ff,
     config.vocab_size,
   )
-  t: list[TableEntry] = [TableEntry("model.embed_tokens.weight", (V, D), ("embed",), _ident, _ident)]
+
+  def entry(name, hf_shape, path, jax_shape):
+    return TableEntry(name, tuple(hf_shape), path, _reshape(*jax_shape), _reshape(*hf_shape))
+
+  t: list[TableEntry] = [entry("model.embed_tokens.weight", (V, D), ("embed",), (V, D))]
   for i in range(config.n_layers):
     p = f"model.layers.{i}."
     L = ("layers", i)
     t += [
-      TableEntry(p + "input_layernorm.weight", (D,), L + ("attn_norm",), _ident, _ident),
-      TableEntry(p + "post_attention_layernorm.weight", (D,), L + ("mlp_norm",), _ident, _ident),
-      TableEntry(p + "self_attn.q_proj.weight", (N * H, D), L + ("attn", "q"), _linear_in(N, H), _linear_out),
-      TableEntry(p + "self_attn.k_proj.weight", (K * H, D), L + ("attn", "k"), _linear_in(K, H), _linear_out),
-      TableEntry(p + "self_attn.v_proj.weight", (K * H, D), L + ("attn", "v"), _linear_in(K, H), _linear_out),
-      # o_proj: HF [D, N*H] = ([N*H, D]).T; jaxeff [N, H, D].
-      TableEntry(
-        p + "self_attn.o_proj.weight",
-        (D, N * H),
-        L + ("attn", "o"),
-        lambda w: w.T.reshape(N, H, D),
-        lambda w: w.reshape(N * H, D).T,
-      ),
-      TableEntry(p + "mlp.gate_proj.weight", (F, D), L + ("mlp", "gate"), _linear_in(F), _linear_out),
-      TableEntry(p + "mlp.up_proj.weight", (F, D), L + ("mlp", "up"), _linear_in(F), _linear_out),
-      TableEntry(p + "mlp.down_proj.weight", (D, F), L + ("mlp", "down"), _linear_in(D), _linear_out),
+      entry(p + "input_layernorm.weight", (D,), L + ("attn_norm",), (D,)),
+      entry(p + "post_attention_layernorm.weight", (D,), L + ("mlp_norm",), (D,)),
+      entry(p + "self_attn.q_proj.weight", (N * H, D), L + ("attn", "q"), (N, H, D)),
+      entry(p + "self_attn.k_proj.weight", (K * H, D), L + ("attn", "k"), (K, H, D)),
+      entry(p + "self_attn.v_proj.weight", (K * H, D), L + ("attn", "v"), (K, H, D)),
+      entry(p + "self_attn.o_proj.weight", (D, N * H), L + ("attn", "o"), (D, N, H)),
+      entry(p + "mlp.gate_proj.weight", (F, D), L + ("mlp", "gate"), (F, D)),
+      entry(p + "mlp.up_proj.weight", (F, D), L + ("mlp", "up"), (F, D)),
+      entry(p + "mlp.down_proj.weight", (D, F), L + ("mlp", "down"), (D, F)),
     ]
     if config.qkv_bias:
-      flat = lambda w: w.reshape(-1)
       t += [
-        TableEntry(p + "self_attn.q_proj.bias", (N * H,), L + ("attn", "q_bias"), lambda w: w.reshape(N, H), flat),
-        TableEntry(p + "self_attn.k_proj.bias", (K * H,), L + ("attn", "k_bias"), lambda w: w.reshape(K, H), flat),
-        TableEntry(p + "self_attn.v_proj.bias", (K * H,), L + ("attn", "v_bias"), lambda w: w.reshape(K, H), flat),
+        entry(p + "self_attn.q_proj.bias", (N * H,), L + ("attn", "q_bias"), (N, H)),
+        entry(p + "self_attn.k_proj.bias", (K * H,), L + ("attn", "k_bias"), (K, H)),
+        entry(p + "self_attn.v_proj.bias", (K * H,), L + ("attn", "v_bias"), (K, H)),
       ]
     if config.o_bias:
-      t.append(TableEntry(p + "self_attn.o_proj.bias", (D,), L + ("attn", "o_bias"), _ident, _ident))
+      t.append(entry(p + "self_attn.o_proj.bias", (D,), L + ("attn", "o_bias"), (D,)))
     if config.qk_norm:
       t += [
-        TableEntry(p + "self_attn.q_norm.weight", (H,), L + ("attn", "q_norm"), _ident, _ident),
-        TableEntry(p + "self_attn.k_norm.weight", (H,), L + ("attn", "k_norm"), _ident, _ident),
+        entry(p + "self_attn.q_norm.weight", (H,), L + ("attn", "q_norm"), (H,)),
+        entry(p + "self_attn.k_norm.weight", (H,), L + ("attn", "k_norm"), (H,)),
       ]
-  t.append(TableEntry("model.norm.weight", (D,), ("final_norm",), _ident, _ident))
+  t.append(entry("model.norm.weight", (D,), ("final_norm",), (D,)))
   if not config.tie_embeddings:
-    t.append(TableEntry("lm_head.weight", (V, D), ("lm_head",), lambda w: w.T, lambda w: w.T))
+    t.append(entry("lm_head.weight", (V, D), ("lm_head",), (V, D)))
   return t
 
 
@@ -124,8 +116,76 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
   return ModelConfig.from_hf_config(hf)
 
 
-def _weight_files(folder: Path) -> dict[str, Path]:
-  """HF tensor name -> file holding it."""
+_ST_DTYPES = {
+  "F64": np.float64,
+  "F32": np.float32,
+  "F16": np.float16,
+  "BF16": ml_dtypes.bfloat16,
+  "I64": np.int64,
+  "I32": np.int32,
+  "I16": np.int16,
+  "I8": np.int8,
+  "U8": np.uint8,
+  "BOOL": np.bool_,
+}
+
+
+class SafetensorsFile:
+  """A memory-mapped safetensors file: the header is validated up front; tensors are zero-copy views.
+
+  Layout (huggingface/safetensors): 8-byte little-endian header length n, n bytes of JSON
+  ``{name: {dtype, shape, data_offsets: [begin, end]}}``, then the data. The mapping is copy-on-write
+  (``mode='c'``), so nothing can write back into the file, and files replaced by ``save_hf``'s atomic rename
+  stay valid for arrays that alias them.
+  """
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = Path(path)
+    size = self.path.stat().st_size
+    try:
+      with open(self.path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+          raise ValueError("file shorter than its 8-byte header length")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+          raise ValueError(f"header length {n} exceeds the file size {size}")
+        header = json.loads(fh.read(n))
+      if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+      header.pop("__metadata__", None)
+      data_size = size - 8 - n
+      self._entries = {}
+      for name, info in header.items():
+        dtype = _ST_DTYPES.get(info.get("dtype"))
+        if dtype is None:
+          raise ValueError(f"tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
+        shape = tuple(int(d) for d in info["shape"])
+        begin, end = (int(o) for o in info["data_offsets"])
+        if not 0 <= begin <= end <= data_size or end - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+          raise ValueError(f"tensor {name!r} has inconsistent offsets {begin}..{end} for shape {shape}")
+        self._entries[name] = (dtype, shape, begin, end)
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise CheckpointError(f"corrupt safetensors file {self.path}: {e}") from None
+    self._base = 8 + n
+    self._mm = np.memmap(self.path, dtype=np.uint8, mode="c") if data_size > 0 else None
+
+  def keys(self) -> list[str]:
+    return list(self._entries)
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    return self._entries[name][1]
+
+  def get(self, name: str) -> np.ndarray:
+    """Zero-copy view of tensor ``name``."""
+    dtype, shape, begin, end = self._entries[name]
+    if self._mm is None or begin == end:
+      return np.zeros(shape, dtype)
+    return self._mm[self._base + begin : self._base + end].view(dtype).reshape(shape)
+
+
+def _open_weights(folder: Path) -> dict[str, SafetensorsFile]:
+  """HF tensor name -> the (opened) file holding it."""
   index = folder / "model.safetensors.index.json"
   single = folder / "model.safetensors"
   if index.is_file():
@@ -133,38 +193,18 @@ def _weight_files(folder: Path) -> dict[str, Path]:
       weight_map = json.loads(index.read_text())["weight_map"]
     except (json.JSONDecodeError, KeyError) as e:
       raise CheckpointError(f"corrupt {index}: {e}") from None
-    files = {name: folder / fname for name, fname in weight_map.items()}
-    absent = sorted({str(f.name) for f in files.values() if not f.is_file()})
+    absent = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
     if absent:
       raise CheckpointError(f"{index.name} names shard files that do not exist: {', '.join(absent)}")
-    return files
+    opened = {f: SafetensorsFile(folder / f) for f in sorted(set(weight_map.values()))}
+    stray = sorted(name for name, f in weight_map.items() if name not in opened[f].keys())
+    if stray:
+      raise CheckpointError(f"index lists tensors absent from their shard: {', '.join(stray)}")
+    return {name: opened[f] for name, f in weight_map.items()}
   if single.is_file():
-    from safetensors import safe_open
-
-    try:
-      with safe_open(str(single), framework="numpy") as f:
-        return {name: single for name in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-      raise CheckpointError(f"corrupt safetensors file {single}: {e}") from None
+    f = SafetensorsFile(single)
+    return {name: f for name in f.keys()}
   raise CheckpointError(f"no model.safetensors or model.safetensors.index.json in {folder}")
-
-
-def _tensor_shapes(files: dict[str, Path]) -> dict[str, tuple[int, ...]]:
-  from safetensors import safe_open
-
-  shapes = {}
-  for file in sorted(set(files.values())):
-    try:
-      with safe_open(str(file), framework="numpy") as f:
-        for name in f.keys():
-          if files.get(name) == file:
-            shapes[name] = tuple(f.get_slice(name).get_shape())
-    except Exception as e:
-      raise CheckpointError(f"corrupt safetensors file {file}: {e}") from None
-  missing_in_files = sorted(set(files) - set(shapes))
-  if missing_in_files:
-    raise CheckpointError(f"index lists tensors absent from their shard: {', '.join(missing_in_files)}")
-  return shapes
 
 
 def check_checkpoint(config: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -227,32 +267,22 @@ def load_hf(
   Example:
     >>> config, params = load_hf("/path/to/Llama-3.2-1B")  # doctest: +SKIP
   """
-  from safetensors import safe_open
-
   folder = Path(path)
   config = read_config(folder)
-  files = _weight_files(folder)
-  shapes = _tensor_shapes(files)
-  check_checkpoint(config, shapes)
-
+  files = _open_weights(folder)
+  check_checkpoint(config, {name: f.shape(name) for name, f in files.items()})
   logical_axes = param_logical_axes(config) if mesh is not None else None
 
   params = _empty_tree(config)
-  by_file: dict[Path, list[TableEntry]] = {}
   for entry in hf_table(config):
-    by_file.setdefault(files[entry.hf_name], []).append(entry)
-  for file, entries in by_file.items():
-    with safe_open(str(file), framework="numpy") as f:
-      for entry in entries:
-        w = np.asarray(f.get_tensor(entry.hf_name))
-        w = entry.to_jax(w)
-        target_dtype = dtype if dtype is not None else w.dtype
-        if logical_axes is not None:
-          sh = shard_lib.logical_sharding(_get_path(logical_axes, entry.path), w.shape, mesh)
-          arr = jax.device_put(np.asarray(w).astype(target_dtype), sh)
-        else:
-          arr = jnp.asarray(w, dtype=target_dtype)
-        _set_path(params, entry.path, arr)
+    w = entry.to_jax(files[entry.hf_name].get(entry.hf_name))  # a reshaped view of the mapped file
+    if dtype is not None and w.dtype != np.dtype(dtype):
+      w = w.astype(dtype)
+    sharding = None
+    if logical_axes is not None:
+      sharding = shard_lib.logical_sharding(_get_path(logical_axes, entry.path), w.shape, mesh)
+    # may_alias: on CPU an aligned view is used in place (no copy); elsewhere this is the host->device copy.
+    _set_path(params, entry.path, jax.device_put(w, sharding, may_alias=True))
   params["layers"] = tuple(params["layers"])
   return config, params
 
@@ -264,11 +294,12 @@ def _get_path(tree: Any, path: tuple) -> Any:
   return tree
 
 
-def _atomic_write_bytes(target: Path, data: bytes) -> None:
+def _atomic_write(target: Path, write: Callable[[Any], None]) -> None:
+  """Write through ``write(fh)`` into a temporary file beside ``target``, fsync, then rename into place."""
   fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as fh:
-      fh.write(data)
+      write(fh)
       fh.flush()
       os.fsync(fh.fileno())
     os.replace(tmp, target)
@@ -276,6 +307,41 @@ def _atomic_write_bytes(target: Path, data: bytes) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def _atomic_write_bytes(target: Path, data: bytes) -> None:
+  _atomic_write(target, lambda fh: fh.write(data))
+
+
+_ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
+ALIGN = 64  # XLA:CPU uses host buffers in place only when 64-byte aligned
+
+
+def write_safetensors(target: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+  """Write a safetensors file whose tensors start on 64-byte boundaries (when their sizes allow).
+
+  Standard format (readable by the ``safetensors`` library and transformers); the header is padded with
+  spaces so the data starts aligned, and tensors whose byte size is a multiple of 64 come first, so each of
+  them is aligned and later loads map them without a copy. Streams tensor by tensor (no second copy of the
+  model in memory) and renames into place atomically.
+  """
+  order = sorted(tensors, key=lambda k: (tensors[k].nbytes % ALIGN != 0, k))
+  header: dict[str, Any] = {"__metadata__": metadata or {}}
+  offset = 0
+  for name in order:
+    w = tensors[name]
+    header[name] = {"dtype": _ST_NAMES[w.dtype], "shape": list(w.shape), "data_offsets": [offset, offset + w.nbytes]}
+    offset += w.nbytes
+  raw = json.dumps(header, separators=(",", ":")).encode()
+  raw += b" " * (-(8 + len(raw)) % ALIGN)
+
+  def write(fh):
+    fh.write(struct.pack("<Q", len(raw)))
+    fh.write(raw)
+    for name in order:
+      fh.write(memoryview(np.ascontiguousarray(tensors[name]).reshape(-1).view(np.uint8)))
+
+  _atomic_write(target, write)
 
 
 def save_hf(
@@ -302,8 +368,6 @@ def save_hf(
   Returns:
     The folder path.
   """
-  from safetensors.numpy import save
-
   hf_cfg = config.to_hf_config()
   table = hf_table(config)
   problems = []
@@ -338,7 +402,7 @@ def save_hf(
     shards[-1][name] = w
     size += w.nbytes
   if len(shards) == 1:
-    _atomic_write_bytes(folder / "model.safetensors", save(shards[0], metadata={"format": "pt"}))
+    write_safetensors(folder / "model.safetensors", shards[0], {"format": "pt"})
     stale = folder / "model.safetensors.index.json"
     if stale.exists():
       stale.unlink()
@@ -346,7 +410,7 @@ def save_hf(
     weight_map = {}
     for j, shard in enumerate(shards):
       fname = f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors"
-      _atomic_write_bytes(folder / fname, save(shard, metadata={"format": "pt"}))
+      write_safetensors(folder / fname, shard, {"format": "pt"})
       weight_map.update({name: fname for name in shard})
     index = {"metadata": {"total_size": int(sum(w.nbytes for w in tensors.values()))}, "weight_map": weight_map}
     _atomic_write_bytes(folder / "model.safetensors.index.json", json.dumps(index, indent=2).encode())

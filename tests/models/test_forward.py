@@ -48,17 +48,20 @@ def test_reference_attention_matches_naive_loops(window):
   np.testing.assert_allclose(got[valid], want[valid], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("window", [None, 40])
-def test_dense_block_q_equals_full_scores(window):
+@pytest.mark.parametrize("window", [None, 40, 7])
+@pytest.mark.parametrize("block_q, block_k, skip", [(32, 32, True), (32, 64, True), (64, 16, True), (32, 32, False)])
+def test_blockwise_dense_equals_reference(window, block_q, block_k, skip):
+  """Tiles with an online softmax = one masked softmax; T not divisible by the blocks; right padding."""
   rng = np.random.RandomState(1)
   T = 150
-  q = jnp.asarray(rng.randn(1, T, 4, 16), jnp.float32)
-  k = jnp.asarray(rng.randn(1, T, 2, 16), jnp.float32)
-  v = jnp.asarray(rng.randn(1, T, 2, 16), jnp.float32)
-  pos = jnp.arange(T)[None]
-  full = Dense(block_q=None)(q, k, v, pos, pos, window=window)
-  blocked = Dense(block_q=32)(q, k, v, pos, pos, window=window)
-  np.testing.assert_allclose(np.asarray(blocked), np.asarray(full), atol=1e-5, rtol=1e-5)
+  q = jnp.asarray(rng.randn(2, T, 4, 16), jnp.float32)
+  k = jnp.asarray(rng.randn(2, T, 2, 16), jnp.float32)
+  v = jnp.asarray(rng.randn(2, T, 2, 16), jnp.float32)
+  pos = jnp.stack([jnp.arange(T), jnp.where(jnp.arange(T) < 101, jnp.arange(T), -1)])
+  want = reference_attention(q, k, v, pos, pos, window)
+  got = Dense(block_q=block_q, block_k=block_k, skip_blocks=skip)(q, k, v, pos, pos, window=window)
+  valid = np.asarray(pos) >= 0
+  np.testing.assert_allclose(np.asarray(got)[valid], np.asarray(want)[valid], atol=1e-5, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +108,7 @@ def test_attention_backend_is_a_value(model):
 
   def spy(q, k, v, qp, kp, *, window=None, layer=0):
     calls.append((layer, window))
-    return Dense(block_q=None)(q, k, v, qp, kp, window=window)
+    return Dense()(q, k, v, qp, kp, window=window)
 
   toks = jnp.zeros((1, 6), jnp.int32)
   pos = jnp.arange(6)[None]

@@ -88,8 +88,8 @@ def test_load_into_sharded_arrays(saved):
   mesh = shard_lib.make_mesh(data=2, fsdp=2, tensor=2)
   _, sharded = load_hf(folder, dtype=jnp.float32, mesh=mesh)
   q = sharded["layers"][0]["attn"]["q"]
-  assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
-  assert q.addressable_shards[0].data.shape == (32, 2, 16)
+  assert q.sharding.spec == jax.sharding.PartitionSpec("tensor", None, "fsdp")
+  assert q.addressable_shards[0].data.shape == (2, 16, 32)
   np.testing.assert_array_equal(np.asarray(q), np.asarray(params["layers"][0]["attn"]["q"]))
   toks = jnp.arange(12).reshape(2, 6) % cfg.vocab_size
   pos = jnp.broadcast_to(jnp.arange(6), (2, 6))
@@ -97,3 +97,27 @@ def test_load_into_sharded_arrays(saved):
   with jax.set_mesh(mesh):
     got, _ = jax.jit(lambda p, t, q: forward(p, t, q, config=cfg))(sharded, toks, pos)
   np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-5, rtol=1e-5)
+
+
+def test_saved_files_are_64_byte_aligned_and_standard(saved):
+  from safetensors import safe_open
+
+  from jaxeff.models.hf_io import SafetensorsFile
+
+  folder, cfg, params = saved
+  f = SafetensorsFile(folder / "model.safetensors")
+  for name in f.keys():
+    dtype, shape, begin, end = f._entries[name]
+    if (end - begin) % 64 == 0:
+      assert (f._base + begin) % 64 == 0, name
+  with safe_open(str(folder / "model.safetensors"), framework="numpy") as g:  # the reference reader agrees
+    for name in g.keys():
+      np.testing.assert_array_equal(g.get_tensor(name), f.get(name))
+
+
+def test_truncated_file_is_reported(saved):
+  folder, _, _ = saved
+  data = (folder / "model.safetensors").read_bytes()
+  (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+  with pytest.raises(CheckpointError, match="inconsistent offsets"):
+    load_hf(folder)

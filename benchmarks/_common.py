@@ -1,0 +1,69 @@
+"""Shared helpers for benchmark scripts: timing medians, machine description, result files."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
+  """Median wall seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs (fn must block)."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def machine() -> dict[str, Any]:
+  import jax
+
+  info = {
+    "platform": platform.platform(),
+    "processor": platform.processor() or platform.machine(),
+    "cpu_count": os.cpu_count(),
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "jax_backend": jax.default_backend(),
+    "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+  }
+  try:
+    import torch
+
+    info["torch"] = torch.__version__
+    info["torch_threads"] = torch.get_num_threads()
+  except ImportError:
+    pass
+  return info
+
+
+def target(name: str, measured: float, goal: float, higher_is_better: bool = True) -> dict[str, Any]:
+  met = measured >= goal if higher_is_better else measured <= goal
+  return {"name": name, "measured": round(float(measured), 4), "target": goal, "met": bool(met)}
+
+
+def write_results(area: str, results: dict[str, Any], targets: list[dict[str, Any]]) -> Path:
+  RESULTS.mkdir(parents=True, exist_ok=True)
+  out = RESULTS / f"{area}.json"
+  payload = {
+    "machine": machine(),
+    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "results": results,
+    "targets": targets,
+  }
+  tmp = out.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(payload, indent=2) + "\n")
+  os.replace(tmp, out)
+  return out
