@@ -67,3 +67,18 @@ def write_results(area: str, results: dict[str, Any], targets: list[dict[str, An
   tmp.write_text(json.dumps(payload, indent=2) + "\n")
   os.replace(tmp, out)
   return out
+
+
+def merge_results(area: str, results: dict[str, Any], targets: list[dict[str, Any]]) -> Path:
+  """Like ``write_results`` but keeps other sections of an existing file: results are merged key by key and
+  targets replaced by name (several scripts feed one area)."""
+  out = RESULTS / f"{area}.json"
+  old_results, old_targets = {}, []
+  if out.is_file():
+    old = json.loads(out.read_text())
+    old_results, old_targets = old.get("results", {}), old.get("targets", [])
+  merged = dict(old_results)
+  for k, v in results.items():
+    merged[k] = {**merged[k], **v} if isinstance(merged.get(k), dict) and isinstance(v, dict) else v
+  names = {t["name"] for t in targets}
+  return write_results(area, merged, [t for t in old_targets if t["name"] not in names] + targets)

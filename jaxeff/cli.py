@@ -80,6 +80,48 @@ def _build_parser() -> argparse.ArgumentParser:
     "--dtype", choices=DTYPES, default="bfloat16", help="KV-cache dtype for the memory figure (default: %(default)s)"
   )
   ins.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+  tr = sub.add_parser(
+    "train",
+    help="train (or resume) a model with jaxeff's trainer",
+    description="Train a model from a config (YAML/JSON file or preset:NAME) with key=value overrides, e.g. "
+    "`jaxeff train --config preset:smoke --workdir runs/smoke steps=50 model.d_model=96`. Re-running the same "
+    "command in the same workdir resumes from the last checkpoint. The final model is exported in HF format to "
+    "WORKDIR/export.",
+  )
+  tr.add_argument("--config", required=True, help="a YAML/JSON file, or preset:NAME (smoke, tiny-code, tiny-recall)")
+  tr.add_argument("--workdir", required=True, help="run folder: checkpoints/, metrics.jsonl, config.json, export/")
+  tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. lr=1e-3 model.n_layers=4")
+  tr.add_argument(
+    "--no-progress", action="store_true", help="hide the progress bar (metrics still go to metrics.jsonl)"
+  )
+  tr.add_argument(
+    "--print-config", action="store_true", help="print the resolved config as JSON and exit without training"
+  )
+
+  ev = sub.add_parser(
+    "eval",
+    help="perplexity and bits per byte of a model on a corpus split",
+    description="Evaluate a local HF folder (or 'default') on packed sequences of a corpus split: mean token "
+    "loss (nats), perplexity and bits per byte.",
+  )
+  ev.add_argument("--model", default="default", help="a local HF folder or 'default' (default: %(default)s)")
+  ev.add_argument("--corpus", choices=("python", "gcide"), default="python", help="corpus (default: %(default)s)")
+  ev.add_argument(
+    "--split", choices=("train", "validation"), default="validation", help="split (default: %(default)s)"
+  )
+  ev.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default: %(default)s)")
+  ev.add_argument("--batches", type=int, default=8, help="batches of 8 sequences to score (default: %(default)s)")
+  ev.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+  co = sub.add_parser(
+    "corpora",
+    help="show (or install) the offline corpora jaxeff trains on",
+    description="Report which offline corpora are available (Python stdlib sources, Debian dict-gcide).",
+  )
+  co.add_argument(
+    "--install", action="store_true", help="apt-get install the missing Debian corpus packages (needs root)"
+  )
   return parser
 
 
@@ -203,13 +245,82 @@ def _cmd_inspect(args) -> int:
   return 0
 
 
+def _cmd_train(args) -> int:
+
+  from jaxeff.training.trainer import load_train_config, train_and_evaluate
+
+  config = load_train_config(args.config, args.overrides)
+  if args.print_config:
+    print(json.dumps(config.to_dict(), indent=2))
+    return 0
+  result = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+  ev = result.final_eval
+  print(
+    f"done: {config.steps} steps in {result.train_seconds:.1f} s | val loss {ev['loss']:.4f}"
+    + (f", bits/byte {ev['bits_per_byte']:.4f}" if "bits_per_byte" in ev else "")
+    + f" | exported to {result.export_dir}"
+  )
+
+  return 0
+
+
+def _cmd_eval(args) -> int:
+  import math
+
+  from jaxeff.training import data as data_lib
+  from jaxeff.training.trainer import evaluate
+
+  config, params, tokenizer = _load(args.model, "float32")
+  if tokenizer is None:
+    raise ValueError(f"{args.model} has no tokenizer.json; eval needs one to tokenise the corpus")
+  if args.seq_len < 2 or args.seq_len + 1 > config.max_position_embeddings:
+    raise ValueError(f"--seq-len must be in [2, {config.max_position_embeddings - 1}], got {args.seq_len}")
+  eos = tokenizer.eos_id if tokenizer.eos_id is not None else 0
+  docs = data_lib.tokenize_corpus(args.corpus, args.split, tokenizer)
+  rows = data_lib.pack_documents(docs, args.seq_len, eos)
+  it = data_lib.PackedIterator(rows, min(8, len(rows)), seed=0)
+  batches = [next(it) for _ in range(args.batches)]
+  ev = evaluate(params, batches, config=config, byte_lengths=data_lib.token_byte_lengths(tokenizer, config.vocab_size))
+  ev["perplexity"] = math.exp(ev["loss"])
+  if args.json:
+    print(json.dumps(ev))
+  else:
+    print(
+      f"{args.model} on {args.corpus}/{args.split}: loss {ev['loss']:.4f} nats/token, perplexity "
+      f"{ev['perplexity']:.2f}, bits/byte {ev.get('bits_per_byte', float('nan')):.4f} ({int(ev['tokens'])} tokens)"
+    )
+
+  return 0
+
+
+def _cmd_corpora(args) -> int:
+  import subprocess
+
+  from jaxeff.training import data as data_lib
+
+  ok = data_lib.GCIDE_PATH.is_file()
+  if args.install and not ok:
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "dict-gcide"], check=True)
+    ok = data_lib.GCIDE_PATH.is_file()
+  n_py = len(data_lib.python_stdlib_files("all"))
+  print(f"python (stdlib sources): {n_py} files")
+  print(f"gcide (Debian dict-gcide): {'installed' if ok else 'missing: jaxeff corpora --install'}")
+  return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _build_parser()
   args = parser.parse_args(argv)
+  commands = {
+    "generate": _cmd_generate,
+    "inspect": _cmd_inspect,
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "corpora": _cmd_corpora,
+  }
   try:
-    if args.command == "generate":
-      return _cmd_generate(args)
-    return _cmd_inspect(args)
+    return commands[args.command](args)
   except (ValueError, FileNotFoundError, NotImplementedError) as e:
     print(f"jaxeff: error: {e}", file=sys.stderr)
     return 2

@@ -140,17 +140,23 @@ def blockwise_attention(
       pv = jnp.einsum("bkgts,bksh->bkgth", p.astype(vj.dtype), vj, preferred_element_type=jnp.float32)
       return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
 
-    lo, hi = 0, nk
-    if skip_blocks:
-      hi = jnp.minimum(((i + 1) * block_q + block_k - 1) // block_k, nk)
-      if window is not None:
-        lo = jnp.maximum(0, (i * block_q - window + 1) // block_k)
     init = (
       jnp.full((B, K, G, block_q), _NEG, jnp.float32),
       jnp.zeros((B, K, G, block_q), jnp.float32),
       jnp.zeros((B, K, G, block_q, H), jnp.float32),
     )
-    m, l, acc = jax.lax.fori_loop(lo, hi, body, init)
+    if not skip_blocks:
+      m, l, acc = jax.lax.fori_loop(0, nk, body, init)
+    else:
+      hi = jnp.minimum(((i + 1) * block_q + block_k - 1) // block_k, nk)
+      lo = 0 if window is None else jnp.maximum(0, (i * block_q - window + 1) // block_k)
+
+      # A scan over every key block with a cond (not a fori_loop with traced bounds) stays differentiable;
+      # skipped blocks run the identity branch.
+      def step(carry, j):
+        return jax.lax.cond((j >= lo) & (j < hi), lambda c: body(j, c), lambda c: c, carry), None
+
+      (m, l, acc), _ = jax.lax.scan(step, init, jnp.arange(nk))
     return acc / l[..., None]
 
   out = jax.lax.map(one_query_block, jnp.arange(nq))  # [nq, B, K, G, block_q, H]

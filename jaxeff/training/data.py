@@ -1,0 +1,366 @@
+"""Offline corpora, tokenisation, packing and checkpointable batch iterators.
+
+Corpora come from this machine only (no network):
+
+* ``python``: the Python standard library's own sources (``sysconfig`` ``stdlib`` path, never
+  ``site-packages``; ``test/``, ``tests/``, ``idle_test/`` excluded), split train/validation by file with a
+  stable hash of the relative path (5 % validation).
+* ``gcide``: Webster 1913 + WordNet glosses from the Debian package ``dict-gcide``
+  (``/usr/share/dictd/gcide.dict.dz``), one document per dictionary entry group, split by a stable hash.
+* ``passkey``: synthetic long-context retrieval (a pass key hidden in code filler, asked for at the end),
+  generated deterministically from a seed: the quality probe for sparse attention and KV eviction.
+
+Documents are tokenised (byte-level, or a BPE trained with ``tokenizers``), joined with EOS and packed into
+fixed-length rows of ``seq_len + 1`` tokens (inputs = row[:-1], targets = row[1:]). ``PackedIterator``
+yields shuffled batches and has an explicit JSON state (epoch, cursor) that is checkpointed with the model,
+so a resumed run sees exactly the batches an uninterrupted one would. ``MixtureIterator`` draws each row's
+source by ratio from a per-step seeded generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+import sysconfig
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxeff.tokenizer import ByteTokenizer
+
+GCIDE_PATH = Path("/usr/share/dictd/gcide.dict.dz")
+_EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+
+
+class CorpusMissingError(FileNotFoundError):
+  """A corpus needs a package that is not installed on this machine."""
+
+
+def _stable_bucket(key: str, buckets: int = 20) -> int:
+  return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % buckets
+
+
+def _split_of(key: str) -> str:
+  return "validation" if _stable_bucket(key) == 0 else "train"
+
+
+def python_stdlib_files(split: str = "train", root: str | os.PathLike | None = None) -> list[Path]:
+  """Sorted ``.py`` files of the standard library for ``split`` ('train' | 'validation' | 'all')."""
+  if split not in ("train", "validation", "all"):
+    raise ValueError(f"split must be 'train', 'validation' or 'all', got {split!r}")
+  base = Path(root or sysconfig.get_paths()["stdlib"])
+  if not base.is_dir():
+    raise CorpusMissingError(f"Python standard library sources not found at {base}")
+  out = []
+  for path in sorted(base.rglob("*.py")):
+    rel = path.relative_to(base)
+    if any(part in _EXCLUDED_DIRS for part in rel.parts[:-1]):
+      continue
+    if split == "all" or _split_of(str(rel)) == split:
+      out.append(path)
+  if not out:
+    raise CorpusMissingError(f"no Python sources for split {split!r} under {base}")
+  return out
+
+
+def gcide_documents(split: str = "train", path: str | os.PathLike = GCIDE_PATH) -> list[str]:
+  """Dictionary entries of GCIDE, grouped ~20 per document, for ``split``."""
+  path = Path(path)
+  if not path.is_file():
+    raise CorpusMissingError(
+      f"the natural-language corpus needs the Debian package dict-gcide ({path} is missing): "
+      "run `apt-get install dict-gcide` or `python -m jaxeff.training.corpora --install`"
+    )
+  with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
+    text = fh.read()
+  entries = [e.strip() for e in text.split("\n\n") if e.strip()]
+  docs = ["\n\n".join(entries[i : i + 20]) for i in range(0, len(entries), 20)]
+  if split == "all":
+    return docs
+  return [d for i, d in enumerate(docs) if _split_of(f"gcide/{i}") == split]
+
+
+def load_corpus(name: str, split: str = "train", *, max_documents: int | None = None):
+  """A ``datasets.Dataset`` with one ``text`` column for corpus ``name`` ('python' | 'gcide').
+
+  Example:
+    >>> ds = load_corpus("python", "validation", max_documents=3)  # doctest: +SKIP
+    >>> ds.column_names
+    ['text']
+  """
+  import datasets
+
+  if name == "python":
+    files = python_stdlib_files(split)[:max_documents]
+    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+  elif name == "gcide":
+    texts = gcide_documents(split)[:max_documents]
+  else:
+    raise ValueError(f"unknown corpus {name!r}; choose 'python' or 'gcide' (or the synthetic 'passkey')")
+  return datasets.Dataset.from_dict({"text": texts})
+
+
+# ----------------------------------------------------------------------------------------------- tokenisers
+def train_bpe(texts: Sequence[str], vocab_size: int, save_dir: str | os.PathLike | None = None):
+  """Train a byte-level BPE tokenizer (``tokenizers``) with <bos>, <eos>, <pad>; save it in HF format.
+
+  Saves ``tokenizer.json`` plus ``tokenizer_config.json`` / ``special_tokens_map.json`` so
+  ``transformers.AutoTokenizer.from_pretrained(save_dir)`` loads it offline. Returns a ``jaxeff.tokenizer.HFTokenizer``.
+  """
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+  from jaxeff.tokenizer import HFTokenizer
+
+  if vocab_size < 300:
+    raise ValueError(f"BPE vocab_size must be >= 300 (256 bytes + specials + merges), got {vocab_size}")
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+    vocab_size=vocab_size,
+    special_tokens=["<bos>", "<eos>", "<pad>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    show_progress=False,
+  )
+  tok.train_from_iterator(texts, trainer=trainer)
+  if save_dir is None:
+    import tempfile
+
+    save_dir = tempfile.mkdtemp(prefix="jaxeff_bpe_")
+  save_tokenizer_files(tok, save_dir)
+  return HFTokenizer(Path(save_dir) / "tokenizer.json", tok.token_to_id("<bos>"), tok.token_to_id("<eos>"))
+
+
+def save_tokenizer_files(tok, save_dir: str | os.PathLike) -> None:
+  import json
+
+  save_dir = Path(save_dir)
+  save_dir.mkdir(parents=True, exist_ok=True)
+  tok.save(str(save_dir / "tokenizer.json"))
+  specials = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"}
+  (save_dir / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+  cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1_000_000, **specials}
+  (save_dir / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def token_byte_lengths(tokenizer, vocab_size: int) -> np.ndarray:
+  """UTF-8 bytes each token id stands for (0 for specials and unused ids): for bits-per-byte."""
+  out = np.zeros(vocab_size, np.int32)
+  if isinstance(tokenizer, ByteTokenizer):
+    out[:256] = 1
+    return out
+  inner = tokenizer._tok
+  from tokenizers import decoders
+
+  dec = decoders.ByteLevel()
+  for i in range(min(vocab_size, inner.get_vocab_size())):
+    piece = inner.id_to_token(i)
+    if piece is None or (piece.startswith("<") and piece.endswith(">") and inner.token_to_id(piece) < 3):
+      continue
+    out[i] = len(dec.decode([piece]).encode("utf-8"))
+  return out
+
+
+# ----------------------------------------------------------------------------------------------- packing
+def pack_documents(token_lists: Sequence[Sequence[int]], seq_len: int, eos_id: int) -> np.ndarray:
+  """Join documents with EOS and cut into rows of ``seq_len + 1`` tokens (the tail that does not fill a row
+  is dropped). Returns int32 [rows, seq_len + 1]."""
+  if seq_len < 1:
+    raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+  total = sum(len(t) + 1 for t in token_lists)
+  flat = np.empty(total, np.int32)
+  i = 0
+  for t in token_lists:
+    flat[i : i + len(t)] = t
+    flat[i + len(t)] = eos_id
+    i += len(t) + 1
+  rows = total // (seq_len + 1)
+  if rows == 0:
+    raise ValueError(f"corpus of {total} tokens cannot fill one row of {seq_len + 1}")
+  return flat[: rows * (seq_len + 1)].reshape(rows, seq_len + 1)
+
+
+@dataclasses.dataclass
+class Batch:
+  """inputs/targets int32 [B, T]; loss_mask float32 [B, T] (1 = counted)."""
+
+  inputs: np.ndarray
+  targets: np.ndarray
+  loss_mask: np.ndarray
+
+
+class PackedIterator:
+  """Shuffled batches over packed rows, reshuffled every epoch; its state is a small JSON dict.
+
+  The permutation of epoch e is ``default_rng([seed, e]).permutation(rows)``; the state is
+  ``{"epoch": e, "cursor": c}``, so ``set_state(get_state())`` reproduces the next batch exactly.
+  ``loss_masks`` (optional, same shape as ``rows`` minus one column) restricts the loss to some targets.
+  """
+
+  def __init__(self, rows: np.ndarray, batch_size: int, seed: int = 0, loss_masks: np.ndarray | None = None):
+    if rows.ndim != 2 or rows.shape[1] < 2:
+      raise ValueError(f"rows must be [N, seq_len + 1], got shape {rows.shape}")
+    if batch_size < 1 or batch_size > rows.shape[0]:
+      raise ValueError(f"batch_size {batch_size} must be in [1, {rows.shape[0]}] (rows available)")
+    self.rows, self.batch_size, self.seed = rows, batch_size, seed
+    self.loss_masks = loss_masks
+    self.epoch, self.cursor = 0, 0
+    self._perm = self._permutation(0)
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, epoch]).permutation(self.rows.shape[0])
+
+  def take(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The next ``n`` rows (and their loss masks)."""
+    idx = []
+    while len(idx) < n:
+      if self.cursor >= len(self._perm):
+        self.epoch, self.cursor = self.epoch + 1, 0
+        self._perm = self._permutation(self.epoch)
+      take = min(n - len(idx), len(self._perm) - self.cursor)
+      idx.extend(self._perm[self.cursor : self.cursor + take])
+      self.cursor += take
+    idx = np.asarray(idx)
+    return self.rows[idx], (self.loss_masks[idx] if self.loss_masks is not None else None)
+
+  def __iter__(self) -> Iterator[Batch]:
+    return self
+
+  def __next__(self) -> Batch:
+    rows, masks = self.take(self.batch_size)
+    return _to_batch(rows, masks)
+
+  def get_state(self) -> dict[str, Any]:
+    return {"epoch": int(self.epoch), "cursor": int(self.cursor)}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+    self._perm = self._permutation(self.epoch)
+
+
+def _to_batch(rows: np.ndarray, masks: np.ndarray | None) -> Batch:
+  inputs, targets = rows[:, :-1], rows[:, 1:]
+  mask = np.ones(targets.shape, np.float32) if masks is None else masks.astype(np.float32)
+  return Batch(np.ascontiguousarray(inputs), np.ascontiguousarray(targets), mask)
+
+
+class MixtureIterator:
+  """Rows drawn from several iterators by ratio: row r of step s comes from source
+  ``default_rng([seed, s]).choice(len(sources), p=weights)``. State = step + every source's state."""
+
+  def __init__(self, sources: Sequence[PackedIterator], weights: Sequence[float], batch_size: int, seed: int = 0):
+    if len(sources) != len(weights) or not sources:
+      raise ValueError("MixtureIterator needs one weight per source")
+    w = np.asarray(weights, np.float64)
+    if np.any(w < 0) or w.sum() <= 0:
+      raise ValueError(f"mixture weights must be >= 0 with a positive sum, got {list(weights)}")
+    lens = {s.rows.shape[1] for s in sources}
+    if len(lens) != 1:
+      raise ValueError(f"mixture sources must share seq_len, got row lengths {sorted(lens)}")
+    self.sources, self.p, self.batch_size, self.seed, self.step = list(sources), w / w.sum(), batch_size, seed, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Batch:
+    choice = np.random.default_rng([self.seed, self.step]).choice(len(self.sources), size=self.batch_size, p=self.p)
+    self.step += 1
+    width = self.sources[0].rows.shape[1]
+    rows = np.empty((self.batch_size, width), np.int32)
+    masks = np.ones((self.batch_size, width - 1), np.float32)
+    for k, src in enumerate(self.sources):
+      where = np.flatnonzero(choice == k)
+      if len(where):
+        r, m = src.take(len(where))
+        rows[where] = r
+        if m is not None:
+          masks[where] = m
+    return _to_batch(rows, masks)
+
+  def get_state(self) -> dict[str, Any]:
+    return {"step": self.step, "sources": [s.get_state() for s in self.sources]}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self.step = int(state["step"])
+    for s, st in zip(self.sources, state["sources"]):
+      s.set_state(st)
+
+
+# ----------------------------------------------------------------------------------------------- passkey
+PASSKEY_PROMPT = "\n# What is the pass key? The pass key is "
+
+
+def passkey_example(filler: np.ndarray, length: int, rng: np.random.Generator, tokenizer=None, digits: int = 5):
+  """One retrieval row of ``length + 1`` byte tokens: code filler with ``# The pass key is NNNNN.`` hidden at
+  a random depth, ending with the question and the answer. Returns (row [length+1], loss mask [length],
+  answer start index in the row)."""
+  tok = tokenizer or ByteTokenizer()
+  key = "".join(str(d) for d in rng.integers(0, 10, size=digits))
+  needle = tok.encode(f"\n# The pass key is {key}. Remember it.\n", add_bos=False)
+  question = tok.encode(PASSKEY_PROMPT, add_bos=False)
+  answer = tok.encode(key + ".", add_bos=False)
+  n_fill = length + 1 - len(needle) - len(question) - len(answer) - 1
+  if n_fill < 8:
+    raise ValueError(f"passkey length {length} too short for the needle and question")
+  start = int(rng.integers(0, len(filler) - n_fill))
+  fill = filler[start : start + n_fill]
+  depth = int(rng.integers(0, n_fill + 1))
+  row = np.concatenate([[tok.bos_id], fill[:depth], needle, fill[depth:], question, answer]).astype(np.int32)
+  mask = np.zeros(length, np.float32)
+  ans_at = len(row) - len(answer)
+  mask[ans_at - 1 : ans_at - 1 + len(answer)] = 1.0  # targets are row[1:]
+  return row, mask, ans_at
+
+
+def passkey_rows(filler: np.ndarray, n: int, length: int, seed: int, digits: int = 5):
+  """``n`` passkey rows [n, length+1] with loss masks on the answer digits only [n, length]."""
+  rng = np.random.default_rng([seed, length])
+  rows, masks = [], []
+  for _ in range(n):
+    r, m, _ = passkey_example(filler, length, rng, digits=digits)
+    rows.append(r)
+    masks.append(m)
+  return np.stack(rows), np.stack(masks)
+
+
+def tokenize_corpus(name: str, split: str, tokenizer, *, max_documents: int | None = None) -> list[list[int]]:
+  ds = load_corpus(name, split, max_documents=max_documents)
+  return [tokenizer.encode(t, add_bos=False) for t in ds["text"]]
+
+
+def byte_tokenizer_json():
+  """A ``tokenizers.Tokenizer`` equal to ``ByteTokenizer``: byte b -> id b, <bos>/<eos>/<pad> = 256/257/258."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+  from tokenizers.pre_tokenizers import ByteLevel
+
+  alphabet = _bytes_to_unicode()
+  vocab = {alphabet[b]: b for b in range(256)}
+  vocab.update({"<bos>": 256, "<eos>": 257, "<pad>": 258})
+  tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.add_special_tokens(["<bos>", "<eos>", "<pad>"])
+  del ByteLevel
+  return tok
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+  """GPT-2's reversible byte -> printable-unicode map (the ByteLevel pre-tokenizer's alphabet)."""
+  bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+  cs = bs[:]
+  n = 0
+  for b in range(256):
+    if b not in bs:
+      bs.append(b)
+      cs.append(256 + n)
+      n += 1
+  return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def save_byte_tokenizer(save_dir: str | os.PathLike) -> None:
+  """Write the byte tokenizer in HF format (tokenizer.json + configs) into ``save_dir``."""
+  save_tokenizer_files(byte_tokenizer_json(), save_dir)

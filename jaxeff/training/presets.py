@@ -1,0 +1,85 @@
+"""Named training configs (``jaxeff train --config preset:NAME``), including the reference models."""
+
+from __future__ import annotations
+
+from jaxeff.config import ModelConfig
+from jaxeff.training.trainer import TrainConfig
+
+
+def smoke() -> TrainConfig:
+  """A seconds-long run on a slice of the stdlib corpus (tests, demos)."""
+  return TrainConfig(
+    model=ModelConfig.tiny(),
+    max_documents=40,
+    seq_len=64,
+    batch_size=8,
+    steps=30,
+    lr=3e-3,
+    warmup_steps=5,
+    eval_every=15,
+    eval_batches=2,
+    checkpoint_every=10,
+    log_every=5,
+  )
+
+
+def tiny_code() -> TrainConfig:
+  """``tiny-code``: a byte-level Llama-style LM on the stdlib code corpus with a 2048-token context."""
+  model = ModelConfig.tiny(
+    d_model=192,
+    n_layers=4,
+    n_heads=6,
+    n_kv_heads=2,
+    head_dim=32,
+    d_ff=512,
+    max_position_embeddings=4096,
+    rope_theta=10000.0,
+  )
+  return TrainConfig(
+    model=model,
+    corpora=("python",),
+    weights=(1.0,),
+    seq_len=512,
+    batch_size=16,
+    steps=1500,
+    lr=3e-3,
+    warmup_steps=100,
+    schedule="cosine",
+    eval_every=250,
+    eval_batches=8,
+    checkpoint_every=250,
+    log_every=25,
+  )
+
+
+def tiny_recall() -> TrainConfig:
+  """``tiny-recall``: code + synthetic pass-key retrieval (the needle probe)."""
+  model = ModelConfig.tiny(
+    d_model=128,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    head_dim=32,
+    d_ff=384,
+    max_position_embeddings=8192,
+    rope_theta=100000.0,
+  )
+  return TrainConfig(
+    model=model,
+    corpora=("python", "passkey"),
+    weights=(0.5, 0.5),
+    passkey_rows=4096,
+    seq_len=256,
+    batch_size=16,
+    steps=1500,
+    lr=3e-3,
+    warmup_steps=100,
+    schedule="cosine",
+    eval_every=250,
+    eval_batches=4,
+    checkpoint_every=250,
+    log_every=25,
+  )
+
+
+PRESETS = {"smoke": smoke, "tiny-code": tiny_code, "tiny-recall": tiny_recall}

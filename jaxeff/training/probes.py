@@ -1,0 +1,65 @@
+"""Quality probes for trained models: pass-key (needle) retrieval accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxeff.config import ModelConfig
+from jaxeff.models.decoder import forward
+from jaxeff.training import data as data_lib
+
+
+def needle_accuracy(
+  params: Any,
+  config: ModelConfig,
+  lengths: Sequence[int],
+  *,
+  n: int = 32,
+  seed: int = 0,
+  digits: int = 5,
+  attention: Any = None,
+  batch_size: int = 4,
+) -> dict[int, float]:
+  """Pass-key retrieval accuracy per context length: a prompt of ``length`` byte tokens hides
+  ``# The pass key is NNNNN.`` at a uniformly random depth in held-out stdlib code and ends with the question;
+  an example counts as correct when every answer digit is the argmax given the correct prefix (the same
+  outcome as greedy decoding of the digits). ``attention`` selects the prefill backend (e.g. ProxyAttn).
+  """
+  from jaxeff.attention.dense import Dense
+
+  attention = attention if attention is not None else Dense()
+  filler = np.concatenate(data_lib.tokenize_corpus("python", "validation", _byte_tok()))
+
+  @jax.jit
+  def predict(p, rows):
+    B, T = rows.shape
+    pos = jnp.broadcast_to(jnp.arange(T), (B, T))
+    logits, _ = forward(p, rows, pos, config=config, attention=attention)
+    return jnp.argmax(logits, axis=-1)
+
+  out = {}
+  for L in lengths:
+    rng = np.random.default_rng([seed, L, 99])
+    correct = 0
+    for start in range(0, n, batch_size):
+      exs = [data_lib.passkey_example(filler, L, rng, digits=digits) for _ in range(min(batch_size, n - start))]
+      rows = np.stack([e[0][:-1] for e in exs])
+      pred = np.asarray(predict(params, rows))
+      for (row, _, ans_at), pr in zip(exs, pred):
+        # digits only (the trailing '.' is not part of the key)
+        want = row[ans_at : ans_at + digits]
+        got = pr[ans_at - 1 : ans_at - 1 + digits]
+        correct += int(np.array_equal(want, got))
+    out[int(L)] = correct / n
+  return out
+
+
+def _byte_tok():
+  from jaxeff.tokenizer import ByteTokenizer
+
+  return ByteTokenizer()
