@@ -95,3 +95,37 @@ def test_unsupported_architecture_folder(tmp_path, capsys):
   (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
   assert cli.main(["inspect", "--model", str(tmp_path)]) == 2
   assert "unsupported architecture model_type='gpt_neox'" in capsys.readouterr().err
+
+
+def test_train_then_eval_cli(tmp_path, capsys):
+  wd = tmp_path / "run"
+  argv = ["train", "--config", "preset:smoke", "--workdir", str(wd), "--no-progress", "steps=6", "checkpoint_every=3",
+          "eval_every=6", "max_documents=10", "seq_len=32"]
+  assert cli.main(argv) == 0
+  assert "exported to" in capsys.readouterr().out
+  assert (wd / "export" / "model.safetensors").is_file() and (wd / "metrics.jsonl").is_file()
+  # the export holds no tokenizer (byte runs): eval says so clearly
+  assert cli.main(["eval", "--model", str(wd / "export")]) == 2
+  assert "no tokenizer.json" in capsys.readouterr().err
+  from jaxeff.training.data import save_byte_tokenizer
+
+  save_byte_tokenizer(wd / "export")
+  assert cli.main(["eval", "--model", str(wd / "export"), "--seq-len", "32", "--batches", "2", "--json"]) == 0
+  ev = json.loads(capsys.readouterr().out)
+  assert ev["bits_per_byte"] > 0 and ev["perplexity"] > 1
+
+
+@pytest.mark.parametrize(
+  "argv, needle",
+  [
+    (["train", "--config", "preset:nope", "--workdir", "x"], "unknown training preset"),
+    (["train", "--config", "preset:smoke", "--workdir", "x", "lr=-1"], "lr must be > 0"),
+    (["train", "--config", "preset:smoke", "--workdir", "x", "learning_rate=1"], "unknown config key"),
+    (["train", "--config", "/no/such.yaml", "--workdir", "x"], "not found"),
+  ],
+)
+def test_train_bad_input(argv, needle, capsys, tmp_path):
+  argv = [a if a != "x" else str(tmp_path / "wd") for a in argv]
+  assert cli.main(argv) == 2
+  assert needle in capsys.readouterr().err
+  assert not (tmp_path / "wd").exists()  # failed before any work

@@ -1,11 +1,21 @@
-"""The embedded default model: what ``jaxeff generate`` runs without a checkpoint (no download).
+"""Embedded reference models: what the CLI and notebooks run without a checkpoint (nothing is downloaded).
 
-For now a small Llama-style decoder with random weights (seed 0) over the byte tokenizer: it exercises the
-whole stack (prefill, cache, sampler) but its text is noise. The training issue replaces it with a reference
-model that jaxeff trains itself on the machine's corpora.
+``jaxeff/assets/`` holds small models that jaxeff trained itself on this machine's corpora with
+``benchmarks/train_reference_models.py`` (HF folders in bfloat16: config.json, model.safetensors,
+tokenizer.json, and TRAINING.json with the command, time and final metrics):
+
+* ``tiny-code``: a byte-level Llama-style LM on the Python standard library's sources, 2048-token context.
+* ``tiny-recall``: code + synthetic pass-key retrieval; its needle accuracy is the quality probe for sparse
+  attention, KV eviction and latent caches.
+
+``default_model()`` is ``tiny-code``. If the assets are absent (a source tree without them), it falls back to
+a random-weight model of the same family so the stack still runs, and says so.
 """
 
 from __future__ import annotations
+
+import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,12 +24,42 @@ from jaxeff.config import ModelConfig
 from jaxeff.models.decoder import init_params
 from jaxeff.tokenizer import ByteTokenizer
 
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+REFERENCE_MODELS = ("tiny-code", "tiny-recall")
+
+
+def reference_model_path(name: str) -> Path:
+  if name not in REFERENCE_MODELS:
+    raise ValueError(f"unknown reference model {name!r}; choose one of {REFERENCE_MODELS}")
+  return ASSETS / name
+
+
+def load_reference_model(name: str, dtype=jnp.float32):
+  """``(config, params, tokenizer)`` of an embedded reference model."""
+  from jaxeff.models.hf_io import load_hf
+  from jaxeff.tokenizer import load_tokenizer
+
+  path = reference_model_path(name)
+  if not (path / "config.json").is_file():
+    raise FileNotFoundError(f"reference model {name!r} is not in this installation ({path})")
+  config, params = load_hf(path, dtype=dtype)
+  return config, params, load_tokenizer(path, config.bos_token_id, config.stop_token_ids[0] if config.stop_token_ids else None)
+
 
 def default_config() -> ModelConfig:
+  path = ASSETS / "tiny-code"
+  if (path / "config.json").is_file():
+    from jaxeff.models.hf_io import read_config
+
+    return read_config(path)
   return ModelConfig.tiny(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=384)
 
 
 def default_model(dtype=jnp.float32):
-  """``(config, params, tokenizer)`` of the embedded default model."""
-  config = default_config()
-  return config, init_params(config, jax.random.key(0), dtype=dtype), ByteTokenizer()
+  """``(config, params, tokenizer)`` of the embedded default model (``tiny-code``)."""
+  try:
+    return load_reference_model("tiny-code", dtype)
+  except FileNotFoundError:
+    warnings.warn("embedded tiny-code model missing: using random weights", stacklevel=2)
+    config = default_config()
+    return config, init_params(config, jax.random.key(0), dtype=dtype), ByteTokenizer()
