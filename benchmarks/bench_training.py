@@ -67,11 +67,26 @@ def main(argv=None):
   targets = []
   for label, s in SIZES.items():
     mc = ModelConfig.tiny(
-      vocab_size=VOCAB, d_model=s["d"], n_layers=s["L"], n_heads=s["heads"], n_kv_heads=s["kv"],
-      head_dim=s["d"] // s["heads"], d_ff=s["ff"], max_position_embeddings=4096,
+      vocab_size=VOCAB,
+      d_model=s["d"],
+      n_layers=s["L"],
+      n_heads=s["heads"],
+      n_kv_heads=s["kv"],
+      head_dim=s["d"] // s["heads"],
+      d_ff=s["ff"],
+      max_position_embeddings=4096,
     )
-    tc = TrainConfig(model=mc, seq_len=s["seq"], batch_size=s["batch"], lr=1e-3, warmup_steps=0, schedule="constant",
-                     weight_decay=0.1, clip_norm=0.0, steps=1000)
+    tc = TrainConfig(
+      model=mc,
+      seq_len=s["seq"],
+      batch_size=s["batch"],
+      lr=1e-3,
+      warmup_steps=0,
+      schedule="constant",
+      weight_decay=0.1,
+      clip_norm=0.0,
+      steps=1000,
+    )
     params = init_params(mc, jax.random.key(0))
     opt = make_optimizer(tc, params)
     step = jax.jit(make_train_step(tc, mc, opt, trainable_mask(params, ".*")), donate_argnums=(0, 1))
@@ -90,15 +105,26 @@ def main(argv=None):
 
     tj = median_time(jax_step, reps, warmup=2)
 
-    hf = LlamaConfig(vocab_size=VOCAB, hidden_size=s["d"], intermediate_size=s["ff"], num_hidden_layers=s["L"],
-                     num_attention_heads=s["heads"], num_key_value_heads=s["kv"], max_position_embeddings=4096,
-                     tie_word_embeddings=False)
+    hf = LlamaConfig(
+      vocab_size=VOCAB,
+      hidden_size=s["d"],
+      intermediate_size=s["ff"],
+      num_hidden_layers=s["L"],
+      num_attention_heads=s["heads"],
+      num_key_value_heads=s["kv"],
+      max_position_embeddings=4096,
+      tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(hf).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    topt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    topt = torch.optim.AdamW(
+      [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+      lr=1e-3,
+      betas=(0.9, 0.95),
+      eps=1e-8,
+    )
     tx, ty = torch.tensor(x, dtype=torch.long), torch.tensor(y, dtype=torch.long)
 
     def torch_step():
@@ -124,8 +150,10 @@ def main(argv=None):
     }
     results["sizes"][label] = row
     targets.append(target(f"training tokens/s ratio jaxeff / torch, {label}", tt / tj, 1.0))
-    print(f"{label}: jaxeff {tokens / tj:,.0f} tok/s (MFU {row['jaxeff_mfu']:.1%}), torch {tokens / tt:,.0f} tok/s "
-          f"(MFU {row['torch_mfu']:.1%}), x{tt / tj:.2f}; compile {compile_s:.1f} s")
+    print(
+      f"{label}: jaxeff {tokens / tj:,.0f} tok/s (MFU {row['jaxeff_mfu']:.1%}), torch {tokens / tt:,.0f} tok/s "
+      f"(MFU {row['torch_mfu']:.1%}), x{tt / tj:.2f}; compile {compile_s:.1f} s"
+    )
   if not args.quick:
     print("wrote", merge_results("training", {"speed": results}, targets))
   for t in targets:

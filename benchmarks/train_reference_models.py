@@ -34,31 +34,17 @@ def stages(name: str):
 
   if name == "tiny-recall":
     base = tiny_recall()
+    longer = dict(lr=1e-3, warmup_steps=10, weights=(0.3, 0.7), eval_batches=2, log_every=10)
     return [
       base,
       dataclasses.replace(
-        base,
-        seq_len=1024,
-        batch_size=8,
-        steps=250,
-        lr=1e-3,
-        warmup_steps=20,
-        passkey_rows=1024,
-        eval_every=125,
-        checkpoint_every=125,
+        base, seq_len=512, batch_size=16, steps=300, passkey_rows=4096, eval_every=150, checkpoint_every=150, **longer
       ),
       dataclasses.replace(
-        base,
-        seq_len=4096,
-        batch_size=2,
-        steps=80,
-        lr=5e-4,
-        warmup_steps=10,
-        passkey_rows=256,
-        eval_every=40,
-        eval_batches=2,
-        checkpoint_every=40,
-        log_every=10,
+        base, seq_len=1024, batch_size=8, steps=200, passkey_rows=1600, eval_every=100, checkpoint_every=100, **longer
+      ),
+      dataclasses.replace(
+        base, seq_len=4096, batch_size=2, steps=100, passkey_rows=200, eval_every=50, checkpoint_every=50, **longer
       ),
     ]
   if name == "tiny-code":

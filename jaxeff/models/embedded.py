@@ -43,7 +43,11 @@ def load_reference_model(name: str, dtype=jnp.float32):
   if not (path / "config.json").is_file():
     raise FileNotFoundError(f"reference model {name!r} is not in this installation ({path})")
   config, params = load_hf(path, dtype=dtype)
-  return config, params, load_tokenizer(path, config.bos_token_id, config.stop_token_ids[0] if config.stop_token_ids else None)
+  return (
+    config,
+    params,
+    load_tokenizer(path, config.bos_token_id, config.stop_token_ids[0] if config.stop_token_ids else None),
+  )
 
 
 def default_config() -> ModelConfig:

@@ -292,17 +292,35 @@ class MixtureIterator:
 
 # ----------------------------------------------------------------------------------------------- passkey
 PASSKEY_PROMPT = "\n# What is the pass key? The pass key is "
+KEY_MARKER_ID = 259  # a byte-tokenizer id no text produces: marks where the key starts
+KEY_SYMBOL_BASE = 260  # key symbols are ids 260..269 (outside the 256 bytes), so filler never contains them
 
 
 def passkey_example(filler: np.ndarray, length: int, rng: np.random.Generator, tokenizer=None, digits: int = 5):
-  """One retrieval row of ``length + 1`` byte tokens: code filler with ``# The pass key is NNNNN.`` hidden at
-  a random depth, ending with the question and the answer. Returns (row [length+1], loss mask [length],
-  answer start index in the row)."""
+  """One retrieval row of ``length + 1`` byte-level tokens.
+
+  Layout: ``<bos> filler[:depth] NEEDLE filler[depth:] QUESTION ANSWER`` where NEEDLE is
+  ``"\n# The pass key is " <k> s1..s5 ".\n"``, QUESTION is ``"\n# What is the pass key? The pass key is " <k>``
+  and ANSWER is ``s1..s5``, five *distinct* symbols. ``<k>`` (id 259) and the key symbols (ids 260-269, ten
+  symbols standing for digits) lie outside the 256 byte ids, so the filler never contains them and every
+  answer token has exactly one match in the needle: the probe measures whether attention reaches the needle,
+  not whether a tiny model can disambiguate repeated digits. Alternative (not used): plain ASCII digits with
+  repeats, the passkey prompts of the long-context literature, which a 2-layer byte model learns far more
+  slowly.
+
+  Returns (row [length+1], loss mask [length] on the answer targets, index of the answer's first token).
+  """
   tok = tokenizer or ByteTokenizer()
-  key = "".join(str(d) for d in rng.integers(0, 10, size=digits))
-  needle = tok.encode(f"\n# The pass key is {key}. Remember it.\n", add_bos=False)
-  question = tok.encode(PASSKEY_PROMPT, add_bos=False)
-  answer = tok.encode(key + ".", add_bos=False)
+  if not 1 <= digits <= 10:
+    raise ValueError(f"a pass key has 1 to 10 distinct symbols, got digits={digits}")
+  key = rng.permutation(10)[:digits] + KEY_SYMBOL_BASE
+  needle = (
+    tok.encode("\n# The pass key is ", add_bos=False)
+    + [KEY_MARKER_ID, *key.tolist()]
+    + tok.encode(".\n", add_bos=False)
+  )
+  question = tok.encode(PASSKEY_PROMPT, add_bos=False) + [KEY_MARKER_ID]
+  answer = key.tolist()
   n_fill = length + 1 - len(needle) - len(question) - len(answer) - 1
   if n_fill < 8:
     raise ValueError(f"passkey length {length} too short for the needle and question")
@@ -317,7 +335,7 @@ def passkey_example(filler: np.ndarray, length: int, rng: np.random.Generator, t
 
 
 def passkey_rows(filler: np.ndarray, n: int, length: int, seed: int, digits: int = 5):
-  """``n`` passkey rows [n, length+1] with loss masks on the answer digits only [n, length]."""
+  """``n`` passkey rows [n, length+1] with loss masks on the answer only [n, length]."""
   rng = np.random.default_rng([seed, length])
   rows, masks = [], []
   for _ in range(n):

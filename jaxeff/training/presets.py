@@ -53,7 +53,8 @@ def tiny_code() -> TrainConfig:
 
 
 def tiny_recall() -> TrainConfig:
-  """``tiny-recall``: code + synthetic pass-key retrieval (the needle probe)."""
+  """``tiny-recall``, first stage: short rows, mostly pass-key retrieval (induction forms fast here); later
+  stages of ``benchmarks/train_reference_models.py`` lengthen the context to 4096."""
   model = ModelConfig.tiny(
     d_model=128,
     n_layers=2,
@@ -67,17 +68,17 @@ def tiny_recall() -> TrainConfig:
   return TrainConfig(
     model=model,
     corpora=("python", "passkey"),
-    weights=(0.5, 0.5),
-    passkey_rows=4096,
-    seq_len=256,
-    batch_size=16,
-    steps=1500,
+    weights=(0.2, 0.8),
+    passkey_rows=16384,
+    seq_len=128,
+    batch_size=64,
+    steps=800,
     lr=3e-3,
-    warmup_steps=100,
+    warmup_steps=30,
     schedule="cosine",
-    eval_every=250,
-    eval_batches=4,
-    checkpoint_every=250,
+    eval_every=200,
+    eval_batches=2,
+    checkpoint_every=200,
     log_every=25,
   )
 

@@ -592,4 +592,6 @@ def train_and_evaluate(
     if (tok_dir / "tokenizer.json").is_file():
       for f in tok_dir.iterdir():
         shutil.copy(f, export_dir / f.name)
+    else:
+      data_lib.save_byte_tokenizer(export_dir)
   return TrainResult(params, model_config, history, final, export_dir, seconds)

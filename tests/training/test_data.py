@@ -102,8 +102,10 @@ def test_passkey_rows_mask_the_answer_only():
   filler = np.frombuffer(b"import os\nprint(os.getcwd())\n" * 200, np.uint8).astype(np.int32)
   rows, masks = data_lib.passkey_rows(filler, n=4, length=300, seed=0)
   assert rows.shape == (4, 301) and masks.shape == (4, 300)
-  tok = ByteTokenizer()
   for r, m in zip(rows, masks):
-    answer = tok.decode(r[1:][m > 0])
-    assert len(answer) == 6 and answer[:5].isdigit() and answer.endswith(".")
-    assert f"The pass key is {answer[:5]}. Remember it." in tok.decode(r)
+    answer = r[1:][m > 0]
+    assert len(answer) == 5 and np.all((answer >= 260) & (answer < 270)) and len(set(answer.tolist())) == 5
+    marks = np.flatnonzero(r == data_lib.KEY_MARKER_ID)
+    assert len(marks) == 2  # needle and question
+    np.testing.assert_array_equal(r[marks[0] + 1 : marks[0] + 6], answer)  # the needle holds the answer
+    assert marks[1] == len(r) - 6 and r[-5:].tolist() == answer.tolist()
