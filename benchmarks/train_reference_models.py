@@ -34,7 +34,7 @@ def stages(name: str):
 
   if name == "tiny-recall":
     base = tiny_recall()
-    longer = dict(lr=1e-3, warmup_steps=10, weights=(0.3, 0.7), eval_batches=2, log_every=10)
+    longer = dict(lr=1e-3, warmup_steps=10, weights=(0.2, 0.8), eval_batches=2, log_every=10)
     return [
       base,
       dataclasses.replace(
@@ -55,12 +55,12 @@ def stages(name: str):
         base,
         seq_len=2048,
         batch_size=4,
-        steps=120,
+        steps=60,
         lr=1e-3,
         warmup_steps=10,
-        eval_every=60,
+        eval_every=30,
         eval_batches=4,
-        checkpoint_every=60,
+        checkpoint_every=30,
         log_every=10,
       ),
     ]

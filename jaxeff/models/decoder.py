@@ -168,9 +168,9 @@ def linear(x: Array, w: Array, n_in: int = 1) -> Array:
   """
   out_shape, in_shape = w.shape[: w.ndim - n_in], w.shape[w.ndim - n_in :]
   lead = x.shape[: x.ndim - n_in]
-  x2 = x.reshape(*lead, int(np.prod(in_shape)))
+  x2 = x.reshape(int(np.prod(lead)), int(np.prod(in_shape)))
   w2 = w.reshape(int(np.prod(out_shape)), int(np.prod(in_shape)))
-  return jnp.einsum("...i,oi->...o", x2, w2).reshape(*lead, *out_shape)
+  return jnp.einsum("ni,oi->no", x2, w2).reshape(*lead, *out_shape)
 
 
 def swiglu_mlp(mlp_params: dict[str, Array], x_btd: Array, config: ModelConfig) -> Array:

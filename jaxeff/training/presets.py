@@ -26,12 +26,12 @@ def smoke() -> TrainConfig:
 def tiny_code() -> TrainConfig:
   """``tiny-code``: a byte-level Llama-style LM on the stdlib code corpus with a 2048-token context."""
   model = ModelConfig.tiny(
-    d_model=192,
+    d_model=128,
     n_layers=4,
-    n_heads=6,
+    n_heads=4,
     n_kv_heads=2,
     head_dim=32,
-    d_ff=512,
+    d_ff=384,
     max_position_embeddings=4096,
     rope_theta=10000.0,
   )
@@ -41,13 +41,13 @@ def tiny_code() -> TrainConfig:
     weights=(1.0,),
     seq_len=512,
     batch_size=16,
-    steps=1500,
+    steps=400,
     lr=3e-3,
-    warmup_steps=100,
+    warmup_steps=40,
     schedule="cosine",
-    eval_every=250,
+    eval_every=200,
     eval_batches=8,
-    checkpoint_every=250,
+    checkpoint_every=200,
     log_every=25,
   )
 
@@ -68,17 +68,17 @@ def tiny_recall() -> TrainConfig:
   return TrainConfig(
     model=model,
     corpora=("python", "passkey"),
-    weights=(0.2, 0.8),
+    weights=(0.02, 0.98),
     passkey_rows=16384,
     seq_len=128,
     batch_size=64,
-    steps=800,
+    steps=1000,
     lr=3e-3,
     warmup_steps=30,
     schedule="cosine",
-    eval_every=200,
+    eval_every=250,
     eval_batches=2,
-    checkpoint_every=200,
+    checkpoint_every=250,
     log_every=25,
   )
 
