@@ -64,13 +64,11 @@ class LayerKV:
     return self.k.shape[1]
 
   def write(self, k_btkh, v_btkh, positions_bt) -> LayerKV:
-    T = k_btkh.shape[1]
     k = _write_rows(self.k, k_btkh, self.length)
     v = _write_rows(self.v, v_btkh, self.length)
     pos = _write_rows(self.pos, positions_bt.astype(jnp.int32), self.length)
     # Padding (position -1) is written but does not advance the row: the next write overwrites it.
     advance = jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32)
-    del T
     return LayerKV(k=k, v=v, pos=pos, length=self.length + advance)
 
 

@@ -353,7 +353,6 @@ def tokenize_corpus(name: str, split: str, tokenizer, *, max_documents: int | No
 def byte_tokenizer_json():
   """A ``tokenizers.Tokenizer`` equal to ``ByteTokenizer``: byte b -> id b, <bos>/<eos>/<pad> = 256/257/258."""
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-  from tokenizers.pre_tokenizers import ByteLevel
 
   alphabet = _bytes_to_unicode()
   vocab = {alphabet[b]: b for b in range(256)}
@@ -362,7 +361,6 @@ def byte_tokenizer_json():
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
   tok.decoder = decoders.ByteLevel()
   tok.add_special_tokens(["<bos>", "<eos>", "<pad>"])
-  del ByteLevel
   return tok
 
 

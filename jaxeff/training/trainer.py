@@ -12,6 +12,7 @@ so a run killed at any point and restarted produces the same parameters and loss
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -264,9 +265,7 @@ def trainable_mask(params: Any, pattern: str) -> Any:
 
 def make_optimizer(config: TrainConfig, params: Any) -> optax.GradientTransformation:
   """clip -> AdamW(schedule) on trainable leaves (decay on matrices only); frozen leaves get zero updates."""
-  names = path_names(params)
   decay_mask = jax.tree.map(lambda p: p.ndim >= 2, params)
-  del names
   inner = optax.adamw(
     lr_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask
   )
@@ -322,9 +321,15 @@ def make_train_step(config: TrainConfig, model_config: ModelConfig, optimizer, t
   return step
 
 
+@functools.lru_cache(maxsize=16)
+def _eval_fn(config: ModelConfig, compute_dtype: str):
+  """One jitted scorer per (config, dtype), so periodic evaluations do not recompile."""
+  return jax.jit(lambda p, i, t, m: masked_nll(p, i, t, m, config=config, compute_dtype=_DTYPES[compute_dtype]))
+
+
 def evaluate(params, batches, *, config: ModelConfig, byte_lengths: np.ndarray | None = None, compute_dtype="float32"):
   """Mean masked NLL (nats/token) over ``batches`` and, given per-token byte lengths, bits per byte."""
-  fn = jax.jit(lambda p, i, t, m: masked_nll(p, i, t, m, config=config, compute_dtype=_DTYPES[compute_dtype]))
+  fn = _eval_fn(config, compute_dtype)
   tot, n, nbytes = 0.0, 0.0, 0.0
   for b in batches:
     s, c = fn(params, b.inputs, b.targets, b.loss_mask)
