@@ -19,6 +19,7 @@ Prefill and decode are two compiled executables, timed separately (compile time 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -200,8 +201,8 @@ class Sampler:
     self.dtype = jax.tree.leaves(params)[0].dtype
 
   # ----------------------------------------------------------------- pure pieces (jitted)
-  def _prefill(self, params, tokens_bp, positions_bp, last_b):
-    cache = self.cache_cls.init(self.config, tokens_bp.shape[0], self._max_len, self.dtype)
+  def _prefill(self, params, tokens_bp, positions_bp, last_b, *, max_len: int):
+    cache = self.cache_cls.init(self.config, tokens_bp.shape[0], max_len, self.dtype)
     logits, cache = forward(
       params,
       tokens_bp,
@@ -289,13 +290,13 @@ class Sampler:
     for b, p in enumerate(prompts):
       tokens[b, : len(p)] = p
       positions[b, : len(p)] = np.arange(len(p))
-    self._max_len = P + sampling.max_new_tokens
     ck = (B, P, sampling)
     compile_s = 0.0
     pre, dec = self._compiled.get(ck, (None, None))
     if pre is None:
       t0 = time.perf_counter()
-      pre = jax.jit(self._prefill).lower(self.params, tokens, positions, lens - 1).compile()
+      prefill = functools.partial(self._prefill, max_len=P + sampling.max_new_tokens)
+      pre = jax.jit(prefill).lower(self.params, tokens, positions, lens - 1).compile()
       compile_s += time.perf_counter() - t0
 
     t0 = time.perf_counter()
