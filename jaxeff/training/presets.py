@@ -53,8 +53,9 @@ def tiny_code() -> TrainConfig:
 
 
 def tiny_recall() -> TrainConfig:
-  """``tiny-recall``, first stage: short rows, mostly pass-key retrieval (induction forms fast here); later
-  stages of ``benchmarks/train_reference_models.py`` lengthen the context to 4096."""
+  """``tiny-recall``, first stage: pure copy rows (induction forms in a few hundred steps), pass-key rows and
+  code; later stages of ``benchmarks/train_reference_models.py`` move to copy-amid-code rows and lengthen the
+  context to 4096."""
   model = ModelConfig.tiny(
     d_model=128,
     n_layers=2,
@@ -67,18 +68,18 @@ def tiny_recall() -> TrainConfig:
   )
   return TrainConfig(
     model=model,
-    corpora=("python", "passkey"),
-    weights=(0.02, 0.98),
-    passkey_rows=16384,
-    seq_len=128,
-    batch_size=64,
-    steps=1000,
-    lr=3e-3,
+    corpora=("python", "copy", "passkey"),
+    weights=(0.2, 0.5, 0.3),
+    passkey_rows=8192,
+    seq_len=256,
+    batch_size=32,
+    steps=400,
+    lr=2e-3,
     warmup_steps=30,
     schedule="cosine",
-    eval_every=250,
+    eval_every=200,
     eval_batches=2,
-    checkpoint_every=250,
+    checkpoint_every=200,
     log_every=25,
   )
 

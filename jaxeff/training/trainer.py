@@ -42,8 +42,9 @@ class TrainConfig:
   """Everything a run needs; stored beside every checkpoint.
 
   Attributes (grouped): model — ``model`` (a ModelConfig; its vocab is set from the tokenizer);
-  data — ``corpora`` ('python', 'gcide', 'passkey'), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
-  'bpe'), ``bpe_vocab``, ``max_documents`` (cap per corpus, for tests), ``passkey_rows``; batch —
+  data — ``corpora`` ('python', 'gcide', and the synthetic 'passkey', 'induction', 'copy'), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
+  'bpe'), ``bpe_vocab``, ``max_documents`` (cap per corpus, for tests), ``passkey_rows`` (rows of each
+  synthetic corpus); batch —
   ``seq_len``, ``batch_size`` (global rows per step), ``grad_accum`` (micro-batches per step);
   optimisation — ``steps``, ``lr``, ``warmup_steps``, ``schedule`` ('cosine' | 'wsd' | 'constant'),
   ``min_lr_ratio``, ``decay_fraction`` (WSD's final decay share), ``weight_decay``, ``b1``, ``b2``, ``eps``,
@@ -110,9 +111,9 @@ class TrainConfig:
       errors.append(f"compute_dtype must be one of {tuple(_DTYPES)}, got {self.compute_dtype!r}")
     if self.tokenizer not in ("byte", "bpe"):
       errors.append(f"tokenizer must be 'byte' or 'bpe', got {self.tokenizer!r}")
-    bad = [c for c in self.corpora if c not in ("python", "gcide", "passkey")]
+    bad = [c for c in self.corpora if c not in ("python", "gcide", *SYNTHETIC)]
     if bad:
-      errors.append(f"unknown corpora {bad}; choose from python, gcide, passkey")
+      errors.append(f"unknown corpora {bad}; choose from python, gcide, {', '.join(SYNTHETIC)}")
     if len(self.weights) != len(self.corpora):
       errors.append(f"{len(self.corpora)} corpora but {len(self.weights)} weights")
     if self.batch_size % self.grad_accum:
@@ -344,6 +345,9 @@ def evaluate(params, batches, *, config: ModelConfig, byte_lengths: np.ndarray |
 
 
 # ------------------------------------------------------------------------------------------------ data
+SYNTHETIC = ("passkey", "induction", "copy")  # byte-level synthetic corpora (retrieval curriculum)
+
+
 @dataclasses.dataclass
 class RunData:
   tokenizer: Any
@@ -365,7 +369,7 @@ def build_data(config: TrainConfig, workdir: Path | None = None) -> RunData:
   else:
     texts = []
     for c in config.corpora:
-      if c != "passkey":
+      if c not in SYNTHETIC:
         texts += list(data_lib.load_corpus(c, "train", max_documents=config.max_documents)["text"])
     tok_dir = (workdir / "tokenizer") if workdir is not None else None
     if tok_dir is not None and (tok_dir / "tokenizer.json").is_file():
@@ -379,11 +383,14 @@ def build_data(config: TrainConfig, workdir: Path | None = None) -> RunData:
   L = config.seq_len
 
   def source(name, split, seed):
-    if name == "passkey":
-      filler = np.concatenate(data_lib.tokenize_corpus("python", split, tok, max_documents=config.max_documents))
+    if name in SYNTHETIC:
       n = config.passkey_rows if split == "train" else max(config.eval_batches * config.batch_size, 8)
-      rows, masks = data_lib.passkey_rows(filler, n, L, seed=seed + (0 if split == "train" else 7919))
-      return rows, masks
+      seed = seed + (0 if split == "train" else 7919)
+      if name == "copy":
+        return data_lib.copy_rows(n, L, seed=seed)
+      filler = np.concatenate(data_lib.tokenize_corpus("python", split, tok, max_documents=config.max_documents))
+      make = data_lib.passkey_rows if name == "passkey" else data_lib.induction_rows
+      return make(filler, n, L, seed=seed)
     docs = data_lib.tokenize_corpus(name, split, tok, max_documents=config.max_documents)
     return data_lib.pack_documents(docs, L, eos), None
 

@@ -1,0 +1,539 @@
+"""ProxyAttn: proxy-head block estimation with dynamic per-head budgets, for block-sparse prefill attention.
+
+ProxyAttn (Wang et al., "ProxyAttn: Guided Sparse Attention via Representative Heads", arXiv 2509.24745,
+ICLR 2026) ranks key blocks with a few pooled "proxy" heads and gives every real head its own budget:
+
+1. Proxies: the heads are split into ``g`` groups aligned with the GQA kv groups; ``Qp_g`` is the mean of
+   the group's query heads and ``Kp_g`` the mean of its kv heads (a mean over the head axis).
+2. Stride: keep every ``s``-th token of ``Qp_g`` and ``Kp_g`` (a subsample).
+3. Block scores: ``P_g = softmax(Qp_g[::s] Kp_g[::s]^T / sqrt(d))`` causal on original positions, in float32;
+   ``A_g[m, n]`` = max of ``P_g`` over tile ``(m, n)`` of ``(bs/s) x (bs/s)`` strided entries.
+4. Budgets: for each real head i, ``Ahat_i = softmax(Q_i[L-bs:L] K_i^T / sqrt(d))`` (the last query block,
+   full resolution, causal); ``a_i[n]`` = key-block mass averaged over those queries, sorted descending;
+   ``c_i = min{k >= 1 : sum_{j<k} a_sorted[j] >= gamma}``; ``K_i = max(c_i, ceil(mb / bs))``.
+5. Mask: row m of head i keeps the top ``K_i`` causal candidates ``n <= m`` of ``A_{g(i)}[m, :]`` (all of them
+   when there are at most ``K_i``); heads of one group share one ranking, so their masks are nested.
+
+The (L/s)^2 map is never held whole: step 3 runs over chunks of query blocks (``lax.map``), and each chunk
+holds full strided rows, so the row log-sum-exp and the tile maxima come from the same pass. Everything has
+static shapes and runs under ``jit`` from traced q/k.
+
+Readings the equations leave open (UNVERIFIED, the official code was not readable) are options; defaults are
+the most literal reading: ``tile_reduce`` ("max2d" | "max_k_then_mean_q"), ``count_mode`` ("count" |
+"literal": Alg. 1 with a 0-based k, i.e. ``c_i - 1``, floored at one block), ``row_mode`` ("absolute": the
+same ``K_i`` in every row | "ratio": ``K_im = max(ceil(b_i (m+1)), ceil(mb/bs))`` with ``b_i = c_i / nb``),
+``force_sink`` / ``force_diag`` (default off: the paper is silent; forced blocks come on top of ``K_i``).
+Ties are broken towards the lower block index on every path. A length that is not a multiple of ``bs`` is
+padded with masked keys and the padded query rows are dropped; per-row ``lengths`` (right padding) are
+honoured the same way, and the budget's "last query block" is each row's own last ``bs`` real queries.
+
+Peers on the same mask and kernel path (``XAttention``, ``FlexPrefill``, ``MeanPoolTopK``) live in
+``jaxeff.attention.peers``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from kernels_pallas.block_sparse_attention import block_sparse_attention, indices_to_mask, pad_indices
+
+COUNT_MODES = ("count", "literal")
+ROW_MODES = ("absolute", "ratio")
+TILE_REDUCES = ("max2d", "max_k_then_mean_q")
+_FORCED = float("inf")  # forced blocks rank first
+_EXCLUDED = float("-inf")  # non-candidates rank last
+
+
+@flax.struct.dataclass
+class BlockSparseMask:
+  """A per-head block mask in both forms (static shapes).
+
+  Attributes:
+    block_idx: int32 [B, Hq, nb, Kmax] kept key-block ids per query block, best first; slots ``>= cnt``
+      repeat the last kept id.
+    block_cnt: int32 [B, Hq, nb] number of kept blocks per query block.
+    block_mask: bool [B, Hq, nb, nb].
+    block_size_hint: the block size (static), used by ``density`` with per-row lengths.
+  """
+
+  block_idx: jax.Array
+  block_cnt: jax.Array
+  block_mask: jax.Array
+  block_size_hint: int = flax.struct.field(pytree_node=False, default=1)
+
+  def density(self, lengths: jax.Array | None = None) -> jax.Array:
+    """Kept / causal blocks over the real query blocks of each row (a scalar)."""
+    nb = self.block_mask.shape[-1]
+    nvalid = jnp.full((self.block_mask.shape[0],), nb) if lengths is None else -(-lengths // self.block_size_hint)
+    m = jnp.arange(nb)
+    row_ok = m[None, :] < nvalid[:, None]  # [B, nb]
+    causal = jnp.minimum(m[None, :] + 1, nvalid[:, None]) * row_ok
+    kept = (self.block_cnt * row_ok[:, None]).sum()
+    return kept / (causal.sum() * self.block_cnt.shape[1])
+
+
+@flax.struct.dataclass
+class ProxyEstimate(BlockSparseMask):
+  """ProxyAttn's estimate: the mask plus what produced it.
+
+  Attributes (beyond ``BlockSparseMask``):
+    proxy_scores: float32 [B, g, nb, nb] tile scores ``A_g`` (zero above the causal diagonal).
+    budget_blocks: int32 [B, Hq] per-head block budget ``K_i`` (after the minimum budget).
+    budget_ratio: float32 [B, Hq] ``b_i = c_i / nb`` (before the minimum budget).
+  """
+
+  proxy_scores: jax.Array = None
+  budget_blocks: jax.Array = None
+  budget_ratio: jax.Array = None
+
+
+def _check_qk(q, k, block_size, stride=1):
+  if q.ndim != 4 or k.ndim != 4:
+    raise ValueError(f"q must be [B, Hq, L, d] and k [B, Hkv, L, d], got {q.shape} and {k.shape}")
+  B, Hq, L, d = q.shape
+  if k.shape[0] != B or k.shape[2] != L or k.shape[3] != d:
+    raise ValueError(f"k {k.shape} does not match q {q.shape} in batch, length or head_dim")
+  if Hq % k.shape[1]:
+    raise ValueError(f"query heads {Hq} must be a multiple of kv heads {k.shape[1]}")
+  if block_size <= 0 or stride <= 0 or block_size % stride:
+    raise ValueError(f"block_size {block_size} must be a positive multiple of stride {stride}")
+
+
+def _lengths(lengths, B, L):
+  if lengths is None:
+    return jnp.full((B,), L, jnp.int32)
+  return jnp.clip(jnp.asarray(lengths, jnp.int32), 1, L)
+
+
+def _chunk_blocks(nb: int, rows_per_block: int, row_width: int, parallel: int, budget: int = 1 << 22) -> int:
+  """Query blocks per chunk so a chunk's score tile holds about ``budget`` floats."""
+  return max(1, min(nb, budget // max(1, rows_per_block * row_width * parallel)))
+
+
+def strided_block_scores(
+  qp: jax.Array,
+  kp: jax.Array,
+  lengths: jax.Array,
+  *,
+  block_size: int,
+  stride: int,
+  scale: float,
+  tile_reduce: str = "max2d",
+) -> jax.Array:
+  r"""Step 3: tile scores of the strided causal softmax, chunked over query blocks.
+
+  ``P = softmax(qp[::s] kp[::s]^T * scale)`` (query ``s a`` sees key ``s b`` iff ``b <= a`` and ``s b < len``),
+  ``A[m, n] = max_{(a, b) in tile (m, n)} P[a, b]`` ("max2d"), or the mean over the tile's rows of the per-row
+  max ("max_k_then_mean_q"); padded query rows (``s a >= len``) are left out.
+
+  Args:
+    qp, kp: float32 [B, G, Lp, d] proxy queries / keys, Lp a multiple of ``block_size``.
+    lengths: int32 [B] real tokens per row.
+
+  Returns:
+    float32 [B, G, nb, nb].
+  """
+  B, G, Lp, d = qp.shape
+  t = block_size // stride
+  nb = Lp // block_size
+  qs = qp[:, :, ::stride]
+  ks = kp[:, :, ::stride]
+  Ls = nb * t
+  cb = _chunk_blocks(nb, t, Ls, B * G)
+  nchunks = -(-nb // cb)
+  qs = jnp.pad(qs, ((0, 0), (0, 0), (0, nchunks * cb * t - Ls), (0, 0)))
+  key_ok = (jnp.arange(Ls) * stride)[None, :] < lengths[:, None]  # [B, Ls]
+
+  def chunk(c):
+    qc = jax.lax.dynamic_slice_in_dim(qs, c * cb * t, cb * t, axis=2)  # [B, G, cb*t, d]
+    a = c * cb * t + jnp.arange(cb * t)
+    s = jnp.einsum("bgad,bgkd->bgak", qc, ks, preferred_element_type=jnp.float32) * scale
+    ok = key_ok[:, None, None, :] & (jnp.arange(Ls)[None, :] <= a[:, None])[None, None]
+    s = jnp.where(ok, s, -jnp.inf)
+    lse = jax.nn.logsumexp(s, axis=-1, keepdims=True)  # key 0 is always visible: finite
+    tile_max = s.reshape(B, G, cb * t, nb, t).max(-1)  # [B, G, rows, nb]
+    p = jnp.exp(tile_max - lse)  # softmax is monotone in a row: max of P over the tile row
+    row_ok = (a * stride)[None, :] < lengths[:, None]  # [B, rows]
+    p = jnp.where(row_ok[:, None, :, None], p, 0.0).reshape(B, G, cb, t, nb)
+    if tile_reduce == "max2d":
+      return p.max(3)
+    n_rows = row_ok.reshape(B, 1, cb, t, 1).sum(3)
+    return p.sum(3) / jnp.maximum(n_rows, 1)
+
+  out = jax.lax.map(chunk, jnp.arange(nchunks))  # [nchunks, B, G, cb, nb]
+  return out.transpose(1, 2, 0, 3, 4).reshape(B, G, nchunks * cb, nb)[:, :, :nb]
+
+
+def last_block_mass(q: jax.Array, k: jax.Array, lengths: jax.Array, *, block_size: int, scale: float) -> jax.Array:
+  r"""Step 4.1-4.2: key-block attention mass of each head's last ``bs`` real queries.
+
+  ``Ahat_i = softmax(Q_i[len-bs:len] K_i^T * scale)`` (causal, keys < len); ``a_i[n]`` = the mass of key block
+  n summed over its keys and averaged over the (real) queries.
+
+  Args:
+    q: [B, Hq, Lp, d]; k: [B, Hkv, Lp, d] (contiguous GQA); lengths [B].
+
+  Returns:
+    float32 [B, Hq, nb].
+  """
+  B, Hq, Lp, d = q.shape
+  Hkv = k.shape[1]
+  r = Hq // Hkv
+  bs = block_size
+  nb = Lp // bs
+  start = jnp.maximum(lengths - bs, 0)
+  q_last = jax.vmap(lambda qb, s0: jax.lax.dynamic_slice_in_dim(qb, s0, bs, axis=1))(q, start)  # [B,Hq,bs,d]
+  q_tok = start[:, None] + jnp.arange(bs)[None, :]  # [B, bs]
+  kpos = jnp.arange(Lp)
+  s = (
+    jnp.einsum(
+      "bkrqd,bksd->bkrqs", q_last.reshape(B, Hkv, r, bs, d).astype(jnp.float32), k.astype(jnp.float32)
+    ).reshape(B, Hq, bs, Lp)
+    * scale
+  )
+  ok = (kpos[None, None, :] <= q_tok[:, :, None]) & (kpos[None, None, :] < lengths[:, None, None])  # [B,bs,Lp]
+  s = jnp.where(ok[:, None], s, -jnp.inf)
+  p = jax.nn.softmax(s, axis=-1)
+  row_ok = q_tok < lengths[:, None]  # [B, bs]
+  p = jnp.where(row_ok[:, None, :, None], p, 0.0)
+  mass = p.reshape(B, Hq, bs, nb, bs).sum(-1).sum(2) / row_ok.sum(-1)[:, None, None]
+  return mass
+
+
+def budget_counts(mass: jax.Array, gamma: float, count_mode: str = "count") -> jax.Array:
+  r"""Step 4.3-4.4: ``c = min{k >= 1 : sum_{j<k} a_sorted[j] >= gamma}`` on the normalised, sorted mass.
+
+  "literal" returns ``c - 1`` floored at 1 (Alg. 1 read with a 0-based k). Entries of zero mass (padding
+  blocks) sort last; c never exceeds the number of blocks with any mass.
+
+  Args:
+    mass: [..., nb] non-negative.
+
+  Returns:
+    int32 [...].
+  """
+  a = -jnp.sort(-mass, axis=-1)
+  a = a / jnp.maximum(a.sum(-1, keepdims=True), 1e-30)
+  csum = jnp.cumsum(a, axis=-1)
+  nonzero = (mass > 0).sum(-1)
+  c = jnp.minimum((csum < gamma).sum(-1) + 1, jnp.maximum(nonzero, 1))
+  if count_mode == "literal":
+    c = jnp.maximum(c - 1, 1)
+  return c.astype(jnp.int32)
+
+
+def topk_mask_from_scores(
+  scores: jax.Array,
+  row_budget: jax.Array,
+  lengths: jax.Array,
+  *,
+  block_size: int,
+  head_group: jax.Array | None = None,
+  force_sink: bool = False,
+  force_diag: bool = False,
+  max_blocks: int | None = None,
+) -> BlockSparseMask:
+  r"""Step 5: keep the top ``row_budget[b, h, m]`` causal candidates of ``scores[b, head_group[h], m, :]``.
+
+  Candidates of row m are ``n <= m`` with ``n`` a real block; forced blocks (sink ``n = 0``, diagonal
+  ``n = m``) rank first and come on top of the budget; ties go to the lower block index (a stable sort). A row
+  with at most ``budget`` candidates keeps them all. Heads sharing a score row share one ranking, so their
+  masks are nested in the budget.
+
+  Args:
+    scores: float32 [B, G, nb, nb] (any finite values; higher = more important).
+    row_budget: int32 [B, Hq, nb].
+    lengths: int32 [B] real tokens per row.
+    head_group: int32 [Hq] score row of each head (default: identity, G == Hq).
+    max_blocks: static cap on the index-list width (``Kmax``); default nb.
+
+  Returns:
+    BlockSparseMask.
+  """
+  B, G, nb, _ = scores.shape
+  Hq = row_budget.shape[1]
+  head_group = jnp.arange(Hq) if head_group is None else head_group
+  nvalid = -(-lengths // block_size)  # [B]
+  m = jnp.arange(nb)[:, None]
+  n = jnp.arange(nb)[None, :]
+  cand = (n <= m)[None] & (n < nvalid[:, None, None])  # [B, nb, nb]
+  forced = jnp.zeros((nb, nb), bool)
+  if force_sink:
+    forced |= n == 0
+  if force_diag:
+    forced |= n == m
+  forced = forced[None] & cand
+  key = jnp.where(cand[:, None], scores, _EXCLUDED)
+  key = jnp.where(forced[:, None], _FORCED, key)
+  order = jnp.argsort(-key, axis=-1, stable=True).astype(jnp.int32)  # [B, G, nb, nb]
+  rank = jnp.argsort(order, axis=-1).astype(jnp.int32)
+  ncand = cand.sum(-1)  # [B, nb]
+  nforced = forced.sum(-1)
+  kmax = nb if max_blocks is None else max(1, min(int(max_blocks), nb))
+  cnt = jnp.minimum(row_budget + nforced[:, None], ncand[:, None])
+  cnt = jnp.minimum(cnt, kmax).astype(jnp.int32)
+  order_h = order[:, head_group]  # [B, Hq, nb, nb]
+  idx = pad_indices(order_h[..., :kmax], cnt)
+  mask = rank[:, head_group] < cnt[..., None]
+  return BlockSparseMask(idx, cnt, mask, block_size_hint=block_size)
+
+
+def estimate(
+  q: jax.Array,
+  k: jax.Array,
+  *,
+  block_size: int = 128,
+  stride: int = 4,
+  num_proxies: int = 1,
+  gamma: float = 0.95,
+  min_budget_tokens: int = 2048,
+  force_sink: bool = False,
+  force_diag: bool = False,
+  count_mode: str = "count",
+  row_mode: str = "absolute",
+  tile_reduce: str = "max2d",
+  lengths: jax.Array | None = None,
+  max_blocks: int | None = None,
+  scale: float | None = None,
+) -> ProxyEstimate:
+  r"""ProxyAttn block estimation (module docstring, steps 1-5).
+
+  Args:
+    q: [B, Hq, L, d] queries after RoPE; k: [B, Hkv, L, d] keys after RoPE (query head h reads kv head
+      ``h // (Hq // Hkv)``).
+    block_size: tile edge ``bs`` (a multiple of ``stride``).
+    stride: subsampling stride ``s``.
+    num_proxies: proxy heads ``g`` (a divisor of Hkv); group j holds kv heads ``[j Hkv/g, (j+1) Hkv/g)`` and
+      their query heads.
+    gamma: cumulative-mass threshold in (0, 1].
+    min_budget_tokens: minimum budget ``mb`` in tokens (rounded up to blocks).
+    force_sink, force_diag: always keep block 0 / the diagonal block (on top of the budget).
+    count_mode: "count" (default) or "literal" (``c - 1``).
+    row_mode: "absolute" (default, ``K_i`` in every row) or "ratio" (``ceil(b_i (m+1))``, floored at mb).
+    tile_reduce: "max2d" (default) or "max_k_then_mean_q".
+    lengths: optional int32 [B] real tokens per row (right padding).
+    max_blocks: static cap on the index-list width; default nb (no cap).
+    scale: score scale, default 1/sqrt(d).
+
+  Returns:
+    ProxyEstimate with ``proxy_scores [B, g, nb, nb]``, ``budget_blocks [B, Hq]``, ``budget_ratio``,
+    ``block_mask [B, Hq, nb, nb]``, ``block_idx [B, Hq, nb, Kmax]``, ``block_cnt [B, Hq, nb]``.
+
+  Example:
+    >>> import jax
+    >>> q = jax.random.normal(jax.random.key(0), (1, 8, 1024, 64)); k = q[:, ::4]
+    >>> est = estimate(q, k, block_size=128, gamma=0.9, min_budget_tokens=256)
+    >>> est.block_mask.shape, est.budget_blocks.shape
+    ((1, 8, 8, 8), (1, 8))
+
+  Reference: ProxyAttn, arXiv 2509.24745, Eq. 1-2 and Alg. 1.
+  """
+  _check_qk(q, k, block_size, stride)
+  B, Hq, L, d = q.shape
+  Hkv = k.shape[1]
+  if num_proxies <= 0 or Hkv % num_proxies:
+    raise ValueError(f"num_proxies {num_proxies} must divide the kv heads {Hkv} (proxy groups = kv groups)")
+  if not 0.0 < gamma <= 1.0:
+    raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+  if min_budget_tokens < 0:
+    raise ValueError(f"min_budget_tokens must be >= 0, got {min_budget_tokens}")
+  for name, val, allowed in (
+    ("count_mode", count_mode, COUNT_MODES),
+    ("row_mode", row_mode, ROW_MODES),
+    ("tile_reduce", tile_reduce, TILE_REDUCES),
+  ):
+    if val not in allowed:
+      raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
+  scale = d**-0.5 if scale is None else scale
+  g = num_proxies
+  nb = -(-L // block_size)
+  Lp = nb * block_size
+  lengths = _lengths(lengths, B, L)
+  pad = ((0, 0), (0, 0), (0, Lp - L), (0, 0))
+  qf, kf = jnp.pad(q.astype(jnp.float32), pad), jnp.pad(k.astype(jnp.float32), pad)
+
+  # Steps 1-3: proxies (mean over the group's heads), strided map, tile scores.
+  qp = qf.reshape(B, g, Hq // g, Lp, d).mean(2)
+  kp = kf.reshape(B, g, Hkv // g, Lp, d).mean(2)
+  scores = strided_block_scores(
+    qp, kp, lengths, block_size=block_size, stride=stride, scale=scale, tile_reduce=tile_reduce
+  )
+  # Step 4: per-head budgets.
+  mass = last_block_mass(qf, kf, lengths, block_size=block_size, scale=scale)
+  c = budget_counts(mass, gamma, count_mode)  # [B, Hq]
+  nvalid = -(-lengths // block_size)
+  ratio = c / nvalid[:, None]
+  floor = -(-min_budget_tokens // block_size)
+  K = jnp.maximum(c, floor).astype(jnp.int32)
+  if row_mode == "absolute":
+    row_budget = jnp.broadcast_to(K[..., None], (B, Hq, nb))
+  else:
+    # ceil(c / nvalid * (m + 1)) in exact integer arithmetic (a float product lands on either side of n).
+    per_row = -(-(c[..., None] * (jnp.arange(nb) + 1)) // nvalid[:, None, None])
+    row_budget = jnp.maximum(per_row, max(floor, 1))
+  # Step 5: top-K per row over the group's ranking.
+  head_group = jnp.arange(Hq) // (Hq // g)
+  m = topk_mask_from_scores(
+    scores,
+    row_budget,
+    lengths,
+    block_size=block_size,
+    head_group=head_group,
+    force_sink=force_sink,
+    force_diag=force_diag,
+    max_blocks=max_blocks,
+  )
+  return ProxyEstimate(
+    m.block_idx,
+    m.block_cnt,
+    m.block_mask,
+    block_size_hint=block_size,
+    proxy_scores=scores,
+    budget_blocks=K,
+    budget_ratio=ratio.astype(jnp.float32),
+  )
+
+
+def default_num_proxies(config) -> int:
+  """The paper's per-model choice: 4 proxies for Qwen2-family models (Qwen2.5-7B-1M), 1 otherwise
+  (Llama-3.1-8B); always a divisor of the kv heads."""
+  want = 4 if config.model_type.startswith("qwen") else 1
+  return math.gcd(want, config.n_kv_heads)
+
+
+# ------------------------------------------------------------------------------------------------ backends
+@dataclasses.dataclass(frozen=True)
+class BlockSparseBackend:
+  """Base of block-sparse prefill backends: ``mask(q, k, lengths)`` is the estimator, the kernel is shared.
+
+  Called like ``Dense``: ``backend(q [B,T,N,H], k [B,S,K,H], v, q_pos, k_pos, window=..., layer=...)``.
+  It assumes the prefill layout jaxeff builds (positions ``0..n-1`` then padding ``-1`` on the right); the
+  real length of each row is the count of non-negative key positions. Chunks over an existing cache
+  (``T != S``), sliding-window layers, and prompts of at most ``dense_below`` tokens go to ``Dense``.
+  """
+
+  block_size: int = 128
+  implementation: str | None = None
+  interpret: Any = False
+  blocks_per_step: int = 4
+  dense_below: int = 0
+
+  def mask(self, q_bhld, k_bhld, lengths) -> BlockSparseMask:  # pragma: no cover - abstract
+    raise NotImplementedError
+
+  def attend(self, q_bhld, k_bhld, v_bhld, lengths):
+    """Estimate, then run the block-sparse kernel; [B, Hq, L, d] in, [B, Hq, L, d] out, and the mask."""
+    m = self.mask(q_bhld, k_bhld, lengths)
+    out = block_sparse_attention(
+      q_bhld,
+      k_bhld,
+      v_bhld,
+      m.block_idx,
+      m.block_cnt,
+      block_size=self.block_size,
+      kv_len=lengths,
+      implementation=self.implementation,
+      interpret=self.interpret,
+      blocks_per_step=self.blocks_per_step,
+    )
+    return out, m
+
+  def __call__(self, q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, *, window: int | None = None, layer: int = 0):
+    from jaxeff.attention.dense import Dense
+
+    T, S = q_btnh.shape[1], k_bskh.shape[1]
+    if T != S or window is not None or T <= max(self.block_size, self.dense_below):
+      return Dense()(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, layer=layer)
+    lengths = jnp.maximum((k_pos_bs >= 0).sum(-1), 1).astype(jnp.int32)
+    t = lambda x: x.transpose(0, 2, 1, 3)
+    out, _ = self.attend(t(q_btnh), t(k_bskh), t(v_bskh), lengths)
+    return t(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyAttention(BlockSparseBackend):
+  """ProxyAttn prefill backend: ``forward(..., attention=ProxyAttention(gamma=0.95))``; decode stays dense.
+
+  Fields are ``estimate``'s options (defaults: the paper's experiments, block 128, stride 4, mb 2048 tokens)
+  plus the kernel choice (``implementation`` None = by backend: XLA on CPU, Pallas on TPU/GPU).
+
+  Example:
+    >>> from jaxeff.config import ModelConfig
+    >>> from jaxeff.models.decoder import init_params, forward
+    >>> import jax, jax.numpy as jnp
+    >>> cfg = ModelConfig.tiny(); p = init_params(cfg, jax.random.key(0))
+    >>> toks = jnp.zeros((1, 512), jnp.int32); pos = jnp.arange(512)[None]
+    >>> att = ProxyAttention(gamma=0.9, block_size=64, min_budget_tokens=128)
+    >>> forward(p, toks, pos, config=cfg, attention=att)[0].shape
+    (1, 512, 272)
+  """
+
+  gamma: float = 0.95
+  stride: int = 4
+  num_proxies: int = 1
+  min_budget_tokens: int = 2048
+  force_sink: bool = False
+  force_diag: bool = False
+  count_mode: str = "count"
+  row_mode: str = "absolute"
+  tile_reduce: str = "max2d"
+  max_blocks: int | None = None
+
+  def __post_init__(self):
+    # Validate eagerly (a clear error before any work): reuse estimate's checks on a dummy-free path.
+    if not 0.0 < self.gamma <= 1.0:
+      raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+    if self.block_size <= 0 or self.stride <= 0 or self.block_size % self.stride:
+      raise ValueError(f"block_size {self.block_size} must be a positive multiple of stride {self.stride}")
+    if self.count_mode not in COUNT_MODES or self.row_mode not in ROW_MODES or self.tile_reduce not in TILE_REDUCES:
+      raise ValueError(
+        f"count_mode in {COUNT_MODES}, row_mode in {ROW_MODES}, tile_reduce in {TILE_REDUCES}; got "
+        f"{self.count_mode!r}, {self.row_mode!r}, {self.tile_reduce!r}"
+      )
+    if self.min_budget_tokens < 0 or self.num_proxies <= 0:
+      raise ValueError("min_budget_tokens must be >= 0 and num_proxies > 0")
+
+  @classmethod
+  def for_model(cls, config, **kw) -> ProxyAttention:
+    """Per-model defaults (``default_num_proxies``), overridable by keyword."""
+    kw.setdefault("num_proxies", default_num_proxies(config))
+    return cls(**kw)
+
+  def mask(self, q_bhld, k_bhld, lengths) -> ProxyEstimate:
+    return estimate(
+      q_bhld,
+      k_bhld,
+      block_size=self.block_size,
+      stride=self.stride,
+      num_proxies=self.num_proxies,
+      gamma=self.gamma,
+      min_budget_tokens=self.min_budget_tokens,
+      force_sink=self.force_sink,
+      force_diag=self.force_diag,
+      count_mode=self.count_mode,
+      row_mode=self.row_mode,
+      tile_reduce=self.tile_reduce,
+      lengths=lengths,
+      max_blocks=self.max_blocks,
+    )
+
+
+__all__ = [
+  "BlockSparseBackend",
+  "BlockSparseMask",
+  "ProxyAttention",
+  "ProxyEstimate",
+  "budget_counts",
+  "default_num_proxies",
+  "estimate",
+  "indices_to_mask",
+  "last_block_mass",
+  "strided_block_scores",
+  "topk_mask_from_scores",
+]

@@ -1,0 +1,145 @@
+"""Block-sparse causal prefill attention: one entry point over the XLA, Pallas-TPU and Pallas-GPU paths.
+
+``block_sparse_attention(q, k, v, block_idx, block_cnt, ...)`` pads the length to a multiple of the block
+size (padded keys are masked through ``kv_len``, padded query rows dropped), dispatches to the chosen
+implementation, and carries a ``custom_vjp`` whose backward pass differentiates the XLA path (recomputing the
+forward tile by tile), so prefill through a Pallas kernel can be differentiated (Pallas scalar-prefetch calls
+have no JVP rule).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from kernels_pallas.block_sparse_attention.gpu import block_sparse_attention_gpu
+from kernels_pallas.block_sparse_attention.reference import (
+  block_sparse_attention_reference,
+  indices_to_mask,
+  pad_indices,
+)
+from kernels_pallas.block_sparse_attention.tpu import block_sparse_attention_tpu
+from kernels_pallas.block_sparse_attention.xla import block_sparse_attention_xla
+
+IMPLEMENTATIONS = ("xla", "pallas_tpu", "pallas_gpu", "reference")
+
+
+def default_implementation() -> str:
+  """``pallas_tpu`` on TPU, ``pallas_gpu`` on GPU, ``xla`` elsewhere."""
+  backend = jax.default_backend()
+  return {"tpu": "pallas_tpu", "gpu": "pallas_gpu", "cuda": "pallas_gpu", "rocm": "pallas_gpu"}.get(backend, "xla")
+
+
+def _run(impl, q, k, v, idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step):
+  if impl == "xla":
+    return block_sparse_attention_xla(
+      q, k, v, idx, cnt, kv_len, block_size=block_size, blocks_per_step=blocks_per_step, scale=scale
+    )
+  if impl == "pallas_tpu":
+    return block_sparse_attention_tpu(
+      q, k, v, idx, cnt, kv_len, block_size=block_size, scale=scale, interpret=interpret
+    )
+  if impl == "pallas_gpu":
+    return block_sparse_attention_gpu(
+      q, k, v, idx, cnt, kv_len, block_size=block_size, scale=scale, interpret=interpret
+    )
+  mask = indices_to_mask(idx, cnt, q.shape[2] // block_size)
+  out = block_sparse_attention_reference(q, k, v, mask, block_size=block_size, kv_len=kv_len, scale=scale)
+  return out.astype(q.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
+def _attend(q, k, v, idx, cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step):
+  return _run(impl, q, k, v, idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step)
+
+
+def _attend_fwd(q, k, v, idx, cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step):
+  out = _run(impl, q, k, v, idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step)
+  return out, (q, k, v, idx, cnt, kv_len)
+
+
+def _attend_bwd(impl, block_size, scale, interpret, blocks_per_step, res, g):
+  q, k, v, idx, cnt, kv_len = res
+  f = lambda q_, k_, v_: block_sparse_attention_xla(
+    q_, k_, v_, idx, cnt, kv_len, block_size=block_size, blocks_per_step=blocks_per_step, scale=scale
+  )
+  _, vjp = jax.vjp(f, q, k, v)
+  dq, dk, dv = vjp(g)
+  return dq, dk, dv, None, None, None
+
+
+_attend.defvjp(_attend_fwd, _attend_bwd)
+
+
+def block_sparse_attention(
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  block_idx: jax.Array,
+  block_cnt: jax.Array,
+  *,
+  block_size: int,
+  kv_len: jax.Array | None = None,
+  scale: float | None = None,
+  implementation: str | None = None,
+  interpret=False,
+  blocks_per_step: int = 4,
+) -> jax.Array:
+  r"""Causal attention restricted to kept key blocks: for query t in block i,
+
+    o_t = \sum_{s \in S(t)} softmax_s(q_t . k_s * scale) v_s,
+    S(t) = {s : s // bs in block_idx[i, :block_cnt[i]],  s <= t,  s < kv_len},
+
+  with GQA (query head h reads kv head h // (Hq // Hkv); K/V are never repeated in memory). Padded slots
+  (``j >= block_cnt``) are ignored whatever id they hold; repeated ids among valid slots are the caller's
+  error (estimators never produce them).
+
+  Args:
+    q: [B, Hq, L, d]; k, v: [B, Hkv, L, d].
+    block_idx: int32 [B, Hq, nb, Kmax], nb = ceil(L / block_size); block_cnt: int32 [B, Hq, nb].
+    block_size: tile edge for queries and keys.
+    kv_len: [B] real keys per row (right padding); default L.
+    scale: default 1/sqrt(d).
+    implementation: 'xla' (CPU fast path), 'pallas_tpu', 'pallas_gpu', 'reference' (dense f32 oracle);
+      default by backend (``default_implementation``).
+    interpret: run a Pallas kernel in interpret mode (CPU tests); ``pltpu.InterpretParams()`` for the TPU
+      simulator.
+    blocks_per_step: key blocks per step of the XLA path.
+
+  Returns:
+    [B, Hq, L, d] in q's dtype; a query with no visible key gives zeros.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> q = k = v = jax.random.normal(jax.random.key(0), (1, 2, 256, 64))
+    >>> idx = jnp.broadcast_to(jnp.arange(2, dtype=jnp.int32), (1, 2, 2, 2)); cnt = jnp.array([[[1, 2]] * 2])
+    >>> block_sparse_attention(q, k, v, idx, cnt, block_size=128).shape
+    (1, 2, 256, 64)
+
+  Reference: ProxyAttn (arXiv 2509.24745) uses block-sparse prefill attention with per-head masks.
+  """
+  B, Hq, L, d = q.shape
+  if k.ndim != 4 or k.shape[0] != B or k.shape[2] != L or k.shape[3] != d or v.shape != k.shape:
+    raise ValueError(f"k and v must be [B, Hkv, L, d] matching q {q.shape}, got k {k.shape}, v {v.shape}")
+  if Hq % k.shape[1]:
+    raise ValueError(f"query heads {Hq} must be a multiple of kv heads {k.shape[1]}")
+  nb = -(-L // block_size)
+  if block_idx.shape[:3] != (B, Hq, nb) or block_cnt.shape != (B, Hq, nb):
+    raise ValueError(
+      f"block_idx must be [B, Hq, nb, Kmax] = [{B}, {Hq}, {nb}, Kmax] and block_cnt [{B}, {Hq}, {nb}], got "
+      f"{block_idx.shape} and {block_cnt.shape}"
+    )
+  impl = implementation or default_implementation()
+  if impl not in IMPLEMENTATIONS:
+    raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
+  Lp = nb * block_size
+  kv_len = jnp.full((B,), L, jnp.int32) if kv_len is None else jnp.minimum(jnp.asarray(kv_len, jnp.int32), L)
+  if Lp != L:
+    padw = ((0, 0), (0, 0), (0, Lp - L), (0, 0))
+    q, k, v = jnp.pad(q, padw), jnp.pad(k, padw), jnp.pad(v, padw)
+  block_cnt = jnp.asarray(block_cnt, jnp.int32)
+  idx = pad_indices(jnp.asarray(block_idx, jnp.int32), block_cnt)
+  out = _attend(q, k, v, idx, block_cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step)
+  return out[:, :, :L]

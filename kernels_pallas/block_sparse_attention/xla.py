@@ -1,0 +1,104 @@
+"""XLA block-sparse attention: the fast path on CPU (and a differentiable fallback everywhere).
+
+One query block at a time (``lax.map``); for each, a scan walks the block's index list ``blocks_per_step`` ids
+at a time, gathers only those key/value blocks (per query head, from its kv head: K/V are never repeated
+for GQA), and folds them into an online softmax. Steps past the longest list of the query block are skipped
+by a ``cond`` (work tracks the kept blocks), and the scan + cond structure stays reverse-differentiable.
+Never gathering all selected blocks at once keeps the working set in cache (see the platform notes: 3-4x
+faster than a one-shot gather at 4K-8K tokens).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+_NEG = -1e30
+
+
+@functools.partial(jax.jit, static_argnames=("block_size", "blocks_per_step", "scale"))
+def block_sparse_attention_xla(
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  block_idx: jax.Array,
+  block_cnt: jax.Array,
+  kv_len: jax.Array,
+  *,
+  block_size: int,
+  blocks_per_step: int = 4,
+  scale: float | None = None,
+) -> jax.Array:
+  """Block-sparse causal attention from index lists.
+
+  Args:
+    q: [B, Hq, Lp, d] with Lp a multiple of ``block_size``; k, v: [B, Hkv, Lp, d].
+    block_idx: int32 [B, Hq, nb, Kmax] kept key-block ids per query block (slots >= cnt ignored).
+    block_cnt: int32 [B, Hq, nb].
+    kv_len: int32 [B] real keys per row.
+    block_size: tile edge.
+    blocks_per_step: key blocks gathered per scan step.
+    scale: default 1/sqrt(d).
+
+  Returns:
+    [B, Hq, Lp, d] in q's dtype (float32 accumulation); rows with no visible key are zeros.
+  """
+  B, Hq, Lp, d = q.shape
+  Hkv = k.shape[1]
+  r = Hq // Hkv
+  bs = block_size
+  nb = Lp // bs
+  kmax = block_idx.shape[-1]
+  C = max(1, min(blocks_per_step, kmax))
+  steps = -(-kmax // C)
+  scale = d**-0.5 if scale is None else scale
+  pad = steps * C - kmax
+  idx = jnp.pad(block_idx, ((0, 0), (0, 0), (0, 0), (0, pad)))
+  kb = k.reshape(B, Hkv, nb, bs, d)
+  vb = v.reshape(B, Hkv, nb, bs, d)
+  qs = (q.astype(jnp.float32) * scale).astype(q.dtype)
+  b_ix = jnp.arange(B)[:, None, None]
+  h_ix = (jnp.arange(Hq) // r)[None, :, None]
+
+  def one_query_block(i):
+    qi = jax.lax.dynamic_slice_in_dim(qs, i * bs, bs, axis=2)  # [B, Hq, bs, d]
+    idx_i = idx[:, :, i]  # [B, Hq, steps*C]
+    cnt_i = block_cnt[:, :, i]  # [B, Hq]
+    longest = cnt_i.max()
+    q_tok = i * bs + jnp.arange(bs)
+
+    def body(j, carry):
+      m, l, acc = carry
+      slots = j * C + jnp.arange(C)
+      ids = jax.lax.dynamic_slice_in_dim(idx_i, j * C, C, axis=2)  # [B, Hq, C]
+      kj = kb[b_ix, h_ix, ids]  # [B, Hq, C, bs, d]
+      vj = vb[b_ix, h_ix, ids]
+      s = jnp.einsum("bhqd,bhcsd->bhqcs", qi, kj, preferred_element_type=jnp.float32)
+      k_tok = ids[..., None] * bs + jnp.arange(bs)  # [B, Hq, C, bs]
+      ok = (slots < cnt_i[..., None])[..., None] & (k_tok < kv_len[:, None, None, None])
+      ok = ok[:, :, None] & (k_tok[:, :, None] <= q_tok[None, None, :, None, None])
+      s = jnp.where(ok, s, _NEG).reshape(B, Hq, bs, C * bs)
+      m_new = jnp.maximum(m, s.max(-1))
+      p = jnp.where(ok.reshape(s.shape), jnp.exp(s - m_new[..., None]), 0.0)
+      corr = jnp.exp(m - m_new)
+      pv = jnp.einsum(
+        "bhqs,bhsd->bhqd", p.astype(v.dtype), vj.reshape(B, Hq, C * bs, d), preferred_element_type=jnp.float32
+      )
+      return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
+
+    init = (
+      jnp.full((B, Hq, bs), _NEG, jnp.float32),
+      jnp.zeros((B, Hq, bs), jnp.float32),
+      jnp.zeros((B, Hq, bs, d), jnp.float32),
+    )
+
+    def step(carry, j):
+      return jax.lax.cond(j * C < longest, lambda c: body(j, c), lambda c: c, carry), None
+
+    (m, l, acc), _ = jax.lax.scan(step, init, jnp.arange(steps))
+    return acc / jnp.where(l > 0, l, 1.0)[..., None]
+
+  out = jax.lax.map(one_query_block, jnp.arange(nb))  # [nb, B, Hq, bs, d]
+  return out.transpose(1, 2, 0, 3, 4).reshape(B, Hq, Lp, d).astype(q.dtype)

@@ -1,0 +1,112 @@
+"""XAttention, FlexPrefill and mean-pooled top-K on the shared mask/kernel path: plain oracles and identities."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxeff.attention import peers
+from jaxeff.attention.dense import reference_attention
+
+
+def _qk(seed, B=1, Hq=4, Hkv=2, L=256, d=16):
+  rng = np.random.default_rng(seed)
+  base = rng.normal(size=(B, 1, L, d))
+  q = 2.0 * (0.6 * base + rng.normal(size=(B, Hq, L, d)))
+  k = 0.6 * base + rng.normal(size=(B, Hkv, L, d))
+  return q.astype(np.float32), k.astype(np.float32)
+
+
+def test_xattention_scores_match_antidiagonal_loops():
+  """score[m, n] = sum over the tile of softmax_j'( sum_t q[jS+S-1-t] . k[j'S+t] / (sqrt(d) S) ), causal j' <= j."""
+  q, k = _qk(0, Hq=2, Hkv=1, L=64, d=8)
+  S, bs = 4, 16
+  got = np.asarray(
+    peers.xattention_block_scores(
+      jnp.asarray(q), jnp.asarray(k), jnp.array([64]), block_size=bs, stride=S, scale=1 / math.sqrt(8)
+    )
+  )
+  n = 64 // S
+  want = np.zeros((1, 2, 4, 4))
+  for h in range(2):
+    logits = np.full((n, n), -np.inf)
+    for j in range(n):
+      for jp in range(j + 1):
+        logits[j, jp] = sum(q[0, h, j * S + S - 1 - t] @ k[0, 0, jp * S + t] for t in range(S)) / (math.sqrt(8) * S)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    want[0, h] = p.reshape(4, 4, 4, 4).sum((1, 3))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_xattention_mask_is_the_minimal_prefix_reaching_the_threshold():
+  q, k = _qk(1, L=512)
+  bs, thr = 32, 0.8
+  m = peers.xattention_estimate(jnp.asarray(q), jnp.asarray(k), block_size=bs, stride=8, threshold=thr)
+  sc = np.asarray(
+    peers.xattention_block_scores(
+      jnp.asarray(q), jnp.asarray(k), jnp.array([512]), block_size=bs, stride=8, scale=1 / 4
+    )
+  )
+  mask = np.asarray(m.block_mask)
+  nb = 16
+  for h in range(4):
+    for r in range(nb):
+      row, keep = sc[0, h, r, : r + 1], mask[0, h, r, : r + 1]
+      assert keep[0] and keep[r], "sink and diagonal are forced"
+      assert not mask[0, h, r, r + 1 :].any()
+      assert row[keep].sum() >= thr * row.sum() - 1e-6
+      free = [j for j in np.flatnonzero(keep) if j not in (0, r)]
+      if free:  # dropping the weakest kept block falls below the threshold
+        weakest = min(free, key=lambda j: row[j])
+        assert row[keep].sum() - row[weakest] < thr * row.sum() + 1e-6
+
+
+@pytest.mark.parametrize(
+  "backend",
+  [
+    peers.XAttention(block_size=32, threshold=1.0),
+    peers.FlexPrefill(block_size=32, gamma=1.0),
+    peers.MeanPoolTopK(block_size=32, topk=64),
+  ],
+  ids=["xattention", "flexprefill", "meanpool"],
+)
+def test_full_setting_is_dense_attention(backend):
+  B, Hq, Hkv, L, d = 1, 4, 2, 224, 16
+  rng = np.random.default_rng(2)
+  q, k, v = (jnp.asarray(rng.normal(size=(B, L, h, d)), jnp.float32) for h in (Hq, Hkv, Hkv))
+  pos = jnp.arange(L)[None]
+  np.testing.assert_allclose(
+    np.asarray(backend(q, k, v, pos, pos)), np.asarray(reference_attention(q, k, v, pos, pos)), atol=1e-5
+  )
+
+
+def test_flexprefill_picks_patterns_and_sparsifies():
+  q, k = peers.structured_qk(jax.random.key(0), q_heads=8, kv_heads=2, length=1024, head_dim=32)
+  m, query_aware = peers.flexprefill_estimate(q, k, block_size=64, gamma=0.9, return_pattern=True)
+  mask = np.asarray(m.block_mask)
+  nb = 16
+  assert mask[..., 0].all() and mask[..., np.arange(nb), np.arange(nb)].all(), "first block and diagonal forced"
+  assert not np.triu(np.ones((nb, nb), bool), 1)[None, None].__and__(mask).any(), "block-causal"
+  density = mask.sum() / (8 * nb * (nb + 1) / 2)
+  assert density < 0.9
+  recall = float(peers.attention_mass_recall(q, k, m.block_mask, 64))
+  assert recall > 0.8
+  # A huge tau makes every head query-aware; tau = 0 makes every head vertical-slash.
+  _, all_qa = peers.flexprefill_estimate(q, k, block_size=64, tau=10.0, return_pattern=True)
+  _, no_qa = peers.flexprefill_estimate(q, k, block_size=64, tau=0.0, return_pattern=True)
+  assert bool(all_qa.all()) and not bool(no_qa.any())
+  assert query_aware.shape == (1, 8)
+
+
+def test_mass_recall_is_one_for_the_causal_mask_and_additive():
+  q, k = _qk(3, L=128)
+  nb = 4
+  full = jnp.broadcast_to(jnp.tril(jnp.ones((nb, nb), bool)), (1, 4, nb, nb))
+  assert abs(float(peers.attention_mass_recall(jnp.asarray(q), jnp.asarray(k), full, 32)) - 1.0) < 1e-5
+  diag = jnp.broadcast_to(jnp.eye(nb, dtype=bool), (1, 4, nb, nb))
+  off = full & ~diag
+  r = lambda m: float(peers.attention_mass_recall(jnp.asarray(q), jnp.asarray(k), m, 32))
+  assert abs(r(diag) + r(off) - 1.0) < 1e-5

@@ -1,0 +1,278 @@
+"""ProxyAttn estimation against a float64 NumPy oracle written from the spec, identities, and the backend."""
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxeff.attention import proxy
+from jaxeff.attention.dense import Dense, reference_attention
+from jaxeff.attention.peers import MeanPoolTopK, structured_qk
+from tests.attention import proxy_numpy
+
+
+def _qk(seed, B=2, Hq=4, Hkv=2, L=160, d=16, sharp=2.0):
+  """Random q/k with some structure (shared direction + noise) so scores are not all alike."""
+  rng = np.random.default_rng(seed)
+  base = rng.normal(size=(B, 1, L, d))
+  q = sharp * (0.6 * base + rng.normal(size=(B, Hq, L, d)))
+  k = 0.6 * base + rng.normal(size=(B, Hkv, L, d))
+  return q.astype(np.float32), k.astype(np.float32)
+
+
+OPTIONS = list(
+  itertools.product(
+    ["count", "literal"],  # count_mode
+    ["absolute", "ratio"],  # row_mode
+    ["max2d", "max_k_then_mean_q"],  # tile_reduce
+    [(False, False), (True, True)],  # force_sink, force_diag
+  )
+)
+
+
+@pytest.mark.parametrize("count_mode,row_mode,tile_reduce,force", OPTIONS)
+def test_estimate_matches_numpy_oracle(count_mode, row_mode, tile_reduce, force):
+  bs, s, g, gamma, mb = 16, 4, 2, 0.8, 16
+  q, k = _qk(0, Hq=4, Hkv=2, L=150)
+  lengths = np.array([150, 101])
+  kw = dict(
+    force_sink=force[0], force_diag=force[1], count_mode=count_mode, row_mode=row_mode, tile_reduce=tile_reduce
+  )
+  want = proxy_numpy.estimate(q, k, bs=bs, s=s, g=g, gamma=gamma, mb=mb, lengths=lengths, **kw)
+  got = proxy.estimate(
+    jnp.asarray(q),
+    jnp.asarray(k),
+    block_size=bs,
+    stride=s,
+    num_proxies=g,
+    gamma=gamma,
+    min_budget_tokens=mb,
+    lengths=jnp.asarray(lengths),
+    **kw,
+  )
+  np.testing.assert_allclose(np.asarray(got.proxy_scores), want["scores"], rtol=1e-4, atol=1e-7)
+  # Budgets and masks exactly, where the f64 problem is not within float32 rounding of a tie.
+  ok_c = want["csum_margin"] > 1e-4
+  assert ok_c.mean() > 0.7
+  got_K = np.asarray(got.budget_blocks)
+  np.testing.assert_array_equal(got_K[ok_c], want["K"][ok_c])
+  ok_rows = ok_c[..., None] & (want["rank_margin"] > 1e-3)
+  assert ok_rows.mean() > 0.6
+  np.testing.assert_array_equal(np.asarray(got.block_mask)[ok_rows], want["mask"][ok_rows])
+  np.testing.assert_array_equal(np.asarray(got.block_cnt)[ok_rows], want["cnt"][ok_rows])
+  # The index lists describe the same mask.
+  from kernels_pallas.block_sparse_attention import indices_to_mask
+
+  np.testing.assert_array_equal(
+    np.asarray(indices_to_mask(got.block_idx, got.block_cnt, got.block_mask.shape[-1])), np.asarray(got.block_mask)
+  )
+
+
+def test_single_head_stride_one_gives_true_block_max():
+  """g = Hq = Hkv, s = 1: A_g is each head's exact block max of its causal softmax map."""
+  q, k = _qk(1, B=1, Hq=2, Hkv=2, L=64, d=8)
+  est = proxy.estimate(
+    jnp.asarray(q), jnp.asarray(k), block_size=16, stride=1, num_proxies=2, gamma=0.9, min_budget_tokens=0
+  )
+  s = np.einsum("bhtd,bhsd->bhts", q, k) / math.sqrt(8)
+  s = np.where(np.tril(np.ones((64, 64), bool)), s, -np.inf)
+  p = np.exp(s - s.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  want = p.reshape(1, 2, 4, 16, 4, 16).max(axis=(3, 5))
+  np.testing.assert_allclose(np.asarray(est.proxy_scores), want, rtol=1e-5, atol=1e-7)
+
+
+def test_hand_made_mass_gives_known_counts():
+  mass = jnp.array([[0.05, 0.5, 0.15, 0.3]])  # sorted: .5 .3 .15 .05 -> cumsum .5 .8 .95 1
+  assert int(proxy.budget_counts(mass, 0.75, "count")[0]) == 2
+  assert int(proxy.budget_counts(mass, 0.75, "literal")[0]) == 1
+  assert int(proxy.budget_counts(mass, 0.9, "count")[0]) == 3
+  assert int(proxy.budget_counts(mass, 0.9, "literal")[0]) == 2
+  assert int(proxy.budget_counts(mass, 0.4, "count")[0]) == 1
+  assert int(proxy.budget_counts(mass, 0.4, "literal")[0]) == 1  # floored at one block
+  assert int(proxy.budget_counts(mass, 1.0, "count")[0]) == 4
+
+
+def test_permuting_heads_in_a_group_and_rope_order_leave_proxy_scores_unchanged():
+  q, k = _qk(2, B=1, Hq=8, Hkv=4, L=96)
+  kw = dict(block_size=16, stride=2, num_proxies=2, gamma=0.9, min_budget_tokens=0)
+  base = proxy.estimate(jnp.asarray(q), jnp.asarray(k), **kw).proxy_scores
+  perm_q = q[:, [1, 0, 3, 2, 6, 7, 5, 4]]  # within groups {0..3}, {4..7}
+  perm_k = k[:, [1, 0, 3, 2]]
+  perm = proxy.estimate(jnp.asarray(perm_q), jnp.asarray(perm_k), **kw).proxy_scores
+  np.testing.assert_allclose(np.asarray(perm), np.asarray(base), rtol=1e-5, atol=1e-7)
+  # Pooling commutes with RoPE (a per-position linear map applied to every head alike).
+  from jaxeff.config import ModelConfig, rope_inv_freq
+  from jaxeff.models.decoder import rope
+
+  cfg = ModelConfig.tiny(head_dim=16)
+  pos = jnp.arange(96)[None]
+  rot = lambda x: rope(jnp.asarray(x).transpose(0, 2, 1, 3), pos, rope_inv_freq(cfg)).transpose(0, 2, 1, 3)
+  qr, kr = rot(q), rot(k)
+  pooled_then_rope = rot(jnp.asarray(q).reshape(1, 2, 4, 96, 16).mean(2))
+  rope_then_pooled = qr.reshape(1, 2, 4, 96, 16).mean(2)
+  np.testing.assert_allclose(np.asarray(pooled_then_rope), np.asarray(rope_then_pooled), atol=1e-5)
+  assert np.isfinite(np.asarray(proxy.estimate(qr, kr, **kw).proxy_scores)).all()
+
+
+def test_masks_nested_and_density_monotone_in_gamma_and_min_budget():
+  q, k = _qk(3, B=1, Hq=4, Hkv=2, L=256)
+  kw = dict(block_size=16, stride=4, num_proxies=1)
+  prev, dens = None, []
+  for gamma in (0.5, 0.7, 0.9, 0.97, 1.0):
+    m = np.asarray(proxy.estimate(jnp.asarray(q), jnp.asarray(k), gamma=gamma, min_budget_tokens=0, **kw).block_mask)
+    if prev is not None:
+      assert (m | ~prev).all(), "mask at a larger gamma must contain the smaller one"
+    prev = m
+    dens.append(m.sum())
+  assert dens == sorted(dens) and dens[0] < dens[-1]
+  prev = None
+  for mb in (0, 32, 64, 128, 256):
+    m = np.asarray(proxy.estimate(jnp.asarray(q), jnp.asarray(k), gamma=0.5, min_budget_tokens=mb, **kw).block_mask)
+    if prev is not None:
+      assert (m | ~prev).all()
+    prev = m
+
+
+def test_each_row_keeps_min_of_budget_and_candidates():
+  q, k = _qk(4, B=2, Hq=4, Hkv=2, L=256)
+  for force in (False, True):
+    est = proxy.estimate(
+      jnp.asarray(q),
+      jnp.asarray(k),
+      block_size=16,
+      stride=4,
+      gamma=0.8,
+      min_budget_tokens=32,
+      force_sink=force,
+      force_diag=force,
+    )
+    K = np.asarray(est.budget_blocks)[..., None]
+    m = np.arange(16)
+    nforced = (np.where(m == 0, 1, 2) if force else np.zeros(16, int))[None, None]
+    want = np.minimum(K + nforced, m + 1)
+    np.testing.assert_array_equal(np.asarray(est.block_cnt), want)
+    np.testing.assert_array_equal(np.asarray(est.block_mask).sum(-1), want)
+    if force:
+      mask = np.asarray(est.block_mask)
+      assert mask[..., 0].all() and mask[..., m, m].all()
+
+
+@pytest.mark.parametrize("how", ["gamma", "min_budget"])
+def test_full_budget_is_dense_causal_attention(how):
+  B, Hq, Hkv, L, d = 2, 4, 2, 200, 16
+  rng = np.random.default_rng(5)
+  q, k, v = (rng.normal(size=(B, L, h, d)).astype(np.float32) for h in (Hq, Hkv, Hkv))
+  att = proxy.ProxyAttention(
+    block_size=32, stride=4, gamma=1.0 if how == "gamma" else 0.5, min_budget_tokens=0 if how == "gamma" else 10_000
+  )
+  qh, kh = jnp.asarray(q).transpose(0, 2, 1, 3), jnp.asarray(k).transpose(0, 2, 1, 3)
+  est = att.mask(qh, kh, jnp.array([L, L]))
+  nb = -(-L // 32)
+  np.testing.assert_array_equal(
+    np.asarray(est.block_mask), np.broadcast_to(np.tril(np.ones((nb, nb), bool)), (B, Hq, nb, nb))
+  )
+  pos = jnp.broadcast_to(jnp.arange(L), (B, L))
+  out = att(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), pos, pos)
+  want = reference_attention(q, k, v, pos, pos)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(want), atol=1e-5)
+
+
+def test_backend_honours_right_padding():
+  """A right-padded row gives the same outputs on its real tokens as the unpadded row alone."""
+  B, Hq, Hkv, L, d = 1, 4, 2, 192, 16
+  rng = np.random.default_rng(6)
+  q, k, v = (rng.normal(size=(B, L, h, d)).astype(np.float32) for h in (Hq, Hkv, Hkv))
+  att = proxy.ProxyAttention(block_size=32, stride=4, gamma=0.8, min_budget_tokens=32)
+  n = 150
+  alone = att(*(jnp.asarray(x[:, :n]) for x in (q, k, v)), jnp.arange(n)[None], jnp.arange(n)[None])
+  pos = jnp.where(jnp.arange(L) < n, jnp.arange(L), -1)[None]
+  padded = att(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), pos, pos)
+  np.testing.assert_allclose(np.asarray(padded[:, :n]), np.asarray(alone), atol=1e-5)
+
+
+def test_proxy_recalls_at_least_the_mass_of_mean_pooled_scores_on_structured_inputs():
+  """Spec behaviour test: same per-row K, ProxyAttn's mask recalls >= the mass that mean-pooled block
+  scores (MInference block-sparse) recall, on q/k with a sink, shared needles, locality, per-head sharpness."""
+  from jaxeff.attention.peers import attention_mass_recall
+
+  bs = 64
+  for seed in (0, 1):
+    q, k = structured_qk(jax.random.key(seed), batch=1, q_heads=8, kv_heads=2, length=1024, head_dim=32)
+    est = proxy.estimate(q, k, block_size=bs, stride=4, num_proxies=1, gamma=0.9, min_budget_tokens=4 * bs)
+    mp = MeanPoolTopK(block_size=bs).mask_with_budget(q, k, est.block_cnt)
+    np.testing.assert_array_equal(np.asarray(mp.block_cnt), np.asarray(est.block_cnt))
+    r_proxy = float(attention_mass_recall(q, k, est.block_mask, bs))
+    r_pool = float(attention_mass_recall(q, k, mp.block_mask, bs))
+    assert r_proxy >= r_pool, (seed, r_proxy, r_pool)
+    assert r_proxy > 0.9
+    assert float(est.density()) < 0.7
+    # Dynamic budgets: the sharpest head (last) needs fewer blocks than the flattest (first).
+    K = np.asarray(est.budget_blocks)[0]
+    assert K[-1] < K[0]
+
+
+def test_estimate_and_kernel_jit_without_retrace():
+  traces = []
+  att = proxy.ProxyAttention(block_size=32, stride=4, gamma=0.9, min_budget_tokens=32)
+
+  @jax.jit
+  def run(q, k, v):
+    traces.append(1)
+    out, m = att.attend(q, k, v, jnp.full((q.shape[0],), q.shape[2], jnp.int32))
+    return out, m.block_mask
+
+  rng = np.random.default_rng(7)
+  args = [jnp.asarray(rng.normal(size=(1, h, 128, 16)), jnp.float32) for h in (4, 2, 2)]
+  out1, m1 = run(*args)
+  args2 = [a + 1.0 for a in args]
+  out2, m2 = run(*args2)
+  assert len(traces) == 1
+  assert out1.shape == (1, 4, 128, 16) and bool(jnp.isfinite(out2).all())
+
+
+def test_bad_inputs_fail_before_work():
+  q = jnp.zeros((1, 4, 64, 8))
+  k = jnp.zeros((1, 2, 64, 8))
+  with pytest.raises(ValueError, match="gamma"):
+    proxy.estimate(q, k, block_size=16, gamma=1.5)
+  with pytest.raises(ValueError, match="num_proxies"):
+    proxy.estimate(q, k, block_size=16, num_proxies=3)
+  with pytest.raises(ValueError, match="multiple of kv heads"):
+    proxy.estimate(jnp.zeros((1, 3, 64, 8)), k, block_size=16)
+  with pytest.raises(ValueError, match="multiple of stride"):
+    proxy.estimate(q, k, block_size=18, stride=4)
+  with pytest.raises(ValueError, match="count_mode"):
+    proxy.estimate(q, k, block_size=16, count_mode="bogus")
+  with pytest.raises(ValueError, match="gamma"):
+    proxy.ProxyAttention(gamma=0.0)
+
+
+def test_model_forward_with_full_budget_equals_dense():
+  from jaxeff.config import ModelConfig
+  from jaxeff.models.decoder import forward, init_params
+
+  cfg = ModelConfig.tiny()
+  params = init_params(cfg, jax.random.key(0))
+  toks = jax.random.randint(jax.random.key(1), (2, 300), 0, cfg.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(300), (2, 300))
+  dense, _ = forward(params, toks, pos, config=cfg, attention=Dense())
+  full, _ = forward(
+    params, toks, pos, config=cfg, attention=proxy.ProxyAttention(block_size=64, min_budget_tokens=512)
+  )
+  np.testing.assert_allclose(np.asarray(full), np.asarray(dense), atol=1e-4, rtol=1e-4)
+  sparse, _ = forward(
+    params, toks, pos, config=cfg, attention=proxy.ProxyAttention(block_size=64, gamma=0.5, min_budget_tokens=64)
+  )
+  assert bool(jnp.isfinite(sparse).all())
+
+
+def test_default_num_proxies_per_model():
+  from jaxeff.config import ModelConfig
+
+  assert proxy.default_num_proxies(ModelConfig.llama3_1_8b()) == 1
+  assert proxy.default_num_proxies(ModelConfig.qwen2_5_7b()) == 4
+  assert proxy.ProxyAttention.for_model(ModelConfig.qwen2_5_7b()).num_proxies == 4
