@@ -34,41 +34,17 @@ def stages(name: str):
 
   if name == "tiny-recall":
     base = tiny_recall()
-    later = dict(corpora=("python", "induction", "passkey"), lr=1e-3, warmup_steps=10, eval_batches=2, log_every=10)
+    later = dict(lr=1e-3, warmup_steps=10, weights=(0.3, 0.7), eval_batches=2, log_every=10)
     return [
       base,
       dataclasses.replace(
-        base,
-        seq_len=512,
-        batch_size=16,
-        steps=300,
-        weights=(0.3, 0.3, 0.4),
-        passkey_rows=4096,
-        eval_every=150,
-        checkpoint_every=150,
-        **later,
+        base, seq_len=512, batch_size=16, steps=300, passkey_rows=4800, eval_every=150, checkpoint_every=150, **later
       ),
       dataclasses.replace(
-        base,
-        seq_len=1024,
-        batch_size=8,
-        steps=200,
-        weights=(0.3, 0.2, 0.5),
-        passkey_rows=1600,
-        eval_every=100,
-        checkpoint_every=100,
-        **later,
+        base, seq_len=1024, batch_size=8, steps=200, passkey_rows=1600, eval_every=100, checkpoint_every=100, **later
       ),
       dataclasses.replace(
-        base,
-        seq_len=4096,
-        batch_size=2,
-        steps=100,
-        weights=(0.3, 0.2, 0.5),
-        passkey_rows=200,
-        eval_every=50,
-        checkpoint_every=50,
-        **later,
+        base, seq_len=4096, batch_size=2, steps=100, passkey_rows=200, eval_every=50, checkpoint_every=50, **later
       ),
     ]
   if name == "tiny-code":

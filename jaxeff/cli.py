@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 DTYPES = ("float32", "bfloat16")
+PREFILL_BACKENDS = ("dense", "proxy", "xattention", "flexprefill")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -65,6 +66,28 @@ def _build_parser() -> argparse.ArgumentParser:
   gen.add_argument(
     "--no-stop", action="store_true", help="ignore the model's EOS token(s) and always generate --max-new-tokens"
   )
+  gen.add_argument(
+    "--prefill-attention",
+    choices=PREFILL_BACKENDS,
+    default="dense",
+    help="prefill attention backend: dense (exact), proxy (ProxyAttn), xattention, flexprefill; decode stays "
+    "dense (default: %(default)s)",
+  )
+  gen.add_argument(
+    "--gamma",
+    type=float,
+    default=0.95,
+    help="ProxyAttn/FlexPrefill cumulative-mass threshold, XAttention threshold, in (0, 1] (default: %(default)s)",
+  )
+  gen.add_argument(
+    "--block-size", type=int, default=128, help="sparse attention block size in tokens (default: %(default)s)"
+  )
+  gen.add_argument(
+    "--min-budget-tokens",
+    type=int,
+    default=2048,
+    help="ProxyAttn minimum per-head budget in tokens; prompts up to this length stay dense (default: %(default)s)",
+  )
   gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
   ins = sub.add_parser(
@@ -113,6 +136,35 @@ def _build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default: %(default)s)")
   ev.add_argument("--batches", type=int, default=8, help="batches of 8 sequences to score (default: %(default)s)")
   ev.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+  be = sub.add_parser(
+    "bench",
+    help="compare methods side by side (attention: dense vs ProxyAttn vs XAttention vs FlexPrefill)",
+    description="Time prefill attention methods on synthetic structured q/k at matched density and print one "
+    "line per (length, method): time, speedup vs dense, density, attention-mass recall, output error, "
+    "estimation share. benchmarks/bench_proxyattn.py runs the same comparison and writes JSON.",
+  )
+  be.add_argument("what", choices=("attention",), help="what to compare")
+  be.add_argument("--lengths", type=int, nargs="+", default=[8192], help="sequence lengths (default: %(default)s)")
+  be.add_argument("--q-heads", type=int, default=8, help="query heads (default: %(default)s)")
+  be.add_argument("--kv-heads", type=int, default=2, help="key/value heads (default: %(default)s)")
+  be.add_argument("--head-dim", type=int, default=128, help="head dimension (default: %(default)s)")
+  be.add_argument("--gamma", type=float, default=0.95, help="ProxyAttn gamma (default: %(default)s)")
+  be.add_argument("--block-size", type=int, default=128, help="block size (default: %(default)s)")
+  be.add_argument("--stride", type=int, default=4, help="ProxyAttn stride (default: %(default)s)")
+  be.add_argument(
+    "--min-budget-tokens", type=int, default=2048, help="ProxyAttn minimum budget (default: %(default)s)"
+  )
+  be.add_argument(
+    "--methods",
+    nargs="+",
+    default=["dense", "proxy", "xattention", "flexprefill"],
+    choices=["dense", "proxy", "xattention", "flexprefill"],
+    help="methods to run (default: all)",
+  )
+  be.add_argument("--no-match", action="store_true", help="run peers at their paper defaults, not matched density")
+  be.add_argument("--repeats", type=int, default=3, help="timed calls per method; medians (default: %(default)s)")
+  be.add_argument("--json", action="store_true", help="print one JSON list instead of text")
 
   co = sub.add_parser(
     "corpora",
@@ -169,7 +221,16 @@ def _cmd_generate(args) -> int:
     stop_tokens=stop,
     pad_id=config.pad_token_id or 0,
   )
-  result = Sampler(config, params).generate(prompts, sp, jax.random.key(args.seed))
+  from jaxeff.attention import make_prefill_backend
+
+  attention = make_prefill_backend(
+    args.prefill_attention,
+    config,
+    gamma=args.gamma,
+    block_size=args.block_size,
+    min_budget_tokens=args.min_budget_tokens,
+  )
+  result = Sampler(config, params, attention=attention).generate(prompts, sp, jax.random.key(args.seed))
   seqs = result.sequences()
   decode = (lambda ids: tokenizer.decode(ids)) if tokenizer is not None else (lambda ids: " ".join(map(str, ids)))
   a = result.accounting
@@ -291,6 +352,28 @@ def _cmd_eval(args) -> int:
   return 0
 
 
+def _cmd_bench(args) -> int:
+  from jaxeff.attention.bench import compare_attention
+
+  rows = compare_attention(
+    args.lengths,
+    q_heads=args.q_heads,
+    kv_heads=args.kv_heads,
+    head_dim=args.head_dim,
+    gamma=args.gamma,
+    block_size=args.block_size,
+    stride=args.stride,
+    min_budget_tokens=args.min_budget_tokens,
+    methods=args.methods,
+    match_density=not args.no_match,
+    repeats=args.repeats,
+    log=(lambda line: None) if args.json else print,
+  )
+  if args.json:
+    print(json.dumps(rows, default=float))
+  return 0
+
+
 def _cmd_corpora(args) -> int:
   import subprocess
 
@@ -316,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     "train": _cmd_train,
     "eval": _cmd_eval,
     "corpora": _cmd_corpora,
+    "bench": _cmd_bench,
   }
   try:
     return commands[args.command](args)

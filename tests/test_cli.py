@@ -16,7 +16,7 @@ def _options(sub):
   return action.choices[sub]._actions
 
 
-@pytest.mark.parametrize("sub", ["generate", "inspect"])
+@pytest.mark.parametrize("sub", ["generate", "inspect", "bench"])
 def test_every_option_has_help(sub):
   for action in _options(sub):
     assert action.help and len(action.help) > 10, action.dest
@@ -135,3 +135,30 @@ def test_train_bad_input(argv, needle, capsys, tmp_path):
   assert cli.main(argv) == 2
   assert needle in capsys.readouterr().err
   assert not (tmp_path / "wd").exists()  # failed before any work
+
+
+def test_generate_with_proxy_prefill_equals_dense_at_full_budget(capsys):
+  """ProxyAttn prefill through the CLI: with a min budget above the prompt length it is exact, so greedy
+  generations equal dense ones; a sparse setting runs too."""
+  prompt = "def f(x):\n    return x + 1\n" * 12
+  common = ["generate", "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "8", "--json", "--no-stop"]
+  outs = {}
+  for name, extra in [
+    ("dense", []),
+    ("full", ["--prefill-attention", "proxy", "--block-size", "64", "--min-budget-tokens", "4096"]),
+    ("sparse", ["--prefill-attention", "proxy", "--block-size", "32", "--min-budget-tokens", "32", "--gamma", "0.5"]),
+  ]:
+    assert cli.main(common + extra) == 0
+    outs[name] = json.loads(capsys.readouterr().out)["token_ids"]
+  assert outs["full"] == outs["dense"]
+  assert len(outs["sparse"][0][0]) == 8
+
+
+def test_bench_attention_json(capsys):
+  argv = ["bench", "attention", "--lengths", "512", "--head-dim", "32", "--block-size", "64"]
+  argv += ["--min-budget-tokens", "128", "--repeats", "1", "--json"]
+  assert cli.main(argv) == 0
+  rows = json.loads(capsys.readouterr().out)
+  assert {r["method"] for r in rows} == {"dense", "proxy", "xattention", "flexprefill"}
+  proxy = next(r for r in rows if r["method"] == "proxy")
+  assert 0 < proxy["density"] <= 1 and proxy["recall"] <= 1.0 + 1e-6 and proxy["rel_error"] >= 0

@@ -293,27 +293,30 @@ class MixtureIterator:
 # ----------------------------------------------------------------------------------------------- passkey
 PASSKEY_PROMPT = "\n# What is the pass key? The pass key is "
 KEY_MARKER_ID = 259  # a byte-tokenizer id no text produces: marks where the key starts
-KEY_SYMBOL_BASE = 260  # key symbols are ids 260..269 (outside the 256 bytes), so filler never contains them
+KEY_SYMBOL_BASE = 260  # key digit j with value v is id 260 + 10 j + v (ids 260..309): outside the 256 bytes
+KEY_MAX_DIGITS = 5
+PASSKEY_VOCAB = KEY_SYMBOL_BASE + 10 * KEY_MAX_DIGITS  # a model vocab that holds every pass-key id (310)
 
 
 def passkey_example(filler: np.ndarray, length: int, rng: np.random.Generator, tokenizer=None, digits: int = 5):
   """One retrieval row of ``length + 1`` byte-level tokens.
 
   Layout: ``<bos> filler[:depth] NEEDLE filler[depth:] QUESTION ANSWER`` where NEEDLE is
-  ``"\n# The pass key is " <k> s1..s5 ".\n"``, QUESTION is ``"\n# What is the pass key? The pass key is " <k>``
-  and ANSWER is ``s1..s5``, five *distinct* symbols. ``<k>`` (id 259) and the key symbols (ids 260-269, ten
-  symbols standing for digits) lie outside the 256 byte ids, so the filler never contains them and every
-  answer token has exactly one match in the needle: the probe measures whether attention reaches the needle,
-  not whether a tiny model can disambiguate repeated digits. Alternative (not used): plain ASCII digits with
-  repeats, the passkey prompts of the long-context literature, which a 2-layer byte model learns far more
-  slowly.
+  ``"\n# The pass key is " <k> s_0..s_{digits-1} ".\n"``, QUESTION is
+  ``"\n# What is the pass key? The pass key is " <k>`` and ANSWER is ``s_0..s_{digits-1}``. ``<k>`` is id 259 and
+  digit j of value v is the symbol ``260 + 10 j + v``: every id lies outside the 256 bytes, so the filler
+  never contains them, and each answer token is the one symbol of its digit's set in the context. Answering
+  therefore needs attention to reach the needle from the end of the prompt (what sparse prefill and KV eviction
+  must preserve), not an induction circuit: a 2-layer byte model learns that in hundreds of steps, while
+  plain ASCII digits (the passkey prompts of the long-context literature) or shared key symbols need
+  copy-by-position induction, which stayed on a loss plateau for thousands of steps here (measured).
 
   Returns (row [length+1], loss mask [length] on the answer targets, index of the answer's first token).
   """
   tok = tokenizer or ByteTokenizer()
-  if not 1 <= digits <= 10:
-    raise ValueError(f"a pass key has 1 to 10 distinct symbols, got digits={digits}")
-  key = rng.permutation(10)[:digits] + KEY_SYMBOL_BASE
+  if not 1 <= digits <= KEY_MAX_DIGITS:
+    raise ValueError(f"a pass key has 1 to {KEY_MAX_DIGITS} digits, got digits={digits}")
+  key = KEY_SYMBOL_BASE + 10 * np.arange(digits) + rng.integers(0, 10, size=digits)
   needle = (
     tok.encode("\n# The pass key is ", add_bos=False)
     + [KEY_MARKER_ID, *key.tolist()]
@@ -343,63 +346,6 @@ def passkey_rows(filler: np.ndarray, n: int, length: int, seed: int, digits: int
     rows.append(r)
     masks.append(m)
   return np.stack(rows), np.stack(masks)
-
-
-def copy_rows(n: int, length: int, seed: int):
-  """``n`` copy rows [n, length+1] of random tokens (printable bytes, the pass-key marker and key symbols) in
-  which a segment of ``length/8 .. length/3`` tokens reappears at a random later offset; loss masks [n, length]
-  on the predictable part of the second occurrence.
-
-  The induction-head task with no code around it: a 2-layer model learns it in a few hundred steps, and the
-  random offset rules out the positional shortcut a fixed-offset repeat allows ("look back L/2 tokens", which
-  a model learns instead and which does not transfer: measured). ``induction_rows`` and pass-key retrieval
-  then reuse the mechanism amid code.
-  """
-  rng = np.random.default_rng([seed, length, 23])
-  pool = np.concatenate([np.arange(32, 127), np.arange(KEY_MARKER_ID, KEY_SYMBOL_BASE + 10)]).astype(np.int32)
-  lo, hi = max(4, length // 8), max(5, length // 3)
-  rows = rng.choice(pool, size=(n, length + 1)).astype(np.int32)
-  rows[:, 0] = 256  # <bos>
-  masks = np.zeros((n, length), np.float32)
-  for i in range(n):
-    m = int(rng.integers(lo, hi + 1))
-    a = int(rng.integers(1, length + 1 - 2 * m))
-    b = int(rng.integers(a + m, length + 2 - m))
-    rows[i, b : b + m] = rows[i, a : a + m]
-    masks[i, b : b + m - 1] = 1.0  # targets row[b+1 : b+m]
-  return rows, masks
-
-
-def induction_rows(filler: np.ndarray, n: int, length: int, seed: int, span: tuple[int, int] = (16, 48)):
-  """``n`` copy-task rows [n, length+1] with loss masks [n, length] on the predictable part of the copy.
-
-  Layout: ``<bos> filler SEGMENT filler SEGMENT filler`` where SEGMENT is ``m`` random tokens (m uniform in
-  ``span``) drawn from printable bytes, the pass-key marker and the ten key symbols, and its second occurrence
-  is the only supervised part (tokens 2..m of the copy). Every supervised token is predictable only by finding
-  the first occurrence and copying what followed it — the induction mechanism pass-key retrieval needs — and
-  unlike a pass-key row, a third of the row's tokens carry signal, so the circuit forms in hundreds of steps
-  rather than thousands. Used as a training mixture component for ``tiny-recall``.
-  """
-  rng = np.random.default_rng([seed, length, 17])
-  pool = np.concatenate([np.arange(32, 127), np.arange(KEY_MARKER_ID, KEY_SYMBOL_BASE + 10)]).astype(np.int32)
-  lo, hi = span
-  if length < 2 * hi + 16:
-    raise ValueError(f"induction rows need length >= {2 * hi + 16}, got {length}")
-  rows = np.empty((n, length + 1), np.int32)
-  masks = np.zeros((n, length), np.float32)
-  for i in range(n):
-    m = int(rng.integers(lo, hi + 1))
-    seg = rng.choice(pool, size=m)
-    start = int(rng.integers(0, len(filler) - length))
-    row = filler[start : start + length + 1].astype(np.int32).copy()
-    row[0] = 256  # <bos>
-    a = int(rng.integers(1, length + 1 - 2 * m))
-    b = int(rng.integers(a + m, length + 2 - m))
-    row[a : a + m] = seg
-    row[b : b + m] = seg
-    rows[i] = row
-    masks[i, b : b + m - 1] = 1.0  # targets row[b+1 : b+m]
-  return rows, masks
 
 
 def tokenize_corpus(name: str, split: str, tokenizer, *, max_documents: int | None = None) -> list[list[int]]:

@@ -53,10 +53,10 @@ def tiny_code() -> TrainConfig:
 
 
 def tiny_recall() -> TrainConfig:
-  """``tiny-recall``, first stage: pure copy rows (induction forms in a few hundred steps), pass-key rows and
-  code; later stages of ``benchmarks/train_reference_models.py`` move to copy-amid-code rows and lengthen the
-  context to 4096."""
+  """``tiny-recall``, first stage: short rows of code and pass-key retrieval (vocab 320 holds the key symbols);
+  later stages of ``benchmarks/train_reference_models.py`` lengthen the context to 4096."""
   model = ModelConfig.tiny(
+    vocab_size=320,
     d_model=128,
     n_layers=2,
     n_heads=4,
@@ -68,18 +68,18 @@ def tiny_recall() -> TrainConfig:
   )
   return TrainConfig(
     model=model,
-    corpora=("python", "copy", "passkey"),
-    weights=(0.2, 0.5, 0.3),
-    passkey_rows=8192,
+    corpora=("python", "passkey"),
+    weights=(0.3, 0.7),
+    passkey_rows=16384,
     seq_len=256,
     batch_size=32,
-    steps=400,
+    steps=1000,
     lr=2e-3,
     warmup_steps=30,
     schedule="cosine",
-    eval_every=200,
+    eval_every=250,
     eval_batches=2,
-    checkpoint_every=200,
+    checkpoint_every=250,
     log_every=25,
   )
 

@@ -26,12 +26,18 @@ def needle_accuracy(
   batch_size: int = 4,
 ) -> dict[int, float]:
   """Pass-key retrieval accuracy per context length: a prompt of ``length`` byte tokens hides
-  ``# The pass key is NNNNN.`` at a uniformly random depth in held-out stdlib code and ends with the question;
+  ``# The pass key is <k> s0..s4.`` (``data.passkey_example``) at a uniformly random depth in held-out stdlib
+  code and ends with the question;
   an example counts as correct when every answer digit is the argmax given the correct prefix (the same
   outcome as greedy decoding of the digits). ``attention`` selects the prefill backend (e.g. ProxyAttn).
   """
   from jaxeff.attention.dense import Dense
 
+  if config.vocab_size < data_lib.PASSKEY_VOCAB:
+    raise ValueError(
+      f"the needle probe uses key symbols up to id {data_lib.PASSKEY_VOCAB - 1}; this model's vocab is "
+      f"{config.vocab_size} (train it with the passkey corpus, e.g. the tiny-recall preset)"
+    )
   attention = attention if attention is not None else Dense()
   filler = np.concatenate(data_lib.tokenize_corpus("python", "validation", _byte_tok()))
 

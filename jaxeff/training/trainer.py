@@ -42,7 +42,7 @@ class TrainConfig:
   """Everything a run needs; stored beside every checkpoint.
 
   Attributes (grouped): model — ``model`` (a ModelConfig; its vocab is set from the tokenizer);
-  data — ``corpora`` ('python', 'gcide', and the synthetic 'passkey', 'induction', 'copy'), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
+  data — ``corpora`` ('python', 'gcide', and the synthetic 'passkey'), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
   'bpe'), ``bpe_vocab``, ``max_documents`` (cap per corpus, for tests), ``passkey_rows`` (rows of each
   synthetic corpus); batch —
   ``seq_len``, ``batch_size`` (global rows per step), ``grad_accum`` (micro-batches per step);
@@ -116,6 +116,10 @@ class TrainConfig:
       errors.append(f"unknown corpora {bad}; choose from python, gcide, {', '.join(SYNTHETIC)}")
     if len(self.weights) != len(self.corpora):
       errors.append(f"{len(self.corpora)} corpora but {len(self.weights)} weights")
+    if "passkey" in self.corpora and self.tokenizer != "byte":
+      errors.append("the passkey corpus is byte-level: use tokenizer='byte'")
+    if "passkey" in self.corpora and self.model.vocab_size < data_lib.PASSKEY_VOCAB:
+      errors.append(f"the passkey corpus needs model.vocab_size >= {data_lib.PASSKEY_VOCAB} (its key symbols)")
     if self.batch_size % self.grad_accum:
       errors.append(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
     micro = self.batch_size // max(self.grad_accum, 1)
@@ -345,7 +349,7 @@ def evaluate(params, batches, *, config: ModelConfig, byte_lengths: np.ndarray |
 
 
 # ------------------------------------------------------------------------------------------------ data
-SYNTHETIC = ("passkey", "induction", "copy")  # byte-level synthetic corpora (retrieval curriculum)
+SYNTHETIC = ("passkey",)  # byte-level synthetic corpora
 
 
 @dataclasses.dataclass
@@ -386,11 +390,8 @@ def build_data(config: TrainConfig, workdir: Path | None = None) -> RunData:
     if name in SYNTHETIC:
       n = config.passkey_rows if split == "train" else max(config.eval_batches * config.batch_size, 8)
       seed = seed + (0 if split == "train" else 7919)
-      if name == "copy":
-        return data_lib.copy_rows(n, L, seed=seed)
       filler = np.concatenate(data_lib.tokenize_corpus("python", split, tok, max_documents=config.max_documents))
-      make = data_lib.passkey_rows if name == "passkey" else data_lib.induction_rows
-      return make(filler, n, L, seed=seed)
+      return data_lib.passkey_rows(filler, n, L, seed=seed)
     docs = data_lib.tokenize_corpus(name, split, tok, max_documents=config.max_documents)
     return data_lib.pack_documents(docs, L, eos), None
 

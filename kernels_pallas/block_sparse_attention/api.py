@@ -85,7 +85,7 @@ def block_sparse_attention(
   scale: float | None = None,
   implementation: str | None = None,
   interpret=False,
-  blocks_per_step: int = 4,
+  blocks_per_step: int = 1,
 ) -> jax.Array:
   r"""Causal attention restricted to kept key blocks: for query t in block i,
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 _NEG = -1e30
 
 
-@functools.partial(jax.jit, static_argnames=("block_size", "blocks_per_step", "scale"))
+@functools.partial(jax.jit, static_argnames=("block_size", "blocks_per_step", "scale", "differentiable"))
 def block_sparse_attention_xla(
   q: jax.Array,
   k: jax.Array,
@@ -28,8 +28,9 @@ def block_sparse_attention_xla(
   kv_len: jax.Array,
   *,
   block_size: int,
-  blocks_per_step: int = 4,
+  blocks_per_step: int = 1,
   scale: float | None = None,
+  differentiable: bool = True,
 ) -> jax.Array:
   """Block-sparse causal attention from index lists.
 
@@ -41,6 +42,8 @@ def block_sparse_attention_xla(
     block_size: tile edge.
     blocks_per_step: key blocks gathered per scan step.
     scale: default 1/sqrt(d).
+    differentiable: walk the lists with a scan + cond (reverse-differentiable); False uses a loop with a
+      data-dependent trip count (forward only, less per-step overhead).
 
   Returns:
     [B, Hq, Lp, d] in q's dtype (float32 accumulation); rows with no visible key are zeros.
@@ -59,46 +62,53 @@ def block_sparse_attention_xla(
   kb = k.reshape(B, Hkv, nb, bs, d)
   vb = v.reshape(B, Hkv, nb, bs, d)
   qs = (q.astype(jnp.float32) * scale).astype(q.dtype)
-  b_ix = jnp.arange(B)[:, None, None]
-  h_ix = (jnp.arange(Hq) // r)[None, :, None]
+  b_ix = jnp.arange(B)[:, None]
 
-  def one_query_block(i):
-    qi = jax.lax.dynamic_slice_in_dim(qs, i * bs, bs, axis=2)  # [B, Hq, bs, d]
-    idx_i = idx[:, :, i]  # [B, Hq, steps*C]
-    cnt_i = block_cnt[:, :, i]  # [B, Hq]
+  def one_block_one_head(i, h):
+    # Each (query block, head) pair walks only its own list: heads with small budgets do little work.
+    qi = jax.lax.dynamic_slice_in_dim(qs[:, h], i * bs, bs, axis=1)  # [B, bs, d]
+    idx_i = idx[:, h, i]  # [B, steps*C]
+    cnt_i = block_cnt[:, h, i]  # [B]
+    kb_h = kb[:, h // r]  # [B, nb, bs, d]
+    vb_h = vb[:, h // r]
     longest = cnt_i.max()
     q_tok = i * bs + jnp.arange(bs)
 
     def body(j, carry):
       m, l, acc = carry
       slots = j * C + jnp.arange(C)
-      ids = jax.lax.dynamic_slice_in_dim(idx_i, j * C, C, axis=2)  # [B, Hq, C]
-      kj = kb[b_ix, h_ix, ids]  # [B, Hq, C, bs, d]
-      vj = vb[b_ix, h_ix, ids]
-      s = jnp.einsum("bhqd,bhcsd->bhqcs", qi, kj, preferred_element_type=jnp.float32)
-      k_tok = ids[..., None] * bs + jnp.arange(bs)  # [B, Hq, C, bs]
-      ok = (slots < cnt_i[..., None])[..., None] & (k_tok < kv_len[:, None, None, None])
-      ok = ok[:, :, None] & (k_tok[:, :, None] <= q_tok[None, None, :, None, None])
-      s = jnp.where(ok, s, _NEG).reshape(B, Hq, bs, C * bs)
+      ids = jax.lax.dynamic_slice_in_dim(idx_i, j * C, C, axis=1)  # [B, C]
+      kj = kb_h[b_ix, ids].reshape(B, C * bs, d)
+      vj = vb_h[b_ix, ids].reshape(B, C * bs, d)
+      s = jnp.einsum("bqd,bsd->bqs", qi, kj, preferred_element_type=jnp.float32)
+      k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
+      ok = jnp.repeat(slots[None] < cnt_i[:, None], bs, axis=1) & (k_tok < kv_len[:, None])  # [B, C*bs]
+      ok = ok[:, None, :] & (k_tok[:, None, :] <= q_tok[None, :, None])  # [B, bs, C*bs]
+      s = jnp.where(ok, s, _NEG)
       m_new = jnp.maximum(m, s.max(-1))
-      p = jnp.where(ok.reshape(s.shape), jnp.exp(s - m_new[..., None]), 0.0)
+      p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
       corr = jnp.exp(m - m_new)
-      pv = jnp.einsum(
-        "bhqs,bhsd->bhqd", p.astype(v.dtype), vj.reshape(B, Hq, C * bs, d), preferred_element_type=jnp.float32
-      )
+      pv = jnp.einsum("bqs,bsd->bqd", p.astype(v.dtype), vj, preferred_element_type=jnp.float32)
       return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
 
     init = (
-      jnp.full((B, Hq, bs), _NEG, jnp.float32),
-      jnp.zeros((B, Hq, bs), jnp.float32),
-      jnp.zeros((B, Hq, bs, d), jnp.float32),
+      jnp.full((B, bs), _NEG, jnp.float32),
+      jnp.zeros((B, bs), jnp.float32),
+      jnp.zeros((B, bs, d), jnp.float32),
     )
 
-    def step(carry, j):
-      return jax.lax.cond(j * C < longest, lambda c: body(j, c), lambda c: c, carry), None
+    if differentiable:
 
-    (m, l, acc), _ = jax.lax.scan(step, init, jnp.arange(steps))
-    return acc / jnp.where(l > 0, l, 1.0)[..., None]
+      def step(carry, j):
+        return jax.lax.cond(j * C < longest, lambda c: body(j, c), lambda c: c, carry), None
 
-  out = jax.lax.map(one_query_block, jnp.arange(nb))  # [nb, B, Hq, bs, d]
-  return out.transpose(1, 2, 0, 3, 4).reshape(B, Hq, Lp, d).astype(q.dtype)
+      (m, l, acc), _ = jax.lax.scan(step, init, jnp.arange(steps))
+    else:  # a loop of exactly ceil(longest / C) steps (no per-step cond; forward only)
+      m, l, acc = jax.lax.fori_loop(0, (longest + C - 1) // C, body, init)
+    return acc / jnp.where(l > 0, l, 1.0)[..., None]  # [B, bs, d]
+
+  def one_query_block(i):
+    return jax.lax.map(lambda h: one_block_one_head(i, h), jnp.arange(Hq))  # [Hq, B, bs, d]
+
+  out = jax.lax.map(one_query_block, jnp.arange(nb))  # [nb, Hq, B, bs, d]
+  return out.transpose(2, 1, 0, 3, 4).reshape(B, Hq, Lp, d).astype(q.dtype)

@@ -38,13 +38,15 @@ def test_tiny_code_models_held_out_code():
 
 
 def test_needle_probe_is_at_chance_for_a_random_model():
-  """The probe can fail: an untrained model never retrieves a 5-symbol key (chance 1 / 30240)."""
+  """The probe can fail: an untrained model never retrieves a 5-digit key (chance 1e-5)."""
   import jax
 
   from jaxeff.config import ModelConfig
   from jaxeff.models import init_params
   from jaxeff.training.probes import needle_accuracy
 
-  cfg = ModelConfig.tiny()
+  cfg = ModelConfig.tiny(vocab_size=data_lib.PASSKEY_VOCAB)
   acc = needle_accuracy(init_params(cfg, jax.random.key(0)), cfg, [256], n=8)
   assert acc == {256: 0.0}
+  with pytest.raises(ValueError, match="vocab"):
+    needle_accuracy(init_params(ModelConfig.tiny(), jax.random.key(0)), ModelConfig.tiny(), [256], n=1)

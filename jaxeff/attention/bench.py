@@ -1,0 +1,169 @@
+"""Side-by-side prefill attention comparison: dense vs ProxyAttn vs XAttention vs FlexPrefill at matched density.
+
+Used by ``jaxeff bench attention`` and ``benchmarks/bench_proxyattn.py``. Inputs are ``structured_qk`` (a sink,
+needles shared across heads, locality, per-head sharpness) with random values. Times are medians over
+``repeats`` calls after a compile call (compile time reported separately), with ``jax.block_until_ready``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxeff.attention import peers
+from jaxeff.attention.dense import Dense
+from jaxeff.attention.proxy import BlockSparseBackend, ProxyAttention
+
+METHODS = ("dense", "proxy", "xattention", "flexprefill")
+
+
+def _t(x):
+  return x.transpose(0, 2, 1, 3)
+
+
+def _timed(fn: Callable, *args, repeats: int = 3) -> tuple[float, float, Any]:
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(fn(*args))
+  compile_s = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), compile_s, out
+
+
+def _density(mask, lengths, bs) -> float:
+  return float(mask.density(lengths)) if hasattr(mask, "density") else float("nan")
+
+
+def _match(make: Callable[[float], BlockSparseBackend], q, k, lengths, target: float, lo: float, hi: float, iters=7):
+  """Bisect a backend's threshold so its density is closest to ``target`` (density grows with the knob)."""
+  best = None
+  for _ in range(iters):
+    mid = 0.5 * (lo + hi)
+    backend = make(mid)
+    dens = float(jax.jit(backend.mask)(q, k, lengths).density(lengths))
+    if best is None or abs(dens - target) < abs(best[1] - target):
+      best = (mid, dens)
+    if dens < target:
+      lo = mid
+    else:
+      hi = mid
+  return make(best[0]), best[0]
+
+
+def compare_attention(
+  lengths: Sequence[int] = (8192, 16384),
+  *,
+  batch: int = 1,
+  q_heads: int = 8,
+  kv_heads: int = 2,
+  head_dim: int = 128,
+  gamma: float = 0.95,
+  block_size: int = 128,
+  stride: int = 4,
+  num_proxies: int = 1,
+  min_budget_tokens: int = 2048,
+  methods: Sequence[str] = METHODS,
+  match_density: bool = True,
+  repeats: int = 3,
+  seed: int = 0,
+  log: Callable[[str], None] = print,
+) -> list[dict]:
+  """One row per (length, method): time, compile time, speedup vs dense, density, attention-mass recall,
+  output relative error vs dense; for ProxyAttn also the estimation time, its share of dense attention time
+  and the analytic share ``g / (Hq s^2) + 2 bs / L``. Peers are tuned (bisection on their threshold) to
+  ProxyAttn's density when ``match_density``.
+
+  Example:
+    >>> rows = compare_attention([1024], head_dim=64, min_budget_tokens=256, repeats=1, log=lambda s: None)
+    >>> sorted({r["method"] for r in rows})
+    ['dense', 'flexprefill', 'proxy', 'xattention']
+  """
+  bad = [m for m in methods if m not in METHODS]
+  if bad:
+    raise ValueError(f"unknown methods {bad}; choose from {METHODS}")
+  rows = []
+  for L in lengths:
+    key = jax.random.key(seed + L)
+    q, k = peers.structured_qk(key, batch=batch, q_heads=q_heads, kv_heads=kv_heads, length=L, head_dim=head_dim)
+    v = jax.random.normal(jax.random.fold_in(key, 1), k.shape, jnp.float32)
+    lens = jnp.full((batch,), L, jnp.int32)
+    pos = jnp.broadcast_to(jnp.arange(L), (batch, L))
+    dense_fn = jax.jit(lambda q_, k_, v_, p=pos: _t(Dense()(_t(q_), _t(k_), _t(v_), p, p)))
+    dense_s, dense_c, ref = _timed(dense_fn, q, k, v, repeats=repeats)
+    rows.append(
+      dict(
+        length=L,
+        method="dense",
+        time_s=dense_s,
+        compile_s=dense_c,
+        speedup=1.0,
+        density=1.0,
+        recall=1.0,
+        rel_error=0.0,
+      )
+    )
+    log(f"L={L} dense: {dense_s * 1e3:.0f} ms (compile {dense_c:.1f} s)")
+    proxy = ProxyAttention(
+      gamma=gamma, block_size=block_size, stride=stride, num_proxies=num_proxies, min_budget_tokens=min_budget_tokens
+    )
+    target = None
+    backends: dict[str, tuple[BlockSparseBackend, dict]] = {}
+    if "proxy" in methods or match_density:
+      target = _density(jax.jit(proxy.mask)(q, k, lens), lens, block_size)
+      backends["proxy"] = (proxy, {"gamma": gamma})
+    if "xattention" in methods:
+      make = lambda thr: peers.XAttention(block_size=block_size, stride=8, threshold=thr)
+      if match_density and target is not None:
+        xb, thr = _match(make, q, k, lens, target, 0.05, 1.0)
+      else:
+        xb, thr = make(0.9), 0.9
+      backends["xattention"] = (xb, {"threshold": thr})
+    if "flexprefill" in methods:
+      make = lambda g: peers.FlexPrefill(block_size=block_size, gamma=g)
+      if match_density and target is not None:
+        fb, g = _match(make, q, k, lens, target, 0.05, 1.0)
+      else:
+        fb, g = make(0.9), 0.9
+      backends["flexprefill"] = (fb, {"gamma": g})
+    nrm = float(jnp.linalg.norm(ref))
+    for name in methods:
+      if name == "dense":
+        continue
+      backend, knobs = backends[name]
+      est_s, est_c, mask = _timed(jax.jit(backend.mask), q, k, lens, repeats=repeats)
+      run_s, run_c, (out, _) = _timed(
+        jax.jit(lambda q_, k_, v_, b=backend, n=lens: b.attend(q_, k_, v_, n)), q, k, v, repeats=repeats
+      )
+      dens = _density(mask, lens, block_size)
+      row = dict(
+        length=L,
+        method=name,
+        time_s=run_s,
+        compile_s=run_c,
+        speedup=dense_s / run_s,
+        ideal_speedup=1.0 / dens,
+        density=dens,
+        recall=float(peers.attention_mass_recall(q, k, mask.block_mask, block_size)),
+        rel_error=float(jnp.linalg.norm(out - ref)) / nrm,
+        estimate_s=est_s,
+        estimate_share=est_s / dense_s,
+        **knobs,
+      )
+      if name == "proxy":
+        row["estimate_share_analytic"] = num_proxies / (q_heads * stride**2) + 2 * block_size / L
+        row["budget_blocks_min_max"] = [int(mask.budget_blocks.min()), int(mask.budget_blocks.max())]
+      rows.append(row)
+      log(
+        f"L={L} {name}: {run_s * 1e3:.0f} ms, x{row['speedup']:.2f} vs dense (ideal x{row['ideal_speedup']:.2f}), "
+        f"density {dens:.3f}, recall {row['recall']:.3f}, rel err {row['rel_error']:.3g}, "
+        f"estimate {est_s * 1e3:.0f} ms ({100 * row['estimate_share']:.1f}% of dense)"
+      )
+  return rows
