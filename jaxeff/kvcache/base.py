@@ -9,6 +9,10 @@ Protocol (every cache in jaxeff — full, quantized, latent, evicted — impleme
 * ``cache.attend(layer, q, q_positions, window=...)``: exact attention of queries over what the cache
   holds for ``layer``.
 
+For CommonKV layers (``jaxeff.kvcache.commonkv``) the model also passes ``latent=`` (the shared latent
+``c = A x``, [B, T, r]) to ``prefill``/``append``, and ``latent=``/``rebuild=`` (``(c, positions) -> (k, v)``)
+to ``attend``; caches that store k/v ignore them, ``LatentCache`` stores only the latent.
+
 All methods return new values (no mutation under jit). Positions are stored per slot (``-1`` = empty or
 padding) and attention masks by position (``jaxeff.attention.position_mask``), so a cache can be
 compacted or reordered without breaking RoPE or causality. Writes go to slot ``length[b]`` onward in each
@@ -33,11 +37,11 @@ from jaxeff.config import ModelConfig
 class KVCache(Protocol):
   """Structural type of a jaxeff KV cache (see module docstring)."""
 
-  def prefill(self, layer: int, k_btkh: Array, v_btkh: Array, positions_bt: Array) -> KVCache: ...
+  def prefill(self, layer: int, k_btkh: Array, v_btkh: Array, positions_bt: Array, **kw) -> KVCache: ...
 
-  def append(self, layer: int, k_btkh: Array, v_btkh: Array, positions_bt: Array) -> KVCache: ...
+  def append(self, layer: int, k_btkh: Array, v_btkh: Array, positions_bt: Array, **kw) -> KVCache: ...
 
-  def attend(self, layer: int, q_btnh: Array, q_pos_bt: Array, *, window: int | None = None) -> Array: ...
+  def attend(self, layer: int, q_btnh: Array, q_pos_bt: Array, *, window: int | None = None, **kw) -> Array: ...
 
 
 def _write_rows(buf_bs: Array, new_bt: Array, start_b: Array) -> Array:
@@ -119,13 +123,13 @@ class FullCache:
     layers[layer] = new
     return self.replace(layers=tuple(layers))
 
-  def prefill(self, layer, k_btkh, v_btkh, positions_bt) -> FullCache:
+  def prefill(self, layer, k_btkh, v_btkh, positions_bt, **_) -> FullCache:
     return self._replace_layer(layer, self.layers[layer].write(k_btkh, v_btkh, positions_bt))
 
-  def append(self, layer, k_btkh, v_btkh, positions_bt) -> FullCache:
+  def append(self, layer, k_btkh, v_btkh, positions_bt, **_) -> FullCache:
     return self._replace_layer(layer, self.layers[layer].write(k_btkh, v_btkh, positions_bt))
 
-  def attend(self, layer, q_btnh, q_pos_bt, *, window=None) -> Array:
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **_) -> Array:
     entry = self.layers[layer]
     mask = position_mask(q_pos_bt, entry.pos, window)
     return masked_attention(q_btnh, entry.k, entry.v, mask)

@@ -178,13 +178,13 @@ class QuantizedCache:
     layers[layer] = new
     return self.replace(layers=tuple(layers))
 
-  def prefill(self, layer, k_btkh, v_btkh, positions_bt) -> QuantizedCache:
+  def prefill(self, layer, k_btkh, v_btkh, positions_bt, **_) -> QuantizedCache:
     e = self.layers[layer]
     if e.key_mode == "per_token":
       return self._replace_layer(layer, _write_per_token(e, k_btkh, v_btkh, positions_bt))
     return self._replace_layer(layer, _prefill_per_channel(e, k_btkh, v_btkh, positions_bt))
 
-  def append(self, layer, k_btkh, v_btkh, positions_bt) -> QuantizedCache:
+  def append(self, layer, k_btkh, v_btkh, positions_bt, **_) -> QuantizedCache:
     e = self.layers[layer]
     if e.key_mode == "per_token":
       return self._replace_layer(layer, _write_per_token(e, k_btkh, v_btkh, positions_bt))
@@ -192,7 +192,7 @@ class QuantizedCache:
       e = _append_one_per_channel(e, k_btkh[:, t : t + 1], v_btkh[:, t : t + 1], positions_bt[:, t : t + 1])
     return self._replace_layer(layer, e)
 
-  def attend(self, layer, q_btnh, q_pos_bt, *, window=None) -> Array:
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **_) -> Array:
     e = self.layers[layer]
     k, v = self.dequantized(layer, q_btnh.dtype)
     return masked_attention(q_btnh, k, v, position_mask(q_pos_bt, e.pos, window))

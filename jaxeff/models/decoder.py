@@ -33,6 +33,7 @@ D d_model, N/K query/kv heads, H head_dim, F d_ff, V vocab.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -214,6 +215,30 @@ def qkv_projection(attn: dict[str, Array], h_btd: Array, positions_bt: Array, co
   return q, k, v
 
 
+def rebuild_kv(attn: dict[str, Array], latent_btr: Array, positions_bt: Array, config: ModelConfig, inv_freq: Array):
+  """CommonKV layers: keys and values from the shared latent, ``k = RoPE(Bk c)``, ``v = Bv c`` (biases and
+  Qwen3 k-norm applied before RoPE, as in ``qkv_projection``). latent [B, T, r] -> k, v [B, T, K, H]."""
+  k = linear(latent_btr, attn["k_up"])
+  v = linear(latent_btr, attn["v_up"])
+  if "k_bias" in attn:
+    k, v = k + attn["k_bias"], v + attn["v_bias"]
+  if "k_norm" in attn:
+    k = rms_norm(k, attn["k_norm"], config.rms_norm_eps)
+  return rope(k, positions_bt, inv_freq), v
+
+
+def _latent_qkv(attn, h_btd, positions_bt, config, inv_freq):
+  q = linear(h_btd, attn["q"])
+  if "q_bias" in attn:
+    q = q + attn["q_bias"]
+  if "q_norm" in attn:
+    q = rms_norm(q, attn["q_norm"], config.rms_norm_eps)
+  q = rope(q, positions_bt, inv_freq)
+  c = linear(h_btd, attn["kv_down"])  # [B, T, r]
+  k, v = rebuild_kv(attn, c, positions_bt, config, inv_freq)
+  return q, k, v, c
+
+
 def forward(
   params: dict[str, Any],
   tokens_bt: Int[Array, "B T"],
@@ -272,16 +297,22 @@ def forward(
   for i, lp in enumerate(params["layers"]):
     window = config.layer_window(i)
     h = rms_norm(x, lp["attn_norm"], config.rms_norm_eps)
-    q, k, v = qkv_projection(lp["attn"], h, safe_pos, config, inv_freq)
+    extra = {}
+    if "kv_down" in lp["attn"]:  # CommonKV layer: the cache may keep the latent instead of k/v
+      q, k, v, c = _latent_qkv(lp["attn"], h, safe_pos, config, inv_freq)
+      rebuild = functools.partial(rebuild_kv, lp["attn"], config=config, inv_freq=inv_freq)
+      extra = dict(latent=c, rebuild=rebuild, attn_params=lp["attn"])
+    else:
+      q, k, v = qkv_projection(lp["attn"], h, safe_pos, config, inv_freq)
     q = shard_lib.constrain(q, ("batch", "seq", "act_heads", None))
     if cache is None:
       out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i)
     elif is_prefill:
       out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i)
-      cache = cache.prefill(i, k, v, positions_bt)
+      cache = cache.prefill(i, k, v, positions_bt, **extra)
     else:
-      cache = cache.append(i, k, v, positions_bt)
-      out = cache.attend(i, q, positions_bt, window=window)
+      cache = cache.append(i, k, v, positions_bt, **extra)
+      out = cache.attend(i, q, positions_bt, window=window, **extra)
     attn_out = linear(out, lp["attn"]["o"], n_in=2)
     if "o_bias" in lp["attn"]:
       attn_out = attn_out + lp["attn"]["o_bias"]

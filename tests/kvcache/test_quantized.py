@@ -53,7 +53,9 @@ def test_cache_tracks_full_cache_and_int8_beats_int4(key_mode):
   full, _ = _decode_logits(FullCache.init(cfg, 2, 64), cfg, params)
   errs = {}
   for bits in (8, 4):
-    q, cache = _decode_logits(QuantizedCache.init(cfg, 2, 64, bits=bits, key_mode=key_mode, group_size=16), cfg, params)
+    q, cache = _decode_logits(
+      QuantizedCache.init(cfg, 2, 64, bits=bits, key_mode=key_mode, group_size=16), cfg, params
+    )
     errs[bits] = float(jnp.abs(q - full).max() / jnp.abs(full).max())
     # dequantized entries are within half a quantization step of the exact keys/values
     assert int(cache.length[0]) == 44 and int(cache.length[1]) == 39

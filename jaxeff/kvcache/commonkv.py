@@ -1,0 +1,290 @@
+"""CommonKV, offline step: one SVD of the stacked K and V projections of G adjacent layers.
+
+CommonKV (arXiv 2508.16134) shares one down-projection across the K and V projections of a group of ``G``
+adjacent layers so that their latent caches live in one basis (and can be merged across layers). For a group
+with layers ``l_1..l_G`` (PyTorch ``[out, in]`` rows, ``d_kv = n_kv_heads * head_dim``)::
+
+  M = [Wk^{l_1}; ...; Wk^{l_G}; Wv^{l_1}; ...; Wv^{l_G}]      (2 G d_kv) x d_model
+  M = U S V^T,   A = sqrt(S_r) V_r^T  [r, d_model],   B = U_r sqrt(S_r)  [(2 G d_kv), r]
+  Wk^{l} ~ Bk^{l} A,   Wv^{l} ~ Bv^{l} A                  (B cut into per-layer row blocks)
+
+exact at ``r = rank(M)``; by Eckart-Young ``||M - B A||_F^2 = sum_{i > r} s_i^2``. SVD of the raw weights in
+float32 (float64 where x64 is enabled), no whitening, as the official code does.
+
+Rank rules (``rank_policy``): a fixed rank; a fixed ratio of the group's maximum rank
+``min(2 G d_kv, d_model)``; or a Fisher-style allocation: per-layer scores (e.g. the Fisher information of
+``v_proj`` from calibration data, or any positive sensitivities) turned into ranks proportional to the group's
+mean score, rounded to a multiple and equal inside a group (latents must share a width to be mergeable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxeff.attention.dense import masked_attention, position_mask
+from jaxeff.config import ModelConfig
+from jaxeff.kvcache.base import _write_rows
+
+
+def _kv_matrices(params: dict, layer: int) -> tuple[np.ndarray, np.ndarray]:
+  a = params["layers"][layer]["attn"]
+  K, H, D = a["k"].shape
+  return np.asarray(a["k"], np.float64).reshape(K * H, D), np.asarray(a["v"], np.float64).reshape(K * H, D)
+
+
+def group_svd_share(wk_list: Sequence[np.ndarray], wv_list: Sequence[np.ndarray], rank: int):
+  """Shared factors for one layer group (see module docstring).
+
+  Args:
+    wk_list, wv_list: per-layer ``[d_kv, d_model]`` K and V projections (output-major, PyTorch layout).
+    rank: latent width r, at most ``min(2 G d_kv, d_model)``.
+
+  Returns:
+    ``(A [r, d_model], Bk list of [d_kv, r], Bv list of [d_kv, r], singular values [min(...)])`` as float64
+    NumPy arrays.
+
+  Example:
+    >>> import numpy as np
+    >>> w = [np.random.default_rng(i).normal(size=(8, 16)) for i in range(4)]
+    >>> A, Bk, Bv, s = group_svd_share(w[:2], w[2:], rank=16)
+    >>> bool(np.allclose(Bk[0] @ A, w[0]))
+    True
+  """
+  G = len(wk_list)
+  if G == 0 or len(wv_list) != G:
+    raise ValueError("group_svd_share needs one K and one V matrix per layer")
+  M = np.concatenate([np.asarray(w, np.float64) for w in list(wk_list) + list(wv_list)], axis=0)
+  rmax = min(M.shape)
+  if not 1 <= rank <= rmax:
+    raise ValueError(f"rank {rank} out of range: the group's maximum feasible rank is {rmax}")
+  U, S, Vt = np.linalg.svd(M, full_matrices=False)
+  root = np.sqrt(S[:rank])
+  A = root[:, None] * Vt[:rank]
+  B = U[:, :rank] * root[None, :]
+  d_kv = wk_list[0].shape[0]
+  Bk = [B[i * d_kv : (i + 1) * d_kv] for i in range(G)]
+  Bv = [B[(G + i) * d_kv : (G + i + 1) * d_kv] for i in range(G)]
+  return A, Bk, Bv, S
+
+
+def max_group_rank(config: ModelConfig, group_size: int) -> int:
+  return min(2 * group_size * config.n_kv_heads * config.head_dim, config.d_model)
+
+
+def allocate_ranks(
+  config: ModelConfig,
+  group_size: int,
+  *,
+  rank: int | None = None,
+  ratio: float | None = None,
+  layer_scores: Sequence[float] | None = None,
+  multiple: int = 32,
+) -> list[int]:
+  """One rank per group: fixed ``rank``; or ``ratio`` of the maximum feasible rank; or Fisher-style:
+  ``ratio * rmax * mean(score of the group) / mean(all scores)`` rounded to ``multiple`` and clipped to
+  ``[multiple, rmax]`` (scores are per layer; exactly one of rank / ratio must be given, scores optional
+  with ratio)."""
+  L = config.n_layers
+  if group_size <= 0 or L % group_size:
+    raise ValueError(f"group size {group_size} must divide the layer count {L}")
+  if (rank is None) == (ratio is None):
+    raise ValueError("give exactly one of rank or ratio")
+  n_groups = L // group_size
+  rmax = max_group_rank(config, group_size)
+  if rank is not None:
+    if not 1 <= rank <= rmax:
+      raise ValueError(f"rank {rank} out of range: the maximum feasible rank for groups of {group_size} is {rmax}")
+    return [int(rank)] * n_groups
+  if not 0.0 < ratio <= 1.0:
+    raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+  if layer_scores is None:
+    return [max(1, int(round(ratio * rmax)))] * n_groups
+  scores = np.asarray(layer_scores, np.float64)
+  if scores.shape != (L,) or np.any(scores <= 0):
+    raise ValueError(f"layer_scores must be {L} positive numbers")
+  group = scores.reshape(n_groups, group_size).mean(1)
+  raw = ratio * rmax * group / group.mean()
+  m = min(multiple, rmax)
+  return [int(np.clip(round(x / m) * m, m, rmax)) for x in raw]
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentSpec:
+  """Where the shared latent lives: ``group_size`` layers per group, ``ranks[g]`` per group."""
+
+  group_size: int
+  ranks: tuple[int, ...]
+
+  def rank_of(self, layer: int) -> int:
+    return self.ranks[layer // self.group_size]
+
+
+def compress(
+  config: ModelConfig,
+  params: dict,
+  *,
+  group_size: int = 4,
+  rank: int | None = None,
+  ratio: float | None = None,
+  layer_scores: Sequence[float] | None = None,
+  multiple: int = 32,
+) -> tuple[ModelConfig, dict, LatentSpec, dict]:
+  """CommonKV surgery ``(config, params) -> (config, params)``: every layer's attention gains ``kv_down``
+  (A, shared in its group, [r, D]), ``k_up`` [K, H, r] and ``v_up`` [K, H, r] in place of ``k``/``v``.
+
+  Returns ``(config, new params, LatentSpec, report)`` with per-group relative Frobenius truncation errors and
+  the Eckart-Young tail. The config is unchanged (the latent layout is read from the parameters).
+  """
+  if "kv_down" in params["layers"][0]["attn"]:
+    raise ValueError("parameters are already CommonKV-compressed")
+  ranks = allocate_ranks(config, group_size, rank=rank, ratio=ratio, layer_scores=layer_scores, multiple=multiple)
+  K, H = config.n_kv_heads, config.head_dim
+  layers = [dict(lp) for lp in params["layers"]]
+  report = {"ranks": ranks, "rel_error": [], "tail_energy": []}
+  for g, r in enumerate(ranks):
+    idx = list(range(g * group_size, (g + 1) * group_size))
+    mats = [_kv_matrices(params, i) for i in idx]
+    A, Bk, Bv, S = group_svd_share([m[0] for m in mats], [m[1] for m in mats], r)
+    M = np.concatenate([m[0] for m in mats] + [m[1] for m in mats])
+    report["rel_error"].append(float(np.linalg.norm(M - np.concatenate(Bk + Bv) @ A) / np.linalg.norm(M)))
+    report["tail_energy"].append(float(np.sqrt((S[r:] ** 2).sum())))
+    dtype = params["layers"][idx[0]]["attn"]["k"].dtype
+    A_shared = jnp.asarray(A, dtype)  # one array for the whole group
+    for j, i in enumerate(idx):
+      attn = {k_: v_ for k_, v_ in layers[i]["attn"].items() if k_ not in ("k", "v")}
+      attn["kv_down"] = A_shared
+      attn["k_up"] = jnp.asarray(Bk[j].reshape(K, H, r), dtype)
+      attn["v_up"] = jnp.asarray(Bv[j].reshape(K, H, r), dtype)
+      layers[i] = dict(layers[i], attn=attn)
+  new = dict(params, layers=tuple(layers))
+  return config, new, LatentSpec(group_size, tuple(ranks)), report
+
+
+# ------------------------------------------------------------------------------------------------ latent cache
+VALUE_MODES = ("rebuild", "absorb")
+
+
+@flax.struct.dataclass
+class LatentLayer:
+  """One layer's latents ``c [B, S, r]``, slot positions ``[B, S]`` and fill ``[B]``."""
+
+  latent: jax.Array
+  pos: jax.Array
+  length: jax.Array
+
+
+@flax.struct.dataclass
+class LatentCache:
+  """CommonKV cache: ONE latent per token per layer (``r`` floats instead of ``2 d_kv``).
+
+  ``attend`` rebuilds keys ``RoPE(Bk c)`` at the cached positions (RoPE sits after the rebuild, so ``Bk`` cannot
+  be absorbed into the query) and either rebuilds values ``Bv c`` (``value_mode='rebuild'``) or attends over
+  the latents and applies ``Bv`` to the weighted latent (``'absorb'``: ``sum_t p_t Bv c_t = Bv sum_t p_t c_t``,
+  the value never exists per token; equivalent to fusing ``Bv`` into the output projection).
+
+  Example:
+    >>> from jaxeff.config import ModelConfig
+    >>> cache = LatentCache.init(ModelConfig.tiny(), LatentSpec(2, (24,)), batch=1, max_len=8)
+    >>> cache.layers[0].latent.shape
+    (1, 8, 24)
+  """
+
+  layers: tuple[LatentLayer, ...]
+  spec: LatentSpec = flax.struct.field(pytree_node=False, default=None)
+  value_mode: str = flax.struct.field(pytree_node=False, default="rebuild")
+
+  @classmethod
+  def init(
+    cls,
+    config: ModelConfig,
+    spec: LatentSpec,
+    batch: int,
+    max_len: int,
+    dtype=jnp.float32,
+    *,
+    value_mode: str = "rebuild",
+  ) -> LatentCache:
+    if value_mode not in VALUE_MODES:
+      raise ValueError(f"value_mode must be one of {VALUE_MODES}, got {value_mode!r}")
+    if config.n_layers != spec.group_size * len(spec.ranks):
+      raise ValueError(
+        f"LatentSpec covers {spec.group_size * len(spec.ranks)} layers; the model has {config.n_layers}"
+      )
+    layers = tuple(
+      LatentLayer(
+        latent=jnp.zeros((batch, max_len, spec.rank_of(i)), dtype),
+        pos=jnp.full((batch, max_len), -1, jnp.int32),
+        length=jnp.zeros((batch,), jnp.int32),
+      )
+      for i in range(config.n_layers)
+    )
+    return cls(layers=layers, spec=spec, value_mode=value_mode)
+
+  @property
+  def length(self):
+    return self.layers[0].length
+
+  @property
+  def max_len(self) -> int:
+    return self.layers[0].pos.shape[1]
+
+  def _write(self, layer, positions_bt, latent):
+    if latent is None:
+      raise ValueError("LatentCache stores CommonKV latents: compress the model with jaxeff.kvcache.commonkv.compress")
+    e = self.layers[layer]
+    new = LatentLayer(
+      latent=_write_rows(e.latent, latent, e.length),
+      pos=_write_rows(e.pos, positions_bt.astype(jnp.int32), e.length),
+      length=e.length + jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32),
+    )
+    layers = list(self.layers)
+    layers[layer] = new
+    return self.replace(layers=tuple(layers))
+
+  def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, latent=None, **_) -> LatentCache:
+    return self._write(layer, positions_bt, latent)
+
+  def append(self, layer, k_btkh, v_btkh, positions_bt, *, latent=None, **_) -> LatentCache:
+    return self._write(layer, positions_bt, latent)
+
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, rebuild=None, attn_params=None, **_):
+    if rebuild is None:
+      raise ValueError("LatentCache.attend needs the layer's rebuild function (a CommonKV model passes it)")
+    e = self.layers[layer]
+    k, v = rebuild(e.latent, jnp.maximum(e.pos, 0))
+    mask = position_mask(q_pos_bt, e.pos, window)
+    if self.value_mode == "rebuild":
+      return masked_attention(q_btnh, k.astype(q_btnh.dtype), v.astype(q_btnh.dtype), mask)
+    return _absorbed_attention(q_btnh, k, e.latent, attn_params, mask)
+
+  def repeat(self, n: int) -> LatentCache:
+    return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), self)
+
+  def nbytes(self) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self))
+
+  def bytes_per_token(self) -> float:
+    """Analytic bytes per cached token (latents only; positions excluded)."""
+    return float(sum(e.latent.shape[-1] * e.latent.dtype.itemsize for e in self.layers))
+
+
+def _absorbed_attention(q_btnh, k_bskh, latent_bsr, attn, mask_bts):
+  """softmax(q k^T / sqrt(H)) applied to the latents, then ``Bv`` per kv head (plus the value bias)."""
+  B, T, N, H = q_btnh.shape
+  K = k_bskh.shape[2]
+  G = N // K
+  q = q_btnh.reshape(B, T, K, G, H).astype(jnp.float32)
+  s = jnp.einsum("btkgh,bskh->bkgts", q, k_bskh.astype(jnp.float32)) * H**-0.5
+  s = jnp.where(mask_bts[:, None, None], s, -1e30)
+  p = jax.nn.softmax(s, axis=-1)
+  pc = jnp.einsum("bkgts,bsr->btkgr", p, latent_bsr.astype(jnp.float32))
+  out = jnp.einsum("btkgr,khr->btkgh", pc, attn["v_up"].astype(jnp.float32))
+  if "v_bias" in attn:
+    out = out + attn["v_bias"][None, None, :, None, :]
+  return out.reshape(B, T, N, H).astype(q_btnh.dtype)
