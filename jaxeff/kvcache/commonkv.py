@@ -288,3 +288,194 @@ def _absorbed_attention(q_btnh, k_bskh, latent_bsr, attn, mask_bts):
   if "v_bias" in attn:
     out = out + attn["v_bias"][None, None, :, None, :]
   return out.reshape(B, T, N, H).astype(q_btnh.dtype)
+
+
+# ------------------------------------------------------------------------------------------------ merging
+@flax.struct.dataclass
+class MergedLatentCache:
+  """CommonKV cache after the cross-layer merge: per group ONE ``shared [B, S, r]`` latent (the merged
+  ``sum_l w_l c^l`` at merged slots), per layer ``own [B, U, r]`` entries for the unmerged slots (listed in
+  the group's ``own_slot [B, U]``, -1 = empty) and for every decoded token (decode tokens never merge).
+  ``U`` (``capacity``) is static, so the memory really drops: ``nbytes`` counts the arrays held.
+  """
+
+  shared: tuple[jax.Array, ...]  # per group [B, S, r]
+  own: tuple[jax.Array, ...]  # per layer [B, U, r]
+  own_slot: tuple[jax.Array, ...]  # per group [B, U]
+  own_len: jax.Array  # [B] (same for every group: decode appends go to all)
+  own_count: tuple[jax.Array, ...]  # per group [B] unmerged prompt entries
+  prompt_len: jax.Array  # [B] tokens at merge time
+  pos: jax.Array  # [B, S]
+  length: jax.Array  # [B]
+  spec: LatentSpec = flax.struct.field(pytree_node=False, default=None)
+  value_mode: str = flax.struct.field(pytree_node=False, default="rebuild")
+
+  @property
+  def max_len(self) -> int:
+    return self.pos.shape[1]
+
+  def prefill(self, *a, **k):
+    raise ValueError("a merged CommonKV cache is built after prefill; prefill into a LatentCache, then merge")
+
+  def append(self, layer, k_btkh, v_btkh, positions_bt, *, latent=None, **_) -> MergedLatentCache:
+    if latent is None:
+      raise ValueError("MergedLatentCache stores CommonKV latents")
+    g = layer // self.spec.group_size
+    own = list(self.own)
+    own[layer] = _write_rows(own[layer], latent, self.own_len)
+    out = self.replace(own=tuple(own))
+    if layer == (g + 1) * self.spec.group_size - 1:  # the group's last layer: record the slots once
+      slots = self.length[:, None] + jnp.arange(latent.shape[1])[None]
+      slots = jnp.where(positions_bt >= 0, slots, -1)
+      own_slot = list(self.own_slot)
+      own_slot[g] = _write_rows(own_slot[g], slots.astype(jnp.int32), self.own_len)
+      out = out.replace(own_slot=tuple(own_slot))
+    if layer == len(self.own) - 1:  # the model's last layer: advance the shared counters
+      n = jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32)
+      out = out.replace(
+        pos=_write_rows(self.pos, positions_bt.astype(jnp.int32), self.length),
+        length=self.length + n,
+        own_len=self.own_len + n,
+      )
+    return out
+
+  def latent_of(self, layer: int, pending: jax.Array | None = None) -> jax.Array:
+    """Layer ``layer``'s latents for every slot [B, S, r]: shared values, own entries scattered over them."""
+    g = layer // self.spec.group_size
+    full = self.shared[g]
+    B, S, _ = full.shape
+    slot = self.own_slot[g]
+    U = slot.shape[1]
+    valid = (jnp.arange(U)[None] < self.own_len[:, None]) & (slot >= 0)
+    idx = jnp.where(valid, slot, S)  # out of bounds -> dropped
+    return jax.vmap(lambda f, i, o: f.at[i].set(o, mode="drop"))(full, idx, self.own[layer])
+
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, rebuild=None, attn_params=None, latent=None, **_):
+    if rebuild is None:
+      raise ValueError("MergedLatentCache.attend needs the layer's rebuild function")
+    lat = self.latent_of(layer)
+    pos, length = self.pos, self.length
+    if latent is not None and layer != len(self.own) - 1:
+      # Earlier layers of this decode step see the new token before the shared counters advance (the last
+      # layer advances them): place it at its slot explicitly.
+      lat = _write_rows(lat, latent, length)
+      pos = _write_rows(pos, q_pos_bt.astype(jnp.int32), length)
+    k, v = rebuild(lat, jnp.maximum(pos, 0))
+    mask = position_mask(q_pos_bt, pos, window)
+    if self.value_mode == "rebuild":
+      return masked_attention(q_btnh, k.astype(q_btnh.dtype), v.astype(q_btnh.dtype), mask)
+    return _absorbed_attention(q_btnh, k, lat, attn_params, mask)
+
+  def repeat(self, n: int) -> MergedLatentCache:
+    return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), self)
+
+  def nbytes(self) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self))
+
+  def unmerged_fraction(self) -> jax.Array:
+    """Share of (group, prompt token) pairs kept unmerged, per the merge decision."""
+    return sum(c.sum() for c in self.own_count) / (len(self.own_count) * self.prompt_len.sum())
+
+
+def merge_after_prefill(
+  cache: LatentCache,
+  *,
+  rho: float = 0.4,
+  n_sink: int = 4,
+  n_recent: int = 128,
+  weights: Sequence[Sequence[float]] | None = None,
+  capacity: int | None = None,
+) -> MergedLatentCache:
+  r"""CommonKV's cross-layer merge of a prefilled ``LatentCache`` (official ``merge_all_kv``).
+
+  1. Per group g and prompt token t: ``s_gt = cos(c_t^{first(g)}, c_t^{last(g)})``.
+  2. Over all (row, token, group) pairs, the globally least similar fraction ``rho`` stays unmerged (a less
+     similar group keeps more); sinks (``t < n_sink``) and each row's last ``n_recent`` prompt tokens never
+     merge.
+  3. Other entries become ``hbar_t = sum_{l in g} w_l c_t^l`` (``weights[g]`` sums to 1; uniform by default,
+     or from ``layer_sensitivity``), stored once per group.
+
+  ``capacity`` (static) is the per-layer room for unmerged prompt entries plus decoded tokens; default: the
+  largest unmerged set plus room for the cache to fill (``S - shortest prompt``), computed from the concrete
+  cache (pass it explicitly under ``jit``). If a group needs more unmerged entries than fit, its most similar
+  candidates merge instead; appends past the capacity are an error of the caller (size it for decoding).
+  ``rho = 1`` keeps everything unmerged (the identity).
+
+  Example:
+    >>> # cache = LatentCache.init(...); _, cache = forward(params, prompt, pos, cache, config=cfg)
+    >>> # merged = merge_after_prefill(cache, rho=0.4)
+  """
+  spec = cache.spec
+  G = spec.group_size
+  n_groups = len(spec.ranks)
+  if not 0.0 <= rho <= 1.0:
+    raise ValueError(f"rho must be in [0, 1], got {rho}")
+  if weights is None:
+    weights = [[1.0 / G] * G] * n_groups
+  w = np.asarray(weights, np.float64)
+  if w.shape != (n_groups, G) or np.any(np.abs(w.sum(1) - 1) > 1e-6):
+    raise ValueError(f"weights must be {n_groups} rows of {G} numbers summing to 1")
+  e0 = cache.layers[0]
+  B, S = e0.pos.shape
+  length = e0.length
+  slots = jnp.arange(S)
+  valid = slots[None] < length[:, None]  # [B, S]
+  protected = (slots[None] < n_sink) | (slots[None] >= length[:, None] - n_recent)
+  sims = []
+  for g in range(n_groups):
+    a = cache.layers[g * G].latent.astype(jnp.float32)
+    b = cache.layers[(g + 1) * G - 1].latent.astype(jnp.float32)
+    cos = (a * b).sum(-1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + 1e-12)
+    sims.append(cos)
+  sim = jnp.stack(sims)  # [n_groups, B, S]
+  cand = valid[None] & ~protected[None]
+  # Global rank over candidates and protected tokens alike (the official pools every (b, t, g) score).
+  flat = jnp.where(valid[None], sim, jnp.inf).reshape(-1)
+  n_valid = valid.sum() * n_groups
+  k_low = jnp.ceil(rho * n_valid).astype(jnp.int32)
+  rank = jnp.argsort(jnp.argsort(flat, stable=True), stable=True).reshape(sim.shape)
+  unmerged = valid[None] & (protected[None] | (rank < k_low))
+  if capacity is None:
+    try:  # room for the largest unmerged set plus every future decoded token (needs concrete lengths)
+      need = int(jnp.max(unmerged.sum(-1)))
+      cap = min(S, need + S - int(jnp.min(length)))
+    except jax.errors.ConcretizationTypeError:
+      raise ValueError("merge_after_prefill under jit needs an explicit capacity") from None
+  else:
+    cap = int(capacity)
+  if not 1 <= cap <= S:
+    raise ValueError(f"capacity must be in [1, {S}], got {cap}")
+  shared, own_slot, own_count = [], [], []
+  own = [None] * len(cache.layers)
+  for g in range(n_groups):
+    um = unmerged[g]  # [B, S]
+    # Keep at most `cap` unmerged per row: protected first, then by ascending similarity.
+    key = jnp.where(um, jnp.where(protected, -jnp.inf, sim[g]), jnp.inf)
+    order = jnp.argsort(key, axis=1, stable=True)[:, :cap]  # [B, cap]
+    count = jnp.minimum(um.sum(1), cap).astype(jnp.int32)
+    keep = jnp.arange(cap)[None] < count[:, None]
+    slot_ids = jnp.where(keep, order, -1).astype(jnp.int32)
+    really = jnp.zeros((B, S), bool).at[jnp.arange(B)[:, None], jnp.where(keep, order, S)].set(True, mode="drop")
+    merged_val = sum(float(w[g, j]) * cache.layers[g * G + j].latent.astype(jnp.float32) for j in range(G))
+    merged_val = jnp.where((valid & ~really)[..., None], merged_val, 0.0).astype(e0.latent.dtype)
+    shared.append(merged_val)
+    own_slot.append(slot_ids)
+    own_count.append(count)
+    for j in range(G):
+      lat = cache.layers[g * G + j].latent
+      own[g * G + j] = jnp.where(keep[..., None], jnp.take_along_axis(lat, jnp.maximum(order, 0)[..., None], 1), 0)
+  # Every group's unmerged list has its own length; decode appends go after the longest (one own_len).
+  own_len = jnp.max(jnp.stack(own_count), axis=0)
+  own_slot = [jnp.where(jnp.arange(cap)[None] < c[:, None], s, -1) for s, c in zip(own_slot, own_count)]
+  return MergedLatentCache(
+    shared=tuple(shared),
+    own=tuple(own),
+    own_slot=tuple(own_slot),
+    own_len=own_len,
+    own_count=tuple(own_count),
+    prompt_len=length,
+    pos=e0.pos,
+    length=length,
+    spec=spec,
+    value_mode=cache.value_mode,
+  )

@@ -111,3 +111,71 @@ def test_misuse_is_reported():
     _decode(p, LatentCache.init(CFG, spec, 2, 64))
   with pytest.raises(ValueError, match="LatentSpec covers"):
     LatentCache.init(CFG, LatentSpec(2, (16,)), 1, 8)
+
+
+def _merge_run(pc, spec, rho, prompt=48, total=60, S=64, **kw):
+  from jaxeff.kvcache.commonkv import merge_after_prefill
+
+  toks = jax.random.randint(jax.random.key(5), (2, total), 0, CFG.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(total), (2, total))
+  ppos = pos[:, :prompt].at[1, prompt - 4 :].set(-1)
+  _, cache = forward(pc, toks[:, :prompt], ppos, LatentCache.init(CFG, spec, 2, S), config=CFG)
+  if rho is not None:
+    cache = merge_after_prefill(cache, rho=rho, n_sink=2, n_recent=8, **kw)
+  outs, start = [], jnp.array([prompt, prompt - 4])
+  for t in range(total - prompt):
+    lg, cache = forward(pc, toks[:, prompt + t : prompt + t + 1], (start + t)[:, None], cache, config=CFG)
+    outs.append(lg[:, -1])
+  return jnp.stack(outs, 1), cache
+
+
+def test_merge_with_everything_kept_is_the_identity_and_merging_changes_outputs():
+  _, pc, spec, _ = compress(CFG, _params(), group_size=2, rank=32)
+  ref, _ = _merge_run(pc, spec, None)
+  same, merged = _merge_run(pc, spec, 1.0)
+  np.testing.assert_array_equal(np.asarray(same), np.asarray(ref))
+  assert float(merged.unmerged_fraction()) == 1.0
+  low, merged = _merge_run(pc, spec, 0.2)
+  assert 0.2 <= float(merged.unmerged_fraction()) < 1.0
+  assert float(jnp.abs(low - ref).max()) > 1e-3
+
+
+def test_identical_latents_merge_losslessly():
+  """Layer 0 writes nothing to the residual and layer 1 has its K/V weights, so both layers of group 0 see the
+  same input and produce identical latents: cos = 1, the merged latent equals each layer's, outputs unchanged.
+  Group 1 (random) is less similar, so with rho = 0.5 it stays unmerged."""
+  p = _params()
+  layers = [dict(lp) for lp in p["layers"]]
+  a0 = dict(layers[0]["attn"], o=jnp.zeros_like(layers[0]["attn"]["o"]))
+  layers[0] = dict(layers[0], attn=a0, mlp=dict(layers[0]["mlp"], down=jnp.zeros_like(layers[0]["mlp"]["down"])))
+  layers[1] = dict(layers[1], attn_norm=layers[0]["attn_norm"], attn=dict(layers[1]["attn"], k=a0["k"], v=a0["v"]))
+  p = dict(p, layers=tuple(layers))
+  _, pc, spec, _ = compress(CFG, p, group_size=2, rank=32)
+  ref, _ = _merge_run(pc, spec, None)
+  merged_out, merged = _merge_run(pc, spec, 0.5)
+  np.testing.assert_allclose(np.asarray(merged_out), np.asarray(ref), atol=1e-5)
+  assert int(merged.own_count[0].sum()) < int(merged.own_count[1].sum())
+
+
+def test_merged_cache_really_holds_fewer_bytes_on_long_prompts():
+  _, pc, spec, _ = compress(CFG, _params(), group_size=4, rank=32)
+  toks = jax.random.randint(jax.random.key(6), (1, 256), 0, CFG.vocab_size)
+  pos = jnp.arange(256)[None]
+  _, cache = forward(pc, toks, pos, LatentCache.init(CFG, spec, 1, 264), config=CFG)
+  from jaxeff.kvcache.commonkv import merge_after_prefill
+
+  merged = merge_after_prefill(cache, rho=0.2, n_sink=4, n_recent=16)
+  frac = float(merged.unmerged_fraction())
+  assert merged.nbytes() < 0.6 * cache.nbytes(), (merged.nbytes(), cache.nbytes(), frac)
+
+
+def test_noise_in_one_group_raises_its_unmerged_share():
+  _, pc, spec, _ = compress(CFG, _params(), group_size=2, rank=32)
+  _, base = _merge_run(pc, spec, 0.3)
+  layers = [dict(lp) for lp in pc["layers"]]
+  A = layers[3]["attn"]["kv_down"]
+  noisy_A = A + 3.0 * jax.random.normal(jax.random.key(9), A.shape) * jnp.abs(A).mean()
+  layers[3] = dict(layers[3], attn=dict(layers[3]["attn"], kv_down=noisy_A))
+  _, noisy = _merge_run(dict(pc, layers=tuple(layers)), spec, 0.3)
+  assert int(noisy.own_count[1].sum()) > int(base.own_count[1].sum())
+  assert int(noisy.own_count[0].sum()) < int(base.own_count[0].sum())  # one global budget
