@@ -428,7 +428,6 @@ def merge_after_prefill(
     cos = (a * b).sum(-1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + 1e-12)
     sims.append(cos)
   sim = jnp.stack(sims)  # [n_groups, B, S]
-  cand = valid[None] & ~protected[None]
   # Global rank over candidates and protected tokens alike (the official pools every (b, t, g) score).
   flat = jnp.where(valid[None], sim, jnp.inf).reshape(-1)
   n_valid = valid.sum() * n_groups
