@@ -198,6 +198,7 @@ class LatentCache:
   layers: tuple[LatentLayer, ...]
   spec: LatentSpec = flax.struct.field(pytree_node=False, default=None)
   value_mode: str = flax.struct.field(pytree_node=False, default="rebuild")
+  kernel: str | None = flax.struct.field(pytree_node=False, default=None)
 
   @classmethod
   def init(
@@ -209,7 +210,11 @@ class LatentCache:
     dtype=jnp.float32,
     *,
     value_mode: str = "rebuild",
+    kernel: str | None = None,
   ) -> LatentCache:
+    """``kernel``: None (jnp attention over rebuilt keys) or an implementation of
+    ``kernels_pallas.latent_attention`` ('xla', 'pallas_tpu', 'pallas_gpu') for one-token decode steps
+    (values absorbed in-kernel; layers with k/v biases or q/k norms use the jnp path)."""
     if value_mode not in VALUE_MODES:
       raise ValueError(f"value_mode must be one of {VALUE_MODES}, got {value_mode!r}")
     if config.n_layers != spec.group_size * len(spec.ranks):
@@ -224,7 +229,7 @@ class LatentCache:
       )
       for i in range(config.n_layers)
     )
-    return cls(layers=layers, spec=spec, value_mode=value_mode)
+    return cls(layers=layers, spec=spec, value_mode=value_mode, kernel=kernel)
 
   @property
   def length(self):
@@ -257,6 +262,22 @@ class LatentCache:
     if rebuild is None:
       raise ValueError("LatentCache.attend needs the layer's rebuild function (a CommonKV model passes it)")
     e = self.layers[layer]
+    plain = attn_params is not None and not ({"k_bias", "k_norm"} & set(attn_params))
+    if self.kernel is not None and q_btnh.shape[1] == 1 and plain:
+      from kernels_pallas.latent_attention import latent_decode_attention
+
+      out = latent_decode_attention(
+        q_btnh[:, 0],
+        e.latent,
+        e.pos,
+        q_pos_bt[:, 0],
+        attn_params["k_up"],
+        attn_params["v_up"],
+        rebuild.keywords["inv_freq"],
+        window=window,
+        implementation=self.kernel,
+      )
+      return out[:, None].astype(q_btnh.dtype)
     k, v = rebuild(e.latent, jnp.maximum(e.pos, 0))
     mask = position_mask(q_pos_bt, e.pos, window)
     if self.value_mode == "rebuild":

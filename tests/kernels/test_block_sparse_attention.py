@@ -1,11 +1,6 @@
 """Block-sparse attention kernels (XLA path; Pallas TPU and GPU kernels in interpret mode) vs the f32 reference,
 forward and backward; TPU and GPU lowering checks."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +13,7 @@ from kernels_pallas.block_sparse_attention import (
   mask_to_indices,
 )
 from tests.conftest import tolerances
+from tests.kernels.aot import compile_for_tpu, has_libtpu
 
 IMPLS = ["xla", "pallas_tpu", "pallas_gpu"]
 
@@ -166,44 +162,17 @@ def test_gpu_kernel_lowers_for_cuda():
   assert "triton" in lowered.as_text()
 
 
-def _has_libtpu():
-  try:
-    import importlib.util
-
-    return importlib.util.find_spec("libtpu") is not None
-  except Exception:
-    return False
-
-
 @pytest.mark.tpu_aot
-@pytest.mark.skipif(not _has_libtpu(), reason="needs libtpu (pip install 'jax[tpu]'; .ci/run installs it)")
+@pytest.mark.skipif(not has_libtpu(), reason="needs libtpu (pip install 'jax[tpu]'; .ci/run installs it)")
 def test_tpu_kernel_compiles_ahead_of_time_for_v5e():
-  """Tier 2: a real Mosaic compile for a v5e topology (bf16, block 128, head_dim 128, 8K tokens), in a
-  subprocess so libtpu's environment stays out of the test process."""
-  code = textwrap.dedent(
+  """Tier 2: a real Mosaic compile for v5e (bf16, block 128, head_dim 128, 8K tokens)."""
+  compile_for_tpu(
     """
-    import jax, jax.numpy as jnp
-    from jax.experimental import topologies
-    from kernels_pallas.block_sparse_attention import block_sparse_attention
-    topo = topologies.get_topology_desc("v5e:2x2", "tpu")
-    sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
-    B, Hq, Hkv, L, d, bs = 1, 8, 2, 8192, 128, 128
-    nb = L // bs
-    specs = [((B, Hq, L, d), jnp.bfloat16), ((B, Hkv, L, d), jnp.bfloat16), ((B, Hkv, L, d), jnp.bfloat16),
-             ((B, Hq, nb, nb), jnp.int32), ((B, Hq, nb), jnp.int32)]
-    args = [jax.ShapeDtypeStruct(s, t, sharding=sh) for s, t in specs]
-    f = lambda q, k, v, i, c: block_sparse_attention(q, k, v, i, c, block_size=bs, implementation="pallas_tpu")
-    compiled = jax.jit(f).trace(*args).lower().compile()
-    print("COMPILED", type(compiled).__name__)
-    """
+from kernels_pallas.block_sparse_attention import block_sparse_attention
+B, Hq, Hkv, L, d, bs = 1, 8, 2, 8192, 128, 128
+nb = L // bs
+specs = [((B, Hq, L, d), jnp.bfloat16), ((B, Hkv, L, d), jnp.bfloat16), ((B, Hkv, L, d), jnp.bfloat16),
+         ((B, Hq, nb, nb), jnp.int32), ((B, Hq, nb), jnp.int32)]
+f = lambda q, k, v, i, c: block_sparse_attention(q, k, v, i, c, block_size=bs, implementation="pallas_tpu")
+"""
   )
-  env = dict(
-    os.environ,
-    JAX_PLATFORMS="cpu",
-    TPU_SKIP_MDS_QUERY="1",
-    TPU_ACCELERATOR_TYPE="v5litepod-4",
-    TPU_WORKER_HOSTNAMES="localhost",
-  )
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=600)
-  assert "COMPILED" in res.stdout, res.stderr[-3000:]

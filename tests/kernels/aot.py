@@ -1,0 +1,39 @@
+"""TPU ahead-of-time compile on a CPU machine (platform notes, tier 2): a real Mosaic compile for a v5e
+topology through libtpu, run in a subprocess so libtpu's environment stays out of the test process."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_TEMPLATE = """
+import jax, jax.numpy as jnp
+from jax.experimental import topologies
+topo = topologies.get_topology_desc("v5e:2x2", "tpu")
+sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
+{body}
+args = [jax.ShapeDtypeStruct(s, t, sharding=sh) for s, t in specs]
+compiled = jax.jit(f).trace(*args).lower().compile()
+print("COMPILED", type(compiled).__name__)
+"""
+
+
+def has_libtpu() -> bool:
+  return importlib.util.find_spec("libtpu") is not None
+
+
+def compile_for_tpu(body: str) -> None:
+  """``body`` defines ``specs`` (list of (shape, dtype)) and ``f``; asserts that the TPU compile succeeds."""
+  code = _TEMPLATE.format(body=textwrap.dedent(body))
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    TPU_SKIP_MDS_QUERY="1",
+    TPU_ACCELERATOR_TYPE="v5litepod-4",
+    TPU_WORKER_HOSTNAMES="localhost",
+  )
+  res = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert "COMPILED" in res.stdout, res.stderr[-3000:]
