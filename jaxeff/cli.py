@@ -88,6 +88,31 @@ def _build_parser() -> argparse.ArgumentParser:
     default=2048,
     help="ProxyAttn minimum per-head budget in tokens; prompts up to this length stay dense (default: %(default)s)",
   )
+  gen.add_argument(
+    "--kv-cache",
+    choices=("full", "int8", "int4", "commonkv"),
+    default="full",
+    help="KV cache: full precision, int8/int4 quantized (per-token groups), or CommonKV latents (the model's "
+    "K/V projections are factorised by one SVD per layer group first) (default: %(default)s)",
+  )
+  gen.add_argument(
+    "--kv-rank", type=int, default=None, help="CommonKV latent rank (default: half the group's maximum rank)"
+  )
+  gen.add_argument("--kv-group", type=int, default=2, help="CommonKV layers per group (default: %(default)s)")
+  gen.add_argument(
+    "--kv-bits",
+    type=int,
+    choices=(8, 4),
+    default=None,
+    help="quantize CommonKV latents to this many bits (latent + quantized composition; default: off)",
+  )
+  gen.add_argument(
+    "--kv-merge-rho",
+    type=float,
+    default=None,
+    help="merge CommonKV latents across each group's layers after prefill, keeping this least-similar "
+    "fraction unmerged (e.g. 0.4; default: no merge)",
+  )
   gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
   ins = sub.add_parser(
@@ -194,6 +219,22 @@ def _load(model: str, dtype_name: str):
   return config, params, load_tokenizer(model, bos, eos)
 
 
+def _kv_cache(args, config, params):
+  """(params, cache factory) for ``--kv-cache`` (CommonKV factorises the parameters first)."""
+  from jaxeff.kvcache import CommonKV, FullCache, Quantized, compress
+
+  if args.kv_cache == "full":
+    return params, FullCache
+  if args.kv_cache in ("int8", "int4"):
+    return params, Quantized(bits=int(args.kv_cache[3:]), group_size=min(32, config.head_dim))
+  if args.kv_rank is None:
+    _, params, spec, _ = compress(config, params, group_size=args.kv_group, ratio=0.5, multiple=8)
+  else:
+    _, params, spec, _ = compress(config, params, group_size=args.kv_group, rank=args.kv_rank)
+  merge = args.kv_merge_rho is not None
+  return params, CommonKV(spec, bits=args.kv_bits, merge=merge, rho=args.kv_merge_rho if merge else 0.4)
+
+
 def _cmd_generate(args) -> int:
   import jax
 
@@ -230,7 +271,9 @@ def _cmd_generate(args) -> int:
     block_size=args.block_size,
     min_budget_tokens=args.min_budget_tokens,
   )
-  result = Sampler(config, params, attention=attention).generate(prompts, sp, jax.random.key(args.seed))
+  params, cache_cls = _kv_cache(args, config, params)
+  sampler = Sampler(config, params, attention=attention, cache_cls=cache_cls)
+  result = sampler.generate(prompts, sp, jax.random.key(args.seed))
   seqs = result.sequences()
   decode = (lambda ids: tokenizer.decode(ids)) if tokenizer is not None else (lambda ids: " ".join(map(str, ids)))
   a = result.accounting

@@ -162,3 +162,21 @@ def test_bench_attention_json(capsys):
   assert {r["method"] for r in rows} == {"dense", "proxy", "xattention", "flexprefill"}
   proxy = next(r for r in rows if r["method"] == "proxy")
   assert 0 < proxy["density"] <= 1 and proxy["recall"] <= 1.0 + 1e-6 and proxy["rel_error"] >= 0
+
+
+def test_generate_with_compressed_kv_caches(capsys):
+  """--kv-cache: full-rank CommonKV reproduces the full cache's greedy tokens; int4, low rank, quantized
+  latents and merging run."""
+  common = ["generate", "--prompt", "import os\ndef main():", "--temperature", "0", "--max-new-tokens", "6"]
+  common += ["--json", "--no-stop"]
+  outs = {}
+  for name, extra in [
+    ("full", []),
+    ("ckv_full_rank", ["--kv-cache", "commonkv", "--kv-rank", "128"]),
+    ("int4", ["--kv-cache", "int4"]),
+    ("ckv_low", ["--kv-cache", "commonkv", "--kv-rank", "32", "--kv-bits", "4", "--kv-merge-rho", "0.3"]),
+  ]:
+    assert cli.main(common + extra) == 0, name
+    outs[name] = json.loads(capsys.readouterr().out)["token_ids"]
+  assert outs["ckv_full_rank"] == outs["full"]
+  assert all(len(v[0][0]) == 6 for v in outs.values())

@@ -172,7 +172,8 @@ class Sampler:
     config: the model config.
     params: the parameter pytree.
     attention: prefill attention backend (default ``Dense()``).
-    cache_cls: a cache class with ``init(config, batch, max_len, dtype)`` (default ``FullCache``).
+    cache_cls: a cache class or factory with ``init(config, batch, max_len, dtype)`` (default ``FullCache``)
+      and optionally ``after_prefill(cache, max_new_tokens=)`` (run once after the prompt is cached).
     pad_multiple: prompts are right-padded to a multiple of this (fewer recompiles).
 
   Example:
@@ -213,6 +214,9 @@ class Sampler:
       is_prefill=True,
       logits_index=last_b,
     )
+    hook = getattr(self.cache_cls, "after_prefill", None)  # e.g. CommonKV's cross-layer merge
+    if hook is not None:
+      cache = hook(cache, max_new_tokens=max_len - tokens_bp.shape[1])
     return logits[:, 0], cache
 
   def _decode(self, params, cache, last_bv, lengths_b, key, sp: SamplingParams):

@@ -1,5 +1,13 @@
-"""KV caches behind one protocol (init / prefill / append / attend): full precision now."""
+"""KV caches behind one protocol (init / prefill / append / attend): full precision, int8/int4 quantized, and
+CommonKV latent caches (with the cross-layer merge)."""
 
 from jaxeff.kvcache.base import FullCache as FullCache
 from jaxeff.kvcache.base import KVCache as KVCache
 from jaxeff.kvcache.base import LayerKV as LayerKV
+from jaxeff.kvcache.commonkv import CommonKV as CommonKV
+from jaxeff.kvcache.commonkv import LatentCache as LatentCache
+from jaxeff.kvcache.commonkv import LatentSpec as LatentSpec
+from jaxeff.kvcache.commonkv import compress as compress
+from jaxeff.kvcache.commonkv import merge_after_prefill as merge_after_prefill
+from jaxeff.kvcache.quantized import Quantized as Quantized
+from jaxeff.kvcache.quantized import QuantizedCache as QuantizedCache

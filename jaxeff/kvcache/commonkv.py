@@ -172,11 +172,14 @@ VALUE_MODES = ("rebuild", "absorb")
 
 @flax.struct.dataclass
 class LatentLayer:
-  """One layer's latents ``c [B, S, r]``, slot positions ``[B, S]`` and fill ``[B]``."""
+  """One layer's latents ``c [B, S, r]`` (or uint8 codes, ``r/2`` bytes for int4, with per-token ``scale``
+  and ``minimum`` [B, S]), slot positions ``[B, S]`` and fill ``[B]``."""
 
   latent: jax.Array
   pos: jax.Array
   length: jax.Array
+  scale: jax.Array | None = None
+  minimum: jax.Array | None = None
 
 
 @flax.struct.dataclass
@@ -199,6 +202,7 @@ class LatentCache:
   spec: LatentSpec = flax.struct.field(pytree_node=False, default=None)
   value_mode: str = flax.struct.field(pytree_node=False, default="rebuild")
   kernel: str | None = flax.struct.field(pytree_node=False, default=None)
+  bits: int | None = flax.struct.field(pytree_node=False, default=None)
 
   @classmethod
   def init(
@@ -211,25 +215,51 @@ class LatentCache:
     *,
     value_mode: str = "rebuild",
     kernel: str | None = None,
+    bits: int | None = None,
   ) -> LatentCache:
     """``kernel``: None (jnp attention over rebuilt keys) or an implementation of
     ``kernels_pallas.latent_attention`` ('xla', 'pallas_tpu', 'pallas_gpu') for one-token decode steps
-    (values absorbed in-kernel; layers with k/v biases or q/k norms use the jnp path)."""
+    (values absorbed in-kernel; layers with k/v biases or q/k norms use the jnp path). ``bits`` (8 or 4)
+    stores the latents quantized per token (CommonKV composed with quantization)."""
+    if bits not in (None, 8, 4):
+      raise ValueError(f"bits must be None, 8 or 4, got {bits}")
     if value_mode not in VALUE_MODES:
       raise ValueError(f"value_mode must be one of {VALUE_MODES}, got {value_mode!r}")
     if config.n_layers != spec.group_size * len(spec.ranks):
       raise ValueError(
         f"LatentSpec covers {spec.group_size * len(spec.ranks)} layers; the model has {config.n_layers}"
       )
-    layers = tuple(
-      LatentLayer(
-        latent=jnp.zeros((batch, max_len, spec.rank_of(i)), dtype),
-        pos=jnp.full((batch, max_len), -1, jnp.int32),
-        length=jnp.zeros((batch,), jnp.int32),
+
+    def layer(r):
+      if bits is None:
+        return LatentLayer(
+          jnp.zeros((batch, max_len, r), dtype),
+          jnp.full((batch, max_len), -1, jnp.int32),
+          jnp.zeros((batch,), jnp.int32),
+        )
+      if bits == 4 and r % 2:
+        raise ValueError(f"int4 latents need an even rank, got {r}")
+      width = r // 2 if bits == 4 else r
+      return LatentLayer(
+        jnp.zeros((batch, max_len, width), jnp.uint8),
+        jnp.full((batch, max_len), -1, jnp.int32),
+        jnp.zeros((batch,), jnp.int32),
+        jnp.zeros((batch, max_len), jnp.float32),
+        jnp.zeros((batch, max_len), jnp.float32),
       )
-      for i in range(config.n_layers)
-    )
-    return cls(layers=layers, spec=spec, value_mode=value_mode, kernel=kernel)
+
+    layers = tuple(layer(spec.rank_of(i)) for i in range(config.n_layers))
+    return cls(layers=layers, spec=spec, value_mode=value_mode, kernel=kernel, bits=bits)
+
+  def latent_values(self, layer: int) -> jax.Array:
+    """Layer ``layer``'s latents as floats [B, S, r] (dequantized when stored quantized)."""
+    e = self.layers[layer]
+    if self.bits is None:
+      return e.latent
+    from jaxeff.kvcache.quantized import unpack_int4
+
+    codes = unpack_int4(e.latent) if self.bits == 4 else e.latent
+    return e.minimum[..., None] + e.scale[..., None] * codes.astype(jnp.float32)
 
   @property
   def length(self):
@@ -243,10 +273,20 @@ class LatentCache:
     if latent is None:
       raise ValueError("LatentCache stores CommonKV latents: compress the model with jaxeff.kvcache.commonkv.compress")
     e = self.layers[layer]
+    extra = {}
+    if self.bits is not None:
+      from jaxeff.kvcache.quantized import pack_int4, quantize
+
+      codes, sc, mn = quantize(latent, self.bits, axis=-1, group_size=latent.shape[-1])  # per token
+      latent = pack_int4(codes) if self.bits == 4 else codes
+      extra = dict(
+        scale=_write_rows(e.scale, sc[..., 0], e.length), minimum=_write_rows(e.minimum, mn[..., 0], e.length)
+      )
     new = LatentLayer(
       latent=_write_rows(e.latent, latent, e.length),
       pos=_write_rows(e.pos, positions_bt.astype(jnp.int32), e.length),
       length=e.length + jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32),
+      **extra,
     )
     layers = list(self.layers)
     layers[layer] = new
@@ -268,7 +308,7 @@ class LatentCache:
 
       out = latent_decode_attention(
         q_btnh[:, 0],
-        e.latent,
+        self.latent_values(layer),
         e.pos,
         q_pos_bt[:, 0],
         attn_params["k_up"],
@@ -278,11 +318,12 @@ class LatentCache:
         implementation=self.kernel,
       )
       return out[:, None].astype(q_btnh.dtype)
-    k, v = rebuild(e.latent, jnp.maximum(e.pos, 0))
+    lat = self.latent_values(layer)
+    k, v = rebuild(lat, jnp.maximum(e.pos, 0))
     mask = position_mask(q_pos_bt, e.pos, window)
     if self.value_mode == "rebuild":
       return masked_attention(q_btnh, k.astype(q_btnh.dtype), v.astype(q_btnh.dtype), mask)
-    return _absorbed_attention(q_btnh, k, e.latent, attn_params, mask)
+    return _absorbed_attention(q_btnh, k, lat, attn_params, mask)
 
   def repeat(self, n: int) -> LatentCache:
     return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), self)
@@ -291,8 +332,10 @@ class LatentCache:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self))
 
   def bytes_per_token(self) -> float:
-    """Analytic bytes per cached token (latents only; positions excluded)."""
-    return float(sum(e.latent.shape[-1] * e.latent.dtype.itemsize for e in self.layers))
+    """Analytic bytes per cached token: latents (codes + per-token scale/min when quantized); positions
+    excluded."""
+    stats = 0 if self.bits is None else 8
+    return float(sum(e.latent.shape[-1] * e.latent.dtype.itemsize + stats for e in self.layers))
 
 
 def _absorbed_attention(q_btnh, k_bskh, latent_bsr, attn, mask_bts):
@@ -444,8 +487,8 @@ def merge_after_prefill(
   protected = (slots[None] < n_sink) | (slots[None] >= length[:, None] - n_recent)
   sims = []
   for g in range(n_groups):
-    a = cache.layers[g * G].latent.astype(jnp.float32)
-    b = cache.layers[(g + 1) * G - 1].latent.astype(jnp.float32)
+    a = cache.latent_values(g * G).astype(jnp.float32)
+    b = cache.latent_values((g + 1) * G - 1).astype(jnp.float32)
     cos = (a * b).sum(-1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + 1e-12)
     sims.append(cos)
   sim = jnp.stack(sims)  # [n_groups, B, S]
@@ -476,13 +519,13 @@ def merge_after_prefill(
     keep = jnp.arange(cap)[None] < count[:, None]
     slot_ids = jnp.where(keep, order, -1).astype(jnp.int32)
     really = jnp.zeros((B, S), bool).at[jnp.arange(B)[:, None], jnp.where(keep, order, S)].set(True, mode="drop")
-    merged_val = sum(float(w[g, j]) * cache.layers[g * G + j].latent.astype(jnp.float32) for j in range(G))
-    merged_val = jnp.where((valid & ~really)[..., None], merged_val, 0.0).astype(e0.latent.dtype)
+    merged_val = sum(float(w[g, j]) * cache.latent_values(g * G + j).astype(jnp.float32) for j in range(G))
+    merged_val = jnp.where((valid & ~really)[..., None], merged_val, 0.0).astype(jnp.float32)
     shared.append(merged_val)
     own_slot.append(slot_ids)
     own_count.append(count)
     for j in range(G):
-      lat = cache.layers[g * G + j].latent
+      lat = cache.latent_values(g * G + j).astype(jnp.float32)
       own[g * G + j] = jnp.where(keep[..., None], jnp.take_along_axis(lat, jnp.maximum(order, 0)[..., None], 1), 0)
   # Every group's unmerged list has its own length; decode appends go after the longest (one own_len).
   own_len = jnp.max(jnp.stack(own_count), axis=0)
@@ -499,3 +542,40 @@ def merge_after_prefill(
     spec=spec,
     value_mode=cache.value_mode,
   )
+
+
+# ------------------------------------------------------------------------------------------------ factory
+@dataclasses.dataclass(frozen=True)
+class CommonKV:
+  """Cache factory for the sampler (``Sampler(..., cache_cls=CommonKV(spec, ...))``): a ``LatentCache`` per
+  call, optionally int8/int4 latents, and optionally the cross-layer merge right after prefill.
+
+  The merged cache's static capacity is ``min(S, ceil(slack * rho * P) + n_sink + n_recent + M)`` for a prompt
+  of ``P`` padded tokens and ``M`` new tokens (a group needing more merges its most similar candidates).
+  """
+
+  spec: LatentSpec
+  bits: int | None = None
+  merge: bool = False
+  rho: float = 0.4
+  n_sink: int = 4
+  n_recent: int = 128
+  weights: tuple[tuple[float, ...], ...] | None = None
+  slack: float = 1.5
+  kernel: str | None = None
+  value_mode: str = "rebuild"
+
+  def init(self, config, batch, max_len, dtype=jnp.float32):
+    return LatentCache.init(
+      config, self.spec, batch, max_len, dtype, value_mode=self.value_mode, kernel=self.kernel, bits=self.bits
+    )
+
+  def after_prefill(self, cache, *, max_new_tokens: int):
+    if not self.merge:
+      return cache
+    S = cache.max_len
+    P = S - max_new_tokens
+    cap = min(S, int(np.ceil(self.slack * self.rho * P)) + self.n_sink + self.n_recent + max_new_tokens)
+    return merge_after_prefill(
+      cache, rho=self.rho, n_sink=self.n_sink, n_recent=self.n_recent, weights=self.weights, capacity=cap
+    )

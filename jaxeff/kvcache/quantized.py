@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.struct
@@ -327,3 +328,19 @@ def _append_one_per_channel(e: QuantLayer, k, v, positions) -> QuantLayer:
     length=new_len,
     **vals,
   )
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantized:
+  """Cache factory for the sampler: ``Sampler(..., cache_cls=Quantized(bits=4, key_mode='per_channel'))``."""
+
+  bits: int = 8
+  key_mode: str = "per_token"
+  group_size: int = 32
+
+  def init(self, config, batch, max_len, dtype=jnp.float32):
+    if self.key_mode == "per_channel":
+      max_len = -(-max_len // self.group_size) * self.group_size
+    return QuantizedCache.init(
+      config, batch, max_len, dtype, bits=self.bits, key_mode=self.key_mode, group_size=self.group_size
+    )

@@ -179,3 +179,16 @@ def test_noise_in_one_group_raises_its_unmerged_share():
   _, noisy = _merge_run(dict(pc, layers=tuple(layers)), spec, 0.3)
   assert int(noisy.own_count[1].sum()) > int(base.own_count[1].sum())
   assert int(noisy.own_count[0].sum()) < int(base.own_count[0].sum())  # one global budget
+
+
+def test_quantized_latents_compose_with_commonkv():
+  """Latent + int8/int4: outputs track the float latent cache, int8 closer than int4, bytes shrink."""
+  _, pc, spec, _ = compress(CFG, _params(), group_size=2, rank=32)
+  ref, c32 = _decode(pc, LatentCache.init(CFG, spec, 2, 64))
+  errs = {}
+  for bits in (8, 4):
+    out, c = _decode(pc, LatentCache.init(CFG, spec, 2, 64, bits=bits))
+    errs[bits] = float(jnp.abs(out - ref).max() / jnp.abs(ref).max())
+    assert c.bytes_per_token() == 4 * (32 * bits / 8 + 8)
+  assert errs[8] < 0.02 and errs[8] < errs[4] < 0.3, errs
+  assert c32.bytes_per_token() == 4 * 32 * 4
