@@ -1,0 +1,175 @@
+"""Peers of CommonKV behind the same cache protocol, so users compare in one library.
+
+* Palu-style per-layer low rank (Chang et al., ICLR 2025): ``palu_compress`` = CommonKV's SVD with groups of one
+  layer (no cross-layer sharing); the latent cache is the same ``LatentCache``.
+* MiniCache-style cross-layer merge (Liu et al., NeurIPS 2024): ``minicache_merge`` merges the full K/V caches
+  of adjacent layer pairs after prefill: per token, one shared direction by SLERP of the two layers'
+  normalised vectors (``t = 0.6``), each layer keeping its own magnitude; the least similar tokens (a
+  ``keep_ratio`` share by angle, plus sinks and the recent window) stay unmerged. The merged direction is
+  stored once per pair, magnitudes per layer, unmerged tokens in a static-capacity buffer per layer.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from jaxeff.attention.dense import masked_attention, position_mask
+from jaxeff.kvcache.base import FullCache, _write_rows
+from jaxeff.kvcache.commonkv import compress
+
+
+def palu_compress(config, params, *, rank=None, ratio=None, layer_scores=None, multiple=8):
+  """Palu-style per-layer low-rank K/V (CommonKV's surgery with ``group_size=1``)."""
+  return compress(config, params, group_size=1, rank=rank, ratio=ratio, layer_scores=layer_scores, multiple=multiple)
+
+
+def slerp(a, b, t: float):
+  """Spherical interpolation of unit vectors ``a``, ``b`` [..., H] (linear when nearly parallel)."""
+  dot = jnp.clip((a * b).sum(-1, keepdims=True), -1.0, 1.0)
+  theta = jnp.arccos(dot)
+  s = jnp.sin(theta)
+  w_a = jnp.where(s > 1e-6, jnp.sin((1 - t) * theta) / jnp.where(s > 1e-6, s, 1.0), 1 - t)
+  w_b = jnp.where(s > 1e-6, jnp.sin(t * theta) / jnp.where(s > 1e-6, s, 1.0), t)
+  out = w_a * a + w_b * b
+  return out / (jnp.linalg.norm(out, axis=-1, keepdims=True) + 1e-12)
+
+
+@flax.struct.dataclass
+class MiniCacheMerged:
+  """Pairs (2i, 2i+1) share ``k_dir/v_dir [B, S, K, H]``; per layer ``k_mag/v_mag [B, S, K]``; unmerged
+  tokens per layer in ``own_k/own_v [B, U, K, H]`` at slots ``own_slot [B, U]`` (per pair); decode tokens are
+  appended unmerged. An odd last layer keeps its full cache in pair form with itself."""
+
+  k_dir: tuple
+  v_dir: tuple
+  k_mag: tuple
+  v_mag: tuple
+  own_k: tuple
+  own_v: tuple
+  own_slot: tuple
+  own_len: jax.Array
+  pos: jax.Array
+  length: jax.Array
+  merged_share: jax.Array
+
+  @property
+  def max_len(self):
+    return self.pos.shape[1]
+
+  def _full(self, layer):
+    p = layer // 2
+    k = self.k_dir[p] * self.k_mag[layer][..., None]
+    v = self.v_dir[p] * self.v_mag[layer][..., None]
+    slot = self.own_slot[p]
+    U = slot.shape[1]
+    valid = (jnp.arange(U)[None] < self.own_len[:, None]) & (slot >= 0)
+    idx = jnp.where(valid, slot, k.shape[1])
+    put = jax.vmap(lambda f, i, o: f.at[i].set(o, mode="drop"))
+    return put(k, idx, self.own_k[layer]), put(v, idx, self.own_v[layer])
+
+  def prefill(self, *a, **k):
+    raise ValueError("MiniCache merging happens after prefill; prefill into a FullCache, then merge")
+
+  def append(self, layer, k_btkh, v_btkh, positions_bt, **_):
+    own_k, own_v = list(self.own_k), list(self.own_v)
+    own_k[layer] = _write_rows(own_k[layer], k_btkh, self.own_len)
+    own_v[layer] = _write_rows(own_v[layer], v_btkh, self.own_len)
+    out = self.replace(own_k=tuple(own_k), own_v=tuple(own_v))
+    if layer % 2 == 1 or layer == len(self.own_k) - 1:
+      p = layer // 2
+      slots = jnp.where(positions_bt >= 0, self.length[:, None] + jnp.arange(k_btkh.shape[1])[None], -1)
+      own_slot = list(self.own_slot)
+      own_slot[p] = _write_rows(own_slot[p], slots.astype(jnp.int32), self.own_len)
+      out = out.replace(own_slot=tuple(own_slot))
+    if layer == len(self.own_k) - 1:
+      n = jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32)
+      out = out.replace(
+        pos=_write_rows(self.pos, positions_bt.astype(jnp.int32), self.length),
+        length=self.length + n,
+        own_len=self.own_len + n,
+      )
+    return out
+
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **_):
+    k, v = self._full(layer)
+    pos, length = self.pos, self.length
+    if layer != len(self.own_k) - 1:
+      # The shared counters advance at the last layer: earlier layers place this step's tokens explicitly.
+      T = q_btnh.shape[1]
+      new = lambda o: jax.vmap(lambda x, s: jax.lax.dynamic_slice_in_dim(x, s, T, 0))(o, self.own_len)
+      k = _write_rows(k, new(self.own_k[layer]), length)
+      v = _write_rows(v, new(self.own_v[layer]), length)
+      pos = _write_rows(pos, q_pos_bt.astype(jnp.int32), length)
+    return masked_attention(
+      q_btnh, k.astype(q_btnh.dtype), v.astype(q_btnh.dtype), position_mask(q_pos_bt, pos, window)
+    )
+
+  def repeat(self, n):
+    return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), self)
+
+  def nbytes(self):
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self))
+
+
+def minicache_merge(
+  cache: FullCache, *, t: float = 0.6, keep_ratio: float = 0.05, n_sink: int = 4, n_recent: int = 128, capacity: int
+) -> MiniCacheMerged:
+  """Merge a prefilled ``FullCache`` pairwise across adjacent layers (module docstring). ``capacity`` (static)
+  is the per-layer room for unmerged prompt tokens plus decoded tokens."""
+  L = len(cache.layers)
+  e0 = cache.layers[0]
+  B, S = e0.pos.shape
+  length = e0.length
+  slots = jnp.arange(S)
+  valid = slots[None] < length[:, None]
+  protected = (slots[None] < n_sink) | (slots[None] >= length[:, None] - n_recent)
+  out = {n: [] for n in ("k_dir", "v_dir", "own_slot")}
+  k_mag, v_mag, own_k, own_v = [None] * L, [None] * L, [None] * L, [None] * L
+  merged_tokens = jnp.zeros((), jnp.float32)
+  for p in range((L + 1) // 2):
+    a, b = 2 * p, min(2 * p + 1, L - 1)
+    ka, kb = cache.layers[a].k.astype(jnp.float32), cache.layers[b].k.astype(jnp.float32)
+    va, vb = cache.layers[a].v.astype(jnp.float32), cache.layers[b].v.astype(jnp.float32)
+    norm = lambda x: x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
+    cos = ((norm(ka) * norm(kb)).sum(-1) + (norm(va) * norm(vb)).sum(-1)).mean(-1) / 2  # [B, S]
+    n_keep = jnp.ceil(keep_ratio * valid.sum(1)).astype(jnp.int32)
+    key = jnp.where(valid, jnp.where(protected, -jnp.inf, cos), jnp.inf)
+    order = jnp.argsort(key, axis=1, stable=True)
+    rank = jnp.argsort(order, axis=1)
+    unmerged = valid & ((rank < n_keep[:, None]) | protected)
+    if a == b:
+      unmerged = valid
+    count = jnp.minimum(unmerged.sum(1), capacity).astype(jnp.int32)
+    key2 = jnp.where(unmerged, jnp.where(protected, -jnp.inf, cos), jnp.inf)
+    order2 = jnp.argsort(key2, axis=1, stable=True)[:, :capacity]
+    keep = jnp.arange(capacity)[None] < count[:, None]
+    kept = jnp.zeros((B, S), bool).at[jnp.arange(B)[:, None], jnp.where(keep, order2, S)].set(True, mode="drop")
+    merged = valid & ~kept
+    merged_tokens = merged_tokens + merged.sum()
+    out["k_dir"].append(jnp.where(merged[..., None, None], slerp(norm(ka), norm(kb), t), 0.0))
+    out["v_dir"].append(jnp.where(merged[..., None, None], slerp(norm(va), norm(vb), t), 0.0))
+    out["own_slot"].append(jnp.where(keep, order2, -1).astype(jnp.int32))
+
+    def take(x, keep=keep, order2=order2):
+      return jnp.where(keep[..., None, None], jnp.take_along_axis(x, order2[..., None, None], 1), 0.0)
+
+    for layer, kk, vv in ((a, ka, va), (b, kb, vb)):
+      k_mag[layer] = jnp.linalg.norm(kk, axis=-1)
+      v_mag[layer] = jnp.linalg.norm(vv, axis=-1)
+      own_k[layer], own_v[layer] = take(kk), take(vv)
+  counts = jnp.stack([(s >= 0).sum(1) for s in out["own_slot"]])
+  return MiniCacheMerged(
+    k_dir=tuple(out["k_dir"]),
+    v_dir=tuple(out["v_dir"]),
+    k_mag=tuple(k_mag),
+    v_mag=tuple(v_mag),
+    own_k=tuple(own_k),
+    own_v=tuple(own_v),
+    own_slot=tuple(out["own_slot"]),
+    own_len=counts.max(0).astype(jnp.int32),
+    pos=e0.pos,
+    length=length,
+    merged_share=merged_tokens / (valid.sum() * ((L + 1) // 2)),
+  )
