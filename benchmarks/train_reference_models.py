@@ -48,7 +48,13 @@ def stages(name: str):
         base, seq_len=512, batch_size=16, steps=300, passkey_rows=4800, eval_every=150, checkpoint_every=150, **later
       ),
       dataclasses.replace(
-        base, seq_len=512, batch_size=16, steps=900, passkey_rows=14400, eval_every=300, checkpoint_every=300,
+        base,
+        seq_len=512,
+        batch_size=16,
+        steps=900,
+        passkey_rows=14400,
+        eval_every=300,
+        checkpoint_every=300,
         **dict(later, weights=(0.2, 0.8)),
       ),
       dataclasses.replace(

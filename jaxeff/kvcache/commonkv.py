@@ -561,7 +561,7 @@ class CommonKV:
   n_sink: int = 4
   n_recent: int = 128
   weights: tuple[tuple[float, ...], ...] | None = None
-  slack: float = 1.5
+  slack: float = 1.0
   kernel: str | None = None
   value_mode: str = "rebuild"
 
