@@ -579,3 +579,57 @@ class CommonKV:
     return merge_after_prefill(
       cache, rho=self.rho, n_sink=self.n_sink, n_recent=self.n_recent, weights=self.weights, capacity=cap
     )
+
+
+# ------------------------------------------------------------------------------------------------ calibration
+def _mean_nll(params, config, tokens):
+  from jaxeff.models.decoder import forward
+
+  B, T = tokens.shape
+  logits, _ = forward(params, tokens[:, :-1], jnp.broadcast_to(jnp.arange(T - 1), (B, T - 1)), config=config)
+  lp = jax.nn.log_softmax(logits, -1)
+  return -jnp.take_along_axis(lp, tokens[:, 1:, None], -1).mean()
+
+
+def fisher_scores(config: ModelConfig, params: dict, batches: Sequence[np.ndarray]) -> list[float]:
+  """Per-layer empirical Fisher of ``v_proj`` (Palu's rank search): mean over calibration batches of
+  ``||d loss / d Wv^l||_F^2``. Feed to ``compress(..., ratio=, layer_scores=)``.
+
+  Args:
+    batches: token arrays [B, T+1] (e.g. ``PackedIterator`` rows of the trainer's data pipeline).
+  """
+  grad_fn = jax.jit(jax.grad(lambda p, t: _mean_nll(p, config, t)))
+  tot = np.zeros(config.n_layers)
+  for tokens in batches:
+    g = grad_fn(params, jnp.asarray(tokens, jnp.int32))
+    tot += np.array([float(jnp.sum(lp["attn"]["v"].astype(jnp.float32) ** 2)) for lp in g["layers"]])
+  return (tot / max(len(batches), 1)).tolist()
+
+
+def layer_sensitivity(
+  config: ModelConfig, params: dict, spec: LatentSpec, batches: Sequence[np.ndarray], *, seed: int = 0
+) -> tuple[tuple[float, ...], ...]:
+  """Merge weights from a layer-sensitivity calibration (official ``layer_sensitivity.py``): replace layer l's
+  rebuilt keys by noise — here its key up-projection ``Bk^l`` by Gaussian noise of the same scale, so the keys
+  become uninformative — measure the rise of the calibration loss, and normalise the rises within each group
+  (sum to 1). Layers whose damage is larger weigh more in the merged latent. Compressed parameters required.
+  """
+  if "kv_down" not in params["layers"][0]["attn"]:
+    raise ValueError("layer_sensitivity needs CommonKV-compressed parameters (jaxeff.kvcache.commonkv.compress)")
+  loss = jax.jit(lambda p, t: _mean_nll(p, config, t))
+  base = np.mean([float(loss(params, jnp.asarray(t, jnp.int32))) for t in batches])
+  rise = []
+  key = jax.random.key(seed)
+  for i in range(config.n_layers):
+    layers = list(params["layers"])
+    ku = layers[i]["attn"]["k_up"]
+    noisy = jax.random.normal(jax.random.fold_in(key, i), ku.shape, ku.dtype) * jnp.std(ku)
+    layers[i] = dict(layers[i], attn=dict(layers[i]["attn"], k_up=noisy))
+    p = dict(params, layers=tuple(layers))
+    rise.append(max(np.mean([float(loss(p, jnp.asarray(t, jnp.int32))) for t in batches]) - base, 1e-6))
+  G = spec.group_size
+  out = []
+  for g in range(len(spec.ranks)):
+    r = np.asarray(rise[g * G : (g + 1) * G])
+    out.append(tuple((r / r.sum()).tolist()))
+  return tuple(out)

@@ -192,3 +192,25 @@ def test_quantized_latents_compose_with_commonkv():
     assert c.bytes_per_token() == 4 * (32 * bits / 8 + 8)
   assert errs[8] < 0.02 and errs[8] < errs[4] < 0.3, errs
   assert c32.bytes_per_token() == 4 * 32 * 4
+
+
+def test_calibration_fisher_and_layer_sensitivity():
+  """On the trained tiny-code model with layer 2's output projection zeroed: layer 2's V gets no Fisher mass and
+  its keys no sensitivity weight; weights sum to 1 per group."""
+  from jaxeff.kvcache.commonkv import fisher_scores, layer_sensitivity
+  from jaxeff.models.embedded import load_reference_model
+  from jaxeff.tokenizer import ByteTokenizer
+  from jaxeff.training import data as data_lib
+
+  cfg, p, _ = load_reference_model("tiny-code", jnp.float32)
+  layers = [dict(lp) for lp in p["layers"]]
+  layers[2] = dict(layers[2], attn=dict(layers[2]["attn"], o=jnp.zeros_like(layers[2]["attn"]["o"])))
+  p = dict(p, layers=tuple(layers))
+  stream = np.concatenate(data_lib.tokenize_corpus("python", "validation", ByteTokenizer(), max_documents=5))
+  batches = [stream[i * 258 : (i + 1) * 258].reshape(2, 129).astype(np.int32) for i in range(2)]
+  scores = fisher_scores(cfg, p, batches)
+  assert len(scores) == 4 and scores[2] < 1e-12 < min(scores[0], scores[1], scores[3])
+  _, pc, spec, _ = compress(cfg, p, group_size=2, rank=64)
+  w = layer_sensitivity(cfg, pc, spec, batches)
+  assert len(w) == 2 and all(abs(sum(g) - 1) < 1e-9 for g in w)
+  assert w[1][0] < 0.05 < w[1][1]  # layer 2 (first of group 1) is insensitive
