@@ -63,6 +63,20 @@ def stages(name: str):
       dataclasses.replace(
         base, seq_len=4096, batch_size=2, steps=80, passkey_rows=160, eval_every=40, checkpoint_every=40, **later
       ),
+      # More retrieval at 512 for the first digits, then the long context again.
+      dataclasses.replace(
+        base,
+        seq_len=512,
+        batch_size=16,
+        steps=1200,
+        passkey_rows=19200,
+        eval_every=400,
+        checkpoint_every=200,
+        **dict(later, weights=(0.1, 0.9)),
+      ),
+      dataclasses.replace(
+        base, seq_len=4096, batch_size=2, steps=60, passkey_rows=120, eval_every=30, checkpoint_every=30, **later
+      ),
     ]
   if name == "tiny-code":
     base = tiny_code()
@@ -123,8 +137,9 @@ def main(argv=None):
   record["params"] = config.param_count()
   record["val_bits_per_byte"] = record["stages"][-1]["final_eval"].get("bits_per_byte")
   if args.name == "tiny-recall":
-    acc = needle_accuracy(params, config, [256, 1024, 2048, 4096], n=40)
+    acc, digits = needle_accuracy(params, config, [256, 1024, 2048, 4096], n=40, return_per_digit=True)
     record["needle_accuracy"] = acc
+    record["needle_digit_accuracy"] = digits
     print("needle accuracy:", acc, flush=True)
 
   dest = ASSETS / args.name

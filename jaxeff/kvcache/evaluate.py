@@ -53,8 +53,16 @@ def _teacher_forced(params, config: ModelConfig, factory: Any, context, follow):
 
 
 def cached_needle_accuracy(
-  params, config: ModelConfig, factory: Any, lengths: Sequence[int], *, n: int = 16, seed: int = 0, batch_size: int = 4
-) -> dict[int, float]:
+  params,
+  config: ModelConfig,
+  factory: Any,
+  lengths: Sequence[int],
+  *,
+  n: int = 16,
+  seed: int = 0,
+  batch_size: int = 4,
+  return_per_digit: bool = False,
+):
   """Pass-key accuracy with the context (filler + needle) compressed in the cache and the question + answer
   decoded through it: an example counts when all 5 answer digits are the argmax under teacher forcing."""
   from jaxeff.training import data as data_lib
@@ -64,18 +72,20 @@ def cached_needle_accuracy(
     raise ValueError(f"the needle probe needs a model vocab >= {data_lib.PASSKEY_VOCAB}")
   filler = np.concatenate(data_lib.tokenize_corpus("python", "validation", _byte_tok()))
   q_len = len(_byte_tok().encode(data_lib.PASSKEY_PROMPT, add_bos=False)) + 1 + 5
-  out = {}
+  out, per_digit = {}, {}
   for L in lengths:
     rng = np.random.default_rng([seed, L, 99])
-    correct = 0
+    hits = []
     for start in range(0, n, batch_size):
       m = min(batch_size, n - start)
       rows = np.stack([data_lib.passkey_example(filler, L, rng)[0] for _ in range(m)])
       ctx, fol = rows[:, : L + 1 - q_len], rows[:, L + 1 - q_len :]
       _, pred = _teacher_forced(params, config, factory, ctx, fol)
-      correct += int(np.all(np.asarray(pred)[:, -5:] == fol[:, -5:], axis=1).sum())
-    out[int(L)] = correct / n
-  return out
+      hits.append(np.asarray(pred)[:, -5:] == fol[:, -5:])
+    hits = np.concatenate(hits)
+    out[int(L)] = float(hits.all(1).mean())
+    per_digit[int(L)] = hits.mean(0).round(4).tolist()
+  return (out, per_digit) if return_per_digit else out
 
 
 def cached_bits_per_byte(

@@ -24,12 +24,16 @@ def needle_accuracy(
   digits: int = 5,
   attention: Any = None,
   batch_size: int = 4,
-) -> dict[int, float]:
+  return_per_digit: bool = False,
+):
   """Pass-key retrieval accuracy per context length: a prompt of ``length`` byte tokens hides
   ``# The pass key is <k> s0..s4.`` (``data.passkey_example``) at a uniformly random depth in held-out stdlib
   code and ends with the question;
   an example counts as correct when every answer digit is the argmax given the correct prefix (the same
   outcome as greedy decoding of the digits). ``attention`` selects the prefill backend (e.g. ProxyAttn).
+
+  Returns ``{length: accuracy}``; with ``return_per_digit`` also ``{length: [accuracy of digit j]}`` (a finer
+  signal for comparing backends when a model retrieves only some digits reliably).
   """
   from jaxeff.attention.dense import Dense
 
@@ -48,20 +52,22 @@ def needle_accuracy(
     logits, _ = forward(p, rows, pos, config=config, attention=attention)
     return jnp.argmax(logits, axis=-1)
 
-  out = {}
+  out, per_digit = {}, {}
   for L in lengths:
     rng = np.random.default_rng([seed, L, 99])
-    correct = 0
+    hits = []
     for start in range(0, n, batch_size):
       exs = [data_lib.passkey_example(filler, L, rng, digits=digits) for _ in range(min(batch_size, n - start))]
       rows = np.stack([e[0][:-1] for e in exs])
       pred = np.asarray(predict(params, rows))
       for (row, _, ans_at), pr in zip(exs, pred):
         # digits only (the trailing '.' is not part of the key)
-        want = row[ans_at : ans_at + digits]
-        got = pr[ans_at - 1 : ans_at - 1 + digits]
-        correct += int(np.array_equal(want, got))
-    out[int(L)] = correct / n
+        hits.append(row[ans_at : ans_at + digits] == pr[ans_at - 1 : ans_at - 1 + digits])
+    hits = np.asarray(hits)
+    out[int(L)] = float(hits.all(1).mean())
+    per_digit[int(L)] = hits.mean(0).round(4).tolist()
+  if return_per_digit:
+    return out, per_digit
   return out
 
 

@@ -121,13 +121,16 @@ def test_permuting_heads_in_a_group_and_rope_order_leave_proxy_scores_unchanged(
 def test_masks_nested_and_density_monotone_in_gamma_and_min_budget():
   q, k = _qk(3, B=1, Hq=4, Hkv=2, L=256)
   kw = dict(block_size=16, stride=4, num_proxies=1)
-  prev, dens = None, []
+  prev, dens, budgets = None, [], []
   for gamma in (0.5, 0.7, 0.9, 0.97, 1.0):
-    m = np.asarray(proxy.estimate(jnp.asarray(q), jnp.asarray(k), gamma=gamma, min_budget_tokens=0, **kw).block_mask)
+    est = proxy.estimate(jnp.asarray(q), jnp.asarray(k), gamma=gamma, min_budget_tokens=0, **kw)
+    m = np.asarray(est.block_mask)
     if prev is not None:
       assert (m | ~prev).all(), "mask at a larger gamma must contain the smaller one"
+      assert (np.asarray(est.budget_blocks) >= budgets[-1]).all(), "budgets are monotone in gamma"
     prev = m
     dens.append(m.sum())
+    budgets.append(np.asarray(est.budget_blocks))
   assert dens == sorted(dens) and dens[0] < dens[-1]
   prev = None
   for mb in (0, 32, 64, 128, 256):
