@@ -10,7 +10,7 @@ from jaxeff.training import data as data_lib
 from jaxeff.training.trainer import evaluate
 
 
-@pytest.mark.parametrize("name", ["tiny-code"])  # tiny-recall: not trained yet (see the issue notes)
+@pytest.mark.parametrize("name", ["tiny-code", "tiny-recall"])
 def test_assets_are_small_hf_folders_with_a_recorded_command(name):
   path = reference_model_path(name)
   files = {p.name for p in path.iterdir()}
@@ -50,3 +50,15 @@ def test_needle_probe_is_at_chance_for_a_random_model():
   assert acc == {256: 0.0}
   with pytest.raises(ValueError, match="vocab"):
     needle_accuracy(init_params(ModelConfig.tiny(), jax.random.key(0)), ModelConfig.tiny(), [256], n=1)
+
+
+def test_tiny_recall_retrieves_key_digits_across_the_context():
+  """The retrieval probe model finds (at least) the last key digits anywhere in up to 2048 tokens of code; chance
+  per digit is 0.1. (All five digits at >= 95 % is the issue's target, not met yet: see TRAINING.json.)"""
+  from jaxeff.training.probes import needle_accuracy
+
+  config, params, _ = load_reference_model("tiny-recall", jnp.float32)
+  assert config.max_position_embeddings >= 4096 and config.vocab_size >= data_lib.PASSKEY_VOCAB
+  _, digits = needle_accuracy(params, config, [512, 2048], n=16, return_per_digit=True)
+  for L, acc in digits.items():
+    assert acc[-1] >= 0.9 and acc[-2] >= 0.9, (L, acc)
