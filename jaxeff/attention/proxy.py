@@ -421,7 +421,7 @@ class BlockSparseBackend:
   block_size: int = 128
   implementation: str | None = None
   interpret: Any = False
-  blocks_per_step: int = 1
+  blocks_per_step: int = 2
   dense_below: int = 0
 
   def mask(self, q_bhld, k_bhld, lengths) -> BlockSparseMask:  # pragma: no cover - abstract

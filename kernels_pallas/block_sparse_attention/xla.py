@@ -112,3 +112,90 @@ def block_sparse_attention_xla(
 
   out = jax.lax.map(one_query_block, jnp.arange(nb))  # [nb, Hq, B, bs, d]
   return out.transpose(2, 1, 0, 3, 4).reshape(B, Hq, Lp, d).astype(q.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("block_size", "scale", "differentiable", "blocks_per_step"))
+def block_sparse_attention_xla_grouped(
+  q,
+  k,
+  v,
+  block_idx,
+  block_cnt,
+  kv_len,
+  *,
+  block_size: int,
+  scale: float | None = None,
+  differentiable: bool = True,
+  blocks_per_step: int = 4,
+):
+  """Like ``block_sparse_attention_xla`` but per (query block, kv head): the group's query heads walk the
+  UNION of their lists together, each key tile loaded once and scored by all ``r`` heads in one matmul
+  ([r*bs, d] x [d, bs]), heads masked to their own blocks. Work is ``r x |union|`` tiles: the same as per-head
+  walking when the group's lists are nested (ProxyAttn's heads share one ranking), more when they are not."""
+  B, Hq, Lp, d = q.shape
+  Hkv = k.shape[1]
+  r = Hq // Hkv
+  bs = block_size
+  nb = Lp // bs
+  scale = d**-0.5 if scale is None else scale
+  kmax = block_idx.shape[-1]
+  valid = jnp.arange(kmax) < block_cnt[..., None]
+  keep = (jax.nn.one_hot(block_idx, nb, dtype=jnp.int32) * valid[..., None]).sum(-2) > 0  # [B, Hq, nb, nb]
+  keep_g = keep.reshape(B, Hkv, r, nb, nb)
+  union = keep_g.any(2)  # [B, Hkv, nb(q), nb(k)]
+  C = max(1, min(blocks_per_step, nb))
+  steps = -(-nb // C)
+  order = jnp.argsort(~union, axis=-1, stable=True).astype(jnp.int32)  # kept ids first, ascending
+  order = jnp.pad(order, ((0, 0), (0, 0), (0, 0), (0, steps * C - nb)))
+  n_union = union.sum(-1).astype(jnp.int32)  # [B, Hkv, nb]
+  kb = k.reshape(B, Hkv, nb, bs, d)
+  vb = v.reshape(B, Hkv, nb, bs, d)
+  qs = (q.astype(jnp.float32) * scale).astype(q.dtype).reshape(B, Hkv, r, Lp, d)
+  b_ix = jnp.arange(B)
+
+  def one(i, g):
+    qi = jax.lax.dynamic_slice_in_dim(qs[:, g], i * bs, bs, axis=2)  # [B, r, bs, d]
+    ids_all = order[:, g, i]  # [B, nb]
+    cnt = n_union[:, g, i]  # [B]
+    keep_i = keep_g[:, g, :, i]  # [B, r, nb]
+    q_tok = i * bs + jnp.arange(bs)
+
+    def body(j, carry):
+      m, l, acc = carry
+      ids = jax.lax.dynamic_slice_in_dim(ids_all, j * C, C, axis=1)  # [B, C]
+      kj = kb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
+      vj = vb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
+      s = jnp.einsum("brqd,bsd->brqs", qi, kj, preferred_element_type=jnp.float32)
+      k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
+      slot_ok = (j * C + jnp.arange(C))[None] < cnt[:, None]  # [B, C]
+      head_ok = jnp.take_along_axis(keep_i, ids[:, None, :], axis=2) & slot_ok[:, None, :]  # [B, r, C]
+      head_ok = jnp.repeat(head_ok, bs, axis=2)  # [B, r, C*bs]
+      ok = (k_tok[:, None, :] <= q_tok[None, :, None]) & (k_tok < kv_len[:, None])[:, None, :]  # [B, bs, C*bs]
+      ok = ok[:, None] & head_ok[:, :, None, :]
+      s = jnp.where(ok, s, _NEG)
+      m_new = jnp.maximum(m, s.max(-1))
+      p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
+      corr = jnp.exp(m - m_new)
+      pv = jnp.einsum("brqs,bsd->brqd", p.astype(v.dtype), vj, preferred_element_type=jnp.float32)
+      return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
+
+    init = (
+      jnp.full((B, r, bs), _NEG, jnp.float32),
+      jnp.zeros((B, r, bs), jnp.float32),
+      jnp.zeros((B, r, bs, d), jnp.float32),
+    )
+    longest = cnt.max()
+    if differentiable:
+
+      def step(carry, j):
+        return jax.lax.cond(j * C < longest, lambda c: body(j, c), lambda c: c, carry), None
+
+      (m, l, acc), _ = jax.lax.scan(step, init, jnp.arange(steps))
+    else:
+      m, l, acc = jax.lax.fori_loop(0, (longest + C - 1) // C, body, init)
+    return acc / jnp.where(l > 0, l, 1.0)[..., None]  # [B, r, bs, d]
+
+  out = jax.lax.map(
+    lambda i: jax.lax.map(lambda g: one(i, g), jnp.arange(Hkv)), jnp.arange(nb)
+  )  # [nb, Hkv, B, r, bs, d]
+  return out.transpose(2, 1, 3, 0, 4, 5).reshape(B, Hq, Lp, d).astype(q.dtype)

@@ -15,7 +15,7 @@ from kernels_pallas.block_sparse_attention import (
 from tests.conftest import tolerances
 from tests.kernels.aot import compile_for_tpu, has_libtpu
 
-IMPLS = ["xla", "pallas_tpu", "pallas_gpu"]
+IMPLS = ["xla", "xla_per_head", "pallas_tpu", "pallas_gpu"]
 
 
 def _inputs(seed, B, Hq, Hkv, L, d, bs, density, dtype=jnp.float32, kind="random"):
