@@ -58,6 +58,9 @@ def quality(lengths, n_needle: int, n_ppl: int, block_size: int, min_budget: int
     "dense": Dense(),
     "proxy_g0.95": ProxyAttention(gamma=0.95, block_size=block_size, min_budget_tokens=min_budget),
     "proxy_g0.90": ProxyAttention(gamma=0.90, block_size=block_size, min_budget_tokens=min_budget),
+    "proxy_g0.95_2proxies": ProxyAttention(
+      gamma=0.95, block_size=block_size, min_budget_tokens=min_budget, num_proxies=2
+    ),
     "xattention_t0.9": XAttention(block_size=block_size, threshold=0.9),
     "flexprefill_g0.9": FlexPrefill(block_size=block_size, gamma=0.9),
   }
