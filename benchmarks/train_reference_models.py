@@ -63,6 +63,14 @@ def stages(name: str):
       dataclasses.replace(
         base, seq_len=4096, batch_size=2, steps=80, passkey_rows=160, eval_every=40, checkpoint_every=40, **later
       ),
+      # More retrieval at 512 for the first digits, then the long context again.
+      dataclasses.replace(
+        base, seq_len=512, batch_size=16, steps=1200, passkey_rows=19200, eval_every=400, checkpoint_every=200,
+        **dict(later, weights=(0.1, 0.9)),
+      ),
+      dataclasses.replace(
+        base, seq_len=4096, batch_size=2, steps=60, passkey_rows=120, eval_every=30, checkpoint_every=30, **later
+      ),
     ]
   if name == "tiny-code":
     base = tiny_code()
