@@ -53,12 +53,12 @@ def test_needle_probe_is_at_chance_for_a_random_model():
 
 
 def test_tiny_recall_retrieves_key_digits_across_the_context():
-  """The retrieval probe model finds (at least) the last key digits anywhere in up to 2048 tokens of code; chance
-  per digit is 0.1. (All five digits at >= 95 % is the issue's target, not met yet: see TRAINING.json.)"""
+  """The retrieval probe model finds key digits 1-4 anywhere in up to 2048 tokens of code; chance per digit is
+  0.1. (All five digits at >= 95 % is the issue's target, not met yet: digit 0 is not learned, see TRAINING.json.)"""
   from jaxeff.training.probes import needle_accuracy
 
   config, params, _ = load_reference_model("tiny-recall", jnp.float32)
   assert config.max_position_embeddings >= 4096 and config.vocab_size >= data_lib.PASSKEY_VOCAB
   _, digits = needle_accuracy(params, config, [512, 2048], n=16, return_per_digit=True)
   for L, acc in digits.items():
-    assert acc[-1] >= 0.9 and acc[-2] >= 0.9, (L, acc)
+    assert min(acc[1:]) >= 0.8, (L, acc)
