@@ -65,7 +65,13 @@ def stages(name: str):
       ),
       # More retrieval at 512 for the first digits, then the long context again.
       dataclasses.replace(
-        base, seq_len=512, batch_size=16, steps=1200, passkey_rows=19200, eval_every=400, checkpoint_every=200,
+        base,
+        seq_len=512,
+        batch_size=16,
+        steps=1200,
+        passkey_rows=19200,
+        eval_every=400,
+        checkpoint_every=200,
         **dict(later, weights=(0.1, 0.9)),
       ),
       dataclasses.replace(
