@@ -387,32 +387,13 @@ class MergedLatentCache:
     g = layer // self.spec.group_size
     own = list(self.own)
     own[layer] = _write_rows(own[layer], latent, self.own_len)
-    out = self.replace(own=tuple(own))
-    if layer == (g + 1) * self.spec.group_size - 1:  # the group's last layer: record the slots once
-      slots = self.length[:, None] + jnp.arange(latent.shape[1])[None]
-      slots = jnp.where(positions_bt >= 0, slots, -1)
-      own_slot = list(self.own_slot)
-      own_slot[g] = _write_rows(own_slot[g], slots.astype(jnp.int32), self.own_len)
-      out = out.replace(own_slot=tuple(own_slot))
-    if layer == len(self.own) - 1:  # the model's last layer: advance the shared counters
-      n = jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32)
-      out = out.replace(
-        pos=_write_rows(self.pos, positions_bt.astype(jnp.int32), self.length),
-        length=self.length + n,
-        own_len=self.own_len + n,
-      )
-    return out
+    last_of_group = layer == (g + 1) * self.spec.group_size - 1
+    return append_bookkeeping(self.replace(own=tuple(own)), g, last_of_group, layer == len(self.own) - 1, positions_bt)
 
-  def latent_of(self, layer: int, pending: jax.Array | None = None) -> jax.Array:
+  def latent_of(self, layer: int) -> jax.Array:
     """Layer ``layer``'s latents for every slot [B, S, r]: shared values, own entries scattered over them."""
     g = layer // self.spec.group_size
-    full = self.shared[g]
-    B, S, _ = full.shape
-    slot = self.own_slot[g]
-    U = slot.shape[1]
-    valid = (jnp.arange(U)[None] < self.own_len[:, None]) & (slot >= 0)
-    idx = jnp.where(valid, slot, S)  # out of bounds -> dropped
-    return jax.vmap(lambda f, i, o: f.at[i].set(o, mode="drop"))(full, idx, self.own[layer])
+    return scatter_own(self.shared[g], self.own_slot[g], self.own_len, self.own[layer])
 
   def attend(self, layer, q_btnh, q_pos_bt, *, window=None, rebuild=None, attn_params=None, latent=None, **_):
     if rebuild is None:
@@ -439,6 +420,35 @@ class MergedLatentCache:
   def unmerged_fraction(self) -> jax.Array:
     """Share of (group, prompt token) pairs kept unmerged, per the merge decision."""
     return sum(c.sum() for c in self.own_count) / (len(self.own_count) * self.prompt_len.sum())
+
+
+def append_bookkeeping(cache, group: int, record: bool, advance: bool, positions_bt):
+  """Shared by the merged caches (CommonKV, MiniCache): after a layer's own entries are written at
+  ``own_len``, ``record`` writes the decoded tokens' slots (``length + t``, -1 for padding) into
+  ``own_slot[group]`` (once per group: at its last layer), and ``advance`` (the model's last layer) writes the
+  positions and moves ``length`` and ``own_len``."""
+  if record:
+    slots = jnp.where(positions_bt >= 0, cache.length[:, None] + jnp.arange(positions_bt.shape[1])[None], -1)
+    own_slot = list(cache.own_slot)
+    own_slot[group] = _write_rows(own_slot[group], slots.astype(jnp.int32), cache.own_len)
+    cache = cache.replace(own_slot=tuple(own_slot))
+  if advance:
+    n = jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32)
+    cache = cache.replace(
+      pos=_write_rows(cache.pos, positions_bt.astype(jnp.int32), cache.length),
+      length=cache.length + n,
+      own_len=cache.own_len + n,
+    )
+  return cache
+
+
+def scatter_own(full, slot, own_len, own):
+  """``full [B, S, ...]`` with the valid own entries ``own [B, U, ...]`` written at their slots ``slot [B, U]``
+  (entries past ``own_len`` or with slot -1 are dropped)."""
+  S, U = full.shape[1], slot.shape[1]
+  valid = (jnp.arange(U)[None] < own_len[:, None]) & (slot >= 0)
+  idx = jnp.where(valid, slot, S)  # out of bounds -> dropped
+  return jax.vmap(lambda f, i, o: f.at[i].set(o, mode="drop"))(full, idx, own)
 
 
 def merge_after_prefill(

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxeff.attention.dense import masked_attention, position_mask
 from jaxeff.kvcache.base import FullCache, _write_rows
-from jaxeff.kvcache.commonkv import compress
+from jaxeff.kvcache.commonkv import append_bookkeeping, compress, scatter_own
 
 
 def palu_compress(config, params, *, rank=None, ratio=None, layer_scores=None, multiple=8):
@@ -63,11 +63,7 @@ class MiniCacheMerged:
     k = self.k_dir[p] * self.k_mag[layer][..., None]
     v = self.v_dir[p] * self.v_mag[layer][..., None]
     slot = self.own_slot[p]
-    U = slot.shape[1]
-    valid = (jnp.arange(U)[None] < self.own_len[:, None]) & (slot >= 0)
-    idx = jnp.where(valid, slot, k.shape[1])
-    put = jax.vmap(lambda f, i, o: f.at[i].set(o, mode="drop"))
-    return put(k, idx, self.own_k[layer]), put(v, idx, self.own_v[layer])
+    return scatter_own(k, slot, self.own_len, self.own_k[layer]), scatter_own(v, slot, self.own_len, self.own_v[layer])
 
   def prefill(self, *a, **k):
     raise ValueError("MiniCache merging happens after prefill; prefill into a FullCache, then merge")
@@ -76,21 +72,9 @@ class MiniCacheMerged:
     own_k, own_v = list(self.own_k), list(self.own_v)
     own_k[layer] = _write_rows(own_k[layer], k_btkh, self.own_len)
     own_v[layer] = _write_rows(own_v[layer], v_btkh, self.own_len)
+    last = layer == len(self.own_k) - 1
     out = self.replace(own_k=tuple(own_k), own_v=tuple(own_v))
-    if layer % 2 == 1 or layer == len(self.own_k) - 1:
-      p = layer // 2
-      slots = jnp.where(positions_bt >= 0, self.length[:, None] + jnp.arange(k_btkh.shape[1])[None], -1)
-      own_slot = list(self.own_slot)
-      own_slot[p] = _write_rows(own_slot[p], slots.astype(jnp.int32), self.own_len)
-      out = out.replace(own_slot=tuple(own_slot))
-    if layer == len(self.own_k) - 1:
-      n = jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32)
-      out = out.replace(
-        pos=_write_rows(self.pos, positions_bt.astype(jnp.int32), self.length),
-        length=self.length + n,
-        own_len=self.own_len + n,
-      )
-    return out
+    return append_bookkeeping(out, layer // 2, layer % 2 == 1 or last, last, positions_bt)
 
   def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **_):
     k, v = self._full(layer)
