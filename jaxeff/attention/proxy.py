@@ -105,6 +105,25 @@ def _check_qk(q, k, block_size, stride=1):
     raise ValueError(f"block_size {block_size} must be a positive multiple of stride {stride}")
 
 
+def _check_options(*, block_size, stride, gamma, min_budget_tokens, num_proxies, count_mode, row_mode, tile_reduce):
+  """Shape-independent checks of ProxyAttn's options (shared by ``estimate`` and ``ProxyAttention``)."""
+  if block_size <= 0 or stride <= 0 or block_size % stride:
+    raise ValueError(f"block_size {block_size} must be a positive multiple of stride {stride}")
+  if num_proxies <= 0:
+    raise ValueError(f"num_proxies must be positive, got {num_proxies}")
+  if not 0.0 < gamma <= 1.0:
+    raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+  if min_budget_tokens < 0:
+    raise ValueError(f"min_budget_tokens must be >= 0, got {min_budget_tokens}")
+  for name, val, allowed in (
+    ("count_mode", count_mode, COUNT_MODES),
+    ("row_mode", row_mode, ROW_MODES),
+    ("tile_reduce", tile_reduce, TILE_REDUCES),
+  ):
+    if val not in allowed:
+      raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
+
+
 def _lengths(lengths, B, L):
   if lengths is None:
     return jnp.full((B,), L, jnp.int32)
@@ -337,19 +356,18 @@ def estimate(
   _check_qk(q, k, block_size, stride)
   B, Hq, L, d = q.shape
   Hkv = k.shape[1]
-  if num_proxies <= 0 or Hkv % num_proxies:
+  _check_options(
+    block_size=block_size,
+    stride=stride,
+    gamma=gamma,
+    min_budget_tokens=min_budget_tokens,
+    num_proxies=num_proxies,
+    count_mode=count_mode,
+    row_mode=row_mode,
+    tile_reduce=tile_reduce,
+  )
+  if Hkv % num_proxies:
     raise ValueError(f"num_proxies {num_proxies} must divide the kv heads {Hkv} (proxy groups = kv groups)")
-  if not 0.0 < gamma <= 1.0:
-    raise ValueError(f"gamma must be in (0, 1], got {gamma}")
-  if min_budget_tokens < 0:
-    raise ValueError(f"min_budget_tokens must be >= 0, got {min_budget_tokens}")
-  for name, val, allowed in (
-    ("count_mode", count_mode, COUNT_MODES),
-    ("row_mode", row_mode, ROW_MODES),
-    ("tile_reduce", tile_reduce, TILE_REDUCES),
-  ):
-    if val not in allowed:
-      raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
   scale = d**-0.5 if scale is None else scale
   g = num_proxies
   nb = -(-L // block_size)
@@ -486,18 +504,17 @@ class ProxyAttention(BlockSparseBackend):
   max_blocks: int | None = None
 
   def __post_init__(self):
-    # Validate eagerly (a clear error before any work): reuse estimate's checks on a dummy-free path.
-    if not 0.0 < self.gamma <= 1.0:
-      raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-    if self.block_size <= 0 or self.stride <= 0 or self.block_size % self.stride:
-      raise ValueError(f"block_size {self.block_size} must be a positive multiple of stride {self.stride}")
-    if self.count_mode not in COUNT_MODES or self.row_mode not in ROW_MODES or self.tile_reduce not in TILE_REDUCES:
-      raise ValueError(
-        f"count_mode in {COUNT_MODES}, row_mode in {ROW_MODES}, tile_reduce in {TILE_REDUCES}; got "
-        f"{self.count_mode!r}, {self.row_mode!r}, {self.tile_reduce!r}"
-      )
-    if self.min_budget_tokens < 0 or self.num_proxies <= 0:
-      raise ValueError("min_budget_tokens must be >= 0 and num_proxies > 0")
+    # Validate eagerly: a clear error when the backend is built, before any model runs.
+    _check_options(
+      block_size=self.block_size,
+      stride=self.stride,
+      gamma=self.gamma,
+      min_budget_tokens=self.min_budget_tokens,
+      num_proxies=self.num_proxies,
+      count_mode=self.count_mode,
+      row_mode=self.row_mode,
+      tile_reduce=self.tile_reduce,
+    )
 
   @classmethod
   def for_model(cls, config, **kw) -> ProxyAttention:
