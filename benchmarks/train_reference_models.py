@@ -77,6 +77,20 @@ def stages(name: str):
       dataclasses.replace(
         base, seq_len=4096, batch_size=2, steps=60, passkey_rows=120, eval_every=30, checkpoint_every=30, **later
       ),
+      # The first digit is learned last: one more retrieval-heavy 512 stage, then the long context once more.
+      dataclasses.replace(
+        base,
+        seq_len=512,
+        batch_size=16,
+        steps=1000,
+        passkey_rows=16000,
+        eval_every=500,
+        checkpoint_every=200,
+        **dict(later, weights=(0.1, 0.9)),
+      ),
+      dataclasses.replace(
+        base, seq_len=4096, batch_size=2, steps=60, passkey_rows=120, eval_every=30, checkpoint_every=30, **later
+      ),
     ]
   if name == "tiny-code":
     base = tiny_code()

@@ -2,6 +2,8 @@
 ``ProxyAttention`` and its peers ``XAttention``, ``FlexPrefill``, ``MeanPoolTopK`` on one block-sparse kernel."""
 
 from jaxeff.attention.dense import Dense as Dense
+from jaxeff.attention.dense import TrainingAttention as TrainingAttention
+from jaxeff.attention.dense import flash_attention as flash_attention
 from jaxeff.attention.dense import masked_attention as masked_attention
 from jaxeff.attention.dense import position_mask as position_mask
 from jaxeff.attention.dense import reference_attention as reference_attention

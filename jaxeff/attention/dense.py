@@ -14,9 +14,11 @@ so padding (position -1), per-row offsets, compacted (evicted) caches and slidin
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 _NEG = -1e30  # finite, so a row with no visible key gives a uniform (ignored) distribution, not NaN
@@ -164,6 +166,150 @@ def blockwise_attention(
   return out.astype(q_btnh.dtype)
 
 
+def _prefix_blocks(T: int, block: int, window: int | None):
+  """Static (start, end, key_lo) per query block: block [a, e) sees keys [lo, e) under index-causality."""
+  out = []
+  for a in range(0, T, block):
+    e = min(a + block, T)
+    lo = 0 if window is None else max(0, (a - window + 1) // block * block)
+    out.append((a, e, lo))
+  return out
+
+
+def _flash_split(x_btnh, K):
+  B, T, N, H = x_btnh.shape
+  return x_btnh.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+
+
+def _flash_merge(x_bkgth):
+  B, K, G, T, H = x_bkgth.shape
+  return x_bkgth.transpose(0, 3, 1, 2, 4).reshape(B, T, K * G, H)
+
+
+def _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block):
+  B, T, N, H = q_btnh.shape
+  K = k_bskh.shape[2]
+  q = _flash_split(q_btnh * jnp.asarray(H**-0.5, q_btnh.dtype), K)
+  k = k_bskh.transpose(0, 2, 1, 3)  # [B, K, S, H]
+  v = v_bskh.transpose(0, 2, 1, 3)
+  outs, lses = [], []
+  for a, e, lo in _prefix_blocks(T, block, window):
+    s = jnp.einsum("bkgth,bksh->bkgts", q[:, :, :, a:e], k[:, :, lo:e], preferred_element_type=jnp.float32)
+    mask = position_mask(q_pos_bt[:, a:e], k_pos_bs[:, lo:e], window)[:, None, None]
+    s = jnp.where(mask, s, _NEG)
+    m = s.max(-1, keepdims=True)
+    p = jnp.exp(s - m)
+    l = p.sum(-1, keepdims=True)
+    o = jnp.einsum("bkgts,bksh->bkgth", p.astype(v.dtype), v[:, :, lo:e], preferred_element_type=jnp.float32)
+    outs.append(jnp.where(m > _NEG / 2, o / l, 0.0))  # a row with no visible key (padding) outputs 0
+    lses.append((m + jnp.log(l))[..., 0])
+  o = jnp.concatenate(outs, axis=3)
+  return _flash_merge(o).astype(q_btnh.dtype), jnp.concatenate(lses, axis=3)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _flash(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block):
+  return _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block)[0]
+
+
+def _flash_fwd(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block):
+  out, lse = _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block)
+  return out, (q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, out, lse)
+
+
+def _flash_bwd(window, block, res, do_btnh):
+  q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, out, lse = res
+  B, T, N, H = q_btnh.shape
+  K = k_bskh.shape[2]
+  scale = H**-0.5
+  f32 = jnp.float32
+  q = _flash_split(q_btnh.astype(f32) * scale, K)
+  do = _flash_split(do_btnh.astype(f32), K)
+  k = k_bskh.astype(f32).transpose(0, 2, 1, 3)
+  v = v_bskh.astype(f32).transpose(0, 2, 1, 3)
+  delta = jnp.sum(_flash_split(out.astype(f32), K) * do, axis=-1)  # rowsum(dO * O) [B, K, G, T]
+  dk, dv, dqs = jnp.zeros_like(k), jnp.zeros_like(v), []
+  for a, e, lo in _prefix_blocks(T, block, window):
+    qi, doi = q[:, :, :, a:e], do[:, :, :, a:e]
+    s = jnp.einsum("bkgth,bksh->bkgts", qi, k[:, :, lo:e])
+    mask = position_mask(q_pos_bt[:, a:e], k_pos_bs[:, lo:e], window)[:, None, None]
+    p = jnp.where(mask, jnp.exp(s - lse[:, :, :, a:e, None]), 0.0)
+    dv = dv.at[:, :, lo:e].add(jnp.einsum("bkgts,bkgth->bksh", p, doi))
+    dp = jnp.einsum("bkgth,bksh->bkgts", doi, v[:, :, lo:e])
+    ds = p * (dp - delta[:, :, :, a:e, None])
+    dqs.append(jnp.einsum("bkgts,bksh->bkgth", ds, k[:, :, lo:e]) * scale)
+    dk = dk.at[:, :, lo:e].add(jnp.einsum("bkgts,bkgth->bksh", ds, qi))
+  dq = _flash_merge(jnp.concatenate(dqs, axis=3))
+  zero_pos = lambda x: np.zeros(x.shape, jax.dtypes.float0)
+  return (
+    dq.astype(q_btnh.dtype),
+    dk.transpose(0, 2, 1, 3).astype(k_bskh.dtype),
+    dv.transpose(0, 2, 1, 3).astype(v_bskh.dtype),
+    zero_pos(q_pos_bt),
+    zero_pos(k_pos_bs),
+  )
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+def flash_attention(
+  q_btnh: Float[Array, "B T N H"],
+  k_btkh: Float[Array, "B T K H"],
+  v_btkh: Float[Array, "B T K H"],
+  q_pos_bt: Int[Array, "B T"],
+  k_pos_bt: Int[Array, "B T"],
+  *,
+  window: int | None = None,
+  block: int | None = None,
+) -> Float[Array, "B T N H"]:
+  r"""Exact causal self-attention for training: causal block skipping forward, recomputing backward.
+
+  Query block i = [a, e) attends only to keys [lo, e) (lo > 0 under a sliding window), i.e. the blocks above
+  the diagonal are never computed; within that prefix the position mask of ``masked_attention`` applies, so
+  padding (position -1) anywhere is exact. The forward keeps only O and the log-sum-exp L = m + log l; the
+  custom VJP recomputes P = exp(S - L) per block (flash-attention's backward, Dao et al. 2022):
+
+    dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dO * O)),  dQ = dS K / sqrt(H),  dK = dS^T Q / sqrt(H).
+
+  It never stores the [T, T] probabilities; on 2 CPU cores its gradient is 1.2-2.8x faster than
+  differentiating ``masked_attention`` and 2-4x faster than ``blockwise_attention`` at 256-4096 tokens. The
+  query-block loop
+  is unrolled at trace time, so this is for training lengths (``T / block`` up to a few dozen blocks); long
+  prefill at inference uses ``blockwise_attention``.
+
+  Assumes queries and keys are the same chunk (T == S) with positions increasing with the index in each row.
+  Rows with no visible key (padding queries) output zeros and pass no gradient (``masked_attention`` returns
+  the mean of the values there); every other row matches it exactly.
+
+  Args:
+    q_btnh: queries [B, T, N, H].
+    k_btkh, v_btkh: keys and values [B, T, K, H], N % K == 0.
+    q_pos_bt, k_pos_bt: positions [B, T], -1 = padding.
+    window: sliding window or ``None``.
+    block: query block size; default 64 up to 2048 tokens, else T / 32 rounded up to a multiple of 64
+      (at least 128): the fastest measured on CPU (gradient 2-4x faster than ``Dense``'s at 256-4096 tokens).
+
+  Returns:
+    [B, T, N, H] in the query dtype.
+
+  Example:
+    >>> q = k = v = jnp.ones((1, 8, 2, 4)); pos = jnp.arange(8)[None]
+    >>> flash_attention(q, k, v, pos, pos, block=4).shape
+    (1, 8, 2, 4)
+  """
+  B, T, N, H = q_btnh.shape
+  if k_btkh.shape[1] != T or v_btkh.shape[1] != T:
+    raise ValueError(f"flash_attention is self-attention: q has {T} tokens, k/v {k_btkh.shape[1]}")
+  if N % k_btkh.shape[2]:
+    raise ValueError(f"{N} query heads are not a multiple of {k_btkh.shape[2]} kv heads")
+  if block is None:
+    block = 64 if T <= 2048 else max(128, -(-T // 32 // 64) * 64)
+  if block <= 0:
+    raise ValueError(f"block must be positive, got {block}")
+  return _flash(q_btnh, k_btkh, v_btkh, q_pos_bt, k_pos_bt, window, block)
+
+
 @dataclasses.dataclass(frozen=True)
 class Dense:
   """Exact attention backend.
@@ -206,3 +352,22 @@ class Dense:
       block_k=min(self.block_k, round8),
       skip_blocks=self.skip_blocks,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingAttention:
+  """The backend the trainer differentiates: ``flash_attention`` for a chunk attending to itself (T == S),
+  ``Dense`` otherwise. Same results as ``Dense`` (padding query rows output zeros instead of a value mean).
+
+  Example:
+    >>> q = k = v = jnp.ones((1, 8, 2, 4)); pos = jnp.arange(8)[None]
+    >>> TrainingAttention()(q, k, v, pos, pos).shape
+    (1, 8, 2, 4)
+  """
+
+  block: int | None = None
+
+  def __call__(self, q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, *, window: int | None = None, layer: int = 0):
+    if q_btnh.shape[1] != k_bskh.shape[1] or q_btnh.shape[1] <= 16:
+      return Dense()(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, layer=layer)
+    return flash_attention(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, block=self.block)

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxeff import sharding as shard_lib
+from jaxeff.attention.dense import TrainingAttention
 from jaxeff.config import ModelConfig
 from jaxeff.models.decoder import forward, init_params, param_logical_axes
 from jaxeff.training import data as data_lib
@@ -282,12 +283,13 @@ def make_optimizer(config: TrainConfig, params: Any) -> optax.GradientTransforma
 
 # ------------------------------------------------------------------------------------------------ steps
 def masked_nll(params, inputs, targets, loss_mask, *, config: ModelConfig, compute_dtype=jnp.float32):
-  """(sum of masked token NLL, number of counted tokens) under ``forward``."""
+  """(sum of masked token NLL, number of counted tokens) under ``forward`` with ``TrainingAttention`` (exact
+  attention whose gradient recomputes per block instead of storing [T, T] probabilities)."""
   if compute_dtype != jnp.float32:
     params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
   B, T = inputs.shape
   pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-  logits, _ = forward(params, inputs, pos, config=config)
+  logits, _ = forward(params, inputs, pos, config=config, attention=TrainingAttention())
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
   return jnp.sum(nll * loss_mask), jnp.sum(loss_mask)
