@@ -173,7 +173,8 @@ class Sampler:
     params: the parameter pytree.
     attention: prefill attention backend (default ``Dense()``).
     cache_cls: a cache class or factory with ``init(config, batch, max_len, dtype)`` (default ``FullCache``)
-      and optionally ``after_prefill(cache, max_new_tokens=)`` (run once after the prompt is cached).
+      and optionally ``after_prefill(cache, max_new_tokens=)`` (run once after the prompt is cached) and
+      ``extend_prompt(params, tokens, positions)`` (extra prefill inputs, e.g. Judge Q's soft tokens).
     pad_multiple: prompts are right-padded to a multiple of this (fewer recompiles).
 
   Example:
@@ -204,6 +205,10 @@ class Sampler:
   # ----------------------------------------------------------------- pure pieces (jitted)
   def _prefill(self, params, tokens_bp, positions_bp, last_b, *, max_len: int):
     cache = self.cache_cls.init(self.config, tokens_bp.shape[0], max_len, self.dtype)
+    new_tokens = max_len - tokens_bp.shape[1]
+    extend = getattr(self.cache_cls, "extend_prompt", None)  # Judge Q appends its soft tokens to the prefill
+    if extend is not None:
+      params, tokens_bp, positions_bp = extend(params, tokens_bp, positions_bp)
     logits, cache = forward(
       params,
       tokens_bp,
@@ -216,8 +221,8 @@ class Sampler:
     )
     hook = getattr(self.cache_cls, "after_prefill", None)  # e.g. CommonKV's cross-layer merge
     if hook is not None:
-      cache = hook(cache, max_new_tokens=max_len - tokens_bp.shape[1])
-    return logits[:, 0], cache
+      cache = hook(cache, max_new_tokens=new_tokens)
+    return logits[:, 0, : self.config.vocab_size], cache
 
   def _decode(self, params, cache, last_bv, lengths_b, key, sp: SamplingParams):
     n = sp.n_samples

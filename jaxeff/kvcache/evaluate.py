@@ -26,7 +26,11 @@ def _runner(config: ModelConfig, factory: Any, B: int, C: int, F: int):
   def run(p, ctx, fol):
     cache = factory.init(config, B, C + F)
     pos = jnp.broadcast_to(jnp.arange(C), (B, C))
-    logits, cache = forward(p, ctx, pos, cache, config=config, is_prefill=True, logits_index=jnp.full((B,), C - 1))
+    pp, toks = p, ctx
+    if hasattr(factory, "extend_prompt"):  # Judge Q's soft tokens follow the context in the prefill
+      pp, toks, pos = factory.extend_prompt(p, ctx, pos)
+    logits, cache = forward(pp, toks, pos, cache, config=config, is_prefill=True, logits_index=jnp.full((B,), C - 1))
+    logits = logits[..., : config.vocab_size]
     hook = getattr(factory, "after_prefill", None)
     if hook is not None:
       cache = hook(cache, max_new_tokens=F)

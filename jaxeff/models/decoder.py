@@ -309,7 +309,7 @@ def forward(
       out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i)
     elif is_prefill:
       out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i)
-      cache = cache.prefill(i, k, v, positions_bt, **extra)
+      cache = cache.prefill(i, k, v, positions_bt, q=q, **extra)  # q: eviction presses score with it
     else:
       cache = cache.append(i, k, v, positions_bt, **extra)
       out = cache.attend(i, q, positions_bt, window=window, **extra)
