@@ -113,7 +113,48 @@ def _build_parser() -> argparse.ArgumentParser:
     help="merge CommonKV latents across each group's layers after prefill, keeping this least-similar "
     "fraction unmerged (e.g. 0.4; default: no merge)",
   )
+  gen.add_argument(
+    "--kv-press",
+    choices=("none", "snapkv", "pyramidkv", "h2o", "streaming", "recent", "random", "judgeq"),
+    default="none",
+    help="evict prompt KV entries after prefill with this scorer (judgeq needs --judgeq); the cache keeps "
+    "--kv-budget of them per layer and kv head, memory freed (default: %(default)s)",
+  )
+  gen.add_argument(
+    "--kv-budget",
+    type=float,
+    default=0.2,
+    help="eviction budget: a ratio in (0, 1] of the prompt, or a token count when >= 1 and integral, e.g. 256 "
+    "(default: %(default)s)",
+  )
+  gen.add_argument(
+    "--kv-window", type=int, default=8, help="eviction observation window / protected recent tokens (default: 8)"
+  )
+  gen.add_argument("--judgeq", default=None, help="folder of trained Judge Q soft tokens (`jaxeff judgeq train`)")
   gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+  jq = sub.add_parser(
+    "judgeq",
+    help="train Judge Q soft tokens for KV eviction",
+    description="`jaxeff judgeq train --model M --out DIR`: generate training data with the model itself (pass-key "
+    "prompts and stdlib code, greedy responses), train only the soft-token embeddings to align their attention "
+    "over the prompt with the response's, and save DIR/soft_emb.npy (use with `generate --kv-press judgeq "
+    "--judgeq DIR`).",
+  )
+  jq.add_argument("action", choices=("train",), help="what to do")
+  jq.add_argument(
+    "--model", default="tiny-recall", help="HF folder, 'default' or an embedded name (default: %(default)s)"
+  )
+  jq.add_argument("--out", required=True, help="output folder for soft_emb.npy and judgeq.json")
+  jq.add_argument("--soft-tokens", type=int, default=32, help="number of soft tokens (default: %(default)s)")
+  jq.add_argument("--examples", type=int, default=64, help="self-generated training examples (default: %(default)s)")
+  jq.add_argument("--prompt-len", type=int, default=512, help="prompt tokens per example (default: %(default)s)")
+  jq.add_argument("--response-len", type=int, default=5, help="greedy response tokens (default: %(default)s)")
+  jq.add_argument("--steps", type=int, default=200, help="Adam steps (default: %(default)s)")
+  jq.add_argument("--batch-size", type=int, default=8, help="examples per step (default: %(default)s)")
+  jq.add_argument("--lr", type=float, default=1e-2, help="learning rate (default: %(default)s)")
+  jq.add_argument("--loss", choices=("mse", "kl"), default="mse", help="alignment loss (default: %(default)s)")
+  jq.add_argument("--seed", type=int, default=0, help="data and init seed (default: %(default)s)")
 
   ins = sub.add_parser(
     "inspect",
@@ -210,9 +251,14 @@ def _load(model: str, dtype_name: str):
     from jaxeff.models.embedded import default_model
 
     return default_model(dtype)
+  from pathlib import Path
+
+  from jaxeff.models.embedded import reference_model_path
   from jaxeff.models.hf_io import load_hf
   from jaxeff.tokenizer import load_tokenizer
 
+  if model in ("tiny-code", "tiny-recall") and not Path(model).exists():
+    model = str(reference_model_path(model))  # an embedded reference model by name
   config, params = load_hf(model, dtype=dtype)
   bos = config.bos_token_id
   eos = config.stop_token_ids[0] if config.stop_token_ids else None
@@ -233,6 +279,47 @@ def _kv_cache(args, config, params):
     _, params, spec, _ = compress(config, params, group_size=args.kv_group, rank=args.kv_rank)
   merge = args.kv_merge_rho is not None
   return params, CommonKV(spec, bits=args.kv_bits, merge=merge, rho=args.kv_merge_rho if merge else 0.4)
+
+
+def _kv_press(args, cache_cls):
+  """The eviction press for ``--kv-press`` (replaces the cache factory; composes with full caches only)."""
+  from jaxeff.kvcache import FullCache
+  from jaxeff.kvcache.eviction import Press
+  from jaxeff.kvcache.judgeq import JudgeQPress, SoftTokens
+
+  if args.kv_press == "none":
+    return cache_cls
+  if cache_cls is not FullCache:
+    raise ValueError("--kv-press composes with --kv-cache full only in this version")
+  b = args.kv_budget
+  budget = int(b) if b >= 1 and float(b).is_integer() and b != 1.0 else float(b)
+  opts = dict(budget=budget, window_size=args.kv_window)
+  if args.kv_press == "judgeq":
+    if not args.judgeq:
+      raise ValueError("--kv-press judgeq needs --judgeq DIR (train one with `jaxeff judgeq train`)")
+    return JudgeQPress(SoftTokens.load(args.judgeq), **opts)
+  return Press(args.kv_press, **opts)
+
+
+def _cmd_judgeq(args) -> int:
+  from jaxeff.kvcache.judgeq import JudgeQConfig, make_training_data, train_judgeq
+
+  config, params, _ = _load(args.model, "float32")
+  jc = JudgeQConfig(
+    n_soft=args.soft_tokens, steps=args.steps, batch_size=args.batch_size, lr=args.lr, loss=args.loss, seed=args.seed
+  )
+  prompts, responses = make_training_data(
+    params,
+    config,
+    n_examples=args.examples,
+    prompt_len=args.prompt_len,
+    response_len=args.response_len,
+    seed=args.seed,
+  )
+  soft, hist, _ = train_judgeq(params, config, prompts, responses, jc)
+  out = soft.save(args.out, model=args.model, loss_first=hist[0], loss_last=hist[-1], steps=args.steps)
+  print(f"alignment loss {hist[0]:.4g} -> {hist[-1]:.4g}; soft tokens saved to {out}")
+  return 0
 
 
 def _cmd_generate(args) -> int:
@@ -272,6 +359,7 @@ def _cmd_generate(args) -> int:
     min_budget_tokens=args.min_budget_tokens,
   )
   params, cache_cls = _kv_cache(args, config, params)
+  cache_cls = _kv_press(args, cache_cls)
   sampler = Sampler(config, params, attention=attention, cache_cls=cache_cls)
   result = sampler.generate(prompts, sp, jax.random.key(args.seed))
   seqs = result.sequences()
@@ -443,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     "eval": _cmd_eval,
     "corpora": _cmd_corpora,
     "bench": _cmd_bench,
+    "judgeq": _cmd_judgeq,
   }
   try:
     return commands[args.command](args)

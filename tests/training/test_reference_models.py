@@ -52,13 +52,13 @@ def test_needle_probe_is_at_chance_for_a_random_model():
     needle_accuracy(init_params(ModelConfig.tiny(), jax.random.key(0)), ModelConfig.tiny(), [256], n=1)
 
 
-def test_tiny_recall_retrieves_key_digits_across_the_context():
-  """The retrieval probe model finds key digits 1-4 anywhere in up to 2048 tokens of code; chance per digit is
-  0.1. (All five digits at >= 95 % is the issue's target, not met yet: digit 0 is not learned, see TRAINING.json.)"""
+def test_tiny_recall_retrieves_the_pass_key_across_the_context():
+  """The retrieval probe model finds the whole 5-digit key anywhere in up to 4096 tokens of code (chance
+  1e-5); TRAINING.json records >= 95 % at 256-4096 tokens over 40 examples each."""
   from jaxeff.training.probes import needle_accuracy
 
   config, params, _ = load_reference_model("tiny-recall", jnp.float32)
   assert config.max_position_embeddings >= 4096 and config.vocab_size >= data_lib.PASSKEY_VOCAB
-  _, digits = needle_accuracy(params, config, [512, 2048], n=16, return_per_digit=True)
-  for L, acc in digits.items():
-    assert min(acc[1:]) >= 0.8, (L, acc)
+  acc, digits = needle_accuracy(params, config, [512, 2048], n=16, return_per_digit=True)
+  for L in acc:
+    assert acc[L] >= 0.85, (L, acc[L], digits[L])

@@ -1,0 +1,155 @@
+"""KV eviction benchmark: every press side by side at 5/10/20/50 % budgets, in one run.
+
+  python benchmarks/bench_eviction.py            # full run (tens of minutes on 2 cores)
+  python benchmarks/bench_eviction.py --quick    # fewer examples, no results file
+
+Quality is measured through the compressed cache (kvpress's setting: the context is prefilled and compressed
+without the question, then the question and answer are decoded through the cache with teacher forcing):
+
+* ``tiny-recall``: pass-key accuracy at 2048 tokens (exact 5-digit match and per-digit), per press and budget.
+* ``tiny-code``: bits per byte of 64 held-out code tokens after a 1024-token compressed context.
+* decode step time and cache bytes vs the full cache (2048-token prompt, 32 new tokens).
+
+Judge Q's soft tokens are trained first on data the model generates itself (pass-key prompts cut after the
+question and stdlib code windows of 512 tokens, greedy responses), on ``tiny-recall``; the training time is
+reported. Writes ``benchmarks/results/eviction.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks._common import target, write_results  # noqa: E402
+
+SCORERS = ["judgeq", "snapkv", "pyramidkv", "h2o", "streaming", "recent", "random"]
+BUDGETS = [0.05, 0.1, 0.2, 0.5]
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--quick", action="store_true", help="fewer examples and steps, no results file")
+  ap.add_argument("--length", type=int, default=2048, help="needle context length (default: %(default)s)")
+  ap.add_argument("--n", type=int, default=40, help="needle examples per point (default: %(default)s)")
+  ap.add_argument("--soft-tokens", type=int, default=32, help="Judge Q soft tokens (default: %(default)s)")
+  ap.add_argument("--steps", type=int, default=150, help="Judge Q training steps (default: %(default)s)")
+  args = ap.parse_args(argv)
+  if args.quick:
+    args.n, args.steps = 8, 20
+
+  from jaxeff.generation import Sampler, SamplingParams
+  from jaxeff.kvcache import FullCache
+  from jaxeff.kvcache.evaluate import cached_bits_per_byte, cached_needle_accuracy
+  from jaxeff.kvcache.eviction import Press
+  from jaxeff.kvcache.judgeq import JudgeQConfig, JudgeQPress, make_training_data, train_judgeq
+  from jaxeff.models.embedded import load_reference_model
+
+  cfg, params, _ = load_reference_model("tiny-recall")
+  t0 = time.perf_counter()
+  prompts, responses = make_training_data(params, cfg, n_examples=64, prompt_len=512, response_len=5, seed=0)
+  t_data = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  soft, hist, _ = train_judgeq(
+    params, cfg, prompts, responses, JudgeQConfig(n_soft=args.soft_tokens, steps=args.steps, batch_size=8, lr=1e-2)
+  )
+  t_train = time.perf_counter() - t0
+  print(f"Judge Q: data {t_data:.0f} s, training {t_train:.0f} s, loss {hist[0]:.3g} -> {hist[-1]:.3g}")
+
+  def press(name, budget, **kw):
+    if name == "full":
+      return FullCache
+    if name == "judgeq":
+      return JudgeQPress(soft, budget=budget, **kw)
+    return Press(name, budget=budget, **kw)
+
+  results = {
+    "judgeq_training": {
+      "soft_tokens": args.soft_tokens,
+      "examples": len(prompts),
+      "prompt_len": 512,
+      "steps": args.steps,
+      "data_seconds": t_data,
+      "train_seconds": t_train,
+      "loss_first": hist[0],
+      "loss_last": hist[-1],
+    },
+    "needle": {},
+    "code_bits_per_byte": {},
+  }
+  L = args.length
+  acc, dig = cached_needle_accuracy(params, cfg, FullCache, [L], n=args.n, return_per_digit=True)
+  results["needle"]["full"] = {"exact": acc[L], "per_digit": float(np.mean(dig[L]))}
+  print(f"needle @{L}: full cache exact {acc[L]:.3f} per-digit {np.mean(dig[L]):.3f}")
+  for name in SCORERS:
+    row = {}
+    for b in BUDGETS:
+      acc, dig = cached_needle_accuracy(params, cfg, press(name, b), [L], n=args.n, return_per_digit=True)
+      row[str(b)] = {"exact": acc[L], "per_digit": float(np.mean(dig[L]))}
+    results["needle"][name] = row
+    print(
+      f"  {name:10s} "
+      + "  ".join(f"{b:.0%}: {row[str(b)]['exact']:.3f}/{row[str(b)]['per_digit']:.3f}" for b in BUDGETS)
+    )
+
+  ccfg, cparams, _ = load_reference_model("tiny-code")
+  n_seqs = 2 if args.quick else 4
+  full_bpb = cached_bits_per_byte(cparams, ccfg, FullCache, context=1024, score=64, n_seqs=n_seqs)
+  results["code_bits_per_byte"]["full"] = full_bpb
+  print(f"tiny-code bits/byte after a 1024-token context: full {full_bpb:.3f}")
+  for name in [s for s in SCORERS if s != "judgeq"]:
+    row = {
+      str(b): cached_bits_per_byte(cparams, ccfg, press(name, b), context=1024, score=64, n_seqs=n_seqs)
+      for b in BUDGETS
+    }
+    results["code_bits_per_byte"][name] = row
+    print(f"  {name:10s} " + "  ".join(f"{b:.0%}: {row[str(b)]:.3f}" for b in BUDGETS))
+
+  # decode speed and memory on tiny-recall (2048-token prompt)
+  speed = {}
+  prompt = [np.random.default_rng(0).integers(0, 256, L).tolist()]
+  sp = SamplingParams(max_new_tokens=32, temperature=0.0)
+  for name, factory in [("full", FullCache), ("snapkv_10", press("snapkv", 0.1)), ("judgeq_10", press("judgeq", 0.1))]:
+    s = Sampler(cfg, params, cache_cls=factory)
+    s.generate(prompt, sp, jax.random.key(0))  # compile
+    times = [s.generate(prompt, sp, jax.random.key(0)).accounting for _ in range(3)]
+    dec = sorted(a.decode_s / max(a.decode_calls, 1) for a in times)[1]
+    pre = sorted(a.prefill_s for a in times)[1]
+    tok = np.asarray([prompt[0] + [0] * 0], np.int32)
+    cache = factory.init(cfg, 1, len(prompt[0]) + 32) if name == "full" else None
+    if name != "full":
+      from jaxeff.models import forward
+
+      toks, pos = np.asarray(tok), np.arange(L)[None]
+      p2 = params
+      if hasattr(factory, "extend_prompt"):
+        p2, toks, pos = factory.extend_prompt(params, toks, pos)
+      _, cache = forward(p2, toks, pos, factory.init(cfg, 1, L + 32), config=cfg, is_prefill=True)
+    speed[name] = {"decode_step_s": dec, "prefill_s": pre, "cache_bytes": int(cache.nbytes())}
+    print(f"  {name:10s} decode {dec * 1e3:.2f} ms/step, prefill {pre:.2f} s, cache {cache.nbytes() / 1e6:.2f} MB")
+  results["decode"] = speed
+
+  targets = []
+  jq, sk = results["needle"]["judgeq"], results["needle"]["snapkv"]
+  worst = min(jq[str(b)]["exact"] - sk[str(b)]["exact"] for b in BUDGETS)
+  targets.append(target("Judge Q - SnapKV needle accuracy, worst budget (>= 0)", worst, 0.0))
+  targets.append(
+    target(
+      "Judge Q - SnapKV needle accuracy at 10 % budget (points)", 100 * (jq["0.1"]["exact"] - sk["0.1"]["exact"]), 3.0
+    )
+  )
+  for t in targets:
+    print(f"  [{'met' if t['met'] else 'MISSED'}] {t['name']}: {t['measured']}")
+  if not args.quick:
+    print("wrote", write_results("eviction", results, targets))
+
+
+if __name__ == "__main__":
+  main()
