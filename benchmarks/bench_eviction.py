@@ -10,9 +10,9 @@ without the question, then the question and answer are decoded through the cache
 * ``tiny-code``: bits per byte of 64 held-out code tokens after a 1024-token compressed context.
 * decode step time and cache bytes vs the full cache (2048-token prompt, 32 new tokens).
 
-Judge Q's soft tokens are trained first on data the model generates itself (pass-key prompts cut after the
-question and stdlib code windows of 512 tokens, greedy responses), on ``tiny-recall``; the training time is
-reported. Writes ``benchmarks/results/eviction.json``.
+Judge Q's soft tokens are trained first on data each model generates itself (``tiny-recall``: pass-key prompts
+cut after the question and stdlib code windows of 512 tokens, 5-token greedy responses; ``tiny-code``: code
+windows, 16-token greedy responses); the training times are reported. Writes ``benchmarks/results/eviction.json``.
 """
 
 from __future__ import annotations
@@ -63,11 +63,11 @@ def main(argv=None):
   t_train = time.perf_counter() - t0
   print(f"Judge Q: data {t_data:.0f} s, training {t_train:.0f} s, loss {hist[0]:.3g} -> {hist[-1]:.3g}")
 
-  def press(name, budget, **kw):
+  def press(name, budget, soft_tokens=None, **kw):
     if name == "full":
       return FullCache
     if name == "judgeq":
-      return JudgeQPress(soft, budget=budget, **kw)
+      return JudgeQPress(soft_tokens or soft, budget=budget, **kw)
     return Press(name, budget=budget, **kw)
 
   results = {
@@ -100,13 +100,25 @@ def main(argv=None):
     )
 
   ccfg, cparams, _ = load_reference_model("tiny-code")
+  t0 = time.perf_counter()
+  cp, cr = make_training_data(cparams, ccfg, n_examples=64, prompt_len=512, response_len=16, seed=0)  # code only
+  csoft, chist, _ = train_judgeq(
+    cparams, ccfg, cp, cr, JudgeQConfig(n_soft=args.soft_tokens, steps=args.steps, batch_size=8, lr=1e-2)
+  )
+  results["judgeq_training_tiny_code"] = {
+    "seconds": time.perf_counter() - t0,
+    "response_len": 16,
+    "loss_first": chist[0],
+    "loss_last": chist[-1],
+  }
+  print(f"Judge Q on tiny-code: {time.perf_counter() - t0:.0f} s, loss {chist[0]:.3g} -> {chist[-1]:.3g}")
   n_seqs = 2 if args.quick else 4
   full_bpb = cached_bits_per_byte(cparams, ccfg, FullCache, context=1024, score=64, n_seqs=n_seqs)
   results["code_bits_per_byte"]["full"] = full_bpb
   print(f"tiny-code bits/byte after a 1024-token context: full {full_bpb:.3f}")
-  for name in [s for s in SCORERS if s != "judgeq"]:
+  for name in SCORERS:
     row = {
-      str(b): cached_bits_per_byte(cparams, ccfg, press(name, b), context=1024, score=64, n_seqs=n_seqs)
+      str(b): cached_bits_per_byte(cparams, ccfg, press(name, b, csoft), context=1024, score=64, n_seqs=n_seqs)
       for b in BUDGETS
     }
     results["code_bits_per_byte"][name] = row

@@ -179,6 +179,7 @@ class EvictedCache:
   """KV cache compacted by a ``Press`` at prefill (one ``EvictedLayer`` per layer, ``None`` before prefill)."""
 
   layers: tuple[Any, ...]
+  inner: Any  # with ``Press(inner=...)``: the composed cache (quantized / latent) holding the kept entries
   max_len: int = flax.struct.field(pytree_node=False)
   press: Any = flax.struct.field(pytree_node=False)
   config: ModelConfig = flax.struct.field(pytree_node=False)
@@ -189,7 +190,7 @@ class EvictedCache:
     layers[layer] = new
     return self.replace(layers=tuple(layers))
 
-  def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, q=None, **_) -> EvictedCache:
+  def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, q=None, **kw) -> EvictedCache:
     press = self.press
     n_extra = press.n_extra_tokens
     T = k_btkh.shape[1] - n_extra  # prompt keys (soft tokens, if any, sit after them and are dropped)
@@ -208,6 +209,8 @@ class EvictedCache:
     gather = lambda x: jnp.take_along_axis(x[:, :T], idx_bck[..., None], axis=1)
     kept_pos = jnp.where(ok, jnp.take_along_axis(jnp.broadcast_to(pos[:, None], idx.shape[:2] + (T,)), idx, -1), -1)
     free = self.max_len - T  # decode slots (the sampler sizes max_len = prompt + new tokens)
+    if press.inner is not None:
+      return self._prefill_inner(layer, T, idx[:, 0], kept_pos[:, 0], k_btkh, v_btkh, free, kw)
     B, K, H = k_btkh.shape[0], k_btkh.shape[2], k_btkh.shape[3]
     zeros = jnp.zeros((B, max(free, 0), K, H), self.dtype)
     entry = EvictedLayer(
@@ -218,10 +221,28 @@ class EvictedCache:
     )
     return self._replace_layer(layer, entry)
 
-  def append(self, layer, k_btkh, v_btkh, positions_bt, **_) -> EvictedCache:
+  def _prefill_inner(self, layer, T, idx_bc, pos_bc, k_btkh, v_btkh, free, kw) -> EvictedCache:
+    """Composition: the kept rows (one index set shared by all heads) go to the inner cache's prefill, latents
+    (CommonKV) gathered alongside; the inner cache is created at the first layer with room for the largest
+    layer budget plus the decode slots."""
+    inner = self.inner
+    if inner is None:
+      cap_all = max(self.press.capacity(i, T, self.config.n_layers) for i in range(self.config.n_layers))
+      inner = self.press.inner.init(self.config, k_btkh.shape[0], cap_all + max(free, 0), self.dtype)
+    take = lambda x: jnp.take_along_axis(x[:, :T], idx_bc.reshape(idx_bc.shape + (1,) * (x.ndim - 2)), axis=1)
+    if kw.get("latent") is not None:
+      kw = dict(kw, latent=take(kw["latent"]))
+    inner = inner.prefill(layer, take(k_btkh), take(v_btkh), pos_bc, **kw)
+    return self.replace(inner=inner)
+
+  def append(self, layer, k_btkh, v_btkh, positions_bt, **kw) -> EvictedCache:
+    if self.inner is not None:
+      return self.replace(inner=self.inner.append(layer, k_btkh, v_btkh, positions_bt, **kw))
     return self._replace_layer(layer, self.layers[layer].write(k_btkh, v_btkh, positions_bt))
 
-  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **_) -> Array:
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **kw) -> Array:
+    if self.inner is not None:
+      return self.inner.attend(layer, q_btnh, q_pos_bt, window=window, **kw)
     e = self.layers[layer]
     B, T, N, H = q_btnh.shape
     K = e.k.shape[2]
@@ -238,6 +259,8 @@ class EvictedCache:
 
   def kept_tokens(self, layer: int) -> Array:
     """[B, K] number of prompt/decoded entries the layer holds per kv head."""
+    if self.inner is not None:
+      return jnp.sum(self.inner.layers[layer].pos >= 0, axis=1)[:, None] * jnp.ones((1, self.config.n_kv_heads), int)
     return jnp.sum(self.layers[layer].pos >= 0, axis=1)
 
   def nbytes(self) -> int:
@@ -261,6 +284,9 @@ class Press:
     beta: PyramidKV's min/max ratio.
     h2o_normalize: divide H2O's column sums by the number of queries seeing each key.
     seed: the random baseline's seed.
+    inner: compose with another cache factory (``Quantized(bits=4)``, ``CommonKV(spec)``, ``FullCache``): the
+      kept entries are written through it (quantized / as latents). Needs ``per_head=False`` (one kept set for
+      all heads, since those caches share slot positions across heads).
 
   Raises:
     ValueError: on an unknown scorer, a budget <= 0, a ratio > 1, or (at prefill) more tokens than the prompt.
@@ -277,8 +303,11 @@ class Press:
   beta: float = 20.0
   h2o_normalize: bool = False
   seed: int = 0
+  inner: Any = None
 
   def __post_init__(self):
+    if self.inner is not None and self.per_head:
+      raise ValueError("a composed press (inner=...) keeps one set for all heads: pass per_head=False")
     if self.scorer not in SCORERS:
       raise ValueError(f"unknown press scorer {self.scorer!r}; choose from {', '.join(SCORERS)}")
     if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)):
@@ -296,7 +325,9 @@ class Press:
   def init(self, config: ModelConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> EvictedCache:
     if batch <= 0 or max_len <= 0:
       raise ValueError(f"cache needs batch > 0 and max_len > 0, got batch={batch}, max_len={max_len}")
-    return EvictedCache(layers=(None,) * config.n_layers, max_len=max_len, press=self, config=config, dtype=dtype)
+    return EvictedCache(
+      layers=(None,) * config.n_layers, inner=None, max_len=max_len, press=self, config=config, dtype=dtype
+    )
 
   @property
   def n_extra_tokens(self) -> int:

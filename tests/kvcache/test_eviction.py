@@ -208,3 +208,30 @@ def test_token_budget_above_prompt_length_fails(model):
   cfg, params = model
   with pytest.raises(ValueError, match="exceeds the prompt length"):
     _teacher_forced(params, cfg, Press("snapkv", budget=41), np.zeros((1, 40), np.int32), np.zeros((1, 2), np.int32))
+
+
+def test_composed_press_equals_each_piece_at_identity_settings(model):
+  """Eviction + int8 / CommonKV latents: at full budget the composition is the inner cache alone, bit for bit;
+  with FullCache inside, a real budget keeps exactly what the plain press keeps."""
+  from jaxeff.kvcache import CommonKV, Quantized, compress
+
+  cfg, params = model
+  rng = np.random.RandomState(5)
+  ctx, fol = rng.randint(0, cfg.vocab_size, (2, 40)), rng.randint(0, cfg.vocab_size, (2, 6))
+  q8 = Quantized(bits=8, group_size=16)
+  a, _ = _teacher_forced(params, cfg, q8, ctx, fol)
+  b, _ = _teacher_forced(params, cfg, Press("snapkv", budget=1.0, per_head=False, inner=q8), ctx, fol)
+  assert float(jnp.max(jnp.abs(a - b))) == 0.0
+  _, pc, spec, _ = compress(cfg, params, group_size=2, rank=16)
+  a, _ = _teacher_forced(pc, cfg, CommonKV(spec), ctx, fol)
+  b, _ = _teacher_forced(pc, cfg, Press("h2o", budget=1.0, per_head=False, inner=CommonKV(spec)), ctx, fol)
+  assert float(jnp.max(jnp.abs(a - b))) == 0.0
+  plain = Press("snapkv", budget=0.3, per_head=False)
+  a, _ = _teacher_forced(params, cfg, plain, ctx, fol)
+  b, _ = _teacher_forced(params, cfg, Press("snapkv", budget=0.3, per_head=False, inner=_Full), ctx, fol)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  # evicted + CommonKV latents + a real budget still decodes (and differs from the unevicted latent cache)
+  c, _ = _teacher_forced(pc, cfg, Press("snapkv", budget=0.3, per_head=False, inner=CommonKV(spec, bits=4)), ctx, fol)
+  assert bool(jnp.all(jnp.isfinite(c)))
+  with pytest.raises(ValueError, match="per_head=False"):
+    Press("snapkv", inner=q8)
