@@ -141,7 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
     "over the prompt with the response's, and save DIR/soft_emb.npy (use with `generate --kv-press judgeq "
     "--judgeq DIR`).",
   )
-  jq.add_argument("action", choices=("train",), help="what to do")
+  jq.add_argument("action", choices=("train",), help="train: generate data with the model, train, save")
   jq.add_argument(
     "--model", default="tiny-recall", help="HF folder, 'default' or an embedded name (default: %(default)s)"
   )

@@ -16,7 +16,7 @@ def _options(sub):
   return action.choices[sub]._actions
 
 
-@pytest.mark.parametrize("sub", ["generate", "inspect", "bench"])
+@pytest.mark.parametrize("sub", ["generate", "inspect", "bench", "judgeq"])
 def test_every_option_has_help(sub):
   for action in _options(sub):
     assert action.help and len(action.help) > 10, action.dest
@@ -180,3 +180,29 @@ def test_generate_with_compressed_kv_caches(capsys):
     outs[name] = json.loads(capsys.readouterr().out)["token_ids"]
   assert outs["ckv_full_rank"] == outs["full"]
   assert all(len(v[0][0]) == 6 for v in outs.values())
+
+
+def test_judgeq_train_then_generate_with_presses(tmp_path, capsys):
+  """`jaxeff judgeq train` writes soft tokens; `generate --kv-press` at full budget equals the full cache and
+  runs at a real budget for every press; bad press input fails with one line."""
+  out = tmp_path / "jq"
+  argv = ["judgeq", "train", "--model", "tiny-recall", "--out", str(out), "--soft-tokens", "4", "--examples", "4"]
+  argv += ["--prompt-len", "96", "--steps", "3", "--batch-size", "4"]
+  assert cli.main(argv) == 0
+  assert "soft tokens saved" in capsys.readouterr().out
+  assert (out / "soft_emb.npy").is_file() and json.loads((out / "judgeq.json").read_text())["n_soft"] == 4
+  common = ["generate", "--model", "tiny-recall", "--prompt", "import os\n" * 8, "--temperature", "0"]
+  common += ["--max-new-tokens", "5", "--json", "--no-stop"]
+  assert cli.main(common) == 0
+  full = json.loads(capsys.readouterr().out)["token_ids"]
+  assert cli.main(common + ["--kv-press", "judgeq", "--judgeq", str(out), "--kv-budget", "1.0"]) == 0
+  assert json.loads(capsys.readouterr().out)["token_ids"] == full
+  for press in ["snapkv", "pyramidkv", "h2o", "streaming"]:
+    assert cli.main(common + ["--kv-press", press, "--kv-budget", "0.3"]) == 0, press
+    assert len(json.loads(capsys.readouterr().out)["token_ids"][0][0]) == 5
+  assert cli.main(common + ["--kv-press", "snapkv", "--kv-budget", "20"]) == 0  # 20 tokens
+  capsys.readouterr()
+  assert cli.main(common + ["--kv-press", "judgeq"]) == 2
+  assert "--judgeq" in capsys.readouterr().err
+  assert cli.main(common + ["--kv-press", "snapkv", "--kv-budget", "0"]) == 2
+  assert "(0, 1]" in capsys.readouterr().err

@@ -308,6 +308,8 @@ def make_training_data(
   rng = np.random.default_rng([seed, 7])
   prompts = []
   n_key = int(round(n_examples * passkey_share)) if config.vocab_size >= data_lib.PASSKEY_VOCAB else 0
+  if n_key and prompt_len < 80:
+    raise ValueError(f"pass-key prompts need prompt_len >= 80 (needle, filler and question), got {prompt_len}")
   for _ in range(n_key):
     row, _, ans_at = data_lib.passkey_example(filler, prompt_len + 5, rng)
     prompts.append(row[ans_at - prompt_len : ans_at])
