@@ -19,13 +19,17 @@ from typing import Any
 ATTENTION_FULL = "full_attention"
 ATTENTION_SLIDING = "sliding_attention"
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe")
+MOE_MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
 
 _ARCHITECTURES = {
   "llama": "LlamaForCausalLM",
   "mistral": "MistralForCausalLM",
   "qwen2": "Qwen2ForCausalLM",
   "qwen3": "Qwen3ForCausalLM",
+  "mixtral": "MixtralForCausalLM",
+  "qwen2_moe": "Qwen2MoeForCausalLM",
+  "qwen3_moe": "Qwen3MoeForCausalLM",
 }
 
 # HF config keys that carry no modelling behaviour (bookkeeping, generation defaults, training-only knobs
@@ -60,6 +64,9 @@ _INERT_HF_KEYS = frozenset(
     "bos_token_id",
     "eos_token_id",
     "pad_token_id",
+    "output_router_logits",  # training-time outputs and losses of MoE routers
+    "router_aux_loss_coef",
+    "router_jitter_noise",  # multiplicative noise applied only in training mode
   }
 )
 
@@ -68,6 +75,12 @@ _MODEL_KEYS = {
   "mistral": {"sliding_window", "head_dim"},
   "qwen2": {"sliding_window", "layer_types"},
   "qwen3": {"sliding_window", "layer_types", "head_dim", "attention_bias"},
+  "mixtral": {"sliding_window", "head_dim", "num_local_experts", "num_experts_per_tok"},
+  "qwen2_moe": {"sliding_window", "layer_types", "qkv_bias", "num_experts", "num_experts_per_tok"}
+  | {"moe_intermediate_size", "shared_expert_intermediate_size", "norm_topk_prob", "decoder_sparse_step"}
+  | {"mlp_only_layers"},
+  "qwen3_moe": {"sliding_window", "layer_types", "head_dim", "attention_bias", "num_experts", "num_local_experts"}
+  | {"num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"},
 }
 
 _COMMON_KEYS = {
@@ -141,7 +154,16 @@ class ModelConfig:
       positions q with p - W < q <= p (Mistral / HF convention).
     layer_types: per-layer ``full_attention`` / ``sliding_attention``; ``None`` means all full, or all sliding
       when ``sliding_window`` is set (Mistral).
-    model_type: the HF family used by ``to_hf_config`` (llama, mistral, qwen2, qwen3).
+    model_type: the HF family used by ``to_hf_config`` (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe,
+      qwen3_moe).
+    n_experts, experts_per_token, d_expert: mixture-of-experts MLPs (0 = dense): E routed SwiGLU experts of
+      width ``d_expert``, top-k routing by softmax of the router logits.
+    norm_topk: renormalise the k selected routing weights to sum to 1 (Mixtral always; Qwen-MoE's
+      ``norm_topk_prob``).
+    d_shared, shared_gate: a shared SwiGLU expert of width ``d_shared`` added to every token, scaled by
+      ``sigmoid(w_g . x)`` when ``shared_gate`` (Qwen2-MoE).
+    moe_layers: per layer, whether its MLP is the MoE block (``None`` = all layers when ``n_experts > 0``);
+      dense layers use ``d_ff``.
     bos_token_id, eos_token_id, pad_token_id: special token ids (eos may be a tuple).
 
   Example:
@@ -168,6 +190,13 @@ class ModelConfig:
   sliding_window: int | None = None
   layer_types: tuple[str, ...] | None = None
   model_type: str = "llama"
+  n_experts: int = 0
+  experts_per_token: int = 0
+  d_expert: int = 0
+  norm_topk: bool = False
+  d_shared: int = 0
+  shared_gate: bool = False
+  moe_layers: tuple[bool, ...] | None = None
   bos_token_id: int | None = None
   eos_token_id: int | tuple[int, ...] | None = None
   pad_token_id: int | None = None
@@ -202,6 +231,17 @@ class ModelConfig:
         errors.append("layer_types contains sliding_attention but sliding_window is None")
     if isinstance(self.eos_token_id, list):
       object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+    if self.n_experts:
+      if not 1 <= self.experts_per_token <= self.n_experts:
+        errors.append(f"experts_per_token must be in [1, n_experts={self.n_experts}], got {self.experts_per_token}")
+      if self.d_expert <= 0:
+        errors.append(f"d_expert must be positive for a MoE config, got {self.d_expert}")
+    if self.d_shared < 0 or self.n_experts < 0:
+      errors.append("n_experts and d_shared must be >= 0")
+    if self.moe_layers is not None:
+      object.__setattr__(self, "moe_layers", tuple(bool(x) for x in self.moe_layers))
+      if len(self.moe_layers) != self.n_layers:
+        errors.append(f"moe_layers has {len(self.moe_layers)} entries for {self.n_layers} layers")
     if errors:
       raise ValueError("invalid ModelConfig: " + "; ".join(errors))
 
@@ -218,6 +258,12 @@ class ModelConfig:
     if self.layer_types is None:
       return self.sliding_window
     return self.sliding_window if self.layer_types[layer] == ATTENTION_SLIDING else None
+
+  def is_moe(self, layer: int) -> bool:
+    """Whether ``layer``'s MLP is the mixture-of-experts block."""
+    if not self.n_experts:
+      return False
+    return True if self.moe_layers is None else self.moe_layers[layer]
 
   @property
   def stop_token_ids(self) -> tuple[int, ...]:
@@ -240,8 +286,13 @@ class ModelConfig:
       attn += D
     if self.qk_norm:
       attn += 2 * H
-    per_layer = attn + 3 * D * F + 2 * D
-    total = self.n_layers * per_layer + D
+    total = D
+    for layer in range(self.n_layers):
+      if self.is_moe(layer):
+        mlp = self.n_experts * (3 * D * self.d_expert + D) + 3 * D * self.d_shared + (D if self.shared_gate else 0)
+      else:
+        mlp = 3 * D * F
+      total += attn + mlp + 2 * D
     if include_embeddings:
       total += self.vocab_size * D * (1 if self.tie_embeddings else 2)
     return total
@@ -404,16 +455,16 @@ class ModelConfig:
     head_dim = hf.get("head_dim") or d_model // n_heads
     n_layers = int(hf["num_hidden_layers"])
     attention_bias = bool(hf.get("attention_bias", False))
-    if model_type == "qwen2":
+    if model_type in ("qwen2", "qwen2_moe"):
       qkv_bias, o_bias = True, False
     else:
       qkv_bias = o_bias = attention_bias
 
     sliding_window = None
     layer_types = None
-    if model_type == "mistral":
+    if model_type in ("mistral", "mixtral"):
       sliding_window = hf.get("sliding_window")
-    elif model_type in ("qwen2", "qwen3"):
+    elif model_type in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"):
       if hf.get("use_sliding_window", False) and hf.get("sliding_window"):
         sliding_window = int(hf["sliding_window"])
         lt = hf.get("layer_types")
@@ -423,6 +474,22 @@ class ModelConfig:
         layer_types = tuple(lt)
         if ATTENTION_SLIDING not in layer_types:
           sliding_window, layer_types = None, None
+
+    moe: dict[str, Any] = {}
+    if model_type in MOE_MODEL_TYPES:
+      n_exp = int(hf.get("num_local_experts") or hf.get("num_experts") or 0)
+      width = int(hf["intermediate_size"] if model_type == "mixtral" else hf["moe_intermediate_size"])
+      moe = dict(n_experts=n_exp, experts_per_token=int(hf.get("num_experts_per_tok", 2)), d_expert=width)
+      moe["norm_topk"] = True if model_type == "mixtral" else bool(hf.get("norm_topk_prob", False))
+      if model_type == "qwen2_moe" and int(hf.get("shared_expert_intermediate_size") or 0) > 0:
+        moe.update(d_shared=int(hf["shared_expert_intermediate_size"]), shared_gate=True)
+      if model_type != "mixtral":
+        step = int(hf.get("decoder_sparse_step", 1) or 1)
+        only = set(hf.get("mlp_only_layers") or [])
+        layers = tuple(i not in only and n_exp > 0 and (i + 1) % step == 0 for i in range(n_layers))
+        moe["moe_layers"] = None if all(layers) else layers
+      if model_type == "qwen2_moe" and not hf.get("qkv_bias", True):
+        qkv_bias = False
 
     eos = hf.get("eos_token_id")
     return cls(
@@ -440,10 +507,11 @@ class ModelConfig:
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       qkv_bias=qkv_bias,
       o_bias=o_bias,
-      qk_norm=model_type == "qwen3",
+      qk_norm=model_type in ("qwen3", "qwen3_moe"),
       sliding_window=int(sliding_window) if sliding_window else None,
       layer_types=layer_types,
       model_type=model_type,
+      **moe,
       bos_token_id=hf.get("bos_token_id"),
       eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
       pad_token_id=hf.get("pad_token_id"),
@@ -457,20 +525,29 @@ class ModelConfig:
         Llama, an output bias on Qwen2).
     """
     mt = self.model_type
+    base = {"mixtral": "mistral", "qwen2_moe": "qwen2", "qwen3_moe": "qwen3"}.get(mt, mt)
     problems = []
-    if self.qk_norm != (mt == "qwen3"):
+    if (mt in MOE_MODEL_TYPES) != bool(self.n_experts):
+      problems.append(f"model_type={mt!r} with n_experts={self.n_experts}: MoE families need experts, dense ones none")
+    if mt == "mixtral" and (not self.norm_topk or self.d_shared or self.moe_layers is not None):
+      problems.append("mixtral renormalises top-k weights, has no shared expert and MoE in every layer")
+    if mt == "qwen3_moe" and self.d_shared:
+      problems.append("qwen3_moe has no shared expert")
+    if mt == "qwen2_moe" and self.d_shared and not self.shared_gate:
+      problems.append("qwen2_moe gates its shared expert (shared_gate=True)")
+    if self.qk_norm != (base == "qwen3"):
       problems.append(f"qk_norm={self.qk_norm} cannot be expressed by model_type={mt!r}")
-    if mt == "qwen2" and (not self.qkv_bias or self.o_bias):
+    if base == "qwen2" and (not self.qkv_bias or self.o_bias):
       problems.append("qwen2 requires qkv_bias=True and o_bias=False")
-    if mt == "mistral" and (self.qkv_bias or self.o_bias):
+    if base == "mistral" and (self.qkv_bias or self.o_bias):
       problems.append("mistral has no attention biases")
-    if mt in ("llama", "qwen3") and self.qkv_bias != self.o_bias:
+    if base in ("llama", "qwen3") and self.qkv_bias != self.o_bias:
       problems.append(
         f"{mt} ties q/k/v and o biases (attention_bias); got qkv_bias={self.qkv_bias}, o_bias={self.o_bias}"
       )
     if mt == "llama" and self.sliding_window is not None:
       problems.append("llama has no sliding window")
-    if mt == "mistral" and self.layer_types is not None and ATTENTION_FULL in self.layer_types:
+    if base == "mistral" and self.layer_types is not None and ATTENTION_FULL in self.layer_types:
       problems.append("mistral applies its sliding window to every layer")
     if problems:
       raise UnsupportedConfigError("; ".join(problems))
@@ -503,23 +580,39 @@ class ModelConfig:
       "eos_token_id": list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id,
       "pad_token_id": self.pad_token_id,
     }
-    if mt in ("llama", "mistral", "qwen3"):
+    if base in ("llama", "mistral", "qwen3"):
       hf["head_dim"] = self.head_dim
     elif self.head_dim * self.n_heads != self.d_model:
       raise UnsupportedConfigError(f"qwen2 derives head_dim = hidden_size / heads; {self.head_dim} does not match")
-    if mt in ("llama", "qwen3"):
+    if base in ("llama", "qwen3"):
       hf["attention_bias"] = self.qkv_bias
     if mt == "llama":
       hf["mlp_bias"] = False
-    if mt == "mistral":
+    if base == "mistral":
       hf["sliding_window"] = self.sliding_window
-    if mt in ("qwen2", "qwen3"):
+    if base in ("qwen2", "qwen3"):
       if self.sliding_window is not None:
         types = self.layer_types or (ATTENTION_SLIDING,) * self.n_layers
         hf.update(use_sliding_window=True, sliding_window=self.sliding_window, layer_types=list(types))
         hf["max_window_layers"] = next((i for i, t in enumerate(types) if t == ATTENTION_SLIDING), self.n_layers)
       else:
         hf.update(use_sliding_window=False, sliding_window=None, layer_types=[ATTENTION_FULL] * self.n_layers)
+    if mt == "mixtral":
+      hf.update(num_local_experts=self.n_experts, num_experts_per_tok=self.experts_per_token)
+      hf["intermediate_size"] = self.d_expert
+    elif mt in ("qwen2_moe", "qwen3_moe"):
+      layers = self.moe_layers or (True,) * self.n_layers
+      hf.update(
+        num_experts=self.n_experts,
+        num_experts_per_tok=self.experts_per_token,
+        moe_intermediate_size=self.d_expert,
+        norm_topk_prob=self.norm_topk,
+        decoder_sparse_step=1,
+        mlp_only_layers=[i for i, m in enumerate(layers) if not m],
+      )
+      if mt == "qwen2_moe":
+        hf["shared_expert_intermediate_size"] = self.d_shared
+        hf["qkv_bias"] = self.qkv_bias
     return hf
 
   def replace(self, **changes: Any) -> ModelConfig:

@@ -36,10 +36,25 @@ def hf_config(family: str):
     return tf.Qwen2Config(**COMMON, use_sliding_window=True, sliding_window=4, max_window_layers=1)
   if family == "qwen3":  # q/k RMSNorm, explicit head_dim != hidden/heads
     return tf.Qwen3Config(**COMMON, head_dim=32)
+  if family == "mixtral":  # 4 experts, top-2, renormalised (dense path)
+    return tf.MixtralConfig(**dict(COMMON, intermediate_size=48), num_local_experts=4, num_experts_per_tok=2)
+  if family == "qwen2_moe":  # shared expert with sigmoid gate, no renorm, layer 1 dense (mlp_only_layers)
+    return tf.Qwen2MoeConfig(
+      **COMMON,
+      num_experts=4,
+      num_experts_per_tok=2,
+      moe_intermediate_size=32,
+      shared_expert_intermediate_size=40,
+      mlp_only_layers=[1],
+    )
+  if family == "qwen3_moe":  # 12 experts, top-3, renormalised (routed path: ragged_dot), q/k norm
+    return tf.Qwen3MoeConfig(
+      **COMMON, head_dim=32, num_experts=12, num_experts_per_tok=3, moe_intermediate_size=24, norm_topk_prob=True
+    )
   raise ValueError(family)
 
 
-FAMILIES = ("llama", "llama_tied", "mistral", "qwen2", "qwen3")
+FAMILIES = ("llama", "llama_tied", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe")
 
 
 def make_hf_model(family: str, folder, seed: int = 0, scale: float = 0.1):

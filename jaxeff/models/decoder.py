@@ -19,6 +19,12 @@ leaf                                     shape                   logical axes
 ``layers[i].mlp_norm``                   [D]                     (norm,)
 ``layers[i].mlp.gate`` / ``.up``         [F, D]                  (mlp, embed)
 ``layers[i].mlp.down``                   [D, F]                  (embed, mlp)
+MoE layers (``config.is_moe(i)``):
+``layers[i].mlp.router``                 [E, D]                  (experts, embed)
+``layers[i].mlp.gate`` / ``.up``         [E, I, D]               (experts, mlp, embed)
+``layers[i].mlp.down``                   [E, D, I]               (experts, embed, mlp)
+``layers[i].mlp.shared.{gate,up,down}``  [S, D], [D, S]          (shared expert, ``d_shared``)
+``layers[i].mlp.shared_gate``            [1, D]  (shared_gate)   (None, embed)
 ``final_norm``                           [D]                     (norm,)
 ``lm_head``                              [V, D]  (untied only)   (vocab, embed)
 =======================================  ======================  =====================================
@@ -65,7 +71,25 @@ def param_specs(config: ModelConfig) -> dict[str, Any]:
     config.vocab_size,
   )
 
-  def layer():
+  def moe_mlp_specs():
+    E, I, S = config.n_experts, config.d_expert, config.d_shared
+    m = {
+      "router": ParamSpec((E, D), ("experts", "embed"), "normal"),
+      "gate": ParamSpec((E, I, D), ("experts", "mlp", "embed"), "normal"),
+      "up": ParamSpec((E, I, D), ("experts", "mlp", "embed"), "normal"),
+      "down": ParamSpec((E, D, I), ("experts", "embed", "mlp"), "normal"),
+    }
+    if S:
+      m["shared"] = {
+        "gate": ParamSpec((S, D), ("mlp", "embed"), "normal"),
+        "up": ParamSpec((S, D), ("mlp", "embed"), "normal"),
+        "down": ParamSpec((D, S), ("embed", "mlp"), "normal"),
+      }
+      if config.shared_gate:
+        m["shared_gate"] = ParamSpec((1, D), (None, "embed"), "normal")
+    return m
+
+  def layer(i):
     attn = {
       "q": ParamSpec((N, H, D), ("heads", "head_dim", "embed"), "normal"),
       "k": ParamSpec((K, H, D), ("kv_heads", "head_dim", "embed"), "normal"),
@@ -85,7 +109,9 @@ def param_specs(config: ModelConfig) -> dict[str, Any]:
       "attn_norm": ParamSpec((D,), ("norm",), "ones"),
       "attn": attn,
       "mlp_norm": ParamSpec((D,), ("norm",), "ones"),
-      "mlp": {
+      "mlp": moe_mlp_specs()
+      if config.is_moe(i)
+      else {
         "gate": ParamSpec((F, D), ("mlp", "embed"), "normal"),
         "up": ParamSpec((F, D), ("mlp", "embed"), "normal"),
         "down": ParamSpec((D, F), ("embed", "mlp"), "normal"),
@@ -94,7 +120,7 @@ def param_specs(config: ModelConfig) -> dict[str, Any]:
 
   specs: dict[str, Any] = {
     "embed": ParamSpec((V, D), ("vocab", "embed"), "normal"),
-    "layers": tuple(layer() for _ in range(config.n_layers)),
+    "layers": tuple(layer(i) for i in range(config.n_layers)),
     "final_norm": ParamSpec((D,), ("norm",), "ones"),
   }
   if not config.tie_embeddings:
@@ -192,7 +218,13 @@ def feed_forward(layer_params: dict[str, Any], x_btd: Array, config: ModelConfig
   return _FEED_FORWARD_IMPLS[kind](mlp, x_btd, config)
 
 
-_FEED_FORWARD_IMPLS: dict[str, Callable[..., Array]] = {"swiglu": swiglu_mlp}
+def _moe(mlp_params, x_btd, config):
+  from jaxeff.models.moe import moe_mlp
+
+  return moe_mlp(mlp_params, x_btd, config)
+
+
+_FEED_FORWARD_IMPLS: dict[str, Callable[..., Array]] = {"swiglu": swiglu_mlp, "moe": _moe}
 
 
 def register_feed_forward(kind: str, fn: Callable[..., Array]) -> None:

@@ -41,6 +41,7 @@ class TableEntry:
   path: tuple[Any, ...]  # path into the jaxeff params pytree
   to_jax: Callable[[np.ndarray], np.ndarray]
   to_hf: Callable[[np.ndarray], np.ndarray]
+  expert: int | None = None  # per-expert HF tensor: slice ``expert`` of the stacked [E, ...] leaf
 
 
 def _reshape(*shape):
@@ -77,10 +78,15 @@ def hf_table(config: ModelConfig) -> list[TableEntry]:
       entry(p + "self_attn.k_proj.weight", (K * H, D), L + ("attn", "k"), (K, H, D)),
       entry(p + "self_attn.v_proj.weight", (K * H, D), L + ("attn", "v"), (K, H, D)),
       entry(p + "self_attn.o_proj.weight", (D, N * H), L + ("attn", "o"), (D, N, H)),
-      entry(p + "mlp.gate_proj.weight", (F, D), L + ("mlp", "gate"), (F, D)),
-      entry(p + "mlp.up_proj.weight", (F, D), L + ("mlp", "up"), (F, D)),
-      entry(p + "mlp.down_proj.weight", (D, F), L + ("mlp", "down"), (D, F)),
     ]
+    if config.is_moe(i):
+      t += _moe_entries(config, p, L)
+    else:
+      t += [
+        entry(p + "mlp.gate_proj.weight", (F, D), L + ("mlp", "gate"), (F, D)),
+        entry(p + "mlp.up_proj.weight", (F, D), L + ("mlp", "up"), (F, D)),
+        entry(p + "mlp.down_proj.weight", (D, F), L + ("mlp", "down"), (D, F)),
+      ]
     if config.qkv_bias:
       t += [
         entry(p + "self_attn.q_proj.bias", (N * H,), L + ("attn", "q_bias"), (N, H)),
@@ -98,6 +104,34 @@ def hf_table(config: ModelConfig) -> list[TableEntry]:
   if not config.tie_embeddings:
     t.append(entry("lm_head.weight", (V, D), ("lm_head",), (V, D)))
   return t
+
+
+def _moe_entries(config: ModelConfig, p: str, L: tuple) -> list[TableEntry]:
+  """Per-expert hub keys of one MoE layer (Mixtral ``block_sparse_moe.experts.{e}.w1/w3/w2``, Qwen-MoE
+  ``mlp.experts.{e}.gate_proj/up_proj/down_proj``; routers, Qwen2-MoE's shared expert and its gate)."""
+  D, E, I, S = config.d_model, config.n_experts, config.d_expert, config.d_shared
+  same = lambda shape: (_reshape(*shape), _reshape(*shape))
+  out = []
+  if config.model_type == "mixtral":
+    names, router = {"gate": "w1", "up": "w3", "down": "w2"}, p + "block_sparse_moe.gate.weight"
+    fmt = p + "block_sparse_moe.experts.{e}.{n}.weight"
+  else:
+    names, router = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}, p + "mlp.gate.weight"
+    fmt = p + "mlp.experts.{e}.{n}.weight"
+  out.append(TableEntry(router, (E, D), L + ("mlp", "router"), *same((E, D))))
+  for e in range(E):
+    for leaf, n in names.items():
+      shape = (D, I) if leaf == "down" else (I, D)
+      out.append(TableEntry(fmt.format(e=e, n=n), shape, L + ("mlp", leaf), *same(shape), expert=e))
+  if S:
+    for leaf in ("gate", "up", "down"):
+      shape = (D, S) if leaf == "down" else (S, D)
+      out.append(
+        TableEntry(p + f"mlp.shared_expert.{leaf}_proj.weight", shape, L + ("mlp", "shared", leaf), *same(shape))
+      )
+    if config.shared_gate:
+      out.append(TableEntry(p + "mlp.shared_expert_gate.weight", (1, D), L + ("mlp", "shared_gate"), *same((1, D))))
+  return out
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -274,15 +308,21 @@ def load_hf(
   logical_axes = param_logical_axes(config) if mesh is not None else None
 
   params = _empty_tree(config)
-  for entry in hf_table(config):
-    w = entry.to_jax(files[entry.hf_name].get(entry.hf_name))  # a reshaped view of the mapped file
+  table = hf_table(config)
+  stacks: dict[tuple, list] = {}
+  for entry in table:  # per-expert tensors are gathered and stacked into their [E, ...] leaf
+    if entry.expert is not None:
+      stacks.setdefault(entry.path, []).append(entry.to_jax(files[entry.hf_name].get(entry.hf_name)))
+  stacked = [(path, np.stack(ws)) for path, ws in stacks.items()]
+  plain = [(e.path, e.to_jax(files[e.hf_name].get(e.hf_name))) for e in table if e.expert is None]
+  for path, w in plain + stacked:  # plain leaves: reshaped views of the mapped file
     if dtype is not None and w.dtype != np.dtype(dtype):
       w = w.astype(dtype)
     sharding = None
     if logical_axes is not None:
-      sharding = shard_lib.logical_sharding(_get_path(logical_axes, entry.path), w.shape, mesh)
+      sharding = shard_lib.logical_sharding(_get_path(logical_axes, path), w.shape, mesh)
     # may_alias: on CPU an aligned view is used in place (no copy); elsewhere this is the host->device copy.
-    _set_path(params, entry.path, jax.device_put(w, sharding, may_alias=True))
+    _set_path(params, path, jax.device_put(w, sharding, may_alias=True))
   params["layers"] = tuple(params["layers"])
   return config, params
 
@@ -375,6 +415,8 @@ def save_hf(
   for entry in table:
     try:
       leaf = _get_path(params, entry.path)
+      if entry.expert is not None:
+        leaf = leaf[entry.expert]
     except (KeyError, IndexError, TypeError):
       problems.append(f"missing param {'/'.join(map(str, entry.path))}")
       continue

@@ -1,0 +1,99 @@
+"""Mixture-of-experts MLP block (Mixtral, Qwen2-MoE, Qwen3-MoE) behind the decoder's ``feed_forward``.
+
+For a token x (after the MLP RMSNorm):
+
+  p = softmax(x R^T)  (float32),   (w, idx) = top-k(p),   w <- w / sum(w) if ``norm_topk``
+  y = sum_{j<k} w_j FFN_{idx_j}(x) + [sigmoid(g . x)] FFN_shared(x),   FFN(x) = down(silu(gate x) * (up x))
+
+Two paths that agree to float32 tolerance: ``dense`` evaluates every expert on every token and weights by the
+routing matrix A [T, E] (A[t, e] = w_j if e = idx_j else 0; what CAMERA's micro-expert analysis needs), and
+``routed`` sorts the (token, expert) assignments by expert and runs ``jax.lax.ragged_dot`` grouped matmuls
+(compute proportional to k, not E). ``routed`` is the default above ``DENSE_MAX_EXPERTS`` experts.
+
+Reference: Mixtral of Experts (arXiv 2401.04088); Qwen2-MoE / Qwen3-MoE model cards; transformers'
+``*SparseMoeBlock`` classes (parity tests in tests/models/test_moe_parity.py).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from jaxeff.config import ModelConfig
+
+DENSE_MAX_EXPERTS = 8  # up to this many experts the dense path is cheaper on CPU than sorting + grouped matmuls
+
+
+def route(router_ed: Array, x_td: Array, config: ModelConfig) -> tuple[Array, Array]:
+  """Top-k routing: (weights [T, k] in x's dtype, expert indices [T, k]); softmax over all experts in f32."""
+  logits = jnp.einsum("td,ed->te", x_td, router_ed, preferred_element_type=jnp.float32)
+  probs = jax.nn.softmax(logits, axis=-1)
+  w, idx = jax.lax.top_k(probs, config.experts_per_token)
+  if config.norm_topk:
+    w = w / jnp.sum(w, axis=-1, keepdims=True)
+  return w.astype(x_td.dtype), idx
+
+
+def routing_matrix(w_tk: Array, idx_tk: Array, n_experts: int) -> Array:
+  """A [T, E]: the routing weight of each expert for each token (0 when not selected)."""
+  return jnp.sum(jax.nn.one_hot(idx_tk, n_experts, dtype=w_tk.dtype) * w_tk[..., None], axis=1)
+
+
+def expert_hidden(mlp: dict[str, Array], x_td: Array) -> Array:
+  """silu(gate_e x) * (up_e x) for every expert: [T, E, I]."""
+  g = jnp.einsum("td,eid->tei", x_td, mlp["gate"])
+  u = jnp.einsum("td,eid->tei", x_td, mlp["up"])
+  return jax.nn.silu(g) * u
+
+
+def shared_output(mlp: dict[str, Array], x_td: Array) -> Array:
+  """The shared expert's contribution (gated by sigmoid(g . x) when present), or 0."""
+  if "shared" not in mlp:
+    return jnp.zeros_like(x_td)
+  sh = mlp["shared"]
+  h = jax.nn.silu(x_td @ sh["gate"].T) * (x_td @ sh["up"].T)
+  y = h @ sh["down"].T
+  if "shared_gate" in mlp:
+    y = y * jax.nn.sigmoid(x_td @ mlp["shared_gate"].T)
+  return y
+
+
+def moe_dense(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array:
+  """Every expert on every token, weighted by the routing matrix (exact; E/k times the routed compute)."""
+  w, idx = route(mlp["router"], x_td, config)
+  A = routing_matrix(w, idx, config.n_experts)  # [T, E]
+  h = expert_hidden(mlp, x_td) * A[..., None]  # [T, E, I]
+  return jnp.einsum("tei,edi->td", h, mlp["down"]) + shared_output(mlp, x_td)
+
+
+def moe_routed(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array:
+  """Token dispatch: the T*k (token, expert) pairs sorted by expert, grouped matmuls, weighted scatter-add."""
+  T, D = x_td.shape
+  E, k = config.n_experts, config.experts_per_token
+  w, idx = route(mlp["router"], x_td, config)
+  flat_e = idx.reshape(-1)  # [T*k]
+  order = jnp.argsort(flat_e, stable=True)
+  tok = order // k
+  xs = x_td[tok]  # [T*k, D] sorted by expert
+  sizes = jnp.bincount(flat_e, length=E).astype(jnp.int32)
+  g = jax.lax.ragged_dot(xs, mlp["gate"].transpose(0, 2, 1), sizes)
+  u = jax.lax.ragged_dot(xs, mlp["up"].transpose(0, 2, 1), sizes)
+  y = jax.lax.ragged_dot(jax.nn.silu(g) * u, mlp["down"].transpose(0, 2, 1), sizes)  # [T*k, D]
+  y = y * w.reshape(-1)[order][:, None]
+  out = jnp.zeros((T, D), y.dtype).at[tok].add(y)
+  return out.astype(x_td.dtype) + shared_output(mlp, x_td)
+
+
+def moe_mlp(mlp: dict[str, Array], x_btd: Float[Array, "B T D"], config: ModelConfig, impl: str | None = None):
+  """The MoE feed-forward on [B, T, D] (module docstring); ``impl`` 'dense' | 'routed' | None (by size)."""
+  B, T, D = x_btd.shape
+  x = x_btd.reshape(B * T, D)
+  impl = impl or ("dense" if config.n_experts <= DENSE_MAX_EXPERTS else "routed")
+  if impl == "dense":
+    y = moe_dense(mlp, x, config)
+  elif impl == "routed":
+    y = moe_routed(mlp, x, config)
+  else:
+    raise ValueError(f"impl must be 'dense' or 'routed', got {impl!r}")
+  return y.reshape(B, T, D)
