@@ -19,8 +19,8 @@ from typing import Any
 ATTENTION_FULL = "full_attention"
 ATTENTION_SLIDING = "sliding_attention"
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe")
-MOE_MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+MOE_MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 
 _ARCHITECTURES = {
   "llama": "LlamaForCausalLM",
@@ -30,6 +30,7 @@ _ARCHITECTURES = {
   "mixtral": "MixtralForCausalLM",
   "qwen2_moe": "Qwen2MoeForCausalLM",
   "qwen3_moe": "Qwen3MoeForCausalLM",
+  "olmoe": "OlmoeForCausalLM",
 }
 
 # HF config keys that carry no modelling behaviour (bookkeeping, generation defaults, training-only knobs
@@ -81,6 +82,7 @@ _MODEL_KEYS = {
   | {"mlp_only_layers"},
   "qwen3_moe": {"sliding_window", "layer_types", "head_dim", "attention_bias", "num_experts", "num_local_experts"}
   | {"num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"},
+  "olmoe": {"attention_bias", "clip_qkv", "num_experts", "num_experts_per_tok", "norm_topk_prob"},
 }
 
 _COMMON_KEYS = {
@@ -156,6 +158,9 @@ class ModelConfig:
       when ``sliding_window`` is set (Mistral).
     model_type: the HF family used by ``to_hf_config`` (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe,
       qwen3_moe).
+    qk_norm_scope: 'head' (Qwen3: RMSNorm over each head's H dims) or 'full' (OLMoE: over all N*H query / K*H
+      key dims of the projection).
+    clip_qkv: clamp q, k (after their norm) and v to [-c, c] (OLMoE); ``None`` = off.
     n_experts, experts_per_token, d_expert: mixture-of-experts MLPs (0 = dense): E routed SwiGLU experts of
       width ``d_expert``, top-k routing by softmax of the router logits.
     norm_topk: renormalise the k selected routing weights to sum to 1 (Mixtral always; Qwen-MoE's
@@ -187,6 +192,8 @@ class ModelConfig:
   qkv_bias: bool = False
   o_bias: bool = False
   qk_norm: bool = False
+  qk_norm_scope: str = "head"
+  clip_qkv: float | None = None
   sliding_window: int | None = None
   layer_types: tuple[str, ...] | None = None
   model_type: str = "llama"
@@ -231,6 +238,10 @@ class ModelConfig:
         errors.append("layer_types contains sliding_attention but sliding_window is None")
     if isinstance(self.eos_token_id, list):
       object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+    if self.qk_norm_scope not in ("head", "full"):
+      errors.append(f"qk_norm_scope must be 'head' or 'full', got {self.qk_norm_scope!r}")
+    if self.clip_qkv is not None and self.clip_qkv <= 0:
+      errors.append(f"clip_qkv must be positive or None, got {self.clip_qkv}")
     if self.n_experts:
       if not 1 <= self.experts_per_token <= self.n_experts:
         errors.append(f"experts_per_token must be in [1, n_experts={self.n_experts}], got {self.experts_per_token}")
@@ -285,7 +296,7 @@ class ModelConfig:
     if self.o_bias:
       attn += D
     if self.qk_norm:
-      attn += 2 * H
+      attn += (N + K) * H if self.qk_norm_scope == "full" else 2 * H
     total = D
     for layer in range(self.n_layers):
       if self.is_moe(layer):
@@ -478,12 +489,12 @@ class ModelConfig:
     moe: dict[str, Any] = {}
     if model_type in MOE_MODEL_TYPES:
       n_exp = int(hf.get("num_local_experts") or hf.get("num_experts") or 0)
-      width = int(hf["intermediate_size"] if model_type == "mixtral" else hf["moe_intermediate_size"])
+      width = int(hf["intermediate_size"] if model_type in ("mixtral", "olmoe") else hf["moe_intermediate_size"])
       moe = dict(n_experts=n_exp, experts_per_token=int(hf.get("num_experts_per_tok", 2)), d_expert=width)
       moe["norm_topk"] = True if model_type == "mixtral" else bool(hf.get("norm_topk_prob", False))
       if model_type == "qwen2_moe" and int(hf.get("shared_expert_intermediate_size") or 0) > 0:
         moe.update(d_shared=int(hf["shared_expert_intermediate_size"]), shared_gate=True)
-      if model_type != "mixtral":
+      if model_type in ("qwen2_moe", "qwen3_moe"):
         step = int(hf.get("decoder_sparse_step", 1) or 1)
         only = set(hf.get("mlp_only_layers") or [])
         layers = tuple(i not in only and n_exp > 0 and (i + 1) % step == 0 for i in range(n_layers))
@@ -507,7 +518,9 @@ class ModelConfig:
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       qkv_bias=qkv_bias,
       o_bias=o_bias,
-      qk_norm=model_type in ("qwen3", "qwen3_moe"),
+      qk_norm=model_type in ("qwen3", "qwen3_moe", "olmoe"),
+      qk_norm_scope="full" if model_type == "olmoe" else "head",
+      clip_qkv=float(hf["clip_qkv"]) if hf.get("clip_qkv") is not None else None,
       sliding_window=int(sliding_window) if sliding_window else None,
       layer_types=layer_types,
       model_type=model_type,
@@ -525,7 +538,7 @@ class ModelConfig:
         Llama, an output bias on Qwen2).
     """
     mt = self.model_type
-    base = {"mixtral": "mistral", "qwen2_moe": "qwen2", "qwen3_moe": "qwen3"}.get(mt, mt)
+    base = {"mixtral": "mistral", "qwen2_moe": "qwen2", "qwen3_moe": "qwen3", "olmoe": "olmoe"}.get(mt, mt)
     problems = []
     if (mt in MOE_MODEL_TYPES) != bool(self.n_experts):
       problems.append(f"model_type={mt!r} with n_experts={self.n_experts}: MoE families need experts, dense ones none")
@@ -535,18 +548,22 @@ class ModelConfig:
       problems.append("qwen3_moe has no shared expert")
     if mt == "qwen2_moe" and self.d_shared and not self.shared_gate:
       problems.append("qwen2_moe gates its shared expert (shared_gate=True)")
-    if self.qk_norm != (base == "qwen3"):
+    if self.qk_norm != (base in ("qwen3", "olmoe")) or (self.qk_norm_scope == "full") != (mt == "olmoe"):
       problems.append(f"qk_norm={self.qk_norm} cannot be expressed by model_type={mt!r}")
     if base == "qwen2" and (not self.qkv_bias or self.o_bias):
       problems.append("qwen2 requires qkv_bias=True and o_bias=False")
     if base == "mistral" and (self.qkv_bias or self.o_bias):
       problems.append("mistral has no attention biases")
-    if base in ("llama", "qwen3") and self.qkv_bias != self.o_bias:
+    if base in ("llama", "qwen3", "olmoe") and self.qkv_bias != self.o_bias:
       problems.append(
         f"{mt} ties q/k/v and o biases (attention_bias); got qkv_bias={self.qkv_bias}, o_bias={self.o_bias}"
       )
-    if mt == "llama" and self.sliding_window is not None:
-      problems.append("llama has no sliding window")
+    if mt in ("llama", "olmoe") and self.sliding_window is not None:
+      problems.append(f"{mt} has no sliding window")
+    if self.clip_qkv is not None and mt != "olmoe":
+      problems.append(f"clip_qkv is an OLMoE feature, not {mt}")
+    if mt == "olmoe" and (self.d_shared or self.moe_layers is not None):
+      problems.append("olmoe has no shared expert and MoE in every layer")
     if base == "mistral" and self.layer_types is not None and ATTENTION_FULL in self.layer_types:
       problems.append("mistral applies its sliding window to every layer")
     if problems:
@@ -584,7 +601,7 @@ class ModelConfig:
       hf["head_dim"] = self.head_dim
     elif self.head_dim * self.n_heads != self.d_model:
       raise UnsupportedConfigError(f"qwen2 derives head_dim = hidden_size / heads; {self.head_dim} does not match")
-    if base in ("llama", "qwen3"):
+    if base in ("llama", "qwen3", "olmoe"):
       hf["attention_bias"] = self.qkv_bias
     if mt == "llama":
       hf["mlp_bias"] = False
@@ -597,6 +614,9 @@ class ModelConfig:
         hf["max_window_layers"] = next((i for i, t in enumerate(types) if t == ATTENTION_SLIDING), self.n_layers)
       else:
         hf.update(use_sliding_window=False, sliding_window=None, layer_types=[ATTENTION_FULL] * self.n_layers)
+    if mt == "olmoe":
+      hf.update(num_experts=self.n_experts, num_experts_per_tok=self.experts_per_token, norm_topk_prob=self.norm_topk)
+      hf.update(intermediate_size=self.d_expert, clip_qkv=self.clip_qkv)
     if mt == "mixtral":
       hf.update(num_local_experts=self.n_experts, num_experts_per_tok=self.experts_per_token)
       hf["intermediate_size"] = self.d_expert

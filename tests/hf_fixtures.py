@@ -51,10 +51,12 @@ def hf_config(family: str):
     return tf.Qwen3MoeConfig(
       **COMMON, head_dim=32, num_experts=12, num_experts_per_tok=3, moe_intermediate_size=24, norm_topk_prob=True
     )
+  if family == "olmoe":  # q/k RMSNorm over the whole projection, clip_qkv, no renorm (8 experts: dense path)
+    return tf.OlmoeConfig(**dict(COMMON, intermediate_size=32), num_experts=8, num_experts_per_tok=2, clip_qkv=0.5)
   raise ValueError(family)
 
 
-FAMILIES = ("llama", "llama_tied", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe")
+FAMILIES = ("llama", "llama_tied", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 
 
 def make_hf_model(family: str, folder, seed: int = 0, scale: float = 0.1):

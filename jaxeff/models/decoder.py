@@ -102,7 +102,10 @@ def param_specs(config: ModelConfig) -> dict[str, Any]:
       attn["v_bias"] = ParamSpec((K, H), ("kv_heads", "head_dim"), "zeros")
     if config.o_bias:
       attn["o_bias"] = ParamSpec((D,), ("norm",), "zeros")
-    if config.qk_norm:
+    if config.qk_norm and config.qk_norm_scope == "full":  # OLMoE: over the whole projection
+      attn["q_norm"] = ParamSpec((N, H), ("heads", "head_dim"), "ones")
+      attn["k_norm"] = ParamSpec((K, H), ("kv_heads", "head_dim"), "ones")
+    elif config.qk_norm:
       attn["q_norm"] = ParamSpec((H,), ("head_dim",), "ones")
       attn["k_norm"] = ParamSpec((H,), ("head_dim",), "ones")
     return {
@@ -188,6 +191,19 @@ def rope(x_btnh: Float[Array, "B T N H"], positions_bt: Int[Array, "B T"], inv_f
   return x_btnh * cos + rot * sin
 
 
+def qk_norm(x_btnh: Array, w: Array, eps: float) -> Array:
+  """RMSNorm of q or k: per head for an [H] weight (Qwen3), over all heads' dims for an [N, H] weight (OLMoE)."""
+  if w.ndim == 1:
+    return rms_norm(x_btnh, w, eps)
+  xf = x_btnh.astype(jnp.float32)
+  y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=(-2, -1), keepdims=True) + eps)
+  return w * y.astype(x_btnh.dtype)
+
+
+def _clip(x: Array, config: ModelConfig) -> Array:
+  return x if config.clip_qkv is None else jnp.clip(x, -config.clip_qkv, config.clip_qkv)
+
+
 def linear(x: Array, w: Array, n_in: int = 1) -> Array:
   """y = x W^T for an output-major weight ``w`` [*out, *in] whose last ``n_in`` axes match x's last axes.
 
@@ -240,8 +256,9 @@ def qkv_projection(attn: dict[str, Array], h_btd: Array, positions_bt: Array, co
   if "q_bias" in attn:
     q, k, v = q + attn["q_bias"], k + attn["k_bias"], v + attn["v_bias"]
   if "q_norm" in attn:
-    q = rms_norm(q, attn["q_norm"], config.rms_norm_eps)
-    k = rms_norm(k, attn["k_norm"], config.rms_norm_eps)
+    q = qk_norm(q, attn["q_norm"], config.rms_norm_eps)
+    k = qk_norm(k, attn["k_norm"], config.rms_norm_eps)
+  q, k, v = _clip(q, config), _clip(k, config), _clip(v, config)
   q = rope(q, positions_bt, inv_freq)
   k = rope(k, positions_bt, inv_freq)
   return q, k, v
@@ -255,7 +272,8 @@ def rebuild_kv(attn: dict[str, Array], latent_btr: Array, positions_bt: Array, c
   if "k_bias" in attn:
     k, v = k + attn["k_bias"], v + attn["v_bias"]
   if "k_norm" in attn:
-    k = rms_norm(k, attn["k_norm"], config.rms_norm_eps)
+    k = qk_norm(k, attn["k_norm"], config.rms_norm_eps)
+  k, v = _clip(k, config), _clip(v, config)
   return rope(k, positions_bt, inv_freq), v
 
 
@@ -264,7 +282,8 @@ def _latent_qkv(attn, h_btd, positions_bt, config, inv_freq):
   if "q_bias" in attn:
     q = q + attn["q_bias"]
   if "q_norm" in attn:
-    q = rms_norm(q, attn["q_norm"], config.rms_norm_eps)
+    q = qk_norm(q, attn["q_norm"], config.rms_norm_eps)
+  q = _clip(q, config)
   q = rope(q, positions_bt, inv_freq)
   c = linear(h_btd, attn["kv_down"])  # [B, T, r]
   k, v = rebuild_kv(attn, c, positions_bt, config, inv_freq)

@@ -95,7 +95,12 @@ def hf_table(config: ModelConfig) -> list[TableEntry]:
       ]
     if config.o_bias:
       t.append(entry(p + "self_attn.o_proj.bias", (D,), L + ("attn", "o_bias"), (D,)))
-    if config.qk_norm:
+    if config.qk_norm and config.qk_norm_scope == "full":
+      t += [
+        entry(p + "self_attn.q_norm.weight", (N * H,), L + ("attn", "q_norm"), (N, H)),
+        entry(p + "self_attn.k_norm.weight", (K * H,), L + ("attn", "k_norm"), (K, H)),
+      ]
+    elif config.qk_norm:
       t += [
         entry(p + "self_attn.q_norm.weight", (H,), L + ("attn", "q_norm"), (H,)),
         entry(p + "self_attn.k_norm.weight", (H,), L + ("attn", "k_norm"), (H,)),
