@@ -1,0 +1,324 @@
+"""CAMERA (arXiv 2508.02322): micro-expert energy and CAMERA-P structured pruning of MoE layers.
+
+A micro-expert (e, i) is channel i of expert e across its three matrices: row i of ``gate`` and ``up`` and
+column i of ``down`` (the basis vector w_i in R^D). On a token x the MoE output is exactly
+
+  y(x) = sum_i phi_i(x) w_i,   phi_(e,i)(x) = A_e(x) silu(g_(e,i) . x) (u_(e,i) . x)
+
+with A_e the routing weight (0 when e is not selected); the shared expert's channels are micro-experts too,
+weighted by sigmoid(w_g . x) (Qwen2-MoE) or 1. The energy of micro-expert i over calibration tokens is
+
+  E_i = [ (1 - alpha) ||Phi[:, i]||_2^2 + alpha ||Phi[:, i]||_inf^2 ] ||w_i||_2^2       (alpha = 0.9 default)
+
+so alpha = 0 is exactly the squared Frobenius error of deleting i alone, alpha = 1 the worst-token squared
+error. Accumulated in float32 over token chunks (running sum and max of phi^2): the [tokens, N] matrix is
+never materialised beyond one chunk.
+
+CAMERA-P ranks all micro-experts of a layer (routed and shared together) and zeroes the ``floor(N * ratio)``
+lowest (``prune``); layers are scored in order on the inputs produced by the already-pruned earlier layers
+(as the official code does). ``compact`` then physically shrinks every expert to its surviving channels
+(permuted first, zero-padded to the layer's widest expert), so memory and MoE compute drop; masked and
+compacted models give identical logits.
+
+Baselines in the same API (``baseline_masks``): whole experts by routing frequency (NAEE-style expert
+pruning at an equal channel count), per-expert uniform channel pruning by weight magnitude, random channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxeff.attention.dense import Dense
+from jaxeff.config import ModelConfig, rope_inv_freq
+from jaxeff.models.decoder import feed_forward, linear, qkv_projection, rms_norm
+from jaxeff.models.moe import expert_hidden, route, routing_matrix
+
+
+# ------------------------------------------------------------------------------------------------ micro-experts
+def micro_coefficients(mlp: dict[str, Any], x_td, config: ModelConfig):
+  """Phi [T, N] (routed channels e-major, then shared) and the basis vectors W [N, D] of one MoE layer."""
+  w, idx = route(mlp["router"], x_td, config)
+  A = routing_matrix(w, idx, config.n_experts)  # [T, E]
+  E, D, I = mlp["down"].shape
+  phi = (expert_hidden(mlp, x_td) * A[..., None]).reshape(x_td.shape[0], E * I)
+  W = mlp["down"].transpose(0, 2, 1).reshape(E * I, D)
+  if "shared" in mlp:
+    sh = mlp["shared"]
+    h = jax.nn.silu(x_td @ sh["gate"].T) * (x_td @ sh["up"].T)
+    if "shared_gate" in mlp:
+      h = h * jax.nn.sigmoid(x_td @ mlp["shared_gate"].T)
+    phi = jnp.concatenate([phi, h], axis=1)
+    W = jnp.concatenate([W, sh["down"].T], axis=0)
+  return phi, W
+
+
+@dataclasses.dataclass
+class EnergyAccumulator:
+  """Running sum and max of phi^2 per micro-expert (float32), fed chunk by chunk."""
+
+  sum_sq: np.ndarray | None = None
+  max_sq: np.ndarray | None = None
+  tokens: int = 0
+
+  def update(self, phi_tn) -> None:
+    sq = jnp.square(phi_tn.astype(jnp.float32))
+    s, m = np.asarray(sq.sum(0)), np.asarray(sq.max(0))
+    self.sum_sq = s if self.sum_sq is None else self.sum_sq + s
+    self.max_sq = m if self.max_sq is None else np.maximum(self.max_sq, m)
+    self.tokens += int(phi_tn.shape[0])
+
+
+def energy(acc: EnergyAccumulator, W_nd, alpha: float = 0.9) -> np.ndarray:
+  """E_i = [(1 - alpha) sum_t phi_i^2 + alpha max_t phi_i^2] ||w_i||^2 (module docstring)."""
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+  wn = np.sum(np.square(np.asarray(W_nd, np.float32)), axis=1)
+  return ((1 - alpha) * acc.sum_sq + alpha * acc.max_sq) * wn
+
+
+# ------------------------------------------------------------------------------------------------ layer walk
+def _attention_half(lp, x, pos, config: ModelConfig, layer: int):
+  """x + Attn(RMSNorm(x)) for one layer (the decoder's block, exact attention)."""
+  h = rms_norm(x, lp["attn_norm"], config.rms_norm_eps)
+  q, k, v = qkv_projection(lp["attn"], h, pos, config, jnp.asarray(rope_inv_freq(config)))
+  out = Dense()(q, k, v, pos, pos, window=config.layer_window(layer))
+  a = linear(out, lp["attn"]["o"], n_in=2)
+  if "o_bias" in lp["attn"]:
+    a = a + lp["attn"]["o_bias"]
+  return x + a
+
+
+def layer_walk(params, config: ModelConfig, tokens_bt):
+  """Generator over layers: yields (layer, mlp_input [B, T, D], advance) where ``advance(layer_params)`` must be
+  called with the (possibly pruned) layer to move the hidden states on (it returns them, [B, T, D]).
+  Reproduces ``forward`` exactly."""
+  B, T = tokens_bt.shape
+  pos = jnp.broadcast_to(jnp.arange(T), (B, T))
+  x = jnp.take(params["embed"], jnp.asarray(tokens_bt), axis=0)
+  attn = jax.jit(lambda lp, x, i: _attention_half(lp, x, pos, config, i), static_argnums=2)
+  mlp = jax.jit(lambda lp, x, h: x + feed_forward(lp, h, config))
+  for i in range(config.n_layers):
+    x = attn(params["layers"][i], x, i)
+    h = rms_norm(x, params["layers"][i]["mlp_norm"], config.rms_norm_eps)
+    box = {}
+
+    def advance(lp, x=x, h=h, box=box):
+      box["x"] = mlp(lp, x, h)
+      return box["x"]
+
+    yield i, h, advance
+    x = box["x"]
+
+
+# ------------------------------------------------------------------------------------------------ CAMERA-P
+@dataclasses.dataclass
+class CameraReport:
+  """Per-layer energies [N], kept masks (routed [E, I], shared [S] or None) and timing."""
+
+  energies: dict[int, np.ndarray]
+  masks: dict[int, tuple[np.ndarray, np.ndarray | None]]
+  seconds: float
+  tokens: int
+
+
+def _n_micro(config: ModelConfig, lp) -> tuple[int, int, int]:
+  E, _, I = lp["mlp"]["down"].shape
+  S = lp["mlp"]["shared"]["down"].shape[1] if "shared" in lp["mlp"] else 0
+  return E, I, S
+
+
+def apply_masks(lp, routed_keep, shared_keep):
+  """Zero gate/up rows and down columns of pruned channels (silu(0) * 0 = 0: exactly no contribution)."""
+  m = dict(lp["mlp"])
+  rk = jnp.asarray(routed_keep, m["gate"].dtype)  # [E, I]
+  m["gate"] = m["gate"] * rk[..., None]
+  m["up"] = m["up"] * rk[..., None]
+  m["down"] = m["down"] * rk[:, None, :]
+  if shared_keep is not None:
+    sk = jnp.asarray(shared_keep, m["gate"].dtype)
+    sh = dict(m["shared"])
+    sh["gate"], sh["up"], sh["down"] = sh["gate"] * sk[:, None], sh["up"] * sk[:, None], sh["down"] * sk[None]
+    m["shared"] = sh
+  return {**lp, "mlp": m}
+
+
+def keep_lowest_pruned(scores: np.ndarray, n_prune: int) -> np.ndarray:
+  """Boolean keep mask dropping the ``n_prune`` lowest scores (ties: the lower index is pruned first, a
+  stable sort, like ``torch.topk(largest=False)`` on distinct values)."""
+  keep = np.ones(scores.shape, bool)
+  keep[np.argsort(scores, kind="stable")[:n_prune]] = False
+  return keep
+
+
+def camera_prune(
+  params,
+  config: ModelConfig,
+  calibration: np.ndarray,
+  ratio: float,
+  *,
+  alpha: float = 0.9,
+  chunk: int = 8,
+  method: str = "camera",
+  seed: int = 0,
+  progress: bool = False,
+):
+  """CAMERA-P (or a baseline with the same layer walk) -> (masked params, CameraReport).
+
+  Args:
+    params, config: a MoE model.
+    calibration: token ids [n, T] (e.g. windows of the stdlib code corpus).
+    ratio: fraction of each MoE layer's micro-experts (routed + shared) to remove, in [0, 1].
+    alpha: the energy's max weight.
+    chunk: calibration rows per step (the accumulators stream over chunks).
+    method: 'camera', or a baseline: 'frequency' (whole experts by routing frequency, NAEE-style),
+      'magnitude' (each expert loses ``ratio`` of its channels by ||g_i|| ||u_i|| ||w_i||), 'random'.
+
+  Raises:
+    ValueError: ratio outside [0, 1], an unknown method, or a dense model.
+  """
+  if not 0.0 <= ratio <= 1.0:
+    raise ValueError(f"pruning ratio must be in [0, 1], got {ratio}")
+  if method not in ("camera", "frequency", "magnitude", "random"):
+    raise ValueError(f"unknown method {method!r}; choose camera, frequency, magnitude or random")
+  if not config.n_experts:
+    raise ValueError("CAMERA needs a mixture-of-experts model (config.n_experts > 0)")
+  calibration = np.asarray(calibration, np.int32)
+  t0 = time.perf_counter()
+  new_layers = list(params["layers"])
+  report = CameraReport({}, {}, 0.0, int(calibration.size))
+  # layer by layer over all chunks: each layer is scored on inputs produced by the pruned earlier layers
+  view = {**params, "layers": new_layers}  # the walks read layer i when they reach it: earlier ones are pruned
+  walks = [layer_walk(view, config, calibration[a : a + chunk]) for a in range(0, len(calibration), chunk)]
+  coef = jax.jit(lambda m, h: micro_coefficients(m, h.reshape(-1, h.shape[-1]), config))
+
+  @jax.jit
+  def freq_fn(m, h):
+    idx = route(m["router"], h.reshape(-1, h.shape[-1]), config)[1]
+    return jnp.sum(jax.nn.one_hot(idx, config.n_experts), (0, 1))
+
+  rng = np.random.default_rng(seed)
+  layer_iter = range(config.n_layers)
+  if progress:
+    from tqdm.auto import tqdm
+
+    layer_iter = tqdm(layer_iter, desc=f"camera {method}", unit="layer")
+  for i in layer_iter:
+    steps = [next(w) for w in walks]
+    lp = new_layers[i]
+    if config.is_moe(i):
+      E, I, S = _n_micro(config, lp)
+      N = E * I + S
+      n_prune = int(np.floor(N * ratio))
+      acc, freq, W = EnergyAccumulator(), np.zeros(E), None
+      for _, h, _ in steps:
+        phi, W = coef(lp["mlp"], h)
+        acc.update(phi)
+        freq += np.asarray(freq_fn(lp["mlp"], h))
+      if method == "camera":
+        scores = energy(acc, W, alpha)
+        report.energies[i] = scores
+      elif method == "random":
+        scores = rng.random(N)
+      elif method == "magnitude":
+        scores = _magnitude_scores(lp["mlp"], E, I, S)
+      else:  # frequency: whole experts, least routed first (shared channels kept); see _per_method_keep
+        scores = None
+      keep = _per_method_keep(method, scores, n_prune, E, I, S, freq)
+      routed_keep, shared_keep = keep[: E * I].reshape(E, I), (keep[E * I :] if S else None)
+      report.masks[i] = (routed_keep, shared_keep)
+      lp = apply_masks(lp, routed_keep, shared_keep)
+      new_layers[i] = lp
+    for _, _, advance in steps:
+      advance(lp)
+  report.seconds = time.perf_counter() - t0
+  return {**params, "layers": tuple(new_layers)}, report
+
+
+def _magnitude_scores(mlp, E, I, S):
+  g = np.linalg.norm(np.asarray(mlp["gate"]), axis=2)  # [E, I]
+  u = np.linalg.norm(np.asarray(mlp["up"]), axis=2)
+  d = np.linalg.norm(np.asarray(mlp["down"]), axis=1)  # [E, I]
+  s = (g * u * d).reshape(-1)
+  if S:
+    sh = mlp["shared"]
+    ss = np.linalg.norm(np.asarray(sh["gate"]), axis=1) * np.linalg.norm(np.asarray(sh["up"]), axis=1)
+    s = np.concatenate([s, ss * np.linalg.norm(np.asarray(sh["down"]), axis=0)])
+  return s
+
+
+def _per_method_keep(method, scores, n_prune, E, I, S, freq):
+  if method in ("camera", "random"):
+    return keep_lowest_pruned(scores, n_prune)
+  if method == "magnitude":  # the same ratio inside every expert (and the shared expert)
+    keep = np.ones(E * I + S, bool)
+    ratio = n_prune / (E * I + S)
+    for e in range(E):
+      seg = scores[e * I : (e + 1) * I]
+      keep[e * I : (e + 1) * I] = keep_lowest_pruned(seg, int(np.floor(I * ratio)))
+    if S:
+      keep[E * I :] = keep_lowest_pruned(scores[E * I :], int(np.floor(S * ratio)))
+    return keep
+  # frequency: drop whole experts (least routed first) until n_prune channels are gone; finish with a partial
+  keep = np.ones(E * I + S, bool)
+  left = n_prune
+  for e in np.argsort(freq, kind="stable"):
+    if left <= 0:
+      break
+    take = min(I, left)
+    keep[e * I : e * I + take] = False
+    left -= take
+  return keep
+
+
+# ------------------------------------------------------------------------------------------------ compaction
+def compact(params, config: ModelConfig, report: CameraReport, multiple: int = 1):
+  """Physically drop pruned channels: each expert's kept channels move first (the intermediate axis is
+  permutation invariant), every expert of a layer is cut to the layer's widest kept count rounded up to
+  ``multiple`` (the rest zero-padded), the shared expert to its kept count. Returns params whose MoE leaves
+  are smaller; logits equal the masked model's."""
+  layers = list(params["layers"])
+  for i, (rk, sk) in report.masks.items():
+    m = dict(layers[i]["mlp"])
+    E, I = rk.shape
+    width = max(1, int(rk.sum(1).max()))
+    width = min(I, -(-width // multiple) * multiple)
+    order = np.argsort(~rk, axis=1, kind="stable")[:, :width]  # kept channels first, in index order
+    valid = np.take_along_axis(rk, order, axis=1)
+    oi = jnp.asarray(order)
+    vm = jnp.asarray(valid, m["gate"].dtype)
+    m["gate"] = jnp.take_along_axis(m["gate"], oi[..., None], axis=1) * vm[..., None]
+    m["up"] = jnp.take_along_axis(m["up"], oi[..., None], axis=1) * vm[..., None]
+    m["down"] = jnp.take_along_axis(m["down"], oi[:, None, :], axis=2) * vm[:, None, :]
+    if sk is not None:
+      sh = dict(m["shared"])
+      idx = jnp.asarray(np.flatnonzero(sk))
+      sh["gate"], sh["up"], sh["down"] = sh["gate"][idx], sh["up"][idx], sh["down"][:, idx]
+      m["shared"] = sh
+    layers[i] = {**layers[i], "mlp": m}
+  return {**params, "layers": tuple(layers)}
+
+
+def moe_param_bytes(params) -> int:
+  """Bytes of every MoE leaf (routers, experts, shared experts)."""
+  total = 0
+  for lp in params["layers"]:
+    if "router" in lp["mlp"]:
+      total += sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(lp["mlp"]))
+  return total
+
+
+def calibration_windows(tokens: Iterable[int] | np.ndarray, n: int, length: int, seed: int = 1234) -> np.ndarray:
+  """``n`` windows of ``length`` tokens at random offsets of a token stream (the official recipe: 128 x 2048,
+  seed 1234, WikiText-2; jaxeff uses the machine's stdlib code or Debian text)."""
+  stream = np.asarray(tokens, np.int32)
+  if len(stream) <= length:
+    raise ValueError(f"calibration stream of {len(stream)} tokens is shorter than one window of {length}")
+  starts = np.random.default_rng(seed).integers(0, len(stream) - length, n)
+  return np.stack([stream[s : s + length] for s in starts])
