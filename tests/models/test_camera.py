@@ -75,7 +75,7 @@ def test_layer_walk_reproduces_forward(calib):
   from jaxeff.models.decoder import rms_norm
 
   cfg, params = _model(moe_layers=(True, False))
-  for i, h, advance in layer_walk(params, cfg, calib):
+  for i, _h, advance in layer_walk(params, cfg, calib):
     x = advance(params["layers"][i])
   want, _ = forward(params, jnp.asarray(calib), jnp.broadcast_to(jnp.arange(24), calib.shape), config=cfg)
   got = rms_norm(x, params["final_norm"], cfg.rms_norm_eps) @ params["lm_head"].T
@@ -88,7 +88,7 @@ def test_ratio_zero_is_identity_and_masked_equals_compacted(calib):
   for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(params)):
     assert bool(jnp.array_equal(a, b))
   pruned, rep = camera_prune(params, cfg, calib, 0.4, chunk=4)
-  for i, (rk, sk) in rep.masks.items():
+  for _i, (rk, sk) in rep.masks.items():
     assert (~rk).sum() + (~sk).sum() == int(np.floor(44 * 0.4))
   small = compact(pruned, cfg, rep)
   toks = jnp.asarray(calib[:2])
