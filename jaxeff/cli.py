@@ -253,11 +253,11 @@ def _load(model: str, dtype_name: str):
     return default_model(dtype)
   from pathlib import Path
 
-  from jaxeff.models.embedded import reference_model_path
+  from jaxeff.models.embedded import REFERENCE_MODELS, reference_model_path
   from jaxeff.models.hf_io import load_hf
   from jaxeff.tokenizer import load_tokenizer
 
-  if model in ("tiny-code", "tiny-recall") and not Path(model).exists():
+  if model in REFERENCE_MODELS and not Path(model).exists():
     model = str(reference_model_path(model))  # an embedded reference model by name
   config, params = load_hf(model, dtype=dtype)
   bos = config.bos_token_id

@@ -25,7 +25,7 @@ from jaxeff.models.decoder import init_params
 from jaxeff.tokenizer import ByteTokenizer
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-REFERENCE_MODELS = ("tiny-code", "tiny-recall")
+REFERENCE_MODELS = ("tiny-code", "tiny-recall", "tiny-moe")
 
 
 def reference_model_path(name: str) -> Path:

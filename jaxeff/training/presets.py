@@ -84,4 +84,41 @@ def tiny_recall() -> TrainConfig:
   )
 
 
-PRESETS = {"smoke": smoke, "tiny-code": tiny_code, "tiny-recall": tiny_recall}
+def tiny_moe() -> TrainConfig:
+  """``tiny-moe``: a byte-level Qwen2-MoE-style LM (8 routed experts, top-2, a gated shared expert) on the stdlib
+  code corpus: the quality probe for CAMERA pruning and quantization."""
+  model = ModelConfig.tiny(
+    model_type="qwen2_moe",
+    qkv_bias=True,
+    d_model=128,
+    n_layers=4,
+    n_heads=4,
+    n_kv_heads=2,
+    head_dim=32,
+    d_ff=384,
+    n_experts=8,
+    experts_per_token=2,
+    d_expert=96,
+    d_shared=96,
+    shared_gate=True,
+    max_position_embeddings=2048,
+    rope_theta=10000.0,
+  )
+  return TrainConfig(
+    model=model,
+    corpora=("python",),
+    weights=(1.0,),
+    seq_len=512,
+    batch_size=16,
+    steps=600,
+    lr=3e-3,
+    warmup_steps=40,
+    schedule="cosine",
+    eval_every=300,
+    eval_batches=8,
+    checkpoint_every=100,
+    log_every=25,
+  )
+
+
+PRESETS = {"smoke": smoke, "tiny-code": tiny_code, "tiny-recall": tiny_recall, "tiny-moe": tiny_moe}

@@ -1,0 +1,224 @@
+"""CAMERA-Q: micro-expert mixed-precision quantization of MoE experts (RTN and GPTQ), packed storage.
+
+Micro-experts are ranked by CAMERA's energy (``jaxeff.moe.camera``) and split into groups with bit-widths
+(default 3 / 2 / 1 bits for 40 / 45 / 15 % of the channels: 2.25 bits on average; the paper's split is
+UNVERIFIED, so ``bits`` and ``ratios`` are options). All three vectors of a micro-expert (gate row, up row,
+down column: each of length D) share its precision. Quantization is asymmetric min-max per group of
+``group_size`` values along D:
+
+  scale = (max - min) / (2^b - 1),  zero = round(-min / scale),  q = clip(round(w / scale) + zero, 0, 2^b - 1),
+  w_hat = (q - zero) * scale.
+
+``rtn`` rounds to nearest; ``gptq`` (Frantar et al. 2023) sweeps the input columns of each matrix with the
+inverse-Hessian error feedback, H = X^T X of the matrix's calibration inputs (gate/up: the tokens routed to
+the expert; down: that expert's hidden activations), per-row grids for gate/up and per-column grids (the
+micro-expert's own bits) for down.
+
+Storage (``pack_codes``): b-bit codes as b bit-planes packed 8 per byte (exactly b bits per value) plus
+float16 scale and zero per group; ``dequantize`` unpacks with shifts in jnp (the XLA path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxeff.config import ModelConfig
+
+
+# ------------------------------------------------------------------------------------------------ grids
+def _grid(w: np.ndarray, bits: int):
+  """Asymmetric min-max grid over the last axis: (scale, zero) with w's leading shape."""
+  lo, hi = np.minimum(w.min(-1), 0.0), np.maximum(w.max(-1), 0.0)
+  qmax = 2**bits - 1
+  scale = (hi - lo) / qmax
+  scale = np.where(scale > 0, scale, 1.0)
+  zero = np.round(-lo / scale)
+  return scale, zero
+
+
+def _quant(w: np.ndarray, scale, zero, bits: int):
+  q = np.clip(np.round(w / scale[..., None]) + zero[..., None], 0, 2**bits - 1)
+  return q, (q - zero[..., None]) * scale[..., None]
+
+
+def rtn(w: np.ndarray, bits: np.ndarray | int, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Round-to-nearest of ``w [R, C]`` with per-row ``bits`` (int or [R]) and groups of ``group_size`` along C.
+  Returns (codes [R, C], dequantized [R, C]); 16 bits or more returns w unchanged (codes empty)."""
+  w = np.asarray(w, np.float64)
+  R, C = w.shape
+  bits = np.broadcast_to(np.asarray(bits), (R,))
+  if C % group_size:
+    raise ValueError(f"group_size {group_size} does not divide {C}")
+  codes, out = np.zeros((R, C), np.int32), w.copy()
+  for b in np.unique(bits):
+    rows = np.flatnonzero(bits == b)
+    if b >= 16:
+      continue
+    g = w[rows].reshape(len(rows), C // group_size, group_size)
+    s, z = _grid(g, int(b))
+    q, d = _quant(g, s, z, int(b))
+    codes[rows], out[rows] = q.reshape(len(rows), C), d.reshape(len(rows), C)
+  return codes, out
+
+
+def gptq(w: np.ndarray, H: np.ndarray, bits_rows=None, bits_cols=None, group_size: int = 32, damp: float = 0.01):
+  """GPTQ of ``w [R, C]`` (output-major; columns = inputs) under Hessian ``H [C, C]``.
+
+  ``bits_rows`` [R]: per-row grids (one precision per output row, groups of ``group_size`` along C, computed
+  when the sweep enters the group); ``bits_cols`` [C]: per-column grids over the R values of each column (the
+  column's own precision). Exactly one of them. Returns the dequantized weight [R, C].
+  """
+  W = np.asarray(w, np.float64).copy()
+  R, C = W.shape
+  H = np.asarray(H, np.float64).copy()
+  dead = np.diag(H) == 0
+  H[dead, dead] = 1.0
+  W[:, dead] = 0.0
+  H += damp * np.mean(np.diag(H)) * np.eye(C)
+  Hinv = np.linalg.cholesky(np.linalg.inv(H)).T  # upper Cholesky factor of H^-1
+  Q = np.zeros_like(W)
+  scale = zero = None
+  for j in range(C):
+    if bits_rows is not None:
+      if j % group_size == 0:
+        blk = W[:, j : j + group_size]
+        scale, zero = np.ones(R), np.zeros(R)
+        for b in np.unique(bits_rows):
+          r = np.flatnonzero(bits_rows == b)
+          if b < 16:
+            scale[r], zero[r] = _grid(blk[r], int(b))
+      q = W[:, j].copy()
+      for b in np.unique(bits_rows):
+        r = np.flatnonzero(bits_rows == b)
+        if b < 16:
+          q[r] = _quant(W[r, j : j + 1], scale[r], zero[r], int(b))[1][:, 0]
+    else:
+      b = int(bits_cols[j])
+      q = W[:, j].copy()
+      if b < 16:
+        g = W[:, j].reshape(-1, group_size) if R % group_size == 0 else W[:, j][None]
+        s, z = _grid(g, b)
+        q = _quant(g, s, z, b)[1].reshape(-1)
+    Q[:, j] = q
+    err = (W[:, j] - q) / Hinv[j, j]
+    W[:, j + 1 :] -= np.outer(err, Hinv[j, j + 1 :])
+  return Q
+
+
+# ------------------------------------------------------------------------------------------------ CAMERA-Q
+@dataclasses.dataclass(frozen=True)
+class QuantConfig:
+  """Mixed precision by energy: ``ratios`` of the micro-experts (highest energy first) get ``bits``."""
+
+  bits: tuple[int, ...] = (3, 2, 1)
+  ratios: tuple[float, ...] = (0.40, 0.45, 0.15)
+  group_size: int = 32
+  method: str = "gptq"
+  damp: float = 0.01
+
+  def __post_init__(self):
+    if len(self.bits) != len(self.ratios) or not self.bits:
+      raise ValueError(f"bits {self.bits} and ratios {self.ratios} must pair up")
+    if any(b < 1 or b > 16 for b in self.bits):
+      raise ValueError(f"bit-widths must be in [1, 16], got {self.bits}")
+    if any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1.0) > 1e-6:
+      raise ValueError(f"ratios must be >= 0 and sum to 1, got {self.ratios}")
+    if self.method not in ("rtn", "gptq"):
+      raise ValueError(f"method must be 'rtn' or 'gptq', got {self.method!r}")
+
+  @property
+  def mean_bits(self) -> float:
+    return float(sum(b * r for b, r in zip(self.bits, self.ratios)))
+
+
+def assign_bits(scores: np.ndarray, qc: QuantConfig) -> np.ndarray:
+  """Bits per micro-expert: the highest-energy ``ratios[0]`` get ``bits[0]``, and so on (ties: lower index
+  first). Group sizes are rounded so they sum to N."""
+  N = len(scores)
+  order = np.argsort(-np.asarray(scores), kind="stable")
+  counts = np.floor(np.asarray(qc.ratios) * N).astype(int)
+  counts[-1] = N - counts[:-1].sum()
+  out = np.empty(N, int)
+  start = 0
+  for b, c in zip(qc.bits, counts):
+    out[order[start : start + c]] = b
+    start += c
+  return out
+
+
+def quantize_layer(mlp: dict[str, Any], bits_n: np.ndarray, qc: QuantConfig, x_td=None, config: ModelConfig = None):
+  """Fake-quantize (quantize + dequantize) one MoE layer's routed and shared experts with per-micro-expert bits
+  [N] (routed e-major, then shared). GPTQ needs the layer's calibration inputs ``x_td`` and ``config``."""
+  from jaxeff.models.moe import expert_hidden, route
+
+  m = jax.tree.map(lambda a: np.asarray(a, np.float64), dict(mlp))
+  E, D, I = m["down"].shape
+  out = {k: v for k, v in mlp.items()}
+  gate, up, down = m["gate"].copy(), m["up"].copy(), m["down"].copy()
+  if qc.method == "gptq":
+    if x_td is None:
+      raise ValueError("GPTQ needs calibration inputs x_td")
+    x = np.asarray(x_td, np.float64)
+    _, idx = route(jnp.asarray(mlp["router"]), jnp.asarray(x_td), config)
+    idx = np.asarray(idx)
+    h_all = np.asarray(expert_hidden(mlp, jnp.asarray(x_td)), np.float64)  # [T, E, I]
+  for e in range(E):
+    b = bits_n[e * I : (e + 1) * I]
+    if qc.method == "rtn":
+      gate[e] = rtn(gate[e], b, qc.group_size)[1]
+      up[e] = rtn(up[e], b, qc.group_size)[1]
+      down[e] = rtn(down[e].T, b, qc.group_size)[1].T
+    else:
+      sel = np.any(idx == e, axis=1)
+      xe = x[sel] if sel.any() else x[:1] * 0
+      He = xe.T @ xe
+      he = h_all[sel, e] if sel.any() else h_all[:1, e] * 0
+      gate[e] = gptq(gate[e], He, bits_rows=b, group_size=qc.group_size, damp=qc.damp)
+      up[e] = gptq(up[e], He, bits_rows=b, group_size=qc.group_size, damp=qc.damp)
+      down[e] = gptq(down[e], he.T @ he, bits_cols=b, group_size=qc.group_size, damp=qc.damp)
+  dt = mlp["gate"].dtype
+  out["gate"], out["up"], out["down"] = (jnp.asarray(a, dt) for a in (gate, up, down))
+  if "shared" in mlp:
+    sh = {k: np.asarray(v, np.float64) for k, v in mlp["shared"].items()}
+    b = bits_n[E * I :]
+    sh["gate"] = rtn(sh["gate"], b, qc.group_size)[1]
+    sh["up"] = rtn(sh["up"], b, qc.group_size)[1]
+    sh["down"] = rtn(sh["down"].T, b, qc.group_size)[1].T
+    out["shared"] = {k: jnp.asarray(v, dt) for k, v in sh.items()}
+  return out
+
+
+# ------------------------------------------------------------------------------------------------ packing
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+  """b-bit codes [..., n] (n % 8 == 0) -> uint8 bit-planes [b, ..., n / 8]: exactly b bits per value."""
+  codes = np.asarray(codes, np.uint32)
+  if codes.shape[-1] % 8:
+    raise ValueError(f"the last axis ({codes.shape[-1]}) must be a multiple of 8 to pack")
+  if codes.size and codes.max() >= 2**bits:
+    raise ValueError(f"codes exceed {bits} bits")
+  planes = [np.packbits(((codes >> k) & 1).astype(np.uint8), axis=-1) for k in range(bits)]
+  return np.stack(planes)
+
+
+def unpack_codes(packed, bits: int):
+  """Inverse of ``pack_codes`` in jnp (shifts and masks): uint8 [b, ..., n/8] -> int32 codes [..., n]."""
+  packed = jnp.asarray(packed)
+  shifts = jnp.arange(7, -1, -1, dtype=jnp.uint8)
+  out = 0
+  for k in range(bits):
+    plane = (packed[k][..., None] >> shifts) & 1  # [..., n/8, 8] (packbits is big-endian within a byte)
+    out = out + (plane.astype(jnp.int32) << k)
+  return out.reshape(*packed.shape[1:-1], packed.shape[-1] * 8)
+
+
+def dequant_matmul(x, packed, scale, zero, bits: int, group_size: int):
+  """y = x W_hat^T with W_hat [R, C] dequantized from packed codes (scale/zero [R, C / group_size])."""
+  q = unpack_codes(packed, bits).astype(jnp.float32)
+  R, C = q.shape
+  w = (q.reshape(R, C // group_size, group_size) - zero[..., None]) * scale[..., None]
+  return x @ w.reshape(R, C).astype(x.dtype).T

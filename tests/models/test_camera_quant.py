@@ -1,0 +1,116 @@
+"""CAMERA-Q: quantizer bounds, GPTQ vs RTN, mixed precision by energy, bit-plane packing."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxeff.config import ModelConfig
+from jaxeff.models import init_params
+from jaxeff.models.moe import moe_dense
+from jaxeff.moe.quant import (
+  QuantConfig,
+  assign_bits,
+  dequant_matmul,
+  gptq,
+  pack_codes,
+  quantize_layer,
+  rtn,
+  unpack_codes,
+)
+
+
+def test_rtn_round_trip_within_half_a_step_and_error_falls_with_bits():
+  w = np.random.RandomState(0).randn(6, 64)
+  errs = []
+  for b in (1, 2, 3, 4, 8):
+    codes, d = rtn(w, b, 16)
+    assert codes.min() >= 0 and codes.max() <= 2**b - 1
+    g = w.reshape(6, 4, 16)
+    step = (np.maximum(g.max(-1), 0) - np.minimum(g.min(-1), 0)) / (2**b - 1)
+    assert np.all(np.abs(g - d.reshape(6, 4, 16)) <= step[..., None] / 2 + 1e-9)
+    errs.append(np.abs(w - d).mean())
+  assert all(a > b for a, b in zip(errs, errs[1:]))
+  assert np.array_equal(rtn(w, 16, 16)[1], w)  # 16 bits: no-op
+
+
+def test_gptq_with_identity_hessian_equals_rtn_and_beats_it_on_correlated_inputs():
+  rng = np.random.RandomState(1)
+  w = rng.randn(8, 32)
+  bits = np.array([3, 2, 2, 1, 3, 2, 1, 2])
+  np.testing.assert_allclose(gptq(w, np.eye(32), bits_rows=bits, group_size=16, damp=0.0), rtn(w, bits, 16)[1])
+  x = rng.randn(400, 32) @ rng.randn(32, 32) * 0.5 + rng.randn(400, 1)  # correlated inputs
+  H = x.T @ x
+  bits = np.array([3, 2, 2, 4, 3, 2, 4, 2])  # (at 1 bit min-max grids leave GPTQ no room: about RTN's error)
+  err = lambda q: np.sum((x @ (w - q).T) ** 2)
+  assert err(gptq(w, H, bits_rows=bits, group_size=16)) < err(rtn(w, bits, 16)[1])
+  cols = np.array([2] * 16 + [3] * 16)
+  assert err(gptq(w, H, bits_cols=cols, group_size=8)) < err(rtn(w.T, cols, 8)[1].T)
+
+
+def test_assign_bits_by_energy_and_mean_bits():
+  qc = QuantConfig()
+  assert abs(qc.mean_bits - 2.25) < 1e-9
+  scores = np.random.RandomState(2).rand(100)
+  b = assign_bits(scores, qc)
+  assert np.bincount(b)[1:].tolist() == [15, 45, 40]
+  order = np.argsort(-scores)
+  assert set(b[order[:40]]) == {3} and set(b[order[-15:]]) == {1}
+
+
+def test_quantized_layer_shares_bits_across_the_three_vectors_and_16_bits_is_identity():
+  cfg = ModelConfig.tiny(
+    model_type="qwen2_moe", qkv_bias=True, n_experts=4, experts_per_token=2, d_expert=8, d_shared=8, shared_gate=True
+  )
+  params = init_params(cfg, jax.random.key(0), std=0.3)
+  mlp = params["layers"][0]["mlp"]
+  x = jnp.asarray(np.random.RandomState(3).randn(64, cfg.d_model), jnp.float32)
+  same = quantize_layer(mlp, np.full(40, 16), QuantConfig(bits=(16,), ratios=(1.0,), method="rtn"))
+  for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(mlp)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-7)
+  bits = np.full(40, 16)
+  bits[3] = 1  # expert 0, channel 3 at 1 bit: only its gate row, up row and down column change
+  q = quantize_layer(mlp, bits, QuantConfig(bits=(16, 1), ratios=(0.5, 0.5), method="rtn"))
+  changed = lambda a, b: np.any(np.abs(np.asarray(a) - np.asarray(b)) > 1e-7)
+  assert changed(q["gate"][0, 3], mlp["gate"][0, 3]) and changed(q["down"][0, :, 3], mlp["down"][0, :, 3])
+  assert not changed(np.delete(np.asarray(q["gate"][0]), 3, 0), np.delete(np.asarray(mlp["gate"][0]), 3, 0))
+  assert not changed(np.delete(np.asarray(q["down"][0]), 3, 1), np.delete(np.asarray(mlp["down"][0]), 3, 1))
+  out = {
+    m: quantize_layer(mlp, np.full(40, 2), QuantConfig(bits=(2,), ratios=(1.0,), method=m), x, cfg)
+    for m in ("rtn", "gptq")
+  }
+  ref = moe_dense(mlp, x, cfg)
+  e = {m: float(jnp.mean((moe_dense(v, x, cfg) - ref) ** 2)) for m, v in out.items()}
+  assert e["gptq"] < e["rtn"], e
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_bit_plane_packing_round_trip_and_dequant_matmul(bits):
+  rng = np.random.RandomState(4)
+  codes = rng.randint(0, 2**bits, (6, 32))
+  packed = pack_codes(codes, bits)
+  assert packed.nbytes == bits * codes.size // 8
+  np.testing.assert_array_equal(np.asarray(unpack_codes(packed, bits)), codes)
+  w = rng.randn(6, 32)
+  c, d = rtn(w, bits, 16)
+  g = w.reshape(6, 2, 16)
+  lo, hi = np.minimum(g.min(-1), 0), np.maximum(g.max(-1), 0)
+  scale = (hi - lo) / (2**bits - 1)
+  zero = np.round(-lo / scale)
+  x = jnp.asarray(rng.randn(3, 32), jnp.float32)
+  y = dequant_matmul(x, pack_codes(c, bits), jnp.asarray(scale, jnp.float32), jnp.asarray(zero, jnp.float32), bits, 16)
+  np.testing.assert_allclose(np.asarray(y), np.asarray(x) @ d.T, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+  "kw, match",
+  [
+    (dict(bits=(3, 2), ratios=(1.0,)), "pair up"),
+    (dict(bits=(0,), ratios=(1.0,)), r"\[1, 16\]"),
+    (dict(ratios=(0.5, 0.5, 0.5)), "sum to 1"),
+    (dict(method="awq"), "rtn"),
+  ],
+)
+def test_bad_quant_configs_fail_clearly(kw, match):
+  with pytest.raises(ValueError, match=match):
+    QuantConfig(**kw)
