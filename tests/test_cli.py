@@ -3,6 +3,7 @@
 import json
 
 import jax
+import numpy as np
 import pytest
 
 from jaxeff import cli
@@ -16,7 +17,7 @@ def _options(sub):
   return action.choices[sub]._actions
 
 
-@pytest.mark.parametrize("sub", ["generate", "inspect", "bench", "judgeq"])
+@pytest.mark.parametrize("sub", ["generate", "inspect", "bench", "judgeq", "camera"])
 def test_every_option_has_help(sub):
   for action in _options(sub):
     assert action.help and len(action.help) > 10, action.dest
@@ -206,3 +207,30 @@ def test_judgeq_train_then_generate_with_presses(tmp_path, capsys):
   assert "--judgeq" in capsys.readouterr().err
   assert cli.main(common + ["--kv-press", "snapkv", "--kv-budget", "0"]) == 2
   assert "(0, 1]" in capsys.readouterr().err
+
+
+def test_camera_analyze_prune_quantize(tmp_path, capsys):
+  from jaxeff.models import load_hf
+
+  cfg = ModelConfig.tiny(
+    model_type="qwen2_moe", qkv_bias=True, n_experts=4, experts_per_token=2, d_expert=16, d_shared=16, shared_gate=True
+  )
+  save_hf(tmp_path / "moe", cfg, init_params(cfg, jax.random.key(0), std=0.2))
+  common = ["--model", str(tmp_path / "moe"), "--calib-windows", "2", "--calib-len", "64", "--json"]
+  assert cli.main(["camera", "analyze", *common]) == 0
+  info = json.loads(capsys.readouterr().out)
+  assert info["layers"]["0"]["micro_experts"] == 4 * 16 + 16
+  assert cli.main(["camera", "prune", *common, "--ratio", "0.5", "--out", str(tmp_path / "p"), "--compact"]) == 0
+  info = json.loads(capsys.readouterr().out)
+  assert info["compact_moe_param_bytes"] < info["moe_param_bytes"]
+  _, pruned = load_hf(tmp_path / "p")
+  gate = np.asarray(pruned["layers"][0]["mlp"]["gate"])
+  zero_rows = (np.abs(gate).sum(-1) == 0).sum()
+  shared_zero = (np.abs(np.asarray(pruned["layers"][0]["mlp"]["shared"]["gate"])).sum(-1) == 0).sum()
+  assert zero_rows + shared_zero == 40  # floor(80 * 0.5) micro-experts pruned in layer 0
+  assert cli.main(["camera", "quantize", *common, "--out", str(tmp_path / "q"), "--quantizer", "rtn"]) == 0
+  assert json.loads(capsys.readouterr().out)["mean_bits"] == pytest.approx(2.25)
+  assert cli.main(["camera", "prune", *common, "--ratio", "1.5", "--out", str(tmp_path / "x")]) == 2
+  assert "[0, 1]" in capsys.readouterr().err
+  assert cli.main(["camera", "quantize", *common, "--bits", "3", "2", "--bit-ratios", "0.5", "0.6"]) == 2
+  assert "sum to 1" in capsys.readouterr().err
