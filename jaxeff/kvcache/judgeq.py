@@ -10,7 +10,8 @@ pays to it:
 
 over the prompt keys j (probabilities of the real softmax over every visible key, restricted to the prompt).
 UNVERIFIED choices, as options: ``loss='kl'`` (KL(A_resp || A_soft) after renormalising over the prompt),
-``head_average=True`` (align the head-averaged maps), ``layers`` (a subset). The response branch is a constant
+``head_average=True`` (align the head-averaged maps), ``layers`` (a subset), ``target_pool='max'`` (the response
+target pooled by a per-key max over the response tokens instead of the mean). The response branch is a constant
 (computed once, ``stop_gradient`` in effect).
 
 At inference (``JudgeQPress``) the soft tokens are prefilled after the prompt (positions continue from it);
@@ -144,26 +145,30 @@ class AttentionProbe:
   maps: tuple[Any, ...]
   rows: tuple[int, int] = flax.struct.field(pytree_node=False)
   prompt: int = flax.struct.field(pytree_node=False)
+  pool: str = flax.struct.field(pytree_node=False, default="mean")
 
   @classmethod
-  def create(cls, n_layers: int, rows: tuple[int, int], prompt: int) -> AttentionProbe:
-    return cls(maps=(None,) * n_layers, rows=rows, prompt=prompt)
+  def create(cls, n_layers: int, rows: tuple[int, int], prompt: int, pool: str = "mean") -> AttentionProbe:
+    if pool not in ("mean", "max"):
+      raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
+    return cls(maps=(None,) * n_layers, rows=rows, prompt=prompt, pool=pool)
 
   def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, q=None, **_):
     a, b = self.rows
     p = query_key_probs(q[:, a:b], positions_bt[:, a:b], k_btkh, positions_bt)  # [B, K, G, W, S]
-    m = p[..., : self.prompt].mean(3)
+    m = p[..., : self.prompt].mean(3) if self.pool == "mean" else p[..., : self.prompt].max(3)
     B, K, G, P = m.shape
     maps = list(self.maps)
     maps[layer] = m.reshape(B, K * G, P)
     return self.replace(maps=tuple(maps))
 
 
-def attention_maps(params, config: ModelConfig, tokens_bt, rows: tuple[int, int], prompt: int) -> Array:
-  """[L, B, N, prompt]: mean attention of rows [a, b) over the first ``prompt`` keys, per layer and head."""
+def attention_maps(params, config: ModelConfig, tokens_bt, rows: tuple[int, int], prompt: int, pool="mean") -> Array:
+  """[L, B, N, prompt]: attention of rows [a, b) over the first ``prompt`` keys, per layer and head, pooled over
+  the rows by ``pool`` ('mean', or 'max' per key)."""
   B, T = tokens_bt.shape
   pos = jnp.broadcast_to(jnp.arange(T), (B, T))
-  probe = AttentionProbe.create(config.n_layers, rows, prompt)
+  probe = AttentionProbe.create(config.n_layers, rows, prompt, pool)
   _, probe = forward(
     params, tokens_bt, pos, probe, config=config, is_prefill=True, logits_index=jnp.zeros((B,), jnp.int32)
   )
@@ -198,9 +203,12 @@ class JudgeQConfig:
   loss: str = "mse"
   head_average: bool = False
   layers: tuple[int, ...] | None = None
+  target_pool: str = "mean"
   seed: int = 0
 
   def __post_init__(self):
+    if self.target_pool not in ("mean", "max"):
+      raise ValueError(f"target_pool must be 'mean' or 'max', got {self.target_pool!r}")
     if self.n_soft < 1 or self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
       raise ValueError("n_soft, steps, batch_size must be >= 1 and lr > 0")
     if self.loss not in ("mse", "kl"):
@@ -213,10 +221,11 @@ def init_soft(params, n: int, seed: int = 0) -> np.ndarray:
   return emb[np.random.default_rng(seed).integers(0, emb.shape[0], n)].copy()
 
 
-def response_maps(params, config: ModelConfig, prompts, responses, batch_size: int = 8) -> np.ndarray:
-  """A_resp for every example: [E, L, N, P] (the response tokens' mean attention over the prompt)."""
+def response_maps(params, config: ModelConfig, prompts, responses, batch_size: int = 8, pool="mean") -> np.ndarray:
+  """A_resp for every example: [E, L, N, P] (the response tokens' attention over the prompt, pooled over the
+  response by ``pool``: 'mean' (default) or 'max' per key, an UNVERIFIED alternative)."""
   P, M = prompts.shape[1], responses.shape[1]
-  fn = jax.jit(lambda p, t: attention_maps(p, config, t, (P, P + M), P))
+  fn = jax.jit(lambda p, t: attention_maps(p, config, t, (P, P + M), P, pool))
   out = []
   for a in range(0, len(prompts), batch_size):
     toks = np.concatenate([prompts[a : a + batch_size], responses[a : a + batch_size]], 1).astype(np.int32)
@@ -237,7 +246,7 @@ def train_judgeq(params, config: ModelConfig, prompts, responses, jc: JudgeQConf
     raise ValueError(f"prompts [E, P] and responses [E, M] must pair up, got {prompts.shape} and {responses.shape}")
   E, P = prompts.shape
   n = jc.n_soft
-  a_resp_all = response_maps(params, config, prompts, responses, jc.batch_size)
+  a_resp_all = response_maps(params, config, prompts, responses, jc.batch_size, jc.target_pool)
   tree = {"model": params, "soft_emb": jnp.asarray(init_soft(params, n, jc.seed))}
   tc = TrainConfig(
     model=config,

@@ -74,6 +74,10 @@ def test_training_lowers_the_loss_and_touches_only_the_soft_tokens(model):
   assert soft.emb.shape == (4, cfg.d_model)
   kl = train_judgeq(params, cfg, prompts, resp, JudgeQConfig(n_soft=4, steps=5, loss="kl"), progress=False)[1]
   assert np.isfinite(kl).all()
+  mx = JudgeQConfig(n_soft=4, steps=5, target_pool="max", head_average=True, layers=(1,))
+  assert np.isfinite(train_judgeq(params, cfg, prompts, resp, mx, progress=False)[1]).all()
+  with pytest.raises(ValueError, match="target_pool"):
+    JudgeQConfig(target_pool="median")
 
 
 def test_press_drops_soft_tokens_and_full_budget_is_exact(model, tmp_path):
