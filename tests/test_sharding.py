@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxeff import sharding as shard_lib
 from jaxeff.config import ModelConfig
@@ -57,3 +58,21 @@ def test_sampler_with_sharded_params_matches():
   with jax.set_mesh(mesh):
     got = Sampler(cfg, sharded).generate([[1, 2, 3], [4, 5, 6, 7]], sp, jax.random.key(0))
   np.testing.assert_array_equal(got.tokens, ref.tokens)
+
+
+@pytest.mark.parametrize("impl_experts", [4, 12])  # dense path (<= 8 experts) and routed (ragged_dot) path
+def test_moe_experts_shard_on_the_tensor_axis_and_logits_match(impl_experts):
+  cfg = ModelConfig.tiny(
+    model_type="qwen3_moe", qk_norm=True, n_experts=impl_experts, experts_per_token=2, d_expert=16, norm_topk=True
+  )
+  params = init_params(cfg, jax.random.key(0), std=0.2)
+  mesh = shard_lib.make_mesh(data=2, fsdp=2, tensor=2)
+  shardings = shard_lib.tree_shardings(param_logical_axes(cfg), params, mesh)
+  assert shardings["layers"][0]["mlp"]["gate"].spec[0] == "tensor"  # the expert axis
+  sharded = jax.device_put(params, shardings)
+  toks = jax.random.randint(jax.random.key(1), (4, 10), 0, cfg.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(10), (4, 10))
+  ref, _ = jax.jit(lambda p, t, q: forward(p, t, q, config=cfg))(params, toks, pos)
+  with jax.set_mesh(mesh):
+    got, _ = jax.jit(lambda p, t, q: forward(p, t, q, config=cfg))(sharded, toks, pos)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-5)
