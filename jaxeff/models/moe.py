@@ -85,10 +85,32 @@ def moe_routed(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array
   return out.astype(x_td.dtype) + shared_output(mlp, x_td)
 
 
+def moe_flat(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array:
+  """A compacted (ragged) layer: every kept channel of every expert in one flat list, ``gate``/``up`` [C, D],
+  ``down`` [D, C], ``owner`` [C] (expert id; E = the shared expert):
+
+    y = sum_c A[t, owner_c] silu(g_c . x) (u_c . x) d_c
+
+  with A extended by the shared gate (sigmoid(w_g . x), or 1) in column E. Compute and memory scale with the
+  kept channels (``jaxeff.moe.camera.compact(layout='flat')``)."""
+  w, idx = route(mlp["router"], x_td, config)
+  A = routing_matrix(w, idx, config.n_experts)  # [T, E]
+  if "shared_gate" in mlp:
+    sg = jax.nn.sigmoid(x_td @ mlp["shared_gate"].T)
+  else:
+    sg = jnp.ones((x_td.shape[0], 1), x_td.dtype)
+  A = jnp.concatenate([A, sg.astype(A.dtype)], axis=1)  # [T, E + 1]
+  h = jax.nn.silu(x_td @ mlp["gate"].T) * (x_td @ mlp["up"].T) * A[:, mlp["owner"]]
+  return h @ mlp["down"].T
+
+
 def moe_mlp(mlp: dict[str, Array], x_btd: Float[Array, "B T D"], config: ModelConfig, impl: str | None = None):
-  """The MoE feed-forward on [B, T, D] (module docstring); ``impl`` 'dense' | 'routed' | None (by size)."""
+  """The MoE feed-forward on [B, T, D] (module docstring); ``impl`` 'dense' | 'routed' | None (by size).
+  Compacted layers (an ``owner`` leaf) always take the flat path."""
   B, T, D = x_btd.shape
   x = x_btd.reshape(B * T, D)
+  if "owner" in mlp:
+    return moe_flat(mlp, x, config).reshape(B, T, D)
   impl = impl or ("dense" if config.n_experts <= DENSE_MAX_EXPERTS else "routed")
   if impl == "dense":
     y = moe_dense(mlp, x, config)

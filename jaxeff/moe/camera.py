@@ -278,13 +278,23 @@ def _per_method_keep(method, scores, n_prune, E, I, S, freq):
 
 
 # ------------------------------------------------------------------------------------------------ compaction
-def compact(params, config: ModelConfig, report: CameraReport, multiple: int = 1):
-  """Physically drop pruned channels: each expert's kept channels move first (the intermediate axis is
-  permutation invariant), every expert of a layer is cut to the layer's widest kept count rounded up to
-  ``multiple`` (the rest zero-padded), the shared expert to its kept count. Returns params whose MoE leaves
-  are smaller; logits equal the masked model's."""
+def compact(params, config: ModelConfig, report: CameraReport, multiple: int = 1, layout: str = "flat"):
+  """Physically drop pruned channels; logits equal the masked model's.
+
+  ``layout='flat'`` (default): the kept channels of all experts (and the shared expert) in one ragged list
+  with an ``owner`` id per channel (``jaxeff.models.moe.moe_flat``): memory and MoE compute scale exactly with
+  the kept count, however unevenly CAMERA's per-layer ranking spread the pruning over experts.
+  ``layout='padded'``: stacked experts kept, each expert's kept channels moved first (the intermediate axis is
+  permutation invariant) and cut to the layer's widest kept count rounded up to ``multiple`` (zero-padded):
+  works with the routed path too, but saves only what the least-pruned expert allows.
+  """
+  if layout not in ("flat", "padded"):
+    raise ValueError(f"layout must be 'flat' or 'padded', got {layout!r}")
   layers = list(params["layers"])
   for i, (rk, sk) in report.masks.items():
+    if layout == "flat":
+      layers[i] = {**layers[i], "mlp": _flat_layer(layers[i]["mlp"], rk, sk)}
+      continue
     m = dict(layers[i]["mlp"])
     E, I = rk.shape
     width = max(1, int(rk.sum(1).max()))
@@ -303,6 +313,26 @@ def compact(params, config: ModelConfig, report: CameraReport, multiple: int = 1
       m["shared"] = sh
     layers[i] = {**layers[i], "mlp": m}
   return {**params, "layers": tuple(layers)}
+
+
+def _flat_layer(m, rk, sk):
+  """One compacted layer in the flat layout (kept routed channels e-major, then kept shared channels)."""
+  E, I = rk.shape
+  e_idx, i_idx = np.nonzero(rk)
+  gate = m["gate"][e_idx, i_idx]  # [C, D]
+  up = m["up"][e_idx, i_idx]
+  down = m["down"][e_idx, :, i_idx].T  # [D, C]
+  owner = e_idx
+  if "shared" in m:
+    keep = np.flatnonzero(sk) if sk is not None else np.arange(m["shared"]["gate"].shape[0])
+    gate = jnp.concatenate([gate, m["shared"]["gate"][keep]], 0)
+    up = jnp.concatenate([up, m["shared"]["up"][keep]], 0)
+    down = jnp.concatenate([down, m["shared"]["down"][:, keep]], 1)
+    owner = np.concatenate([owner, np.full(len(keep), E)])
+  out = {"router": m["router"], "gate": gate, "up": up, "down": down, "owner": jnp.asarray(owner, jnp.int32)}
+  if "shared_gate" in m:
+    out["shared_gate"] = m["shared_gate"]
+  return out
 
 
 def moe_param_bytes(params) -> int:

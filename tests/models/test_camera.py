@@ -90,13 +90,17 @@ def test_ratio_zero_is_identity_and_masked_equals_compacted(calib):
   pruned, rep = camera_prune(params, cfg, calib, 0.4, chunk=4)
   for _i, (rk, sk) in rep.masks.items():
     assert (~rk).sum() + (~sk).sum() == int(np.floor(44 * 0.4))
-  small = compact(pruned, cfg, rep)
   toks = jnp.asarray(calib[:2])
   pos = jnp.broadcast_to(jnp.arange(24), toks.shape)
   a, _ = forward(pruned, toks, pos, config=cfg)
-  b, _ = forward(small, toks, pos, config=cfg)
-  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
-  assert moe_param_bytes(small) < moe_param_bytes(pruned)
+  kept = sum(int(rk.sum()) + int(sk.sum()) for rk, sk in rep.masks.values())
+  for layout in ("flat", "padded"):
+    small = compact(pruned, cfg, rep, layout=layout)
+    b, _ = forward(small, toks, pos, config=cfg)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    assert moe_param_bytes(small) < moe_param_bytes(pruned)
+  flat = compact(pruned, cfg, rep, layout="flat")
+  assert sum(int(flat["layers"][i]["mlp"]["gate"].shape[0]) for i in rep.masks) == kept  # exactly the kept channels
   full, _ = camera_prune(params, cfg, calib, 1.0, chunk=4)  # everything pruned: the MoE branch is exactly 0
   x = jnp.asarray(np.random.RandomState(3).randn(5, cfg.d_model), jnp.float32)
   assert float(jnp.max(jnp.abs(moe_dense(full["layers"][0]["mlp"], x, cfg)))) == 0.0

@@ -10,7 +10,7 @@ from jaxeff.training import data as data_lib
 from jaxeff.training.trainer import evaluate
 
 
-@pytest.mark.parametrize("name", ["tiny-code", "tiny-recall"])
+@pytest.mark.parametrize("name", ["tiny-code", "tiny-recall", "tiny-moe"])
 def test_assets_are_small_hf_folders_with_a_recorded_command(name):
   path = reference_model_path(name)
   files = {p.name for p in path.iterdir()}
@@ -22,8 +22,11 @@ def test_assets_are_small_hf_folders_with_a_recorded_command(name):
   assert params["embed"].dtype == jnp.bfloat16 and tok.encode("ab", add_bos=False) == [97, 98]
 
 
-def test_tiny_code_models_held_out_code():
-  config, params, tok = load_reference_model("tiny-code")
+@pytest.mark.parametrize("name", ["tiny-code", "tiny-moe"])
+def test_code_models_model_held_out_code(name):
+  config, params, tok = load_reference_model(name)
+  if name == "tiny-moe":
+    assert config.n_experts == 8 and config.d_shared > 0
   assert config.max_position_embeddings >= 2048
   docs = data_lib.tokenize_corpus("python", "validation", tok, max_documents=40)
   it = data_lib.PackedIterator(data_lib.pack_documents(docs, 512, tok.eos_id), 4, seed=0)
