@@ -107,8 +107,10 @@ def main(argv=None):
     "decode_step": decode_time(params),
   }
   results["compact_40"] = {"original": {**base, "moe_param_bytes": moe_param_bytes(params)}}
-  for layout in ("flat", "padded"):
-    small = compact(pruned, cfg, rep, layout=layout)
+  _, rep_all = camera_prune(params, cfg, calib, 0.0, chunk=8)  # nothing pruned: isolates the flat layout itself
+  variants = [("flat", pruned, rep), ("padded", pruned, rep), ("flat_unpruned", params, rep_all)]
+  for layout, src, rp in variants:
+    small = compact(src, cfg, rp, layout="padded" if layout == "padded" else "flat")
     row = {
       "decode_token": moe_time(small, x1, 30),
       "prefill_512": moe_time(small, x512, 5),
