@@ -27,7 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._common import median_time, target, write_results  # noqa: E402
+from benchmarks._common import median_time, merge_results, target, write_results  # noqa: E402
 
 RATIOS = [0.2, 0.4, 0.6]
 
@@ -35,13 +35,16 @@ RATIOS = [0.2, 0.4, 0.6]
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--quick", action="store_true", help="fewer tokens, no results file")
+  ap.add_argument(
+    "--part", choices=("all", "quant"), default="all", help="all, or only CAMERA-Q merged into the results file"
+  )
   args = ap.parse_args(argv)
 
   from jaxeff.generation import Sampler, SamplingParams
   from jaxeff.models.embedded import load_reference_model
   from jaxeff.models.moe import moe_mlp
   from jaxeff.moe.camera import calibration_windows, camera_prune, compact, layer_walk, moe_param_bytes
-  from jaxeff.moe.quant import QuantConfig, assign_bits, quantize_layer
+  from jaxeff.moe.quant import QuantConfig, assign_bits, pack_layer, quantize_layer
   from jaxeff.tokenizer import ByteTokenizer
   from jaxeff.training import data as data_lib
   from jaxeff.training.trainer import evaluate
@@ -61,73 +64,74 @@ def main(argv=None):
   results = {"dense_bits_per_byte": bpb(params), "pruning": {}, "quantization": {}}
   print(f"tiny-moe: {cfg.param_count():,} params, bits/byte {results['dense_bits_per_byte']:.4f}")
 
-  methods = {
-    "camera": dict(method="camera", alpha=0.9),
-    "camera_alpha0": dict(method="camera", alpha=0.0),
-    "camera_alpha1": dict(method="camera", alpha=1.0),
-    "frequency": dict(method="frequency"),
-    "magnitude": dict(method="magnitude"),
-    "random": dict(method="random"),
-  }
-  reports = {}
-  for name, kw in methods.items():
-    row = {}
-    for r in RATIOS:
-      pruned, rep = camera_prune(params, cfg, calib, r, chunk=8, **kw)
-      row[str(r)] = bpb(pruned)
-      reports[(name, r)] = (pruned, rep)
-    results["pruning"][name] = row
-    print(f"  {name:14s} " + "  ".join(f"{int(r * 100)}%: {row[str(r)]:.4f}" for r in RATIOS))
-  results["analysis_seconds"] = reports[("camera", 0.4)][1].seconds
-  results["calibration_tokens"] = int(calib.size)
-
-  # compacted model at 40 %: flat (ragged, the default) and padded layouts
-  pruned, rep = reports[("camera", 0.4)]
-  x1 = jnp.asarray(np.random.default_rng(0).standard_normal((1, 1, cfg.d_model)), jnp.float32)
-  x512 = jnp.asarray(np.random.default_rng(1).standard_normal((1, 512, cfg.d_model)), jnp.float32)
-  f = jax.jit(lambda m, x: moe_mlp(m, x, cfg))
-  prompt = [train[:256].tolist()]
-  sp = SamplingParams(max_new_tokens=64, temperature=0.0)
-
-  def moe_time(p, x, reps):
-    mlps = [lp["mlp"] for lp in p["layers"] if "router" in lp["mlp"]]
-    for m in mlps:
-      f(m, x).block_until_ready()
-    return median_time(lambda: [f(m, x).block_until_ready() for m in mlps], reps)
-
-  def decode_time(p):
-    s = Sampler(cfg, p)
-    s.generate(prompt, sp, jax.random.key(0))
-    runs = [s.generate(prompt, sp, jax.random.key(0)).accounting for _ in range(3)]
-    return sorted(a.decode_s / max(a.decode_calls, 1) for a in runs)[1]
-
-  base = {
-    "decode_token": moe_time(params, x1, 30),
-    "prefill_512": moe_time(params, x512, 5),
-    "decode_step": decode_time(params),
-  }
-  results["compact_40"] = {"original": {**base, "moe_param_bytes": moe_param_bytes(params)}}
-  _, rep_all = camera_prune(params, cfg, calib, 0.0, chunk=8)  # nothing pruned: isolates the flat layout itself
-  variants = [("flat", pruned, rep), ("padded", pruned, rep), ("flat_unpruned", params, rep_all)]
-  for layout, src, rp in variants:
-    small = compact(src, cfg, rp, layout="padded" if layout == "padded" else "flat")
-    row = {
-      "decode_token": moe_time(small, x1, 30),
-      "prefill_512": moe_time(small, x512, 5),
-      "decode_step": decode_time(small),
+  if args.part == "all":
+    methods = {
+      "camera": dict(method="camera", alpha=0.9),
+      "camera_alpha0": dict(method="camera", alpha=0.0),
+      "camera_alpha1": dict(method="camera", alpha=1.0),
+      "frequency": dict(method="frequency"),
+      "magnitude": dict(method="magnitude"),
+      "random": dict(method="random"),
     }
-    row = {**{k: v for k, v in row.items()}, **{f"{k}_speedup": base[k] / v for k, v in row.items()}}
-    row["moe_param_bytes"] = moe_param_bytes(small)
-    row["bits_per_byte"] = bpb(small)
-    if layout == "padded":
-      row["layer_widths"] = {str(i): int(small["layers"][i]["mlp"]["gate"].shape[1]) for i in rep.masks}
-    results["compact_40"][layout] = row
-    print(
-      f"  compacted 40 % ({layout}): MoE layers x{row['decode_token_speedup']:.2f} (decode token), "
-      f"x{row['prefill_512_speedup']:.2f} (512 tokens); decode step x{row['decode_step_speedup']:.2f}; MoE bytes "
-      f"{row['moe_param_bytes'] / moe_param_bytes(params):.2f}; bits/byte {row['bits_per_byte']:.4f}"
-    )
-  speed = results["compact_40"]["flat"]
+    reports = {}
+    for name, kw in methods.items():
+      row = {}
+      for r in RATIOS:
+        pruned, rep = camera_prune(params, cfg, calib, r, chunk=8, **kw)
+        row[str(r)] = bpb(pruned)
+        reports[(name, r)] = (pruned, rep)
+      results["pruning"][name] = row
+      print(f"  {name:14s} " + "  ".join(f"{int(r * 100)}%: {row[str(r)]:.4f}" for r in RATIOS))
+    results["analysis_seconds"] = reports[("camera", 0.4)][1].seconds
+    results["calibration_tokens"] = int(calib.size)
+
+    # compacted model at 40 %: flat (ragged, the default) and padded layouts
+    pruned, rep = reports[("camera", 0.4)]
+    x1 = jnp.asarray(np.random.default_rng(0).standard_normal((1, 1, cfg.d_model)), jnp.float32)
+    x512 = jnp.asarray(np.random.default_rng(1).standard_normal((1, 512, cfg.d_model)), jnp.float32)
+    f = jax.jit(lambda m, x: moe_mlp(m, x, cfg))
+    prompt = [train[:256].tolist()]
+    sp = SamplingParams(max_new_tokens=64, temperature=0.0)
+
+    def moe_time(p, x, reps):
+      mlps = [lp["mlp"] for lp in p["layers"] if "router" in lp["mlp"]]
+      for m in mlps:
+        f(m, x).block_until_ready()
+      return median_time(lambda: [f(m, x).block_until_ready() for m in mlps], reps)
+
+    def decode_time(p):
+      s = Sampler(cfg, p)
+      s.generate(prompt, sp, jax.random.key(0))
+      runs = [s.generate(prompt, sp, jax.random.key(0)).accounting for _ in range(3)]
+      return sorted(a.decode_s / max(a.decode_calls, 1) for a in runs)[1]
+
+    base = {
+      "decode_token": moe_time(params, x1, 30),
+      "prefill_512": moe_time(params, x512, 5),
+      "decode_step": decode_time(params),
+    }
+    results["compact_40"] = {"original": {**base, "moe_param_bytes": moe_param_bytes(params)}}
+    _, rep_all = camera_prune(params, cfg, calib, 0.0, chunk=8)  # nothing pruned: isolates the flat layout itself
+    variants = [("flat", pruned, rep), ("padded", pruned, rep), ("flat_unpruned", params, rep_all)]
+    for layout, src, rp in variants:
+      small = compact(src, cfg, rp, layout="padded" if layout == "padded" else "flat")
+      row = {
+        "decode_token": moe_time(small, x1, 30),
+        "prefill_512": moe_time(small, x512, 5),
+        "decode_step": decode_time(small),
+      }
+      row = {**{k: v for k, v in row.items()}, **{f"{k}_speedup": base[k] / v for k, v in row.items()}}
+      row["moe_param_bytes"] = moe_param_bytes(small)
+      row["bits_per_byte"] = bpb(small)
+      if layout == "padded":
+        row["layer_widths"] = {str(i): int(small["layers"][i]["mlp"]["gate"].shape[1]) for i in rep.masks}
+      results["compact_40"][layout] = row
+      print(
+        f"  compacted 40 % ({layout}): MoE layers x{row['decode_token_speedup']:.2f} (decode token), "
+        f"x{row['prefill_512_speedup']:.2f} (512 tokens); decode step x{row['decode_step_speedup']:.2f}; MoE bytes "
+        f"{row['moe_param_bytes'] / moe_param_bytes(params):.2f}; bits/byte {row['bits_per_byte']:.4f}"
+      )
+    speed = results["compact_40"]["flat"]
 
   # CAMERA-Q
   _, rep0 = camera_prune(params, cfg, calib, 0.0, chunk=8)
@@ -153,31 +157,43 @@ def main(argv=None):
     q[f"random_split_{method}"] = bpb(quantized(qc, "random"))
     q[f"uniform2_{method}"] = bpb(quantized(QuantConfig(bits=(2,), ratios=(1.0,), method=method), "energy"))
   q["mean_bits"] = QuantConfig().mean_bits
+  # real storage: the energy-ranked GPTQ model packed (bit-planes + scales), run through the packed MoE path
+  qc = QuantConfig(method="gptq")
+  layers = list(params["layers"])
+  for i, e in energies.items():
+    layers[i] = {**layers[i], "mlp": pack_layer(layers[i]["mlp"], assign_bits(e, qc), qc, inputs[i], cfg)}
+  packed = {**params, "layers": tuple(layers)}
+  q["camera_q_gptq_packed"] = bpb(packed)
+  q["moe_param_bytes"] = {"float32": moe_param_bytes(params), "packed": moe_param_bytes(packed)}
   results["quantization"] = q
-  print("  quantization bits/byte: " + ", ".join(f"{k} {v:.4f}" for k, v in q.items() if k != "mean_bits"))
+  print("  quantization bits/byte: " + ", ".join(f"{k} {v:.4f}" for k, v in q.items() if isinstance(v, float)))
+  print(
+    f"  packed CAMERA-Q MoE bytes: {q['moe_param_bytes']['packed'] / q['moe_param_bytes']['float32']:.3f} of float32"
+  )
 
   targets = []
-  worst = min(
-    min(results["pruning"][b][str(r)] for b in ("frequency", "magnitude", "random"))
-    - results["pruning"]["camera"][str(r)]
-    for r in RATIOS
-  )
-  targets.append(target("CAMERA-P bits/byte margin over the best baseline, worst ratio (> 0 = better)", worst, 1e-9))
-  targets.append(
-    target(
-      "compacted 40 % model (flat layout): MoE-layer speedup at one decode token", speed["decode_token_speedup"], 1.3
+  if args.part == "all":
+    worst = min(
+      min(results["pruning"][b][str(r)] for b in ("frequency", "magnitude", "random"))
+      - results["pruning"]["camera"][str(r)]
+      for r in RATIOS
     )
-  )
-  unpruned = results["compact_40"]["flat_unpruned"]
-  for k in ("decode_token", "prefill_512", "decode_step"):  # pruning alone: the same flat layout, unpruned
-    results["compact_40"][f"pruning_only_{k}_speedup"] = unpruned[k] / speed[k]
-  same_layout = results["compact_40"]["pruning_only_decode_token_speedup"]
-  targets.append(
-    target(
-      "compacted 40 % vs the unpruned model in the same flat layout: MoE speedup per decode token", same_layout, 1.3
+    targets.append(target("CAMERA-P bits/byte margin over the best baseline, worst ratio (> 0 = better)", worst, 1e-9))
+    targets.append(
+      target(
+        "compacted 40 % model (flat layout): MoE-layer speedup at one decode token", speed["decode_token_speedup"], 1.3
+      )
     )
-  )
-  print(f"  pruning alone (flat unpruned vs flat 40 %): x{same_layout:.2f} per decode token")
+    unpruned = results["compact_40"]["flat_unpruned"]
+    for k in ("decode_token", "prefill_512", "decode_step"):  # pruning alone: the same flat layout, unpruned
+      results["compact_40"][f"pruning_only_{k}_speedup"] = unpruned[k] / speed[k]
+    same_layout = results["compact_40"]["pruning_only_decode_token_speedup"]
+    targets.append(
+      target(
+        "compacted 40 % vs the unpruned model in the same flat layout: MoE speedup per decode token", same_layout, 1.3
+      )
+    )
+    print(f"  pruning alone (flat unpruned vs flat 40 %): x{same_layout:.2f} per decode token")
   targets.append(
     target(
       "CAMERA-Q (GPTQ) bits/byte margin over energy-agnostic GPTQ at 2.25 bits",
@@ -187,8 +203,10 @@ def main(argv=None):
   )
   for t in targets:
     print(f"  [{'met' if t['met'] else 'MISSED'}] {t['name']}: {t['measured']}")
-  if not args.quick:
+  if not args.quick and args.part == "all":
     print("wrote", write_results("camera", results, targets))
+  elif not args.quick:
+    print("wrote", merge_results("camera", {"quantization": results["quantization"]}, targets))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,16 @@ def moe_routed(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array
   return out.astype(x_td.dtype) + shared_output(mlp, x_td)
 
 
+def _extended_routing(mlp, x_td, config):
+  w, idx = route(mlp["router"], x_td, config)
+  A = routing_matrix(w, idx, config.n_experts)  # [T, E]
+  if "shared_gate" in mlp:
+    sg = jax.nn.sigmoid(x_td @ mlp["shared_gate"].T)
+  else:
+    sg = jnp.ones((x_td.shape[0], 1), x_td.dtype)
+  return jnp.concatenate([A, sg.astype(A.dtype)], axis=1)  # [T, E + 1]
+
+
 def moe_flat(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array:
   """A compacted (ragged) layer: every kept channel of every expert in one flat list, ``gate``/``up`` [C, D],
   ``down`` [D, C], ``owner`` [C] (expert id; E = the shared expert):
@@ -93,15 +103,29 @@ def moe_flat(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array:
 
   with A extended by the shared gate (sigmoid(w_g . x), or 1) in column E. Compute and memory scale with the
   kept channels (``jaxeff.moe.camera.compact(layout='flat')``)."""
-  w, idx = route(mlp["router"], x_td, config)
-  A = routing_matrix(w, idx, config.n_experts)  # [T, E]
-  if "shared_gate" in mlp:
-    sg = jax.nn.sigmoid(x_td @ mlp["shared_gate"].T)
-  else:
-    sg = jnp.ones((x_td.shape[0], 1), x_td.dtype)
-  A = jnp.concatenate([A, sg.astype(A.dtype)], axis=1)  # [T, E + 1]
+  A = _extended_routing(mlp, x_td, config)  # [T, E + 1]
   h = jax.nn.silu(x_td @ mlp["gate"].T) * (x_td @ mlp["up"].T) * A[:, mlp["owner"]]
   return h @ mlp["down"].T
+
+
+def moe_packed(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array:
+  """A CAMERA-Q layer stored packed (``jaxeff.moe.quant.pack_layer``): per bit-width group, gate/up through the
+  dequantizing matmul over bit-planes (``kernels_pallas.dequant_matmul``, XLA path) and the down rows
+  dequantized, weighted like ``moe_flat``."""
+  from kernels_pallas.dequant_matmul.kernel import dequant_matmul_xla, dequantize
+
+  A = _extended_routing(mlp, x_td, config)
+  D = x_td.shape[-1]
+  y = jnp.zeros(x_td.shape, jnp.float32)
+  for g in mlp["packed"]:
+    bits = g["gate"].shape[0]
+    group = D // g["gate_scale"].shape[1]
+    gate, up = (
+      dequant_matmul_xla(x_td, g[n], g[n + "_scale"], g[n + "_zero"], bits=bits, group=group) for n in ("gate", "up")
+    )
+    h = jax.nn.silu(gate) * up * A[:, g["owner"]]
+    y = y + h @ dequantize(g["down"], g["down_scale"], g["down_zero"], bits=bits, group=group)  # [C_b, D] rows
+  return y.astype(x_td.dtype)
 
 
 def moe_mlp(mlp: dict[str, Array], x_btd: Float[Array, "B T D"], config: ModelConfig, impl: str | None = None):
@@ -111,6 +135,8 @@ def moe_mlp(mlp: dict[str, Array], x_btd: Float[Array, "B T D"], config: ModelCo
   x = x_btd.reshape(B * T, D)
   if "owner" in mlp:
     return moe_flat(mlp, x, config).reshape(B, T, D)
+  if "packed" in mlp:
+    return moe_packed(mlp, x, config).reshape(B, T, D)
   impl = impl or ("dense" if config.n_experts <= DENSE_MAX_EXPERTS else "routed")
   if impl == "dense":
     y = moe_dense(mlp, x, config)

@@ -46,32 +46,45 @@ def _quant(w: np.ndarray, scale, zero, bits: int):
   return q, (q - zero[..., None]) * scale[..., None]
 
 
-def rtn(w: np.ndarray, bits: np.ndarray | int, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+def rtn(w: np.ndarray, bits: np.ndarray | int, group_size: int, return_grids: bool = False):
   """Round-to-nearest of ``w [R, C]`` with per-row ``bits`` (int or [R]) and groups of ``group_size`` along C.
-  Returns (codes [R, C], dequantized [R, C]); 16 bits or more returns w unchanged (codes empty)."""
+  Returns (codes [R, C], dequantized [R, C]) (+ scale, zero [R, C / group_size] with ``return_grids``); rows at
+  16 bits or more are returned unchanged (codes 0)."""
   w = np.asarray(w, np.float64)
   R, C = w.shape
   bits = np.broadcast_to(np.asarray(bits), (R,))
   if C % group_size:
     raise ValueError(f"group_size {group_size} does not divide {C}")
   codes, out = np.zeros((R, C), np.int32), w.copy()
+  scale, zero = np.ones((R, C // group_size)), np.zeros((R, C // group_size))
   for b in np.unique(bits):
     rows = np.flatnonzero(bits == b)
     if b >= 16:
       continue
     g = w[rows].reshape(len(rows), C // group_size, group_size)
-    s, z = _grid(g, int(b))
-    q, d = _quant(g, s, z, int(b))
+    sc, z = _grid(g, int(b))
+    q, d = _quant(g, sc, z, int(b))
     codes[rows], out[rows] = q.reshape(len(rows), C), d.reshape(len(rows), C)
-  return codes, out
+    scale[rows], zero[rows] = sc, z
+  return (codes, out, scale, zero) if return_grids else (codes, out)
 
 
-def gptq(w: np.ndarray, H: np.ndarray, bits_rows=None, bits_cols=None, group_size: int = 32, damp: float = 0.01):
+def gptq(
+  w: np.ndarray,
+  H: np.ndarray,
+  bits_rows=None,
+  bits_cols=None,
+  group_size: int = 32,
+  damp: float = 0.01,
+  return_grids: bool = False,
+):
   """GPTQ of ``w [R, C]`` (output-major; columns = inputs) under Hessian ``H [C, C]``.
 
   ``bits_rows`` [R]: per-row grids (one precision per output row, groups of ``group_size`` along C, computed
   when the sweep enters the group); ``bits_cols`` [C]: per-column grids over the R values of each column (the
-  column's own precision). Exactly one of them. Returns the dequantized weight [R, C].
+  column's own precision). Exactly one of them. Returns the dequantized weight [R, C]; with ``return_grids`` also
+  (scale, zero): [R, C / group_size] for row grids, [C, R / group_size] for column grids (the grids of the
+  transposed matrix's rows), so codes = round(Q / scale + zero) in the matching orientation.
   """
   W = np.asarray(w, np.float64).copy()
   R, C = W.shape
@@ -83,6 +96,11 @@ def gptq(w: np.ndarray, H: np.ndarray, bits_rows=None, bits_cols=None, group_siz
   Hinv = np.linalg.cholesky(np.linalg.inv(H)).T  # upper Cholesky factor of H^-1
   Q = np.zeros_like(W)
   scale = zero = None
+  if bits_rows is not None:
+    grid_s, grid_z = np.ones((R, -(-C // group_size))), np.zeros((R, -(-C // group_size)))
+  else:
+    ng = R // group_size if R % group_size == 0 else 1
+    grid_s, grid_z = np.ones((C, ng)), np.zeros((C, ng))
   for j in range(C):
     if bits_rows is not None:
       if j % group_size == 0:
@@ -92,6 +110,7 @@ def gptq(w: np.ndarray, H: np.ndarray, bits_rows=None, bits_cols=None, group_siz
           r = np.flatnonzero(bits_rows == b)
           if b < 16:
             scale[r], zero[r] = _grid(blk[r], int(b))
+        grid_s[:, j // group_size], grid_z[:, j // group_size] = scale, zero
       q = W[:, j].copy()
       for b in np.unique(bits_rows):
         r = np.flatnonzero(bits_rows == b)
@@ -104,10 +123,11 @@ def gptq(w: np.ndarray, H: np.ndarray, bits_rows=None, bits_cols=None, group_siz
         g = W[:, j].reshape(-1, group_size) if R % group_size == 0 else W[:, j][None]
         s, z = _grid(g, b)
         q = _quant(g, s, z, b)[1].reshape(-1)
+        grid_s[j], grid_z[j] = s, z
     Q[:, j] = q
     err = (W[:, j] - q) / Hinv[j, j]
     W[:, j + 1 :] -= np.outer(err, Hinv[j, j + 1 :])
-  return Q
+  return (Q, grid_s, grid_z) if return_grids else Q
 
 
 # ------------------------------------------------------------------------------------------------ CAMERA-Q
@@ -151,45 +171,112 @@ def assign_bits(scores: np.ndarray, qc: QuantConfig) -> np.ndarray:
   return out
 
 
-def quantize_layer(mlp: dict[str, Any], bits_n: np.ndarray, qc: QuantConfig, x_td=None, config: ModelConfig = None):
-  """Fake-quantize (quantize + dequantize) one MoE layer's routed and shared experts with per-micro-expert bits
-  [N] (routed e-major, then shared). GPTQ needs the layer's calibration inputs ``x_td`` and ``config``."""
+def _codes(q_rows, scale, zero, bits_rows, group_size):
+  """Codes of dequantized rows [R, C] on their grids [R, C / group]: round(Q / s + z)."""
+  R, C = q_rows.shape
+  s = np.repeat(scale, group_size, axis=1)[:, :C]
+  z = np.repeat(zero, group_size, axis=1)[:, :C]
+  hi = (2 ** np.minimum(np.asarray(bits_rows), 15) - 1)[:, None]
+  return np.clip(np.round(q_rows / s + z), 0, hi).astype(np.int32)
+
+
+def quantize_channels(mlp: dict[str, Any], bits_n: np.ndarray, qc: QuantConfig, x_td=None, config: ModelConfig = None):
+  """Quantize every micro-expert of one MoE layer (routed e-major, then shared) at its own bits.
+
+  Returns a dict over the N channels, each a row of length D: ``{gate, up, down}`` -> (dequantized [N, D],
+  codes [N, D], scale [N, D / group], zero [N, D / group]) (down as the channel's column of ``down``), plus
+  ``owner`` [N] (expert id; E for the shared expert) and ``bits`` [N]. GPTQ needs the layer's calibration
+  inputs ``x_td`` and ``config`` (the shared expert is always RTN).
+  """
   from jaxeff.models.moe import expert_hidden, route
 
   m = jax.tree.map(lambda a: np.asarray(a, np.float64), dict(mlp))
   E, D, I = m["down"].shape
-  out = {k: v for k, v in mlp.items()}
-  gate, up, down = m["gate"].copy(), m["up"].copy(), m["down"].copy()
+  gs = qc.group_size
+  out = {k: ([], [], [], []) for k in ("gate", "up", "down")}
   if qc.method == "gptq":
     if x_td is None:
       raise ValueError("GPTQ needs calibration inputs x_td")
     x = np.asarray(x_td, np.float64)
-    _, idx = route(jnp.asarray(mlp["router"]), jnp.asarray(x_td), config)
-    idx = np.asarray(idx)
+    idx = np.asarray(route(jnp.asarray(mlp["router"]), jnp.asarray(x_td), config)[1])
     h_all = np.asarray(expert_hidden(mlp, jnp.asarray(x_td)), np.float64)  # [T, E, I]
+
+  def add(name, q_rows, scale, zero, b):
+    out[name][0].append(q_rows)
+    out[name][1].append(_codes(q_rows, scale, zero, b, gs))
+    out[name][2].append(scale)
+    out[name][3].append(zero)
+
   for e in range(E):
     b = bits_n[e * I : (e + 1) * I]
     if qc.method == "rtn":
-      gate[e] = rtn(gate[e], b, qc.group_size)[1]
-      up[e] = rtn(up[e], b, qc.group_size)[1]
-      down[e] = rtn(down[e].T, b, qc.group_size)[1].T
+      for name, rows in (("gate", m["gate"][e]), ("up", m["up"][e]), ("down", m["down"][e].T)):
+        _, d, sc, z = rtn(rows, b, gs, return_grids=True)
+        add(name, d, sc, z, b)
     else:
       sel = np.any(idx == e, axis=1)
       xe = x[sel] if sel.any() else x[:1] * 0
-      He = xe.T @ xe
       he = h_all[sel, e] if sel.any() else h_all[:1, e] * 0
-      gate[e] = gptq(gate[e], He, bits_rows=b, group_size=qc.group_size, damp=qc.damp)
-      up[e] = gptq(up[e], He, bits_rows=b, group_size=qc.group_size, damp=qc.damp)
-      down[e] = gptq(down[e], he.T @ he, bits_cols=b, group_size=qc.group_size, damp=qc.damp)
-  dt = mlp["gate"].dtype
-  out["gate"], out["up"], out["down"] = (jnp.asarray(a, dt) for a in (gate, up, down))
-  if "shared" in mlp:
-    sh = {k: np.asarray(v, np.float64) for k, v in mlp["shared"].items()}
+      for name in ("gate", "up"):
+        qd, sc, z = gptq(m[name][e], xe.T @ xe, bits_rows=b, group_size=gs, damp=qc.damp, return_grids=True)
+        add(name, qd, sc, z, b)
+      qd, sc, z = gptq(m["down"][e], he.T @ he, bits_cols=b, group_size=gs, damp=qc.damp, return_grids=True)
+      add("down", qd.T, sc, z, b)
+  owner = [np.repeat(np.arange(E), I)]
+  if "shared" in m:
+    sh = m["shared"]
     b = bits_n[E * I :]
-    sh["gate"] = rtn(sh["gate"], b, qc.group_size)[1]
-    sh["up"] = rtn(sh["up"], b, qc.group_size)[1]
-    sh["down"] = rtn(sh["down"].T, b, qc.group_size)[1].T
-    out["shared"] = {k: jnp.asarray(v, dt) for k, v in sh.items()}
+    for name, rows in (("gate", sh["gate"]), ("up", sh["up"]), ("down", sh["down"].T)):
+      _, d, sc, z = rtn(rows, b, gs, return_grids=True)
+      add(name, d, sc, z, b)
+    owner.append(np.full(len(b), E))
+  res = {k: tuple(np.concatenate(v) for v in vals) for k, vals in out.items()}
+  res["owner"] = np.concatenate(owner)
+  res["bits"] = np.asarray(bits_n)
+  return res
+
+
+def quantize_layer(mlp: dict[str, Any], bits_n: np.ndarray, qc: QuantConfig, x_td=None, config: ModelConfig = None):
+  """Fake-quantize (quantize + dequantize) one MoE layer's routed and shared experts with per-micro-expert bits
+  [N] (routed e-major, then shared), keeping the stacked layout (exact quality, no memory saved; ``pack_layer``
+  stores the packed codes)."""
+  ch = quantize_channels(mlp, bits_n, qc, x_td, config)
+  E, D, I = mlp["down"].shape
+  dt = mlp["gate"].dtype
+  out = dict(mlp)
+  out["gate"] = jnp.asarray(ch["gate"][0][: E * I].reshape(E, I, D), dt)
+  out["up"] = jnp.asarray(ch["up"][0][: E * I].reshape(E, I, D), dt)
+  out["down"] = jnp.asarray(ch["down"][0][: E * I].reshape(E, I, D).transpose(0, 2, 1), dt)
+  if "shared" in mlp:
+    out["shared"] = {
+      "gate": jnp.asarray(ch["gate"][0][E * I :], dt),
+      "up": jnp.asarray(ch["up"][0][E * I :], dt),
+      "down": jnp.asarray(ch["down"][0][E * I :].T, dt),
+    }
+  return out
+
+
+def pack_layer(mlp: dict[str, Any], bits_n: np.ndarray, qc: QuantConfig, x_td=None, config: ModelConfig = None):
+  """CAMERA-Q with real storage: the layer becomes ``{router, [shared_gate], packed: (group, ...)}``, one flat
+  group per bit-width holding that group's channels (any expert, or the shared one) as bit-plane packed gate /
+  up / down rows with float16-range scale and zero per ``group_size`` values and an ``owner`` id per channel
+  (``jaxeff.models.moe.moe_packed`` runs it). Bytes scale with the bits; outputs equal ``quantize_layer``'s."""
+  if any(b >= 16 for b in qc.bits) or mlp["gate"].shape[-1] % 8:
+    raise ValueError("packing needs bit-widths below 16 and d_model a multiple of 8")
+  ch = quantize_channels(mlp, bits_n, qc, x_td, config)
+  groups = []
+  for b in sorted(set(int(v) for v in bits_n), reverse=True):
+    rows = np.flatnonzero(ch["bits"] == b)
+    g = {"owner": jnp.asarray(ch["owner"][rows], jnp.int32)}
+    for name in ("gate", "up", "down"):
+      _, codes, sc, z = ch[name]
+      g[name] = jnp.asarray(pack_codes(codes[rows], b))
+      g[name + "_scale"] = jnp.asarray(sc[rows], jnp.float32)
+      g[name + "_zero"] = jnp.asarray(z[rows], jnp.float32)
+    groups.append(g)
+  out = {"router": mlp["router"], "packed": tuple(groups)}
+  if "shared_gate" in mlp:
+    out["shared_gate"] = mlp["shared_gate"]
   return out
 
 

@@ -26,12 +26,16 @@ def _unpack(planes, bits):
   return codes.reshape(p.shape[1], -1)
 
 
-def dequant_matmul_reference(x, planes, scale, zero, *, bits: int, group: int):
-  """The float32 oracle: unpack to [R, C], dequantize, x @ W_hat^T."""
+def dequantize(planes, scale, zero, *, bits: int, group: int):
+  """W_hat [R, C] in float32 from the packed planes."""
   q = _unpack(planes, bits).astype(jnp.float32)
   R, C = q.shape
-  w = (q.reshape(R, C // group, group) - zero[..., None]) * scale[..., None]
-  return x.astype(jnp.float32) @ w.reshape(R, C).T
+  return ((q.reshape(R, C // group, group) - zero[..., None]) * scale[..., None]).reshape(R, C)
+
+
+def dequant_matmul_reference(x, planes, scale, zero, *, bits: int, group: int):
+  """The float32 oracle: unpack to [R, C], dequantize, x @ W_hat^T."""
+  return x.astype(jnp.float32) @ dequantize(planes, scale, zero, bits=bits, group=group).T
 
 
 def _packed_layout(x, scale, zero, group):

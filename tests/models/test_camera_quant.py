@@ -114,3 +114,34 @@ def test_bit_plane_packing_round_trip_and_dequant_matmul(bits):
 def test_bad_quant_configs_fail_clearly(kw, match):
   with pytest.raises(ValueError, match=match):
     QuantConfig(**kw)
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq"])
+def test_packed_layer_equals_fake_quantized_layer_and_shrinks(method):
+  from jaxeff.moe.quant import pack_layer
+
+  cfg = ModelConfig.tiny(
+    model_type="qwen2_moe",
+    qkv_bias=True,
+    n_experts=4,
+    experts_per_token=2,
+    d_expert=16,
+    d_shared=16,
+    shared_gate=True,
+  )
+  params = init_params(cfg, jax.random.key(0), std=0.3)
+  mlp = params["layers"][0]["mlp"]
+  x = jnp.asarray(np.random.RandomState(5).randn(64, cfg.d_model), jnp.float32)
+  qc = QuantConfig(method=method, group_size=16)
+  bits = assign_bits(np.random.RandomState(6).rand(80), qc)
+  fake = quantize_layer(mlp, bits, qc, x, cfg)
+  packed = pack_layer(mlp, bits, qc, x, cfg)
+  from jaxeff.models.moe import moe_mlp
+
+  a = moe_mlp(fake, x[None], cfg)
+  b = moe_mlp(packed, x[None], cfg)
+  np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+  nbytes = lambda t: sum(v.size * v.dtype.itemsize for v in jax.tree.leaves(t))
+  assert nbytes(packed) < 0.5 * nbytes(mlp)  # 2.25-bit codes + f32 scale/zero per 16 values vs 32-bit floats
+  with pytest.raises(ValueError, match="below 16"):
+    pack_layer(mlp, np.full(80, 16), QuantConfig(bits=(16,), ratios=(1.0,), method="rtn"))
