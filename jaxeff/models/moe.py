@@ -1,4 +1,4 @@
-"""Mixture-of-experts MLP block (Mixtral, Qwen2-MoE, Qwen3-MoE) behind the decoder's ``feed_forward``.
+"""Mixture-of-experts MLP block (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE) behind the decoder's ``feed_forward``.
 
 For a token x (after the MLP RMSNorm):
 
@@ -8,10 +8,19 @@ For a token x (after the MLP RMSNorm):
 Two paths that agree to float32 tolerance: ``dense`` evaluates every expert on every token and weights by the
 routing matrix A [T, E] (A[t, e] = w_j if e = idx_j else 0; what CAMERA's micro-expert analysis needs), and
 ``routed`` sorts the (token, expert) assignments by expert and runs ``jax.lax.ragged_dot`` grouped matmuls
-(compute proportional to k, not E). ``routed`` is the default above ``DENSE_MAX_EXPERTS`` experts.
+(compute proportional to k, not E). ``routed`` is the default above ``DENSE_MAX_EXPERTS`` experts. Layers
+rewritten by CAMERA run ``moe_flat`` (compacted: one ragged list of kept channels) or ``moe_packed`` (CAMERA-Q
+bit-plane packed codes).
+
+Example:
+  >>> cfg = ModelConfig.tiny(model_type="mixtral", n_experts=4, experts_per_token=2, d_expert=32, norm_topk=True)
+  >>> from jaxeff.models import init_params
+  >>> mlp = init_params(cfg, jax.random.key(0))["layers"][0]["mlp"]
+  >>> moe_mlp(mlp, jnp.ones((1, 3, cfg.d_model)), cfg).shape
+  (1, 3, 64)
 
 Reference: Mixtral of Experts (arXiv 2401.04088); Qwen2-MoE / Qwen3-MoE model cards; transformers'
-``*SparseMoeBlock`` classes (parity tests in tests/models/test_moe_parity.py).
+``*SparseMoeBlock`` classes (parity tests: tests/models/test_parity.py, tests/models/test_moe.py).
 """
 
 from __future__ import annotations
