@@ -43,7 +43,7 @@ def main(argv=None):
   from jaxeff.generation import Sampler, SamplingParams
   from jaxeff.models.embedded import load_reference_model
   from jaxeff.models.moe import moe_mlp
-  from jaxeff.moe.camera import calibration_windows, camera_prune, compact, layer_walk, moe_param_bytes
+  from jaxeff.moe.camera import calibration_windows, camera_prune, compact, mlp_inputs, moe_param_bytes
   from jaxeff.moe.quant import QuantConfig, assign_bits, pack_layer, quantize_layer
   from jaxeff.tokenizer import ByteTokenizer
   from jaxeff.training import data as data_lib
@@ -136,10 +136,7 @@ def main(argv=None):
   # CAMERA-Q
   _, rep0 = camera_prune(params, cfg, calib, 0.0, chunk=8)
   energies = rep0.energies
-  inputs = {}
-  for i, h, advance in layer_walk(params, cfg, calib[:4]):
-    inputs[i] = h.reshape(-1, cfg.d_model)
-    advance(params["layers"][i])
+  inputs = mlp_inputs(params, cfg, calib[:4])
   rng = np.random.default_rng(0)
 
   def quantized(qc, assignment):

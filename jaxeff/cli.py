@@ -339,7 +339,7 @@ def _cmd_camera(args) -> int:
   import numpy as np
 
   from jaxeff.models.hf_io import save_hf
-  from jaxeff.moe.camera import calibration_windows, camera_prune, compact, layer_walk, moe_param_bytes
+  from jaxeff.moe.camera import calibration_windows, camera_prune, compact, mlp_inputs, moe_param_bytes
   from jaxeff.moe.quant import QuantConfig, assign_bits, quantize_layer
   from jaxeff.tokenizer import ByteTokenizer
   from jaxeff.training import data as data_lib
@@ -371,12 +371,9 @@ def _cmd_camera(args) -> int:
     if args.compact:
       small = compact(pruned, config, rep)
       info["compact_moe_param_bytes"] = moe_param_bytes(small)
-      info["compact_widths"] = {str(i): int(small["layers"][i]["mlp"]["gate"].shape[1]) for i in rep.masks}
+      info["compact_channels"] = {str(i): int(small["layers"][i]["mlp"]["gate"].shape[0]) for i in rep.masks}
   if args.action == "quantize":
-    inputs = {}
-    for i, h, advance in layer_walk(params, config, calib[: min(4, len(calib))]):
-      inputs[i] = h.reshape(-1, config.d_model)
-      advance(params["layers"][i])
+    inputs = mlp_inputs(params, config, calib[:4])
     layers = list(params["layers"])
     for i, e in rep.energies.items():
       layers[i] = {**layers[i], "mlp": quantize_layer(layers[i]["mlp"], assign_bits(e, qc), qc, inputs[i], config)}

@@ -223,6 +223,7 @@ def test_camera_analyze_prune_quantize(tmp_path, capsys):
   assert cli.main(["camera", "prune", *common, "--ratio", "0.5", "--out", str(tmp_path / "p"), "--compact"]) == 0
   info = json.loads(capsys.readouterr().out)
   assert info["compact_moe_param_bytes"] < info["moe_param_bytes"]
+  assert info["compact_channels"]["0"] == 80 - 40  # the kept micro-experts of layer 0
   _, pruned = load_hf(tmp_path / "p")
   gate = np.asarray(pruned["layers"][0]["mlp"]["gate"])
   zero_rows = (np.abs(gate).sum(-1) == 0).sum()

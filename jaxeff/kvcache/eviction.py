@@ -36,7 +36,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
 
 from jaxeff.attention.dense import _NEG, position_mask
@@ -402,10 +401,3 @@ class Press:
       prot |= idx >= lengths_b[:, None] - self.window_size
     big = 1e6 + pos_bt.astype(jnp.float32)  # above any score (attention sums <= window, positions < 1e6)
     return jnp.where(prot[:, None], big[:, None], scores_bkt)
-
-
-def full_cache_bytes(config: ModelConfig, batch: int, length: int, dtype=jnp.float32) -> int:
-  """Bytes a full cache of ``length`` slots takes (k and v, positions and lengths included)."""
-  itemsize = np.dtype(dtype).itemsize
-  per_layer = 2 * batch * length * config.n_kv_heads * config.head_dim * itemsize + batch * length * 4 + batch * 4
-  return config.n_layers * per_layer

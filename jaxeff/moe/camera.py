@@ -117,6 +117,16 @@ def layer_walk(params, config: ModelConfig, tokens_bt):
     x = box["x"]
 
 
+def mlp_inputs(params, config: ModelConfig, tokens_bt) -> dict[int, jax.Array]:
+  """The MLP inputs [B*T, D] of every MoE layer of the unmodified model on ``tokens_bt`` (GPTQ calibration)."""
+  out = {}
+  for i, h, advance in layer_walk(params, config, tokens_bt):
+    if config.is_moe(i):
+      out[i] = h.reshape(-1, config.d_model)
+    advance(params["layers"][i])
+  return out
+
+
 # ------------------------------------------------------------------------------------------------ CAMERA-P
 @dataclasses.dataclass
 class CameraReport:
@@ -217,10 +227,12 @@ def camera_prune(
       N = E * I + S
       n_prune = int(np.floor(N * ratio))
       acc, freq, W = EnergyAccumulator(), np.zeros(E), None
-      for _, h, _ in steps:
-        phi, W = coef(lp["mlp"], h)
-        acc.update(phi)
-        freq += np.asarray(freq_fn(lp["mlp"], h))
+      for _, h, _ in steps:  # each method streams only the statistic it ranks by
+        if method == "camera":
+          phi, W = coef(lp["mlp"], h)
+          acc.update(phi)
+        elif method == "frequency":
+          freq += np.asarray(freq_fn(lp["mlp"], h))
       if method == "camera":
         scores = energy(acc, W, alpha)
         report.energies[i] = scores
