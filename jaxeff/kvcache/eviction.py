@@ -362,9 +362,9 @@ class Press:
     pos = positions_bt[:, :T]
     k = k_btkh[:, :T]
     B, K = k.shape[0], k.shape[2]
+    if q_btnh is None and self.scorer in ("snapkv", "pyramidkv", "h2o"):
+      raise ValueError("this press needs the prompt queries: the model passes q= to cache.prefill")
     if self.scorer in ("snapkv", "pyramidkv"):
-      if q_btnh is None:
-        raise ValueError("this press needs the prompt queries: the model passes q= to cache.prefill")
       s = snapkv_scores(
         q_btnh[:, :T],
         k,
@@ -375,8 +375,6 @@ class Press:
         pooling=self.pooling,
       )
     elif self.scorer == "h2o":
-      if q_btnh is None:
-        raise ValueError("this press needs the prompt queries: the model passes q= to cache.prefill")
       s = h2o_scores(q_btnh[:, :T], k, pos, normalize=self.h2o_normalize)
     elif self.scorer in ("streaming", "recent"):
       s = jnp.broadcast_to(pos[:, None].astype(jnp.float32), (B, K, T))
