@@ -7,10 +7,17 @@ Flow for B prompts of different lengths and n samples each:
 1. Right-pad prompts to P (a multiple of ``pad_multiple``, to bound recompiles); padding gets position -1.
 2. Prefill the B prompts once into a cache of P + max_new_tokens slots; gather the logits of each prompt's
    last token.
-3. Repeat every cache row n times (B -> B*n rows); sample token 0 of each row from the prefill logits.
+3. Gather every prompt's cache row once per sample (B -> R rows; prompts may ask for different numbers of
+   samples, e.g. SeerSC's per-query budgets); sample token 0 of each row from the prefill logits.
 4. ``lax.while_loop``: feed the previous token at its position, sample the next, record the raw log-softmax
    and the sampling-distribution log-probability, stop a row at a stop token; leave the loop when every row
    stopped or max_new_tokens tokens exist (max_new_tokens - 1 decode calls).
+
+Randomness is per row: sample s of a prompt with id p draws step t from
+``fold_in(fold_in(fold_in(key, p), s), t)``, so a sample's tokens do not depend on which other prompts or
+samples share the batch. Asking for samples ``first_sample .. first_sample + n - 1`` of prompt p in a later
+call continues the same stream: sequential methods (ESC, ASC) see exactly the samples a parallel SC call
+draws, up to float rounding of batched matmuls.
 
 Prefill and decode are two compiled executables, timed separately (compile time reported apart), so the
 ``Accounting`` record holds honest wall times.
@@ -131,7 +138,8 @@ def sample_logits(
 
   The sampling distribution is softmax(l / T) restricted to the top-k logits and to the nucleus
   {i : sum_{j ranked before i} p_j < top_p}; raw log-probs are log_softmax(l) of the chosen token.
-  ``temperature == 0`` is greedy (argmax; sampling log-prob 0).
+  ``temperature == 0`` is greedy (argmax; sampling log-prob 0). ``key`` is one key for the batch or a key
+  array of shape [B] (one per row: row b draws argmax(l_b + Gumbel(key_b)), independent of the other rows).
 
   Example:
     >>> tok, lp, slp = sample_logits(jnp.array([[0.0, 5.0, 1.0]]), jax.random.key(0), temperature=0.0)
@@ -156,9 +164,17 @@ def sample_logits(
     keep = before < top_p
     threshold = jnp.min(jnp.where(keep, sorted_l, jnp.inf), axis=-1, keepdims=True)
     l = jnp.where(l < threshold, neg, l)
-  tok = jax.random.categorical(key, l, axis=-1)
+  if _is_typed(key) and key.ndim == 1 or not _is_typed(key) and key.ndim == 2:  # one key per row
+    gumbel = jax.vmap(lambda k: jax.random.gumbel(k, (V,), jnp.float32))(key)
+    tok = jnp.argmax(l + gumbel, axis=-1)
+  else:
+    tok = jax.random.categorical(key, l, axis=-1)
   slp = jnp.take_along_axis(jax.nn.log_softmax(l, axis=-1), tok[:, None], -1)[:, 0]
   return tok, jnp.take_along_axis(raw, tok[:, None], -1)[:, 0], slp
+
+
+def _is_typed(key) -> bool:
+  return jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
 
 
 def _round_up(x: int, m: int) -> int:
@@ -224,37 +240,38 @@ class Sampler:
       cache = hook(cache, max_new_tokens=new_tokens)
     return logits[:, 0, : self.config.vocab_size], cache
 
-  def _decode(self, params, cache, last_bv, lengths_b, key, sp: SamplingParams):
-    n = sp.n_samples
+  def _decode(self, params, cache, last_bv, lengths_b, key, row_src, row_pid, row_sid, row_live, sp: SamplingParams):
     M = sp.max_new_tokens
-    cache = jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), cache)
-    logits = jnp.repeat(last_bv, n, axis=0)
-    pos = jnp.repeat(lengths_b, n, axis=0).astype(jnp.int32)
+    cache = jax.tree.map(lambda x: x[row_src], cache)
+    logits = last_bv[row_src]
+    pos = lengths_b[row_src].astype(jnp.int32)
     R = logits.shape[0]
     stop = jnp.asarray(sp.stop_tokens or (-1,), jnp.int32)
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, 0))
+    key = key if _is_typed(key) else jax.random.wrap_key_data(key)  # legacy uint32 keys
+    row_keys = fold(fold(jnp.broadcast_to(key, (R,)), row_pid), row_sid)
+    step_keys = lambda t: jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, t)
     sample = lambda lg, k: sample_logits(lg, k, temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p)
 
-    key, sub = jax.random.split(key)
-    tok, lp, slp = sample(logits, sub)
-    tok = tok.astype(jnp.int32)
+    tok, lp, slp = sample(logits, step_keys(0))
+    tok = jnp.where(row_live, tok.astype(jnp.int32), sp.pad_id)
     out_tok = jnp.full((R, M), sp.pad_id, jnp.int32).at[:, 0].set(tok)
-    out_lp = jnp.zeros((R, M), jnp.float32).at[:, 0].set(lp)
-    out_slp = jnp.zeros((R, M), jnp.float32).at[:, 0].set(slp)
-    done = jnp.isin(tok, stop)
-    gen_len = jnp.ones((R,), jnp.int32)
+    out_lp = jnp.zeros((R, M), jnp.float32).at[:, 0].set(jnp.where(row_live, lp, 0.0))
+    out_slp = jnp.zeros((R, M), jnp.float32).at[:, 0].set(jnp.where(row_live, slp, 0.0))
+    done = ~row_live | jnp.isin(tok, stop)
+    gen_len = row_live.astype(jnp.int32)
 
     def cond(state):
       step, _, _, _, done, *_ = state
       return (step < M) & ~jnp.all(done)
 
     def body(state):
-      step, cache, tok, pos, done, out_tok, out_lp, out_slp, gen_len, key = state
+      step, cache, tok, pos, done, out_tok, out_lp, out_slp, gen_len = state
       feed_pos = jnp.where(done, -1, pos)[:, None]
       logits, cache = forward(
         params, tok[:, None], feed_pos, cache, config=self.config, attention=self.attention, is_prefill=False
       )
-      key, sub = jax.random.split(key)
-      new, lp, slp = sample(logits[:, 0], sub)
+      new, lp, slp = sample(logits[:, 0], step_keys(step))
       new = jnp.where(done, sp.pad_id, new.astype(jnp.int32))
       live = ~done
       out_tok = out_tok.at[:, step].set(new)
@@ -262,12 +279,12 @@ class Sampler:
       out_slp = out_slp.at[:, step].set(jnp.where(live, slp, 0.0))
       gen_len = gen_len + live.astype(jnp.int32)
       done = done | jnp.isin(new, stop)
-      return step + 1, cache, new, pos + 1, done, out_tok, out_lp, out_slp, gen_len, key
+      return step + 1, cache, new, pos + 1, done, out_tok, out_lp, out_slp, gen_len
 
-    state = (jnp.int32(1), cache, tok, pos, done, out_tok, out_lp, out_slp, gen_len, key)
+    state = (jnp.int32(1), cache, tok, pos, done, out_tok, out_lp, out_slp, gen_len)
     state = jax.lax.while_loop(cond, body, state)
-    step, _, _, _, done, out_tok, out_lp, out_slp, gen_len, _ = state
-    return out_tok, out_lp, out_slp, gen_len, done, step - 1
+    step, _, _, _, done, out_tok, out_lp, out_slp, gen_len = state
+    return out_tok, out_lp, out_slp, gen_len, done & row_live, step - 1
 
   # ----------------------------------------------------------------- driver
   def _validate(self, prompts, sp: SamplingParams):
@@ -287,19 +304,70 @@ class Sampler:
       if bad:
         raise ValueError(f"prompt {i} has token ids outside [0, {V}): {bad[:5]}")
 
-  def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams, key: jax.Array) -> GenerationResult:
-    """Sample ``sampling.n_samples`` continuations of each prompt (lists of token ids). Deterministic in ``key``."""
+  def generate(
+    self,
+    prompts: Sequence[Sequence[int]],
+    sampling: SamplingParams,
+    key: jax.Array,
+    *,
+    n: Sequence[int] | None = None,
+    prompt_ids: Sequence[int] | None = None,
+    first_sample: Sequence[int] | None = None,
+  ) -> GenerationResult:
+    """Sample continuations of each prompt (lists of token ids). Deterministic in ``key``.
+
+    Args:
+      prompts: B token lists.
+      sampling: how to sample; ``sampling.n_samples`` samples per prompt unless ``n`` is given.
+      key: the PRNG key.
+      n: samples per prompt (B ints >= 0, not all 0): prompts may ask for different numbers; the outputs are
+        shaped [B, max(n), M] and the absent samples have length 0.
+      prompt_ids: the id folded into each prompt's sample keys (default 0..B-1). Give stable ids (e.g. query
+        ids) when the same prompt is sampled again in another batch.
+      first_sample: index of each prompt's first sample in its stream (default 0): sample s of this call is
+        sample first_sample + s of the prompt, whatever else is in the batch.
+    """
     self._validate(prompts, sampling)
     B = len(prompts)
-    lens = np.array([len(p) for p in prompts], np.int32)
+    counts = np.full(B, sampling.n_samples, np.int64) if n is None else np.asarray(n, np.int64).reshape(-1)
+    ids = np.arange(B) if prompt_ids is None else np.asarray(prompt_ids, np.int64).reshape(-1)
+    first = np.zeros(B, np.int64) if first_sample is None else np.asarray(first_sample, np.int64).reshape(-1)
+    errors = [
+      f"{name} has {len(a)} entries for {B} prompts"
+      for name, a in (("n", counts), ("prompt_ids", ids), ("first_sample", first))
+      if len(a) != B
+    ]
+    if not errors:
+      if np.any(counts < 0) or counts.sum() == 0:
+        errors.append(f"n must be >= 0 per prompt with a positive total, got {counts.tolist()}")
+      if np.any(ids < 0) or np.any(ids >= 2**31) or np.any(first < 0) or np.any(first + counts >= 2**31):
+        errors.append("prompt_ids and first_sample + n must lie in [0, 2**31)")
+    if errors:
+      raise ValueError("invalid generate arguments: " + "; ".join(errors))
+    active = np.flatnonzero(counts > 0)  # prompts with no samples are not prefilled
+    lens = np.array([len(prompts[b]) for b in active], np.int32)
     P = _round_up(int(lens.max()), self.pad_multiple)
     P = min(P, self.config.max_position_embeddings)
-    tokens = np.zeros((B, P), np.int32)
-    positions = np.full((B, P), -1, np.int32)
-    for b, p in enumerate(prompts):
-      tokens[b, : len(p)] = p
-      positions[b, : len(p)] = np.arange(len(p))
-    ck = (B, P, sampling)
+    tokens = np.zeros((len(active), P), np.int32)
+    positions = np.full((len(active), P), -1, np.int32)
+    for i, b in enumerate(active):
+      p = prompts[b]
+      tokens[i, : len(p)] = p
+      positions[i, : len(p)] = np.arange(len(p))
+    # rows: (prompt, sample) pairs, padded to a multiple of 8 with dead rows (fewer recompiles)
+    row_b = np.repeat(np.arange(len(active)), counts[active])
+    row_s = np.concatenate([np.arange(counts[b]) for b in active])
+    total = len(row_b)
+    R = _round_up(total, 8)
+    row_src = np.zeros(R, np.int32)
+    row_src[:total] = row_b
+    row_pid = np.zeros(R, np.int32)
+    row_pid[:total] = ids[active][row_b]
+    row_sid = np.zeros(R, np.int32)
+    row_sid[:total] = first[active][row_b] + row_s
+    row_live = np.arange(R) < total
+
+    ck = (len(active), P, R, sampling)
     compile_s = 0.0
     pre, dec = self._compiled.get(ck, (None, None))
     if pre is None:
@@ -311,33 +379,40 @@ class Sampler:
     t0 = time.perf_counter()
     last, cache = jax.block_until_ready(pre(self.params, tokens, positions, lens - 1))
     prefill_s = time.perf_counter() - t0
+    args = (self.params, cache, last, lens, key, row_src, row_pid, row_sid, row_live)
     if dec is None:
       # Lowered against the real prefill outputs so that their (possibly sharded) layouts are what it expects.
       t0 = time.perf_counter()
-      dec = jax.jit(self._decode, static_argnums=5).lower(self.params, cache, last, lens, key, sampling).compile()
+      dec = jax.jit(self._decode, static_argnums=9).lower(*args, sampling).compile()
       compile_s += time.perf_counter() - t0
       self._compiled[ck] = (pre, dec)
     t1 = time.perf_counter()
-    out = jax.block_until_ready(dec(self.params, cache, last, lens, key))
+    out = jax.block_until_ready(dec(*args))
     decode_s = time.perf_counter() - t1
     out_tok, out_lp, out_slp, gen_len, done, calls = (np.asarray(x) for x in out)
-    n, M = sampling.n_samples, sampling.max_new_tokens
+    M = sampling.max_new_tokens
+    S = int(counts.max())
+    tok = np.full((B, S, M), sampling.pad_id, np.int32)
+    lp = np.zeros((B, S, M), np.float32)
+    slp = np.zeros((B, S, M), np.float32)
+    length = np.zeros((B, S), np.int32)
+    stopped = np.zeros((B, S), bool)
+    dst_b, dst_s = active[row_b], row_s
+    tok[dst_b, dst_s] = out_tok[:total]
+    lp[dst_b, dst_s] = out_lp[:total]
+    slp[dst_b, dst_s] = out_slp[:total]
+    length[dst_b, dst_s] = gen_len[:total]
+    stopped[dst_b, dst_s] = done[:total]
     acct = Accounting(
       prompt_tokens=int(lens.sum()),
-      generated_tokens=int(gen_len.sum()),
+      generated_tokens=int(gen_len[:total].sum()),
       prefill_s=prefill_s,
       decode_s=decode_s,
       compile_s=compile_s,
       decode_calls=int(calls),
     )
-    shape = (B, n, M)
     return GenerationResult(
-      tokens=out_tok.reshape(shape),
-      logprobs=out_lp.reshape(shape),
-      sample_logprobs=out_slp.reshape(shape),
-      lengths=gen_len.reshape(B, n),
-      stopped=done.reshape(B, n),
-      accounting=acct,
+      tokens=tok, logprobs=lp, sample_logprobs=slp, lengths=length, stopped=stopped, accounting=acct
     )
 
 

@@ -150,3 +150,27 @@ def test_bad_input_is_rejected_before_work(model):
   for bad in [dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_p=0.0), dict(top_k=-2), dict(n_samples=0)]:
     with pytest.raises(ValueError, match="invalid SamplingParams"):
       SamplingParams(**bad)
+
+
+def test_samples_do_not_depend_on_batch_composition(model):
+  """Per-row keys: sample s of prompt id p is the same draw alone, in another batch, or asked for later."""
+  cfg, params = model
+  sampler = Sampler(cfg, params)
+  sp = SamplingParams(max_new_tokens=7, temperature=1.0, n_samples=4)
+  full = sampler.generate(PROMPTS, sp, jax.random.key(3), prompt_ids=[10, 11, 12])
+  # prompt 12 alone, samples 2..3 only (a sequential method's later request)
+  later = sampler.generate([PROMPTS[2]], sp, jax.random.key(3), n=[2], prompt_ids=[12], first_sample=[2])
+  np.testing.assert_array_equal(later.tokens[0], full.tokens[2, 2:])
+  np.testing.assert_allclose(later.logprobs[0], full.logprobs[2, 2:], atol=1e-5)
+  # ragged counts in one batch: (0, 3, 1) samples; the absent ones have length 0 and the total counts only rows
+  rag = sampler.generate(PROMPTS, sp, jax.random.key(3), n=[0, 3, 1], prompt_ids=[10, 11, 12])
+  assert rag.tokens.shape == (3, 3, 7)
+  np.testing.assert_array_equal(rag.tokens[1], full.tokens[1, :3])
+  np.testing.assert_array_equal(rag.tokens[2, 0], full.tokens[2, 0])
+  assert np.all(rag.lengths[0] == 0) and np.all(rag.lengths[2, 1:] == 0)
+  assert rag.accounting.generated_tokens == int(rag.lengths.sum())
+  assert rag.accounting.prompt_tokens == len(PROMPTS[1]) + len(PROMPTS[2])  # prompt 0 asked for nothing
+  with pytest.raises(ValueError, match="invalid generate arguments"):
+    sampler.generate(PROMPTS, sp, jax.random.key(3), n=[0, 0, 0])
+  with pytest.raises(ValueError, match="invalid generate arguments"):
+    sampler.generate(PROMPTS, sp, jax.random.key(3), n=[1, 2])

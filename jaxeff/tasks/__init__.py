@@ -1,0 +1,1 @@
+"""Synthetic tasks jaxeff generates with exact answers (no downloads): ``arith`` (digit-sum reasoning)."""
