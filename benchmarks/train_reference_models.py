@@ -36,10 +36,12 @@ def _logged(workdir: Path) -> list[dict]:
 
 
 def stages(name: str):
-  from jaxeff.training.presets import tiny_code, tiny_moe, tiny_recall
+  from jaxeff.training.presets import tiny_arith, tiny_code, tiny_moe, tiny_recall
 
   if name == "tiny-moe":
     return [tiny_moe()]
+  if name == "tiny-arith":
+    return [tiny_arith()]
 
   if name == "tiny-recall":
     base = tiny_recall()
@@ -117,7 +119,9 @@ def stages(name: str):
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("name", choices=["tiny-recall", "tiny-code", "tiny-moe"], help="which reference model to train")
+  ap.add_argument(
+    "name", choices=["tiny-recall", "tiny-code", "tiny-moe", "tiny-arith"], help="which reference model to train"
+  )
   ap.add_argument("--workdir", default="runs/reference", help="where stage runs go (default: %(default)s)")
   args = ap.parse_args(argv)
 

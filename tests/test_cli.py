@@ -17,7 +17,7 @@ def _options(sub):
   return action.choices[sub]._actions
 
 
-@pytest.mark.parametrize("sub", ["generate", "inspect", "bench", "judgeq", "camera"])
+@pytest.mark.parametrize("sub", ["generate", "inspect", "bench", "judgeq", "camera", "seersc"])
 def test_every_option_has_help(sub):
   for action in _options(sub):
     assert action.help and len(action.help) > 10, action.dest
@@ -235,3 +235,22 @@ def test_camera_analyze_prune_quantize(tmp_path, capsys):
   assert "[0, 1]" in capsys.readouterr().err
   assert cli.main(["camera", "quantize", *common, "--bits", "3", "2", "--bit-ratios", "0.5", "0.6"]) == 2
   assert "sum to 1" in capsys.readouterr().err
+
+
+def test_seersc_cli_runs_methods_and_rejects_bad_input(tmp_path, capsys):
+  argv = ["seersc", "--n-problems", "6", "--max-samples", "4", "--m", "8", "--method", "seersc", "--method", "asc"]
+  assert cli.main([*argv, "--json"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert set(out) == {"SeerSC@4", "ASC@4"}
+  assert out["SeerSC@4"]["queries"] == 6 and out["SeerSC@4"]["s1_tokens"] == 6 * 8  # one token per System-1 answer
+  assert out["ASC@4"]["s1_tokens"] == 0 and 0.0 <= out["ASC@4"]["accuracy"] <= 1.0
+  data = tmp_path / "q.jsonl"
+  data.write_text('{"prompt": "a1b2=", "answer": "3"}\n{"answer": "1"}\n')
+  for bad, needle in [
+    (["seersc", "--max-samples", "0"], "must be >= 1"),
+    (["seersc", "--thresholds", "2", "1"], "thresholds"),
+    (["seersc", "--data", str(tmp_path / "missing.jsonl")], "no such file"),
+    (["seersc", "--data", str(data)], "q.jsonl:2"),
+  ]:
+    assert cli.main(bad) == 2
+    assert needle in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The batched sampler (n samples per prompt sharing one prefill, per-token logprobs, accounting)."""
+"""The batched sampler (n samples per prompt sharing one prefill, per-token logprobs, accounting) and the
+methods built on it (``seersc``: SeerSC, SC, ESC, ASC; ``answers``: answer extraction)."""
 
 from jaxeff.generation.sampler import Accounting as Accounting
 from jaxeff.generation.sampler import GenerationResult as GenerationResult

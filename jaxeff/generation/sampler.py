@@ -242,7 +242,6 @@ class Sampler:
 
   def _decode(self, params, cache, last_bv, lengths_b, key, row_src, row_pid, row_sid, row_live, sp: SamplingParams):
     M = sp.max_new_tokens
-    cache = jax.tree.map(lambda x: x[row_src], cache)
     logits = last_bv[row_src]
     pos = lengths_b[row_src].astype(jnp.int32)
     R = logits.shape[0]
@@ -260,6 +259,9 @@ class Sampler:
     out_slp = jnp.zeros((R, M), jnp.float32).at[:, 0].set(jnp.where(row_live, slp, 0.0))
     done = ~row_live | jnp.isin(tok, stop)
     gen_len = row_live.astype(jnp.int32)
+    if M == 1:  # one token per sample (e.g. SeerSC's System 1): the prefill logits suffice, no cache copies
+      return out_tok, out_lp, out_slp, gen_len, done & row_live, jnp.int32(0)
+    cache = jax.tree.map(lambda x: x[row_src], cache)
 
     def cond(state):
       step, _, _, _, done, *_ = state

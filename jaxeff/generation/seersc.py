@@ -394,8 +394,9 @@ Method = SC | ESC | ASC | SeerSC
 # ------------------------------------------------------------------------------------------------ scheduler
 @dataclasses.dataclass
 class QueryRecord:
-  """Per-query outcome and accounting. ``latency_tokens``: sum over this query's calls of its longest row
-  (the parallel-decoding latency model); ``calls``: sequential model calls it took part in."""
+  """Per-query outcome, accounting and trace. ``latency_tokens``: sum over this query's calls of its longest row
+  (the parallel-decoding latency model); ``calls``: sequential model calls it took part in; ``s1_answers`` /
+  ``s2_answers``: the extracted answers in sampling order."""
 
   query: int
   answer: str | None
@@ -407,6 +408,8 @@ class QueryRecord:
   latency_tokens: int
   entropy: float | None = None
   budget: int | None = None
+  s1_answers: list[str | None] = dataclasses.field(default_factory=list)
+  s2_answers: list[str | None] = dataclasses.field(default_factory=list)
 
   @property
   def tokens(self) -> int:
@@ -511,6 +514,8 @@ def run_batch(
           latency_tokens=latency[i],
           entropy=pol.info.get("entropy"),
           budget=pol.info.get("budget"),
+          s1_answers=[x.answer for x in pol.s1],
+          s2_answers=[x.answer for x in pol.s2],
         )
       )
     if bar is not None:
@@ -671,6 +676,41 @@ class SamplerBackend:
     return out, stats
 
 
+def seersc(
+  prompts: Sequence[str],
+  sampler,
+  tokenizer,
+  *,
+  n: int = 8,
+  m: int = 64,
+  thresholds: Sequence[float] = MATH_THRESHOLDS,
+  prompting: Prompting | None = None,
+  golds: Sequence[str | None] | None = None,
+  key=None,
+  batch_size: int | None = None,
+) -> RunReport:
+  """SeerSC on text prompts with a jaxeff ``Sampler``: the answers, per-system token counts and the trace.
+
+  Example:
+    >>> from jaxeff.models.embedded import load_reference_model
+    >>> from jaxeff.generation import Sampler
+    >>> from jaxeff.tasks.arith import seersc_prompting
+    >>> cfg, params, tok = load_reference_model("tiny-arith")
+    >>> rep = seersc(["a3b0c4d0e0f0g0h1="], Sampler(cfg, params), tok, prompting=seersc_prompting(), m=16)
+    >>> rep.records[0].answer, rep.records[0].budget
+    ('8', 1)
+  """
+  import jax
+
+  if golds is not None and len(golds) != len(prompts):
+    raise ValueError(f"{len(prompts)} prompts but {len(golds)} gold answers")
+  qs = [Query(i, p, None if golds is None else golds[i]) for i, p in enumerate(prompts)]
+  backend = SamplerBackend(
+    sampler, tokenizer, prompting or Prompting(), key=jax.random.key(0) if key is None else key
+  ).register(qs)
+  return run_batch(SeerSC(n=n, m=m, thresholds=tuple(thresholds)), qs, backend, batch_size=batch_size)
+
+
 # ------------------------------------------------------------------------------------------------ calibration
 def calibrate_thresholds(
   entropies: Sequence[float],
@@ -722,6 +762,38 @@ def calibrate_thresholds(
   return {"thresholds": thr, "accuracy": acc, "s2_tokens": tok, "sc_accuracy": sc_acc, "sc_s2_tokens": sc_tok}
 
 
+def calibrate(
+  queries: Sequence[Query],
+  backend: Backend,
+  n: int,
+  *,
+  m: int = 64,
+  policy: str = "avg2",
+  tolerance: float = 0.01,
+  batch_size: int | None = None,
+  grid: Sequence[float] | None = None,
+) -> dict[str, Any]:
+  """Calibrate SeerSC's thresholds on development queries (with gold answers): draw M System-1 and N System-2
+  samples per query through ``backend``, then ``calibrate_thresholds``. Returns its dict plus the dev
+  ``entropies``. Use the thresholds on other queries: ``SeerSC(n, thresholds=out["thresholds"])``."""
+  n = _check_n(n)
+  if not queries or any(q.gold is None for q in queries):
+    raise ValueError("calibration needs development queries with gold answers")
+  size = len(queries) if batch_size is None else _check_n(batch_size, "batch_size")
+  ent, answers, tokens = [], [], []
+  for start in range(0, len(queries), size):
+    chunk = queries[start : start + size]
+    s1, _ = backend.sample([Request(q.id, 1, m, 0) for q in chunk])
+    s2, _ = backend.sample([Request(q.id, 2, n, 0) for q in chunk])
+    for a, b in zip(s1, s2):
+      ent.append(weighted_entropy([x.answer for x in a], [confidence(x.answer_logprobs, policy) for x in a]))
+      answers.append([normalize(x.answer) for x in b])
+      tokens.append([x.tokens for x in b])
+  out = calibrate_thresholds(ent, answers, tokens, [q.gold for q in queries], n, tolerance=tolerance, grid=grid)
+  out["entropies"] = ent
+  return out
+
+
 __all__ = [
   "ASC",
   "ESC",
@@ -742,9 +814,11 @@ __all__ = [
   "SeerSC",
   "asc_probability",
   "budget",
+  "calibrate",
   "calibrate_thresholds",
   "confidence",
   "majority_vote",
   "run_batch",
+  "seersc",
   "weighted_entropy",
 ]

@@ -7,6 +7,9 @@ tokenizer.json, and TRAINING.json with the command, time and final metrics):
 * ``tiny-code``: a byte-level Llama-style LM on the Python standard library's sources, 2048-token context.
 * ``tiny-recall``: code + synthetic pass-key retrieval; its needle accuracy is the quality probe for sparse
   attention, KV eviction and latent caches.
+* ``tiny-moe``: a Qwen2-MoE-style model on code: the probe for CAMERA pruning and quantization.
+* ``tiny-arith``: digit-sum reasoning with and without chain of thought (``jaxeff.tasks.arith``): the probe for
+  SeerSC and self-consistency.
 
 ``default_model()`` is ``tiny-code``. If the assets are absent (a source tree without them), it falls back to
 a random-weight model of the same family so the stack still runs, and says so.
@@ -25,7 +28,7 @@ from jaxeff.models.decoder import init_params
 from jaxeff.tokenizer import ByteTokenizer
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-REFERENCE_MODELS = ("tiny-code", "tiny-recall", "tiny-moe")
+REFERENCE_MODELS = ("tiny-code", "tiny-recall", "tiny-moe", "tiny-arith")
 
 
 def reference_model_path(name: str) -> Path:

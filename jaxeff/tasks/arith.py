@@ -8,17 +8,19 @@ their sum mod 10.
   digit and the running sum mod 10, then ``A:`` and the answer;
 * System 1 (direct), mode token ``D``: ``A:2``.
 
-**Difficulty.** Digits are non-zero with probability ``p_nonzero`` (default 0.25), so problems share one chain
-length but not one difficulty: with z non-zero digits, a direct answer needs z additions in one forward pass
-(a small model manages z <= 2) and a chain has up to z - 1 carries. ``p_nonzero`` sets the mix of easy and
-hard queries (like a benchmark on which a model is mostly, not always, competent).
+**Difficulty.** Digits are non-zero with probability ``p_nonzero`` (default 0.35), so problems share one chain
+length but not one difficulty: with z non-zero digits a direct answer needs z additions in one forward pass
+(a small model manages about three). ``p_nonzero`` sets the mix of easy and hard queries (like a benchmark on
+which a model is mostly, not always, competent).
 
-**A noisy teacher** (``eps``, default 0.2): training chains are written by a reasoner that slips at carry
-steps (s + d >= 10): with probability ``eps`` it writes a uniformly random wrong running sum and carries on from
-it; a direct training answer is the conclusion of such a chain. A model trained on this reasons correctly
-when greedy but errs at carries when sampled, more on harder problems, and its direct answers are uncertain
-exactly where its chains disagree: the regime where self-consistency (and SeerSC's budget) matters. With
-``eps = 0`` chains are exact and a trained model's samples rarely disagree.
+**A noisy teacher** (``eps``, default 0.3; ``slip_after``, default 3): training chains are written by a reasoner
+that is exact while its running sum combines at most ``slip_after`` non-zero digits and afterwards, at each
+further non-zero step, writes a uniformly random wrong running sum with probability ``eps`` and carries on
+from it (working memory overload); a direct training answer is the conclusion of such a chain. A model trained
+on this reasons exactly on easy problems, errs when sampled on hard ones, and its direct answers are uncertain
+where its chains disagree: the regime where self-consistency, and SeerSC's budget, matter (a reasoner that also
+slipped on problems it answers confidently would make any budget of 1 lose accuracy). With ``eps = 0`` chains
+are exact and a trained model's samples rarely disagree.
 
 Rows are byte-level (``ByteTokenizer``): ``<bos> prompt mode completion <eos>``; the loss covers the
 completion and the EOS (never the prompt or the forced mode token). Problems are split by a stable hash of
@@ -82,13 +84,16 @@ class ArithProblem:
   def answer(self) -> str:
     return str(sum(self.digits) % 10)
 
-  def chain(self, eps: float = 0.0, rng: np.random.Generator | None = None) -> list[int]:
-    """Running sums written by the (noisy) teacher: at a carry step, a random wrong digit w.p. ``eps``."""
-    sums, s = [], 0
+  def chain(self, eps: float = 0.0, rng: np.random.Generator | None = None, slip_after: int = 3) -> list[int]:
+    """Running sums written by the (noisy) teacher: exact up to the ``slip_after``-th non-zero digit, then at
+    each further non-zero digit a random wrong digit with probability ``eps``."""
+    sums, s, seen = [], 0, 0
     for d in self.digits:
       t = (s + d) % 10
-      if eps > 0 and s + d >= 10 and rng.random() < eps:
-        t = int((t + rng.integers(1, 10)) % 10)
+      if d:
+        seen += 1
+        if eps > 0 and seen > slip_after and rng.random() < eps:
+          t = int((t + rng.integers(1, 10)) % 10)
       sums.append(t)
       s = t
     return sums
@@ -109,7 +114,7 @@ def split_of(digits: Sequence[int]) -> str:
 
 
 def sample_problems(
-  n: int, *, seed: int = 0, split: str = "validation", n_digits: int = 8, p_nonzero: float = 0.25
+  n: int, *, seed: int = 0, split: str = "validation", n_digits: int = 8, p_nonzero: float = 0.35
 ) -> list[ArithProblem]:
   """``n`` problems of ``split`` with ``n_digits`` digits, each non-zero w.p. ``p_nonzero`` (then uniform in
   1..9); deterministic in ``seed``."""
@@ -136,9 +141,9 @@ def arith_rows(
   seed: int = 0,
   split: str = "train",
   cot_fraction: float = 0.5,
-  eps: float = 0.2,
+  eps: float = 0.3,
   n_digits: int = 8,
-  p_nonzero: float = 0.25,
+  p_nonzero: float = 0.35,
   tokenizer: ByteTokenizer | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Training rows [n_rows, seq_len + 1] packed with whole examples (PAD after the last one that fits) and loss

@@ -121,4 +121,41 @@ def tiny_moe() -> TrainConfig:
   )
 
 
-PRESETS = {"smoke": smoke, "tiny-code": tiny_code, "tiny-recall": tiny_recall, "tiny-moe": tiny_moe}
+def tiny_arith() -> TrainConfig:
+  """``tiny-arith``: a byte-level model trained on the ``arith`` digit-sum task, half direct answers and half
+  chain of thought (``jaxeff.tasks.arith``): the reference model of SeerSC and self-consistency."""
+  model = ModelConfig.tiny(
+    d_model=96,
+    n_layers=3,
+    n_heads=4,
+    n_kv_heads=4,
+    head_dim=24,
+    d_ff=256,
+    max_position_embeddings=256,
+    rope_theta=10000.0,
+  )
+  return TrainConfig(
+    model=model,
+    corpora=("arith",),
+    weights=(1.0,),
+    passkey_rows=65536,
+    seq_len=128,
+    batch_size=32,
+    steps=3000,
+    lr=3e-3,
+    warmup_steps=50,
+    schedule="cosine",
+    eval_every=500,
+    eval_batches=4,
+    checkpoint_every=250,
+    log_every=50,
+  )
+
+
+PRESETS = {
+  "smoke": smoke,
+  "tiny-code": tiny_code,
+  "tiny-recall": tiny_recall,
+  "tiny-moe": tiny_moe,
+  "tiny-arith": tiny_arith,
+}

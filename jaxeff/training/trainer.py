@@ -43,7 +43,7 @@ class TrainConfig:
   """Everything a run needs; stored beside every checkpoint.
 
   Attributes (grouped): model — ``model`` (a ModelConfig; its vocab is set from the tokenizer);
-  data — ``corpora`` ('python', 'gcide', and the synthetic 'passkey'), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
+  data — ``corpora`` ('python', 'gcide', and the synthetic 'passkey' and 'arith'), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
   'bpe'), ``bpe_vocab``, ``max_documents`` (cap per corpus, for tests), ``passkey_rows`` (rows of each
   synthetic corpus); batch —
   ``seq_len``, ``batch_size`` (global rows per step), ``grad_accum`` (micro-batches per step);
@@ -117,8 +117,9 @@ class TrainConfig:
       errors.append(f"unknown corpora {bad}; choose from python, gcide, {', '.join(SYNTHETIC)}")
     if len(self.weights) != len(self.corpora):
       errors.append(f"{len(self.corpora)} corpora but {len(self.weights)} weights")
-    if "passkey" in self.corpora and self.tokenizer != "byte":
-      errors.append("the passkey corpus is byte-level: use tokenizer='byte'")
+    for syn in SYNTHETIC:
+      if syn in self.corpora and self.tokenizer != "byte":
+        errors.append(f"the {syn} corpus is byte-level: use tokenizer='byte'")
     if "passkey" in self.corpora and self.model.vocab_size < data_lib.PASSKEY_VOCAB:
       errors.append(f"the passkey corpus needs model.vocab_size >= {data_lib.PASSKEY_VOCAB} (its key symbols)")
     if self.batch_size % self.grad_accum:
@@ -351,7 +352,7 @@ def evaluate(params, batches, *, config: ModelConfig, byte_lengths: np.ndarray |
 
 
 # ------------------------------------------------------------------------------------------------ data
-SYNTHETIC = ("passkey",)  # byte-level synthetic corpora
+SYNTHETIC = ("passkey", "arith")  # byte-level synthetic corpora
 
 
 @dataclasses.dataclass
@@ -392,6 +393,10 @@ def build_data(config: TrainConfig, workdir: Path | None = None) -> RunData:
     if name in SYNTHETIC:
       n = config.passkey_rows if split == "train" else max(config.eval_batches * config.batch_size, 8)
       seed = seed + (0 if split == "train" else 7919)
+      if name == "arith":
+        from jaxeff.tasks.arith import arith_rows
+
+        return arith_rows(n, L, seed=seed, split=split, tokenizer=tok)
       filler = np.concatenate(data_lib.tokenize_corpus("python", split, tok, max_documents=config.max_documents))
       return data_lib.passkey_rows(filler, n, L, seed=seed)
     docs = data_lib.tokenize_corpus(name, split, tok, max_documents=config.max_documents)

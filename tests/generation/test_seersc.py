@@ -235,6 +235,32 @@ def test_calibrate_thresholds_on_a_constructed_dev_split():
     S.calibrate_thresholds(ent, [a[:4] for a in ans], toks, golds, 8)
 
 
+def test_calibrate_draws_dev_samples_and_matches_the_table_version():
+  rng = np.random.default_rng(4)
+  streams, queries = {}, []
+  for q in range(12):
+    spread = q % 3  # 0: one answer, 1: two answers, 2: eight answers
+    s1 = [(str(i % [1, 2, 8][spread]), 1, math.log(0.7)) for i in range(16)]
+    s2 = [(str(int(rng.integers(0, 2)) if spread else 0), 7) for _ in range(4)]
+    streams[(q, 1)], streams[(q, 2)] = s1, s2
+    queries.append(S.Query(q, gold="0"))
+  b = S.ScriptedBackend(streams)
+  out = S.calibrate(queries, b, 4, m=16, tolerance=0.0, batch_size=5)
+  assert [len(c) for c in b.log] == [5, 5, 5, 5, 2, 2]  # System 1 then System 2 per chunk of 5
+  want = S.calibrate_thresholds(
+    [[0.0, 1.0, 3.0][q % 3] for q in range(12)],
+    [[a for a, _ in streams[(q, 2)]] for q in range(12)],
+    [[7] * 4] * 12,
+    ["0"] * 12,
+    4,
+    tolerance=0.0,
+  )
+  assert out["entropies"] == pytest.approx([[0.0, 1.0, 3.0][q % 3] for q in range(12)])
+  assert {k: out[k] for k in want} == want
+  with pytest.raises(ValueError, match="gold"):
+    S.calibrate([S.Query(0)], b, 4)
+
+
 # ------------------------------------------------------------------------------------------------ parsers
 def test_answer_parsers_edge_cases():
   assert extract_boxed(r"first \boxed{1} then \boxed{\frac{2}{3}}") == r"\frac{2}{3}"
