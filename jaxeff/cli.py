@@ -321,6 +321,51 @@ def _build_parser() -> argparse.ArgumentParser:
   sc.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
   sc.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
+  sw = sub.add_parser(
+    "sweep",
+    help="run a scaling sweep (one training run per (N, D) point) into a results table",
+    description="Train one model per point of a grid or IsoFLOP design, each with its own cosine schedule ending "
+    "at its token budget, and append (N, D, C, held-out loss, bits/byte) to WORKDIR/results.csv. Re-running skips "
+    "finished points and resumes a killed one from its checkpoint.",
+  )
+  sw.add_argument("--workdir", required=True, help="folder for the runs and results.csv")
+  sw.add_argument("--design", choices=("grid", "isoflop"), default="grid", help="point design (default: grid)")
+  sw.add_argument(
+    "--sizes",
+    default="32x2,48x2,64x2",
+    help="model sizes as d_model x layers, comma-separated (default: %(default)s)",
+  )
+  sw.add_argument(
+    "--tokens", default="100000,200000,400000", help="grid: token budgets D, comma-separated (default: %(default)s)"
+  )
+  sw.add_argument("--budgets", default="1e11,3e11", help="isoflop: compute budgets C = 6ND (default: %(default)s)")
+  sw.add_argument(
+    "--corpus", default="python", help="training corpus or mixture, e.g. 'python' or 'python:0.5,gcide:0.5'"
+  )
+  sw.add_argument("--eval-corpus", default=None, help="held-out corpus (default: the first training corpus)")
+  sw.add_argument("--seq-len", type=int, default=128, help="context length of every run (default: %(default)s)")
+  sw.add_argument("--batch-size", type=int, default=32, help="rows per step (default: %(default)s)")
+  sw.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
+  sw.add_argument("--dry-run", action="store_true", help="print the points (N, D, C) and exit")
+
+  fi = sub.add_parser(
+    "fit",
+    help="fit a Chinchilla or Farseer law to a results table and report compute-optimal allocation",
+    description="Fit L(N, D) to a CSV with columns N, D and loss (a `jaxeff sweep` table or your own runs), print "
+    "the parameters, in-range relative error, and optimal N, D and D/N at the given budgets; optionally plot.",
+  )
+  fi.add_argument("--results", required=True, help="CSV table with N, D and loss columns")
+  fi.add_argument("--law", choices=("chinchilla", "farseer"), default="chinchilla", help="law (default: chinchilla)")
+  fi.add_argument(
+    "--method",
+    default=None,
+    help="chinchilla: 'huber' (Approach 3, default) or 'vp' (variable projection); farseer: 'piecewise' (default) "
+    "or 'direct'",
+  )
+  fi.add_argument("--budgets", default="1e12,1e14,1e16", help="compute budgets for the allocation table")
+  fi.add_argument("--plot", default=None, help="write a PNG figure here")
+  fi.add_argument("--json", action="store_true", help="print one JSON object")
+
   co = sub.add_parser(
     "corpora",
     help="show (or install) the offline corpora jaxeff trains on",
@@ -752,6 +797,93 @@ def _cmd_seersc(args) -> int:
   return 0
 
 
+def _floats(spec: str, what: str) -> list[float]:
+  try:
+    vals = [float(x) for x in spec.split(",") if x.strip()]
+  except ValueError:
+    raise ValueError(f"{what}: expected comma-separated numbers, got {spec!r}") from None
+  if not vals or any(v <= 0 for v in vals):
+    raise ValueError(f"{what}: expected positive numbers, got {spec!r}")
+  return vals
+
+
+def _cmd_sweep(args) -> int:
+  from jaxeff.scaling import sweep as sw
+
+  sizes = []
+  for part in args.sizes.split(","):
+    d, _, l = part.partition("x")
+    if not (d.isdigit() and l.isdigit()):
+      raise ValueError(f"--sizes: expected d_modelxlayers like 32x2, got {part!r}")
+    sizes.append((int(d), int(l)))
+  if args.design == "grid":
+    points = sw.grid_design(
+      sizes, [int(t) for t in _floats(args.tokens, "--tokens")], corpus=args.corpus, eval_corpus=args.eval_corpus
+    )
+  else:
+    points = sw.isoflop_design(
+      _floats(args.budgets, "--budgets"), sizes, corpus=args.corpus, eval_corpus=args.eval_corpus
+    )
+  for p in points:
+    n = sw.count_params(p.model)
+    print(f"{p.name:40s} N={n:>9d} D={p.tokens:>11d} C={6 * n * p.tokens:.3g}")
+  if args.dry_run:
+    return 0
+  rows = sw.run_sweep(points, args.workdir, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr)
+  print(f"{len(rows)} rows in {args.workdir}/results.csv")
+  return 0
+
+
+def _cmd_fit(args) -> int:
+  import warnings
+
+  from jaxeff.scaling import laws
+  from jaxeff.scaling.sweep import read_table, table_arrays
+
+  N, D, L = table_arrays(read_table(args.results))
+  budgets = _floats(args.budgets, "--budgets")
+  if args.law == "chinchilla":
+    method = args.method or "huber"
+    if method not in ("huber", "vp"):
+      raise ValueError(f"--method for chinchilla must be 'huber' or 'vp', got {method!r}")
+    fit = laws.fit_chinchilla(N, D, L) if method == "huber" else laws.fit_chinchilla_vp(N, D, L)
+  else:
+    method = args.method or "piecewise"
+    if method not in ("piecewise", "direct"):
+      raise ValueError(f"--method for farseer must be 'piecewise' or 'direct', got {method!r}")
+    fit = laws.fit_farseer(N, D, L, method=method)
+  import dataclasses
+
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    alloc = [laws.optimal_allocation(fit, c, n_range=(N.min(), N.max())) for c in budgets]
+  out = {
+    "law": args.law,
+    "method": method,
+    "points": len(N),
+    "params": dataclasses.asdict(fit.params),
+    "objective": fit.objective,
+    "mean_relative_error": laws.mean_relative_error(fit, N, D, L),
+    "allocation": [{"C": a.C, "N": a.N, "D": a.D, "tokens_per_param": a.tokens_per_param} for a in alloc],
+    "warnings": [str(w.message) for w in caught],
+  }
+  if args.plot:
+    from jaxeff.scaling.plots import plot_fits
+
+    plot_fits(N, D, L, {f"{args.law} ({method})": fit}, args.plot, budgets=budgets)
+    out["plot"] = args.plot
+  if args.json:
+    print(json.dumps(out, indent=2, default=float))
+    return 0
+  print(f"{args.law} ({method}) on {len(N)} points: " + ", ".join(f"{k}={v:.6g}" for k, v in out["params"].items()))
+  print(f"mean relative error {out['mean_relative_error']:.4%}")
+  for a in out["allocation"]:
+    print(f"C={a['C']:.3g}: N_opt={a['N']:.4g} D_opt={a['D']:.4g} D/N={a['tokens_per_param']:.3g}")
+  for w in out["warnings"]:
+    print("warning:", w)
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _build_parser()
   args = parser.parse_args(argv)
@@ -765,6 +897,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     "judgeq": _cmd_judgeq,
     "camera": _cmd_camera,
     "seersc": _cmd_seersc,
+    "sweep": _cmd_sweep,
+    "fit": _cmd_fit,
   }
   try:
     return commands[args.command](args)
