@@ -346,6 +346,13 @@ def _build_parser() -> argparse.ArgumentParser:
   sw.add_argument("--seq-len", type=int, default=128, help="context length of every run (default: %(default)s)")
   sw.add_argument("--batch-size", type=int, default=32, help="rows per step (default: %(default)s)")
   sw.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
+  sw.add_argument(
+    "--shard",
+    default=None,
+    metavar="K/N",
+    help="run only points K, K+N, K+2N, ... into results-K-of-N.csv (one shard per host or TPU slice; "
+    "`jaxeff fit --results` takes the tables comma-separated)",
+  )
   sw.add_argument("--dry-run", action="store_true", help="print the points (N, D, C) and exit")
 
   fi = sub.add_parser(
@@ -354,7 +361,7 @@ def _build_parser() -> argparse.ArgumentParser:
     description="Fit L(N, D) to a CSV with columns N, D and loss (a `jaxeff sweep` table or your own runs), print "
     "the parameters, in-range relative error, and optimal N, D and D/N at the given budgets; optionally plot.",
   )
-  fi.add_argument("--results", required=True, help="CSV table with N, D and loss columns")
+  fi.add_argument("--results", required=True, help="CSV table(s) with N, D and loss columns, comma-separated")
   fi.add_argument("--law", choices=("chinchilla", "farseer"), default="chinchilla", help="law (default: chinchilla)")
   fi.add_argument(
     "--method",
@@ -824,13 +831,22 @@ def _cmd_sweep(args) -> int:
     points = sw.isoflop_design(
       _floats(args.budgets, "--budgets"), sizes, corpus=args.corpus, eval_corpus=args.eval_corpus
     )
+  table = None
+  if args.shard:
+    k, _, n = args.shard.partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+      raise ValueError(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}")
+    points = points[int(k) :: int(n)]
+    from pathlib import Path
+
+    table = Path(args.workdir) / f"results-{k}-of-{n}.csv"
   for p in points:
     n = sw.count_params(p.model)
     print(f"{p.name:40s} N={n:>9d} D={p.tokens:>11d} C={6 * n * p.tokens:.3g}")
   if args.dry_run:
     return 0
-  rows = sw.run_sweep(points, args.workdir, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr)
-  print(f"{len(rows)} rows in {args.workdir}/results.csv")
+  rows = sw.run_sweep(points, args.workdir, table=table, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr)
+  print(f"{len(rows)} rows in {table or args.workdir + '/results.csv'}")
   return 0
 
 
@@ -840,7 +856,7 @@ def _cmd_fit(args) -> int:
   from jaxeff.scaling import laws
   from jaxeff.scaling.sweep import read_table, table_arrays
 
-  N, D, L = table_arrays(read_table(args.results))
+  N, D, L = table_arrays([row for path in args.results.split(",") if path for row in read_table(path)])
   budgets = _floats(args.budgets, "--budgets")
   if args.law == "chinchilla":
     method = args.method or "huber"

@@ -5,7 +5,13 @@ import importlib
 
 import pytest
 
-MODULES = ["jaxeff.generation.answers", "jaxeff.generation.seersc", "jaxeff.tasks.arith"]
+MODULES = [
+  "jaxeff.generation.answers",
+  "jaxeff.generation.seersc",
+  "jaxeff.tasks.arith",
+  "jaxeff.scaling.laws",
+  "jaxeff.scaling.sweep",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
