@@ -17,7 +17,9 @@ def _options(sub):
   return action.choices[sub]._actions
 
 
-@pytest.mark.parametrize("sub", ["generate", "inspect", "bench", "judgeq", "camera", "seersc", "sweep", "fit"])
+@pytest.mark.parametrize(
+  "sub", ["generate", "inspect", "bench", "judgeq", "camera", "seersc", "sweep", "fit", "tcbench"]
+)
 def test_every_option_has_help(sub):
   for action in _options(sub):
     assert action.help and len(action.help) > 10, action.dest
