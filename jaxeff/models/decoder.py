@@ -301,6 +301,7 @@ def forward(
   is_prefill: bool | None = None,
   logits_index: Int[Array, " B"] | None = None,
   return_hidden: bool = False,
+  input_offset: Float[Array, "B T D"] | None = None,
 ) -> tuple[Float[Array, "B T V"], Any]:
   r"""Pure forward pass; returns float32 logits and the new cache.
 
@@ -325,6 +326,8 @@ def forward(
     logits_index: optional [B] token index per row; logits are then computed only there ([B, 1, V]), which
       skips the output head for the rest of a prompt (the sampler's prefill needs the last token only).
     return_hidden: also return the final hidden states [B, T, D] (before the norm) as a third output.
+    input_offset: optional [B, T, D] added to the token embeddings (gradients with respect to input
+      embeddings, e.g. GradS's demonstration scores, are gradients with respect to this offset at 0).
 
   Returns:
     ``(logits [B, T, V] float32, cache)`` (and hidden states when requested).
@@ -344,6 +347,8 @@ def forward(
   inv_freq = jnp.asarray(rope_inv_freq(config))
   safe_pos = jnp.maximum(positions_bt, 0)
   x = jnp.take(params["embed"], tokens_bt, axis=0)
+  if input_offset is not None:
+    x = x + input_offset.astype(x.dtype)
   x = shard_lib.constrain(x, ("batch", "seq", "act_embed"))
   for i, lp in enumerate(params["layers"]):
     window = config.layer_window(i)
