@@ -1,0 +1,109 @@
+"""Code translation: TransCoder-test harness on real compilers, pass@k vs its definition, SA validation."""
+
+import json
+import os
+from fractions import Fraction
+from math import comb
+from pathlib import Path
+
+import pytest
+
+from jaxeff.codetrans import augment as A
+from jaxeff.codetrans import evaluate as E
+
+_REL = "shared/data/transcoder/evaluation_gfg"
+CANDIDATES = [
+  os.environ.get("JAXEFF_TRANSCODER", ""),
+  Path(__file__).resolve().parents[3] / _REL,
+  Path("/work") / _REL,
+]
+STEMS = [
+  "ADD_1_TO_A_GIVEN_NUMBER",
+  "COUNT_SET_BITS_IN_AN_INTEGER",
+  "FIND_SUM_EVEN_FACTORS_NUMBER",
+  "PROGRAM_FOR_FACTORIAL_OF_A_NUMBER",
+]
+
+
+def _root():
+  """The TransCoder-test copy (a user-given path: $JAXEFF_TRANSCODER, else the workspace's shared data)."""
+  for c in CANDIDATES:
+    if c and (Path(c) / "cpp").is_dir():
+      return Path(c)
+  pytest.skip("no TransCoder-test copy on this machine (set JAXEFF_TRANSCODER to its evaluation_gfg folder)")
+
+
+def test_pass_at_k_equals_the_combinatorial_definition():
+  for n in range(1, 21):
+    for c in range(n + 1):
+      for k in range(1, n + 1):
+        exact = 1 - Fraction(comb(n - c, k), comb(n, k))
+        assert E.pass_at_k(n, c, k) == pytest.approx(float(exact), abs=1e-12)
+      assert E.pass_at_k(n, c, 1) == pytest.approx(c / n)
+      vals = [E.pass_at_k(n, c, k) for k in range(1, n + 1)]
+      assert all(b >= a - 1e-12 for a, b in zip(vals, vals[1:]))
+  assert E.pass_at_k(5, 0, 3) == 0.0 and E.pass_at_k(5, 4, 2) == 1.0
+  with pytest.raises(ValueError, match="at least k"):
+    E.pass_at_k(3, 1, 4)
+
+
+@pytest.mark.parametrize("src, tgt", [("java", "cpp"), ("cpp", "python"), ("python", "java")])
+def test_gold_passes_and_wrong_candidates_fail(src, tgt):
+  root = _root()
+  stems = [s for s in STEMS if all((root / d / f"{s}{x}").is_file() for d, x in E.LANG_DIRS.values())][:2]
+  probs = E.load_transcoder(root, src, tgt, stems)
+  rep = E.evaluate(E.gold_generator, probs, progress=False, workers=2)
+  assert rep["pass@k"]["1"] == 1.0 and rep["computational_accuracy"] == 1.0
+  const = {
+    "python": "def anything(*a):\n  return 0\n",
+    "cpp": "int anything(int x) { return 0; }",
+    "java": "static int anything(int x) { return 0; }",
+  }[tgt]
+  out = E.run_candidate(probs[0], const)
+  assert out.status in ("failure", "compilation") and not out.success
+
+
+def test_harness_outcomes_rename_and_result_lines():
+  root = _root()
+  (p,) = E.load_transcoder(root, "java", "python", ["ADD_1_TO_A_GIVEN_NUMBER"])
+  renamed = E.run_candidate(p, p.tgt_gold.replace("f_gold", "my_add_one"))  # another name is renamed
+  assert renamed.success and renamed.passed == renamed.total == 10
+  assert E.run_candidate(p, "def f(x):\n  return x +\n").status == "compilation"
+  assert E.run_candidate(p, "def f(x):\n  raise ValueError\n").status == "error"
+  assert E.run_candidate(p, "def f(x):\n  while True: pass\n", timeout_s=1).status == "timeout"
+  (pj,) = E.load_transcoder(root, "python", "java", ["ADD_1_TO_A_GIVEN_NUMBER"])
+  assert "javafx" in pj.tgt_script and "javafx" not in E.fill(pj.tgt_script, pj.tgt_gold, "java")
+  from jaxeff.sandbox import Verdict
+
+  for text in ("#Results: 10, 10", "#Results:10, 10\n", "gold printed 3#Results: 10, 10"):
+    assert E._outcome(Verdict("OK", text)).success
+  assert E._outcome(Verdict("OK", "#Results: 9, 10")).status == "failure"
+  assert E._outcome(Verdict("OK", "nothing")).status == "error"
+
+
+def test_sa_validation_and_stub_llm_end_to_end():
+  src = "def f(a):\n    s = 0\n    for x in a:\n        s += x\n    return s\n"
+  tgt = "int f(vector<int> a) {\n  int s = 0;\n  for (int x : a) s += x;\n  return s;\n}"
+  good = A.SAPair("s  =  0", "int s = 0;")
+  assert A.validate_sa(good, src, tgt) == (True, "ok")  # substring modulo whitespace
+  assert A.validate_sa(A.SAPair("", "int s;"), src, tgt)[0] is False
+  assert A.validate_sa(A.SAPair("s = 1", "int s = 0;"), src, tgt)[1] == "source snippet is not in the source program"
+  assert A.validate_sa(A.SAPair("def f(:", "int f("), "def f(:\n", "int f(")[1] == "python snippet does not parse"
+  pairs = [A.SAPair("return s", "return s;"), A.SAPair("s = 0", "int s = 0;")]
+  assert not A.in_order(pairs, src, tgt) and A.in_order(pairs[::-1], src, tgt)
+  canned = json.dumps(
+    [
+      {"src": "s = 0", "tgt": "int s = 0;"},
+      {"src": "return s", "tgt": "return s;"},
+      {"src": "s = 0", "tgt": "int s = 0;"},
+      {"src": "nope", "tgt": "x"},
+    ]
+  )
+  responses = iter(["here you go: " + canned, "not json at all"])
+  rep = A.SAGenerator(lambda prompt: next(responses)).generate([(src, tgt), (src, tgt)])
+  assert [(p["src"], p["tgt"]) for p in rep.pairs] == [("s = 0", "int s = 0;"), ("return s", "return s;")]
+  assert (
+    rep.duplicates == 1 and rep.unparsable == 1 and rep.rejected == {"source snippet is not in the source program": 1}
+  )
+  with pytest.raises(ValueError, match="mode"):
+    A.SAGenerator(lambda p: "", mode="by_magic")
