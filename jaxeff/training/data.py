@@ -383,3 +383,30 @@ def _bytes_to_unicode() -> dict[int, str]:
 def save_byte_tokenizer(save_dir: str | os.PathLike) -> None:
   """Write the byte tokenizer in HF format (tokenizer.json + configs) into ``save_dir``."""
   save_tokenizer_files(byte_tokenizer_json(), save_dir)
+
+
+# ----------------------------------------------------------------------------------------------- row files
+def save_rows(path: str | os.PathLike, rows: np.ndarray, masks: np.ndarray) -> Path:
+  """Write pre-tokenised training rows [n, L + 1] and loss masks [n, L] as an ``npz`` corpus (``npz:PATH``)."""
+  rows, masks = np.asarray(rows, np.int32), np.asarray(masks, np.float32)
+  if rows.ndim != 2 or masks.shape != (rows.shape[0], rows.shape[1] - 1):
+    raise ValueError(f"rows [n, L+1] and masks [n, L] expected, got {rows.shape} and {masks.shape}")
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez(tmp, rows=rows, masks=masks)
+  os.replace(tmp, path)
+  return path
+
+
+def load_rows(path: str | os.PathLike, split: str, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+  """Rows and masks of an ``npz`` corpus; every 20th row is the validation split (all rows if fewer than 20)."""
+  with np.load(path) as z:
+    rows, masks = z["rows"], z["masks"]
+  if rows.shape[1] != seq_len + 1:
+    raise ValueError(f"{path} holds rows of length {rows.shape[1]}, the run needs seq_len + 1 = {seq_len + 1}")
+  val = np.arange(len(rows)) % 20 == 19
+  if len(rows) < 20:
+    return rows, masks
+  sel = val if split == "validation" else ~val
+  return rows[sel], masks[sel]

@@ -112,9 +112,12 @@ class TrainConfig:
       errors.append(f"compute_dtype must be one of {tuple(_DTYPES)}, got {self.compute_dtype!r}")
     if self.tokenizer not in ("byte", "bpe"):
       errors.append(f"tokenizer must be 'byte' or 'bpe', got {self.tokenizer!r}")
-    bad = [c for c in self.corpora if c not in ("python", "gcide", *SYNTHETIC)]
+    bad = [c for c in self.corpora if c not in ("python", "gcide", *SYNTHETIC) and not c.startswith("npz:")]
     if bad:
-      errors.append(f"unknown corpora {bad}; choose from python, gcide, {', '.join(SYNTHETIC)}")
+      errors.append(f"unknown corpora {bad}; choose from python, gcide, {', '.join(SYNTHETIC)} or npz:PATH")
+    missing = [c for c in self.corpora if c.startswith("npz:") and not Path(c[4:]).is_file()]
+    if missing:
+      errors.append(f"row files not found: {missing}")
     if len(self.weights) != len(self.corpora):
       errors.append(f"{len(self.corpora)} corpora but {len(self.weights)} weights")
     for syn in SYNTHETIC:
@@ -376,7 +379,7 @@ def build_data(config: TrainConfig, workdir: Path | None = None) -> RunData:
   else:
     texts = []
     for c in config.corpora:
-      if c not in SYNTHETIC:
+      if c not in SYNTHETIC and not c.startswith("npz:"):
         texts += list(data_lib.load_corpus(c, "train", max_documents=config.max_documents)["text"])
     tok_dir = (workdir / "tokenizer") if workdir is not None else None
     if tok_dir is not None and (tok_dir / "tokenizer.json").is_file():
@@ -390,6 +393,8 @@ def build_data(config: TrainConfig, workdir: Path | None = None) -> RunData:
   L = config.seq_len
 
   def source(name, split, seed):
+    if name.startswith("npz:"):  # pre-tokenised rows + loss masks (e.g. code-translation pairs)
+      return data_lib.load_rows(name[4:], split, L)
     if name in SYNTHETIC:
       n = config.passkey_rows if split == "train" else max(config.eval_batches * config.batch_size, 8)
       seed = seed + (0 if split == "train" else 7919)

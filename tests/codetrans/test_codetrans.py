@@ -107,3 +107,91 @@ def test_sa_validation_and_stub_llm_end_to_end():
   )
   with pytest.raises(ValueError, match="mode"):
     A.SAGenerator(lambda p: "", mode="by_magic")
+
+
+def _pairs(n, seed=0):
+  import random
+
+  rng = random.Random(seed)
+  pa, sa = [], []
+  for _ in range(n):
+    k, j = rng.randint(2, 9), rng.randint(1, 9)
+    src = f"def f(x):\n    y = x * {k}\n    return y + {j}\n"
+    tgt = f"int f(int x) {{\n  int y = x * {k};\n  return y + {j};\n}}"
+    pa.append({"src": src, "tgt": tgt, "src_lang": "python", "tgt_lang": "cpp"})
+    sa.append({"src": f"y = x * {k}", "tgt": f"int y = x * {k};", "src_lang": "python", "tgt_lang": "cpp"})
+    sa.append({"src": f"return y + {j}", "tgt": f"return y + {j};", "src_lang": "python", "tgt_lang": "cpp"})
+  return sa, pa
+
+
+@pytest.mark.parametrize("order", [("sa", "pa"), ("pa", "sa")])
+def test_two_stage_trains_each_stage_on_its_own_data(tmp_path, order):
+  import jax
+
+  from jaxeff.codetrans import train as T
+  from jaxeff.config import ModelConfig
+  from jaxeff.training.data import PackedIterator, load_rows
+  from jaxeff.training.trainer import TrainConfig, evaluate
+
+  sa, pa = _pairs(60)
+  info = {k: T.build_examples(v, tmp_path / f"{k}.npz", seq_len=96) for k, v in (("sa", sa), ("pa", pa))}
+  assert info["sa"]["truncated"] == 0 and info["pa"]["rows"] >= 20
+  rows, masks = load_rows(tmp_path / "pa.npz", "train", 96)
+  assert masks.sum() > 0 and masks.sum() < masks.size  # prompt tokens get zero weight
+
+  def loss(params, cfg, name):
+    r, m = load_rows(tmp_path / f"{name}.npz", "train", 96)
+    it = PackedIterator(r, 8, seed=0, loss_masks=m)
+    return evaluate(params, [next(it) for _ in range(3)], config=cfg)["loss"]
+
+  base = TrainConfig(
+    model=ModelConfig.tiny(max_position_embeddings=128),
+    seq_len=96,
+    batch_size=8,
+    steps=1,
+    lr=3e-3,
+    warmup_steps=2,
+    eval_every=0,
+    eval_batches=1,
+    checkpoint_every=10,
+    log_every=10,
+  )
+  from jaxeff.models import init_params
+
+  p0 = init_params(base.model, jax.random.key(base.seed))
+  r1, r2 = T.train_two_stage(
+    {k: tmp_path / f"{k}.npz" for k in ("sa", "pa")},
+    base,
+    T.TwoStage(order=order, stage_steps=(25, 25), lrs=(3e-3, 3e-3)),
+    tmp_path / "run",
+    progress=False,
+  )
+  first, second = order
+  cfg = r1.model_config
+  assert loss(r1.params, cfg, first) < loss(p0, cfg, first)  # stage 1 learns its data
+  assert loss(r2.params, cfg, second) < loss(r1.params, cfg, second)  # stage 2 learns its data
+  with pytest.raises(ValueError, match="order"):
+    T.TwoStage(order=("sa", "sa"))
+
+
+def test_function_extraction_and_sampler_translator_plug_into_the_evaluator():
+  import jax
+
+  from jaxeff.codetrans import train as T
+  from jaxeff.config import ModelConfig
+  from jaxeff.generation import Sampler
+  from jaxeff.models import init_params
+
+  assert (
+    T.extract_function("int f(int x) { if (x) { return 1; } return 0; }\nint main(){}", "cpp")
+    == "int f(int x) { if (x) { return 1; } return 0; }"
+  )
+  assert T.extract_function("noise\ndef g(a):\n    return a\nprint(1)\n", "python") == "def g(a):\n    return a\n"
+  root = _root()
+  probs = E.load_transcoder(root, "python", "cpp", ["ADD_1_TO_A_GIVEN_NUMBER"])
+  cfg = ModelConfig.tiny(max_position_embeddings=1024)
+  tr = T.SamplerTranslator(Sampler(cfg, init_params(cfg, jax.random.key(0))), max_new_tokens=16)
+  cands = tr(probs, 2)
+  assert len(cands) == 1 and len(cands[0]) == 2 and all(isinstance(c, str) for c in cands[0])
+  rep = E.evaluate(tr, probs, n=2, ks=(1, 2), progress=False)
+  assert rep["pass@k"]["1"] == 0.0 and rep["per_problem"][0]["statuses"][0] in ("compilation", "failure", "error")
