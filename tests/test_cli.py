@@ -18,7 +18,7 @@ def _options(sub):
 
 
 @pytest.mark.parametrize(
-  "sub", ["generate", "inspect", "bench", "judgeq", "camera", "seersc", "sweep", "fit", "tcbench", "theory"]
+  "sub", ["generate", "inspect", "bench", "judgeq", "camera", "seersc", "sweep", "fit", "tcbench", "theory", "codetrans"]
 )
 def test_every_option_has_help(sub):
   for action in _options(sub):
