@@ -471,6 +471,7 @@ def fit_farseer(
   method: str = "piecewise",
   lam: float | None = None,
   refine: bool = True,
+  experimental: bool = True,
   delta: float = HUBER_DELTA,
   maxiter: int = 2000,
 ) -> FarseerFit:
@@ -482,6 +483,8 @@ def fit_farseer(
       >= 3 D per N and >= 3 sizes) or "direct" (joint Huber fit on log L from a small grid of starts).
     lam: the D-grid ratio for piecewise (inferred when None).
     refine: polish the piecewise result with the joint fit (started there).
+    experimental: run the UNVERIFIED stages 2-3 of the piecewise procedure (default); ``False`` keeps only the
+      verified stage 1 (reported in ``fit.stage1``) and fits the 9 parameters jointly from the direct grid.
     delta: Huber threshold on log-loss residuals.
 
   Example:
@@ -494,6 +497,10 @@ def fit_farseer(
   if method not in ("piecewise", "direct"):
     raise ValueError(f"method must be 'piecewise' or 'direct', got {method!r}")
   stage1 = None
+  if method == "piecewise" and not experimental:
+    stage1 = farseer_stage1(N, D, L, lam)
+    fit = fit_farseer(N, D, L, method="direct", delta=delta, maxiter=maxiter)
+    return FarseerFit(fit.params, fit.objective, "piecewise-stage1+direct", stage1)
   if method == "piecewise":
     stage1 = farseer_stage1(N, D, L, lam)
     if len(stage1["N"]) < 3:

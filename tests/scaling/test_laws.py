@@ -102,6 +102,9 @@ def test_farseer_stage1_exact_and_fits_reproduce_held_out_predictions():
   for method in ("piecewise", "direct"):
     fit = S.fit_farseer(N, D, L, method=method)
     assert S.mean_relative_error(fit, *held, truth) < 1e-3, method
+  verified = S.fit_farseer(N, D, L, method="piecewise", experimental=False)  # stage 1 only, then the joint fit
+  assert verified.method == "piecewise-stage1+direct" and verified.stage1["A"].shape == (5,)
+  assert S.mean_relative_error(verified, *held, truth) < 1e-3
   with pytest.raises(ValueError, match="geometric grid"):
     S.fit_farseer(N, D * np.tile([1, 1, 1, 1, 1, 1.5], 5), L)
 
