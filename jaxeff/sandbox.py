@@ -107,7 +107,8 @@ def _netns() -> list[str]:
 
 
 def _java_class(source: str) -> str:
-  m = re.search(r"public\s+(?:final\s+)?class\s+(\w+)", source)
+  """The class to run: the public class, else the first class declared (TransCoder files are not all public)."""
+  m = re.search(r"public\s+(?:final\s+)?class\s+(\w+)", source) or re.search(r"\bclass\s+(\w+)", source)
   return m.group(1) if m else "Main"
 
 

@@ -60,3 +60,9 @@ def test_output_rules_and_cache(tmp_path):
   assert [v.status for v in again] == ["AC", "OK"] and again[0].seconds == first[0].seconds  # from the cache
   with pytest.raises(ValueError, match="unsupported language"):
     Program("x", "rust")
+
+
+def test_java_class_without_public_modifier_runs():
+  src = "class Puzzle { public static void main(String[] a) { System.out.println(7); } }"
+  (v,) = run_tests(Program(src, "java"), [("", "7")], LIMITS)
+  assert v.status == "AC"
