@@ -8,7 +8,9 @@ its own temporary directory; each test runs in a fresh process with
 * address space ``memory_mb`` (``RLIMIT_AS``; Java gets ``-Xmx`` instead, the JVM reserves far more virtual
   memory than it uses), output files capped (``RLIMIT_FSIZE``) and captured output cut at ``output_bytes``,
 * no network where the kernel allows an unprivileged network namespace (``unshare -rn``; checked once, else
-  the limits above only), an empty environment but ``PATH``, its own process group (killed on timeout).
+  the limits above only), an empty environment but ``PATH``, its own session and process group (killed on
+  timeout). Limits are set by ``prlimit`` on the exec'd program when available (no Python code between fork and
+  exec, which could deadlock in a multithreaded process), else by a ``preexec_fn``.
 
 Verdicts: ``CE`` (compile error), ``TLE`` (wall timeout or CPU limit signal), ``RE`` (non-zero exit or other
 signal; most memory overruns end here, as in the official runner), ``WA``, ``AC``; ``OK`` when a test has no
@@ -145,9 +147,23 @@ def compile_program(program: Program, workdir: Path, timeout_s: float = 60.0) ->
   return [str(workdir / "main")], ""
 
 
+def _limit_prefix(limits: Limits, java: bool) -> list[str]:
+  """``prlimit`` arguments setting the CPU, address-space and file-size limits on the exec'd program (no Python
+  runs between fork and exec: a ``preexec_fn`` in a multithreaded process such as JAX's can deadlock)."""
+  exe = shutil.which("prlimit")
+  if exe is None:
+    return []
+  cpu = max(1, int(limits.time_s + 0.999))
+  args = [exe, f"--cpu={cpu}:{cpu + 1}", f"--fsize={limits.output_bytes}"]
+  if not java:
+    args.append(f"--as={limits.memory_mb * 1024 * 1024}")
+  return [*args, "--"]
+
+
 def _run_one(cmd: list[str], stdin: str, limits: Limits, java: bool, cwd: Path) -> Verdict:
-  def preexec():
-    os.setsid()
+  prefix = _limit_prefix(limits, java)
+
+  def preexec():  # only where prlimit is missing
     cpu = max(1, int(limits.time_s + 0.999))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     if not java:
@@ -160,11 +176,12 @@ def _run_one(cmd: list[str], stdin: str, limits: Limits, java: bool, cwd: Path) 
   env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
   t0 = time.perf_counter()
   proc = subprocess.Popen(
-    _netns() + cmd,
+    prefix + _netns() + cmd,
     stdin=subprocess.PIPE,
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
-    preexec_fn=preexec,
+    preexec_fn=None if prefix else preexec,
+    start_new_session=True,
     env=env,
     cwd=cwd,
   )
