@@ -801,25 +801,13 @@ def _cmd_seersc(args) -> int:
     dev = queries(sample_problems(args.calibrate, seed=2, split="validation"), start_id=10**6)
     prompting = seersc_prompting(**over)
   else:
-    from pathlib import Path
+    from jaxeff.tcbench.pipeline import read_jsonl
 
-    path = Path(args.data)
-    if not path.is_file():
-      raise FileNotFoundError(f"--data {args.data}: no such file (use 'arith' or a JSONL file)")
-    qs = []
-    for i, line in enumerate(path.read_text().splitlines()):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-        qs.append(S.Query(len(qs), obj["prompt"], None if obj.get("answer") is None else str(obj["answer"])))
-      except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}:{i + 1}: expected a JSON object with 'prompt' (and 'answer'): {e}") from None
-      if len(qs) == args.n_problems + args.calibrate:
-        break
+    rows = read_jsonl(args.data, ("prompt",))[: args.n_problems + args.calibrate]
+    qs = [S.Query(i, r["prompt"], None if r.get("answer") is None else str(r["answer"])) for i, r in enumerate(rows)]
     dev, qs = qs[: args.calibrate], qs[args.calibrate :]
     if not qs:
-      raise ValueError(f"{path} holds no problems to evaluate (after {args.calibrate} development lines)")
+      raise ValueError(f"{args.data} holds no problems to evaluate (after {args.calibrate} development lines)")
     prompting = S.Prompting(**over)
   config, params, tok = _load(args.model, "float32")
   if tok is None:

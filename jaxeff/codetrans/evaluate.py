@@ -130,16 +130,24 @@ def fill(script: str, candidate: str, lang: str) -> str:
   return out
 
 
+def _program(problem: Problem, code: str):
+  """The filled target harness as a sandbox program (C++ at -O0: compile time dominates)."""
+  from jaxeff.sandbox import Program
+
+  return Program(fill(problem.tgt_script, code, problem.tgt_lang), problem.tgt_lang, std="c++17", opt="0")
+
+
 def run_candidate(
   problem: Problem, code: str, *, timeout_s: float = 10.0, memory_mb: int = 2048, cache_dir=None
 ) -> Outcome:
   """Fill the target harness with ``code``, compile once, run once; the outcome of its result line."""
-  from jaxeff.sandbox import Limits, Program, run_tests
+  from jaxeff.sandbox import Limits, run_tests
 
-  src = fill(problem.tgt_script, code, problem.tgt_lang)
-  prog = Program(src, problem.tgt_lang, std="c++17", opt="0")
   (v,) = run_tests(
-    prog, [("", None)], Limits(time_s=timeout_s, memory_mb=memory_mb, output_bytes=1 << 20), cache_dir=cache_dir
+    _program(problem, code),
+    [("", None)],
+    Limits(time_s=timeout_s, memory_mb=memory_mb, output_bytes=1 << 20),
+    cache_dir=cache_dir,
   )
   return _outcome(v)
 
@@ -160,11 +168,9 @@ def run_many_candidates(
   problems: Sequence[Problem], codes: Sequence[str], *, timeout_s=10.0, workers=None, cache_dir=None, progress=False
 ) -> list[Outcome]:
   """``run_candidate`` for many (problem, code) pairs in parallel; results in input order."""
-  from jaxeff.sandbox import Limits, Program, run_many
+  from jaxeff.sandbox import Limits, run_many
 
-  progs = [
-    Program(fill(p.tgt_script, c, p.tgt_lang), p.tgt_lang, std="c++17", opt="0") for p, c in zip(problems, codes)
-  ]
+  progs = [_program(p, c) for p, c in zip(problems, codes)]
   res = run_many(
     progs,
     [[("", None)]] * len(progs),

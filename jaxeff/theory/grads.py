@@ -191,13 +191,16 @@ class GradSelector:
       amask[i, len(r) - len(answer) - 1 : len(r) - 1] = 1.0  # logits at t predict token t + 1
     return tok, pos, dmask, amask
 
-  def _answer_nll(self, offset, tok, pos, amask):
+  def _masked_nll(self, params, tok, pos, mask, offset=None):
+    """Sum of -log p(token t+1) over the positions ``mask`` marks (rows are independent)."""
     from jaxeff.models.decoder import forward
 
-    logits, _ = forward(self.params, tok, pos, config=self.config, input_offset=offset)
+    logits, _ = forward(params, tok, pos, config=self.config, input_offset=offset)
     lp = jax.nn.log_softmax(logits[:, :-1], -1)
-    nll = -jnp.take_along_axis(lp, tok[:, 1:, None], -1)[..., 0]
-    return jnp.sum(nll * amask[:, :-1])
+    return -jnp.sum(jnp.take_along_axis(lp, tok[:, 1:, None], -1)[..., 0] * mask[:, :-1])
+
+  def _answer_nll(self, offset, tok, pos, amask):
+    return self._masked_nll(self.params, tok, pos, amask, offset)
 
   def _g1_impl(self, tok, pos, dmask, amask):
     off = jnp.zeros((*tok.shape, self.config.d_model), jnp.float32)
@@ -206,16 +209,10 @@ class GradSelector:
 
   def _head_grad(self, tok, pos, amask):
     """Per-row gradients of the masked NLL with respect to the output head [B, V, D]."""
-    from jaxeff.models.decoder import forward
-
     key = "embed" if self.config.tie_embeddings else "lm_head"
 
     def loss(head, t, p_, m):
-      params = dict(self.params)
-      params[key] = head
-      logits, _ = forward(params, t, p_, config=self.config)
-      lp = jax.nn.log_softmax(logits[:, :-1], -1)
-      return -jnp.sum(jnp.take_along_axis(lp, t[:, 1:, None], -1)[..., 0] * m[:, :-1])
+      return self._masked_nll({**self.params, key: head}, t, p_, m)
 
     return jax.vmap(lambda t, p_, m: jax.grad(loss)(self.params[key], t[None], p_[None], m[None]))(tok, pos, amask)
 
