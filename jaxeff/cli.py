@@ -118,7 +118,8 @@ def _build_parser() -> argparse.ArgumentParser:
     choices=("none", "snapkv", "pyramidkv", "h2o", "streaming", "recent", "random", "judgeq"),
     default="none",
     help="evict prompt KV entries after prefill with this scorer (judgeq needs --judgeq); the cache keeps "
-    "--kv-budget of them per layer and kv head, memory freed (default: %(default)s)",
+    "--kv-budget of them per layer and kv head, memory freed; composes with every --kv-cache (one kept set for "
+    "all heads then) and --prefill-attention (default: %(default)s)",
   )
   gen.add_argument(
     "--kv-budget",
@@ -462,40 +463,37 @@ def _load(model: str, dtype_name: str):
   return config, params, load_tokenizer(model, bos, eos)
 
 
-def _kv_cache(args, config, params):
-  """(params, cache factory) for ``--kv-cache`` (CommonKV factorises the parameters first)."""
-  from jaxeff.kvcache import CommonKV, FullCache, Quantized, compress
-
-  if args.kv_cache == "full":
-    return params, FullCache
-  if args.kv_cache in ("int8", "int4"):
-    return params, Quantized(bits=int(args.kv_cache[3:]), group_size=min(32, config.head_dim))
-  if args.kv_rank is None:
-    _, params, spec, _ = compress(config, params, group_size=args.kv_group, ratio=0.5, multiple=8)
-  else:
-    _, params, spec, _ = compress(config, params, group_size=args.kv_group, rank=args.kv_rank)
-  merge = args.kv_merge_rho is not None
-  return params, CommonKV(spec, bits=args.kv_bits, merge=merge, rho=args.kv_merge_rho if merge else 0.4)
-
-
-def _kv_press(args, cache_cls):
-  """The eviction press for ``--kv-press`` (replaces the cache factory; composes with full caches only)."""
-  from jaxeff.kvcache import FullCache
+def _stack(args, attention):
+  """The ``jaxeff.stack.Stack`` of ``generate``'s options (prefill backend, KV layout, eviction, bits)."""
   from jaxeff.kvcache.eviction import Press
   from jaxeff.kvcache.judgeq import JudgeQPress, SoftTokens
+  from jaxeff.stack import Stack
 
-  if args.kv_press == "none":
-    return cache_cls
-  if cache_cls is not FullCache:
-    raise ValueError("--kv-press composes with --kv-cache full only in this version")
-  b = args.kv_budget
-  budget = int(b) if b >= 1 and float(b).is_integer() and b != 1.0 else float(b)
-  opts = dict(budget=budget, window_size=args.kv_window)
-  if args.kv_press == "judgeq":
-    if not args.judgeq:
-      raise ValueError("--kv-press judgeq needs --judgeq DIR (train one with `jaxeff judgeq train`)")
-    return JudgeQPress(SoftTokens.load(args.judgeq), **opts)
-  return Press(args.kv_press, **opts)
+  latent = args.kv_cache == "commonkv"
+  if args.kv_cache in ("int8", "int4"):
+    bits = int(args.kv_cache[3:])
+  else:
+    bits = args.kv_bits if latent else None
+  press = None
+  if args.kv_press != "none":
+    b = args.kv_budget
+    budget = int(b) if b >= 1 and float(b).is_integer() and b != 1.0 else float(b)
+    opts = dict(budget=budget, window_size=args.kv_window)
+    if args.kv_press == "judgeq":
+      if not args.judgeq:
+        raise ValueError("--kv-press judgeq needs --judgeq DIR (train one with `jaxeff judgeq train`)")
+      press = JudgeQPress(SoftTokens.load(args.judgeq), **opts)
+    else:
+      press = Press(args.kv_press, **opts)
+  return Stack(
+    attention=attention,
+    latent_rank=args.kv_rank if latent else None,
+    latent_ratio=0.5 if latent and args.kv_rank is None else None,
+    latent_group=args.kv_group,
+    latent_merge_rho=args.kv_merge_rho if latent else None,
+    press=press,
+    kv_bits=bits,
+  )
 
 
 def _cmd_camera(args) -> int:
@@ -577,7 +575,7 @@ def _cmd_judgeq(args) -> int:
 def _cmd_generate(args) -> int:
   import jax
 
-  from jaxeff.generation import Sampler, SamplingParams
+  from jaxeff.generation import SamplingParams
 
   config, params, tokenizer = _load(args.model, args.dtype)
   prompts: list[list[int]] = []
@@ -610,9 +608,7 @@ def _cmd_generate(args) -> int:
     block_size=args.block_size,
     min_budget_tokens=args.min_budget_tokens,
   )
-  params, cache_cls = _kv_cache(args, config, params)
-  cache_cls = _kv_press(args, cache_cls)
-  sampler = Sampler(config, params, attention=attention, cache_cls=cache_cls)
+  sampler = _stack(args, attention).sampler(config, params)
   result = sampler.generate(prompts, sp, jax.random.key(args.seed))
   seqs = result.sequences()
   decode = (lambda ids: tokenizer.decode(ids)) if tokenizer is not None else (lambda ids: " ".join(map(str, ids)))

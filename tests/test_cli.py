@@ -18,7 +18,8 @@ def _options(sub):
 
 
 @pytest.mark.parametrize(
-  "sub", ["generate", "inspect", "bench", "judgeq", "camera", "seersc", "sweep", "fit", "tcbench", "theory", "codetrans"]
+  "sub",
+  ["generate", "inspect", "bench", "judgeq", "camera", "seersc", "sweep", "fit", "tcbench", "theory", "codetrans"],
 )
 def test_every_option_has_help(sub):
   for action in _options(sub):
@@ -205,6 +206,11 @@ def test_judgeq_train_then_generate_with_presses(tmp_path, capsys):
     assert len(json.loads(capsys.readouterr().out)["token_ids"][0][0]) == 5
   assert cli.main(common + ["--kv-press", "snapkv", "--kv-budget", "20"]) == 0  # 20 tokens
   capsys.readouterr()
+  # the whole stack in one call: ProxyAttn prefill + CommonKV latents + Judge Q + int4
+  stack = ["--prefill-attention", "proxy", "--block-size", "16", "--min-budget-tokens", "16", "--kv-cache"]
+  stack += ["commonkv", "--kv-bits", "4", "--kv-press", "judgeq", "--judgeq", str(out), "--kv-budget", "0.5"]
+  assert cli.main(common + stack) == 0
+  assert len(json.loads(capsys.readouterr().out)["token_ids"][0][0]) == 5
   assert cli.main(common + ["--kv-press", "judgeq"]) == 2
   assert "--judgeq" in capsys.readouterr().err
   assert cli.main(common + ["--kv-press", "snapkv", "--kv-budget", "0"]) == 2

@@ -11,6 +11,7 @@ MODULES = [
   "jaxeff.tasks.arith",
   "jaxeff.scaling.laws",
   "jaxeff.scaling.sweep",
+  "jaxeff.stack",
 ]
 
 

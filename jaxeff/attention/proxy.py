@@ -432,7 +432,9 @@ class BlockSparseBackend:
 
   Called like ``Dense``: ``backend(q [B,T,N,H], k [B,S,K,H], v, q_pos, k_pos, window=..., layer=...)``.
   It assumes the prefill layout jaxeff builds (positions ``0..n-1`` then padding ``-1`` on the right); the
-  real length of each row is the count of non-negative key positions. Chunks over an existing cache
+  real length of each row is the count of non-negative key positions. Rows whose valid tokens are not all in
+  front (a padded prompt followed by Judge Q's soft tokens) are packed to that layout and back (``lax.cond``:
+  the common layout pays nothing). Chunks over an existing cache
   (``T != S``), sliding-window layers, and prompts of at most ``dense_below`` tokens go to ``Dense``.
   """
 
@@ -468,10 +470,23 @@ class BlockSparseBackend:
     T, S = q_btnh.shape[1], k_bskh.shape[1]
     if T != S or window is not None or T <= max(self.block_size, self.dense_below):
       return Dense()(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, layer=layer)
-    lengths = jnp.maximum((k_pos_bs >= 0).sum(-1), 1).astype(jnp.int32)
+    valid = k_pos_bs >= 0
+    lengths = jnp.maximum(valid.sum(-1), 1).astype(jnp.int32)
     t = lambda x: x.transpose(0, 2, 1, 3)
-    out, _ = self.attend(t(q_btnh), t(k_bskh), t(v_bskh), lengths)
-    return t(out)
+
+    def run(q, k, v):
+      return t(self.attend(t(q), t(k), t(v), lengths)[0])
+
+    def packed(q, k, v):
+      # Valid tokens not all in front (e.g. Judge Q's soft tokens after a padded prompt): move them to the front
+      # in order (a stable sort), attend, and move the outputs back.
+      order = jnp.argsort(~valid, axis=1, stable=True)
+      gather = lambda x, idx: jnp.take_along_axis(x, idx[:, :, None, None], axis=1)
+      out = run(gather(q, order), gather(k, order), gather(v, order))
+      return gather(out, jnp.argsort(order, axis=1))
+
+    in_front = jnp.all(valid == (jnp.arange(S)[None] < valid.sum(-1, keepdims=True)))
+    return jax.lax.cond(in_front, run, packed, q_btnh, k_bskh, v_bskh)
 
 
 @dataclasses.dataclass(frozen=True)

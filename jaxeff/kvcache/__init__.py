@@ -1,5 +1,6 @@
 """KV caches behind one protocol (init / prefill / append / attend): full precision, int8/int4 quantized, and
-CommonKV latent caches (with the cross-layer merge)."""
+CommonKV latent caches (with the cross-layer merge), and the eviction presses (Judge Q among them) that compact
+any of them after prefill."""
 
 from jaxeff.kvcache.base import FullCache as FullCache
 from jaxeff.kvcache.base import KVCache as KVCache
@@ -9,5 +10,8 @@ from jaxeff.kvcache.commonkv import LatentCache as LatentCache
 from jaxeff.kvcache.commonkv import LatentSpec as LatentSpec
 from jaxeff.kvcache.commonkv import compress as compress
 from jaxeff.kvcache.commonkv import merge_after_prefill as merge_after_prefill
+from jaxeff.kvcache.eviction import Press as Press
+from jaxeff.kvcache.judgeq import JudgeQPress as JudgeQPress
+from jaxeff.kvcache.judgeq import SoftTokens as SoftTokens
 from jaxeff.kvcache.quantized import Quantized as Quantized
 from jaxeff.kvcache.quantized import QuantizedCache as QuantizedCache

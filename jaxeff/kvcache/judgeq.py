@@ -118,10 +118,19 @@ class JudgeQPress(Press):
     self.__post_init__()
 
   @property
+  def _keeps_all(self) -> bool:
+    return isinstance(self.budget, float) and self.budget == 1.0
+
+  @property
   def n_extra_tokens(self) -> int:
-    return len(self.soft)
+    return 0 if self._keeps_all else len(self.soft)
 
   def extend_prompt(self, params, tokens_bt, positions_bt):
+    """Append the soft tokens to the prefill; at full budget (1.0: nothing is evicted, nothing to score) the
+    prefill is left as it is, so Judge Q at identity adds no tokens (and no attention-pattern change for a sparse
+    prefill backend such as ProxyAttn)."""
+    if self._keeps_all:
+      return params, tokens_bt, positions_bt
     return extend_prompt(params, tokens_bt, positions_bt, self.soft.emb)
 
   def scores(self, layer, q_btnh, k_btkh, positions_bt, lengths_b, T):

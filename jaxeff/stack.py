@@ -1,0 +1,156 @@
+r"""The composed inference stack: one ``generate`` call with every inference method of jaxeff switched on.
+
+A ``Stack`` names one choice per axis and builds the ``Sampler`` that runs them together:
+
+* prefill attention: ``attention=ProxyAttention(gamma=0.95)`` (ProxyAttn, arXiv 2509.24745); decode stays dense;
+* KV layout: ``latent_rank`` / ``latent_ratio`` factorise each group of ``latent_group`` layers' K/V projections
+  by one SVD and cache one latent per token (CommonKV, arXiv 2508.16134);
+* eviction: ``press=JudgeQPress(soft, budget=0.1)`` (Judge Q, arXiv 2509.10798) or any ``Press`` keeps
+  ``budget`` of the prompt entries after prefill;
+* precision: ``kv_bits=4`` (or 8) quantizes what the cache stores: the latents when CommonKV is on, else the
+  keys and values (per-token groups);
+* weights: pass CAMERA-compacted MoE parameters (``jaxeff.moe.camera.compact``) as ``params``.
+
+The pieces meet in the cache protocol (``jaxeff.kvcache.base``): the prefill backend attends within the prompt,
+the press scores the prompt keys and writes the kept rows through its inner cache (latent and/or quantized),
+decode attends over what is left. Each axis has an identity setting (``attention=None`` or a ProxyAttn whose
+``min_budget_tokens`` covers the prompt, a full-rank latent, ``budget=1.0``, ``kv_bits=None``, CAMERA ratio 0)
+and with the others at identity the stack reproduces each piece alone (``tests/test_stack.py``).
+
+Memory per cached token and layer, for K kv heads of width H:
+
+.. math:: \underbrace{2KH \cdot b}_{\text{full}} \;\to\; \text{budget} \cdot r_\ell \cdot \tfrac{\text{bits}}{8}
+   \;(+\,8 \text{ bytes of scale/min per token when quantized})
+
+Example:
+  >>> import jax
+  >>> from jaxeff.config import ModelConfig
+  >>> from jaxeff.models import init_params
+  >>> from jaxeff.attention import ProxyAttention
+  >>> from jaxeff.kvcache import Press
+  >>> from jaxeff.generation import SamplingParams
+  >>> cfg = ModelConfig.tiny(); params = init_params(cfg, jax.random.key(0))
+  >>> stack = Stack(attention=ProxyAttention(gamma=0.9, block_size=16, min_budget_tokens=16),
+  ...               latent_rank=16, press=Press("snapkv", budget=0.5), kv_bits=4)
+  >>> out = stack.sampler(cfg, params).generate([list(range(64))], SamplingParams(max_new_tokens=4),
+  ...                                           jax.random.key(0))
+  >>> out.tokens.shape
+  (1, 1, 4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxeff.config import ModelConfig
+
+BITS = (None, 4, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+  """One choice per axis of the inference stack (module docstring); ``sampler(config, params)`` builds it.
+
+  Args:
+    attention: prefill attention backend (``ProxyAttention(...)``; None = dense).
+    latent_rank: CommonKV latent rank per layer group (None with ``latent_ratio`` None: no CommonKV).
+    latent_ratio: CommonKV latent rank as a fraction of the group's maximum rank (instead of ``latent_rank``).
+    latent_group: layers sharing one latent (CommonKV group size; must divide the number of layers).
+    latent_merge_rho: merge the latents across each group's layers after prefill, keeping this least-similar
+      fraction unmerged (CommonKV's cross-layer merge; None = off; not with a press).
+    press: an eviction press (``Press``, ``JudgeQPress``); composed with a latent or quantized cache it keeps one
+      set of entries for all kv heads (``per_head=False``, set here).
+    kv_bits: 4 or 8 to quantize the cached latents (CommonKV) or keys/values; None keeps full precision.
+    quant_group: group size of the key/value quantization (per-token groups; capped at the head dim).
+
+  Raises:
+    ValueError: both latent options, a rank/ratio out of range, bits outside {4, 8}, a press that is not a
+    ``Press`` (raised at construction, before any work).
+  """
+
+  attention: Any = None
+  latent_rank: int | None = None
+  latent_ratio: float | None = None
+  latent_group: int = 2
+  latent_merge_rho: float | None = None
+  press: Any = None
+  kv_bits: int | None = None
+  quant_group: int = 32
+
+  def __post_init__(self):
+    from jaxeff.kvcache.eviction import Press
+
+    errors = []
+    if self.latent_rank is not None and self.latent_ratio is not None:
+      errors.append("give latent_rank or latent_ratio, not both")
+    if self.latent_rank is not None and self.latent_rank < 1:
+      errors.append(f"latent_rank must be >= 1, got {self.latent_rank}")
+    if self.latent_ratio is not None and not 0.0 < self.latent_ratio <= 1.0:
+      errors.append(f"latent_ratio must be in (0, 1], got {self.latent_ratio}")
+    if self.latent_merge_rho is not None and not (self.latent and 0.0 < self.latent_merge_rho <= 1.0):
+      errors.append(f"latent_merge_rho needs a latent and a value in (0, 1], got {self.latent_merge_rho}")
+    if self.latent_merge_rho is not None and self.press is not None:
+      errors.append("the cross-layer latent merge and an eviction press do not compose in this version")
+    if self.latent_group < 1:
+      errors.append(f"latent_group must be >= 1, got {self.latent_group}")
+    if self.kv_bits not in BITS:
+      errors.append(f"kv_bits must be None, 4 or 8, got {self.kv_bits}")
+    if self.press is not None and not isinstance(self.press, Press):
+      errors.append(f"press must be a jaxeff.kvcache.Press (or JudgeQPress), got {type(self.press).__name__}")
+    if self.quant_group < 1:
+      errors.append(f"quant_group must be >= 1, got {self.quant_group}")
+    if errors:
+      raise ValueError("invalid Stack: " + "; ".join(errors))
+
+  @property
+  def latent(self) -> bool:
+    return self.latent_rank is not None or self.latent_ratio is not None
+
+  def prepare(self, config: ModelConfig, params: Any) -> tuple[Any, Any]:
+    """``(params, cache factory)``: CommonKV-factorised parameters when a latent is asked for, and the cache
+    factory of the stack (``FullCache``, ``Quantized``, ``CommonKV`` or a ``Press`` over one of them)."""
+    from jaxeff.kvcache import CommonKV, FullCache, Quantized, compress
+
+    if config.n_layers % self.latent_group and self.latent:
+      raise ValueError(f"latent_group {self.latent_group} does not divide the model's {config.n_layers} layers")
+    if self.latent:
+      _, params, spec, _ = compress(
+        config,
+        params,
+        group_size=self.latent_group,
+        rank=self.latent_rank,
+        ratio=self.latent_ratio,
+        multiple=1 if self.latent_rank is not None else 8,
+      )
+      merge = self.latent_merge_rho is not None
+      inner = CommonKV(spec, bits=self.kv_bits, merge=merge, rho=self.latent_merge_rho if merge else 0.4)
+    elif self.kv_bits is not None:
+      inner = Quantized(bits=self.kv_bits, group_size=min(self.quant_group, config.head_dim))
+    else:
+      inner = FullCache
+    if self.press is None:
+      return params, inner
+    if inner is FullCache:
+      return params, self.press
+    return params, dataclasses.replace(self.press, per_head=False, inner=inner)
+
+  def sampler(self, config: ModelConfig, params: Any, **kw):
+    """The ``Sampler`` running the whole stack (``kw``: further ``Sampler`` options, e.g. ``pad_multiple``)."""
+    from jaxeff.generation.sampler import Sampler
+
+    params, cache = self.prepare(config, params)
+    return Sampler(config, params, attention=self.attention, cache_cls=cache, **kw)
+
+  def describe(self) -> str:
+    """One line naming the active pieces, e.g. ``proxyattn + commonkv(r=16) + judgeq(0.1) + int4``."""
+    parts = []
+    if self.attention is not None:
+      parts.append(type(self.attention).__name__.lower().replace("attention", "attn"))
+    if self.latent:
+      parts.append(f"commonkv(r={self.latent_rank})" if self.latent_rank else f"commonkv({self.latent_ratio:g})")
+    if self.press is not None:
+      parts.append(f"{self.press.scorer}({self.press.budget:g})")
+    if self.kv_bits is not None:
+      parts.append(f"int{self.kv_bits}")
+    return " + ".join(parts) or "dense + full cache"
