@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import tempfile
 import time
@@ -30,65 +29,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from benchmarks._common import target, write_results  # noqa: E402
-
-
-def make_pairs(n: int, seed: int):
-  """Python/C++ function pairs and their aligned statement snippets, from templates with random constants."""
-  rng = random.Random(seed)
-  pa, sa = [], []
-  for _ in range(n):
-    a, b, c = rng.randint(2, 9), rng.randint(1, 20), rng.randint(2, 5)
-    kind = rng.randrange(3)
-    if kind == 0:
-      py = ["def f(n):", f"    s = {b}", "    for i in range(n):", f"        s += i * {a}", f"    return s % {c}"]
-      cc = [
-        "int f(int n) {",
-        f"  int s = {b};",
-        "  for (int i = 0; i < n; i++) {",
-        f"    s += i * {a};",
-        "  }",
-        f"  return s % {c};",
-        "}",
-      ]
-      snippets = [
-        (py[1].strip(), cc[1].strip()),
-        (py[2].strip(), cc[2].strip()),
-        (py[3].strip(), cc[3].strip()),
-        (py[4].strip(), cc[5].strip()),
-      ]
-    elif kind == 1:
-      py = ["def f(x):", f"    if x > {b}:", f"        return x - {a}", f"    return x * {c}"]
-      cc = ["int f(int x) {", f"  if (x > {b}) {{", f"    return x - {a};", "  }", f"  return x * {c};", "}"]
-      snippets = [(py[1].strip(), cc[1].strip()), (py[2].strip(), cc[2].strip()), (py[3].strip(), cc[4].strip())]
-    else:
-      py = [
-        "def f(n):",
-        "    c = 0",
-        "    while n > 0:",
-        f"        c += n % {a}",
-        f"        n //= {a}",
-        f"    return c + {b}",
-      ]
-      cc = [
-        "int f(int n) {",
-        "  int c = 0;",
-        "  while (n > 0) {",
-        f"    c += n % {a};",
-        f"    n /= {a};",
-        "  }",
-        f"  return c + {b};",
-        "}",
-      ]
-      snippets = [
-        (py[1].strip(), cc[1].strip()),
-        (py[2].strip(), cc[2].strip()),
-        (py[3].strip(), cc[3].strip()),
-        (py[4].strip(), cc[4].strip()),
-        (py[5].strip(), cc[6].strip()),
-      ]
-    pa.append({"src": "\n".join(py) + "\n", "tgt": "\n".join(cc), "src_lang": "python", "tgt_lang": "cpp"})
-    sa += [{"src": s, "tgt": t, "src_lang": "python", "tgt_lang": "cpp"} for s, t in snippets]
-  return sa, pa
 
 
 def main(argv=None):
@@ -152,51 +92,13 @@ def main(argv=None):
   print("per direction:", directions, flush=True)
 
   # 2. two-stage vs PA-only on generated pairs
-  import dataclasses
-
-  import numpy as np
-
-  from jaxeff.codetrans.train import TwoStage, build_examples, train_two_stage
-  from jaxeff.training.data import PackedIterator, load_rows
-  from jaxeff.training.presets import PRESETS
-  from jaxeff.training.trainer import evaluate, train_and_evaluate
+  from jaxeff.codetrans.train import order_study, template_pairs
 
   steps = 40 if args.quick else args.steps
-  sa, pa = make_pairs(600, seed=0)
-  _, pa_test = make_pairs(80, seed=1)
-  work = Path(tempfile.mkdtemp(prefix="jaxeff-codetrans-"))
-  seq = 192
-  for name, pairs in (("sa", sa), ("pa", pa), ("test", pa_test)):
-    build_examples(pairs, work / f"{name}.npz", seq_len=seq)
-  base = dataclasses.replace(
-    PRESETS["smoke"](), seq_len=seq, batch_size=8, eval_every=0, warmup_steps=10, lr=3e-3, checkpoint_every=1000
-  )
-  rows, masks = load_rows(work / "test.npz", "train", seq)
-  it = PackedIterator(rows, 8, seed=0, loss_masks=masks)
-  test_batches = [next(it) for _ in range(4)]
-  fine = {}
+  sa, pa = template_pairs(600, seed=0)
+  _, pa_test = template_pairs(80, seed=1)
   t0 = time.perf_counter()
-  res = train_and_evaluate(
-    dataclasses.replace(base, corpora=(f"npz:{work / 'pa.npz'}",), weights=(1.0,), steps=steps),
-    work / "pa_only",
-    progress=False,
-  )
-  fine["PA only"] = {
-    "test_target_loss": evaluate(res.params, test_batches, config=res.model_config)["loss"],
-    "steps": steps,
-  }
-  for order in (("sa", "pa"), ("pa", "sa")):
-    r1, r2 = train_two_stage(
-      {"sa": work / "sa.npz", "pa": work / "pa.npz"},
-      base,
-      TwoStage(order=order, stage_steps=(steps // 2, steps - steps // 2)),
-      work / "-".join(order),
-      progress=False,
-    )
-    fine[f"{order[0].upper()}->{order[1].upper()}"] = {
-      "test_target_loss": evaluate(r2.params, test_batches, config=r2.model_config)["loss"],
-      "steps": steps,
-    }
+  fine = order_study(sa, pa, pa_test, Path(tempfile.mkdtemp(prefix="jaxeff-codetrans-")), steps=steps)
   fine_s = time.perf_counter() - t0
   print("fine-tuning (held-out PA target loss, nats/token):", fine, f"{fine_s:.0f}s", flush=True)
 
@@ -222,7 +124,6 @@ def main(argv=None):
       },
     }
     print("wrote", write_results("codetrans", results, targets))
-  _ = np
 
 
 if __name__ == "__main__":

@@ -22,6 +22,25 @@ def _build_parser() -> argparse.ArgumentParser:
   )
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+  to = sub.add_parser(
+    "tour",
+    help="start here: every method at a small setting on the embedded models, one table and an HTML report",
+    description="Run each of the ten methods (ProxyAttn, CommonKV, Judge Q, CAMERA, SeerSC, scaling-law fits, "
+    "two-stage code translation, TC-Bench WrongSelect, CoT robustness and GradS on linear self-attention) at a small "
+    "setting next to its baseline, print one table (method, what it saves, quality vs baseline, time) and write "
+    "OUT/report.html with the figures, OUT/tour.json and the PNGs. About 2-3 minutes on 2 CPU cores.",
+  )
+  to.add_argument(
+    "--out", default="runs/tour", help="folder for report.html, tour.json, figures (default: %(default)s)"
+  )
+  to.add_argument(
+    "--only",
+    default=None,
+    help="comma-separated stops to run (default: all): proxyattn, commonkv, judgeq, camera, seersc, scaling, "
+    "codetrans, tcbench, cot, grads",
+  )
+  to.add_argument("--quick", action="store_true", help="even smaller settings (about half the time; the CI test)")
+
   gen = sub.add_parser(
     "generate",
     help="sample text from a local Hugging Face folder or the embedded default model",
@@ -1065,10 +1084,22 @@ def _cmd_codetrans(args) -> int:
   return 0
 
 
+def _cmd_tour(args) -> int:
+  import os
+
+  os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files
+  from jaxeff.tour import run_tour
+
+  only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+  run_tour(args.out, only=only, quick=args.quick)
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = _build_parser()
   args = parser.parse_args(argv)
   commands = {
+    "tour": _cmd_tour,
     "generate": _cmd_generate,
     "inspect": _cmd_inspect,
     "train": _cmd_train,

@@ -19,7 +19,20 @@ def _options(sub):
 
 @pytest.mark.parametrize(
   "sub",
-  ["generate", "inspect", "bench", "judgeq", "camera", "seersc", "sweep", "fit", "tcbench", "theory", "codetrans"],
+  [
+    "tour",
+    "generate",
+    "inspect",
+    "bench",
+    "judgeq",
+    "camera",
+    "seersc",
+    "sweep",
+    "fit",
+    "tcbench",
+    "theory",
+    "codetrans",
+  ],
 )
 def test_every_option_has_help(sub):
   for action in _options(sub):

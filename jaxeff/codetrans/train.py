@@ -143,6 +143,130 @@ def train_two_stage(
   return results
 
 
+def template_pairs(n: int, seed: int) -> tuple[list[dict], list[dict]]:
+  """``(sa, pa)``: ``n`` Python->C++ function pairs (PA: loops, conditionals, digit sums from templates with random
+  constants; never TransCoder-test stems) and their aligned statement snippet pairs (SA), as example dicts
+  (``src``, ``tgt``, ``src_lang``, ``tgt_lang``) for ``build_examples``.
+
+  Example:
+    >>> sa, pa = template_pairs(2, seed=0)
+    >>> len(pa), pa[0]["tgt_lang"], len(sa) >= 6
+    (2, 'cpp', True)
+  """
+  import random
+
+  rng = random.Random(seed)
+  pa, sa = [], []
+  for _ in range(n):
+    a, b, c = rng.randint(2, 9), rng.randint(1, 20), rng.randint(2, 5)
+    kind = rng.randrange(3)
+    if kind == 0:
+      py = ["def f(n):", f"    s = {b}", "    for i in range(n):", f"        s += i * {a}", f"    return s % {c}"]
+      cc = [
+        "int f(int n) {",
+        f"  int s = {b};",
+        "  for (int i = 0; i < n; i++) {",
+        f"    s += i * {a};",
+        "  }",
+        f"  return s % {c};",
+        "}",
+      ]
+      snippets = [
+        (py[1].strip(), cc[1].strip()),
+        (py[2].strip(), cc[2].strip()),
+        (py[3].strip(), cc[3].strip()),
+        (py[4].strip(), cc[5].strip()),
+      ]
+    elif kind == 1:
+      py = ["def f(x):", f"    if x > {b}:", f"        return x - {a}", f"    return x * {c}"]
+      cc = ["int f(int x) {", f"  if (x > {b}) {{", f"    return x - {a};", "  }", f"  return x * {c};", "}"]
+      snippets = [(py[1].strip(), cc[1].strip()), (py[2].strip(), cc[2].strip()), (py[3].strip(), cc[4].strip())]
+    else:
+      py = [
+        "def f(n):",
+        "    c = 0",
+        "    while n > 0:",
+        f"        c += n % {a}",
+        f"        n //= {a}",
+        f"    return c + {b}",
+      ]
+      cc = [
+        "int f(int n) {",
+        "  int c = 0;",
+        "  while (n > 0) {",
+        f"    c += n % {a};",
+        f"    n /= {a};",
+        "  }",
+        f"  return c + {b};",
+        "}",
+      ]
+      snippets = [
+        (py[1].strip(), cc[1].strip()),
+        (py[2].strip(), cc[2].strip()),
+        (py[3].strip(), cc[3].strip()),
+        (py[4].strip(), cc[4].strip()),
+        (py[5].strip(), cc[6].strip()),
+      ]
+    pa.append({"src": "\n".join(py) + "\n", "tgt": "\n".join(cc), "src_lang": "python", "tgt_lang": "cpp"})
+    sa += [{"src": s, "tgt": t, "src_lang": "python", "tgt_lang": "cpp"} for s, t in snippets]
+  return sa, pa
+
+
+def order_study(
+  sa: Sequence[dict],
+  pa: Sequence[dict],
+  pa_test: Sequence[dict],
+  workdir: str | os.PathLike,
+  *,
+  steps: int = 300,
+  orders: Sequence[tuple[str, str]] = (("sa", "pa"), ("pa", "sa")),
+  seq_len: int = 192,
+  batch_size: int = 8,
+  lr: float = 3e-3,
+  progress: bool = False,
+) -> dict[str, dict[str, float]]:
+  r"""The paper's comparison at equal compute: PA-only for ``steps`` against each two-stage ``order`` with
+  ``steps // 2`` per stage, on the byte-level ``smoke`` model; measured by the held-out target-token loss
+  (nats/token) on ``pa_test`` (4 batches). Returns ``{"PA only": {...}, "SA->PA": {...}, ...}``; what
+  ``benchmarks/bench_codetrans.py`` and ``jaxeff tour`` report."""
+  from jaxeff.training.data import PackedIterator, load_rows
+  from jaxeff.training.presets import PRESETS
+  from jaxeff.training.trainer import evaluate, train_and_evaluate
+
+  work = Path(workdir)
+  for name, pairs in (("sa", sa), ("pa", pa), ("test", pa_test)):
+    build_examples(pairs, work / f"{name}.npz", seq_len=seq_len)
+  base = dataclasses.replace(
+    PRESETS["smoke"](),
+    seq_len=seq_len,
+    batch_size=batch_size,
+    eval_every=0,
+    warmup_steps=10,
+    lr=lr,
+    checkpoint_every=1000,
+  )
+  rows, masks = load_rows(work / "test.npz", "train", seq_len)
+  it = PackedIterator(rows, batch_size, seed=0, loss_masks=masks)
+  test_batches = [next(it) for _ in range(4)]
+  loss = lambda res: float(evaluate(res.params, test_batches, config=res.model_config)["loss"])
+  res = train_and_evaluate(
+    dataclasses.replace(base, corpora=(f"npz:{work / 'pa.npz'}",), weights=(1.0,), steps=steps),
+    work / "pa_only",
+    progress=progress,
+  )
+  out = {"PA only": {"test_target_loss": loss(res), "steps": steps}}
+  for order in orders:
+    _, r2 = train_two_stage(
+      {"sa": work / "sa.npz", "pa": work / "pa.npz"},
+      base,
+      TwoStage(order=tuple(order), stage_steps=(steps // 2, steps - steps // 2), lrs=(lr, lr)),
+      work / "-".join(order),
+      progress=progress,
+    )
+    out[f"{order[0].upper()}->{order[1].upper()}"] = {"test_target_loss": loss(r2), "steps": steps}
+  return out
+
+
 def extract_function(text: str, lang: str) -> str:
   """The first function of a generated text: Python up to the first non-indented line after the ``def`` body;
   C++ / Java up to the brace that closes the first opened one."""
