@@ -42,6 +42,40 @@ RULES: Mapping[str, Any] = {
 }
 
 
+def initialize_distributed() -> None:
+  """``jax.distributed.initialize()`` for multi-host runs (every host runs the same program).
+
+  On Cloud TPU (and SLURM / Open MPI / Kubernetes) JAX detects the coordinator, the process count and this
+  process's index by itself. Elsewhere (GPU or CPU hosts, the two-process loopback test) set
+  ``JAXEFF_COORDINATOR=host:port``, ``JAXEFF_NUM_PROCESSES`` and ``JAXEFF_PROCESS_ID`` (``tpu_setup/launch.sh``
+  exports them when given ``--coordinator``). CPU processes exchange collectives over gloo. A second call is a
+  no-op.
+
+  Raises:
+    ValueError: only some of the three ``JAXEFF_*`` variables set, or non-integer counts.
+  """
+  import os
+
+  if jax.distributed.is_initialized():
+    return
+  names = ("JAXEFF_COORDINATOR", "JAXEFF_NUM_PROCESSES", "JAXEFF_PROCESS_ID")
+  given = [n for n in names if os.environ.get(n)]
+  kw: dict[str, Any] = {}
+  if given:
+    if len(given) != 3:
+      raise ValueError(f"set all of {', '.join(names)} or none (got only {', '.join(given)})")
+    try:
+      kw = dict(
+        coordinator_address=os.environ["JAXEFF_COORDINATOR"],
+        num_processes=int(os.environ["JAXEFF_NUM_PROCESSES"]),
+        process_id=int(os.environ["JAXEFF_PROCESS_ID"]),
+      )
+    except ValueError:
+      raise ValueError("JAXEFF_NUM_PROCESSES and JAXEFF_PROCESS_ID must be integers") from None
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU cross-process collectives
+  jax.distributed.initialize(**kw)
+
+
 def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
   """A ``('data', 'fsdp', 'tensor')`` mesh; ``data * fsdp * tensor`` must equal the device count used."""
   n = data * fsdp * tensor

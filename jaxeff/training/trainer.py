@@ -53,7 +53,7 @@ class TrainConfig:
   ``trainable`` (regex over parameter paths such as ``layers/0/attn/q``; others are frozen bit for bit);
   bookkeeping — ``seed``, ``eval_every``, ``eval_batches``, ``checkpoint_every``, ``keep_checkpoints``,
   ``log_every``; mesh — ``mesh_data``, ``mesh_fsdp``, ``mesh_tensor``; ``distributed`` calls
-  ``jax.distributed.initialize()`` (multi-host TPU slices); ``init_from`` starts from the weights of a HF
+  ``jax.distributed.initialize()`` (multi-host TPU slices; ``jaxeff.sharding.initialize_distributed``); ``init_from`` starts from the weights of a HF
   folder (e.g. the ``export/`` of an earlier stage) instead of a random init (curricula, fine-tuning).
   """
 
@@ -512,7 +512,7 @@ def train_and_evaluate(
   ``kill_at_step`` (tests only) SIGKILLs the process right after that step's checkpoint save was started.
   """
   if config.distributed:
-    jax.distributed.initialize()
+    shard_lib.initialize_distributed()
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   data = build_data(config, workdir)
