@@ -117,6 +117,7 @@ def logical_to_spec(
 
 
 def logical_sharding(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh) -> NamedSharding:
+  """``NamedSharding`` of an array with logical axis ``names`` and ``shape`` on ``mesh`` (``RULES``)."""
   return NamedSharding(mesh, logical_to_spec(names, shape, mesh))
 
 

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["STOPS", "TourRow", "format_table", "machine_info", "render_html", "run_tour"]
+
 
 @dataclasses.dataclass
 class TourRow:

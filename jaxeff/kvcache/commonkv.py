@@ -74,6 +74,7 @@ def group_svd_share(wk_list: Sequence[np.ndarray], wv_list: Sequence[np.ndarray]
 
 
 def max_group_rank(config: ModelConfig, group_size: int) -> int:
+  r"""Largest useful latent rank of a group: ``min(2 G K H, D)`` (the stacked K/V projections' rank bound)."""
   return min(2 * group_size * config.n_kv_heads * config.head_dim, config.d_model)
 
 

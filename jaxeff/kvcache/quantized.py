@@ -73,6 +73,7 @@ def pack_int4(codes: Array) -> Array:
 
 
 def unpack_int4(packed: Array) -> Array:
+  """Inverse of ``pack_int4``: uint8 bytes [..., n] -> 4-bit codes [..., 2n] (low nibble first)."""
   lo, hi = packed & 0xF, packed >> 4
   return jnp.stack([lo, hi], axis=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
 

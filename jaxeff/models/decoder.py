@@ -167,6 +167,7 @@ def init_params(config: ModelConfig, key: jax.Array, dtype: Any = jnp.float32, s
 
 
 def count_params(params: Any) -> int:
+  """Number of scalars in a parameter pytree (embeddings included)."""
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 

@@ -32,6 +32,7 @@ REFERENCE_MODELS = ("tiny-code", "tiny-recall", "tiny-moe", "tiny-arith")
 
 
 def reference_model_path(name: str) -> Path:
+  """Folder of the embedded reference model ``name`` (one of ``REFERENCE_MODELS``) inside the package."""
   if name not in REFERENCE_MODELS:
     raise ValueError(f"unknown reference model {name!r}; choose one of {REFERENCE_MODELS}")
   return ASSETS / name
@@ -54,6 +55,7 @@ def load_reference_model(name: str, dtype=jnp.float32):
 
 
 def default_config() -> ModelConfig:
+  """Config of the default model (``tiny-code`` when its weights ship with the package)."""
   path = ASSETS / "tiny-code"
   if (path / "config.json").is_file():
     from jaxeff.models.hf_io import read_config

@@ -188,4 +188,5 @@ def evaluate(
 
 
 def matrix_of(entry: dict[str, Any]) -> np.ndarray:
+  """The bool failure matrix of one ``build`` output entry (its ``rows`` status strings)."""
   return failure_matrix(entry["rows"])

@@ -23,6 +23,8 @@ from jaxeff.theory import grads as gs
 from jaxeff.theory import lsa
 from jaxeff.theory import oracles as O
 
+__all__ = ["EXPERIMENTS", "RUNNERS", "run", "icl"]
+
 EXPERIMENTS = ("E1", "E2", "E3", "E4", "E5", "E6", "E6b", "E7", "E8", "E9", "ICL")
 
 

@@ -136,6 +136,7 @@ def train_bpe(texts: Sequence[str], vocab_size: int, save_dir: str | os.PathLike
 
 
 def save_tokenizer_files(tok, save_dir: str | os.PathLike) -> None:
+  """Write ``tok`` as HF tokenizer files (tokenizer.json + configs) into ``save_dir``."""
   import json
 
   save_dir = Path(save_dir)
@@ -349,6 +350,7 @@ def passkey_rows(filler: np.ndarray, n: int, length: int, seed: int, digits: int
 
 
 def tokenize_corpus(name: str, split: str, tokenizer, *, max_documents: int | None = None) -> list[list[int]]:
+  """Token ids (no BOS) of every document of the offline corpus ``name`` / ``split``."""
   ds = load_corpus(name, split, max_documents=max_documents)
   return [tokenizer.encode(t, add_bos=False) for t in ds["text"]]
 

@@ -193,6 +193,7 @@ class TrainConfig:
 
 
 def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
+  """``ModelConfig`` from a dict (a run's config.json); unknown keys raise ``ValueError`` listing them."""
   from jaxeff.config import RopeScaling
 
   d = dict(d)
