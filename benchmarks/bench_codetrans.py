@@ -28,16 +28,39 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from benchmarks._common import target, write_results  # noqa: E402
+from benchmarks._common import merge_results, target, write_results  # noqa: E402
+
+
+def fine_tuning(steps: int) -> tuple[dict, float]:
+  """PA-only vs SA->PA vs PA->SA at equal steps and learning rates on template pairs (``order_study``)."""
+  from jaxeff.codetrans.train import order_study, template_pairs
+
+  sa, pa = template_pairs(600, seed=0)
+  _, pa_test = template_pairs(80, seed=1)
+  t0 = time.perf_counter()
+  fine = order_study(sa, pa, pa_test, Path(tempfile.mkdtemp(prefix="jaxeff-codetrans-")), steps=steps)
+  return fine, time.perf_counter() - t0
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", required=True, help="the TransCoder-test evaluation_gfg folder")
+  ap.add_argument("--data", help="the TransCoder-test evaluation_gfg folder (required unless --fine-tuning-only)")
+  ap.add_argument(
+    "--fine-tuning-only",
+    action="store_true",
+    help="run part 2 only and merge it into the existing results file (no TransCoder-test needed)",
+  )
   ap.add_argument("--quick", action="store_true", help="40 files per language, short training, no results file")
   ap.add_argument("--workers", type=int, default=2, help="parallel programs (default: %(default)s)")
   ap.add_argument("--steps", type=int, default=300, help="total fine-tuning steps per schedule (default: %(default)s)")
   args = ap.parse_args(argv)
+  if args.fine_tuning_only:
+    fine, fine_s = fine_tuning(args.steps)
+    print("fine-tuning (held-out PA target loss, nats/token):", fine, f"{fine_s:.0f}s", flush=True)
+    print("merged into", merge_results("codetrans", {"fine_tuning": fine, "fine_tuning_seconds": fine_s}, []))
+    return
+  if not args.data:
+    ap.error("--data is required (or --fine-tuning-only)")
 
   from jaxeff.codetrans import evaluate as E
   from jaxeff.sandbox import Limits, Program, run_many
@@ -92,14 +115,7 @@ def main(argv=None):
   print("per direction:", directions, flush=True)
 
   # 2. two-stage vs PA-only on generated pairs
-  from jaxeff.codetrans.train import order_study, template_pairs
-
-  steps = 40 if args.quick else args.steps
-  sa, pa = template_pairs(600, seed=0)
-  _, pa_test = template_pairs(80, seed=1)
-  t0 = time.perf_counter()
-  fine = order_study(sa, pa, pa_test, Path(tempfile.mkdtemp(prefix="jaxeff-codetrans-")), steps=steps)
-  fine_s = time.perf_counter() - t0
+  fine, fine_s = fine_tuning(40 if args.quick else args.steps)
   print("fine-tuning (held-out PA target loss, nats/token):", fine, f"{fine_s:.0f}s", flush=True)
 
   targets = [
