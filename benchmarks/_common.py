@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -28,17 +27,9 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
 
 
 def machine() -> dict[str, Any]:
-  import jax
+  from jaxeff.tour import machine_info
 
-  info = {
-    "platform": platform.platform(),
-    "processor": platform.processor() or platform.machine(),
-    "cpu_count": os.cpu_count(),
-    "python": platform.python_version(),
-    "jax": jax.__version__,
-    "jax_backend": jax.default_backend(),
-    "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-  }
+  info = machine_info()
   try:
     import torch
 

@@ -11,7 +11,7 @@ from jaxeff.generation import Sampler, SamplingParams
 from jaxeff.kvcache import CommonKV, FullCache, Quantized, compress
 from jaxeff.kvcache.commonkv import max_group_rank
 from jaxeff.kvcache.judgeq import JudgeQPress, SoftTokens, init_soft
-from jaxeff.models import forward, init_params
+from jaxeff.models import init_params
 from jaxeff.stack import Stack
 
 SP = SamplingParams(max_new_tokens=6, temperature=0.0)
@@ -77,27 +77,15 @@ def test_int4_piece(dense):
   _same(_run(stack.sampler(cfg, params), prompts), _run(Sampler(cfg, pc, cache_cls=CommonKV(spec, bits=4)), prompts))
 
 
-def _prefilled_bytes(stack, cfg, params, T=96, new=6):
-  params, factory = stack.prepare(cfg, params)
-  cache = factory.init(cfg, 1, T + new)
-  toks = np.arange(T, dtype=np.int32)[None] % 256
-  pos = np.arange(T, dtype=np.int32)[None]
-  extend = getattr(factory, "extend_prompt", None)
-  if extend is not None:
-    params, toks, pos = extend(params, toks, pos)
-  _, cache = forward(params, toks, pos, cache, config=cfg, attention=stack.attention or PROXY_ID, is_prefill=True)
-  return cache.nbytes()
-
-
 def test_everything_on_runs_and_saves_memory(dense):
   cfg, params, soft, prompts = dense
   stack = Stack(attention=PROXY, latent_rank=16, press=JudgeQPress(soft, budget=0.25), kv_bits=4)
   assert stack.describe() == "proxyattn + commonkv(r=16) + judgeq(0.25) + int4"
-  out = stack.sampler(cfg, params).generate(prompts, SP, jax.random.key(0))
-  assert out.tokens.shape == (2, 1, 6) and np.all(np.isfinite(out.logprobs))
-  full = _prefilled_bytes(Stack(), cfg, params)
-  small = _prefilled_bytes(stack, cfg, params)
-  assert full == FullCache.init(cfg, 1, 102).nbytes()
+  out = stack.sampler(cfg, params).generate(prompts[:1], SP, jax.random.key(0))
+  assert out.tokens.shape == (1, 1, 6) and np.all(np.isfinite(out.logprobs))
+  full = Sampler(cfg, params).generate(prompts[:1], SP, jax.random.key(0)).accounting.cache_bytes
+  assert full == FullCache.init(cfg, 1, 96 + 6).nbytes()  # the 96-token prompt + 6 new tokens, full precision
+  small = out.accounting.cache_bytes
   assert small < full / 8, (small, full)
 
 

@@ -87,7 +87,9 @@ class Accounting:
 
   ``prompt_tokens`` counts each prompt once (its prefill is shared by its n samples); ``generated_tokens``
   counts every sampled token up to and including a stop token; ``decode_calls`` is the number of sequential
-  model calls after prefill; times are wall seconds after compilation (``compile_s`` apart).
+  model calls after prefill; times are wall seconds after compilation (``compile_s`` apart); ``cache_bytes`` is
+  the size of the cache the prefill leaves (one row per prompt, after any compression at prefill: eviction,
+  latents, quantization, merging), before it is copied per sample.
   """
 
   prompt_tokens: int
@@ -96,6 +98,7 @@ class Accounting:
   decode_s: float
   compile_s: float
   decode_calls: int
+  cache_bytes: int = 0
 
   @property
   def total_s(self) -> float:
@@ -412,6 +415,7 @@ class Sampler:
       decode_s=decode_s,
       compile_s=compile_s,
       decode_calls=int(calls),
+      cache_bytes=int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache))),
     )
     return GenerationResult(
       tokens=tok, logprobs=lp, sample_logprobs=slp, lengths=length, stopped=stopped, accounting=acct

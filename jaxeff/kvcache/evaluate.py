@@ -16,12 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxeff.attention.dense import Dense
 from jaxeff.config import ModelConfig
 from jaxeff.models.decoder import forward
 
 
 @functools.lru_cache(maxsize=32)
-def _runner(config: ModelConfig, factory: Any, B: int, C: int, F: int):
+def _runner(config: ModelConfig, factory: Any, B: int, C: int, F: int, attention: Any = None):
   @jax.jit
   def run(p, ctx, fol):
     cache = factory.init(config, B, C + F)
@@ -29,7 +30,16 @@ def _runner(config: ModelConfig, factory: Any, B: int, C: int, F: int):
     pp, toks = p, ctx
     if hasattr(factory, "extend_prompt"):  # Judge Q's soft tokens follow the context in the prefill
       pp, toks, pos = factory.extend_prompt(p, ctx, pos)
-    logits, cache = forward(pp, toks, pos, cache, config=config, is_prefill=True, logits_index=jnp.full((B,), C - 1))
+    logits, cache = forward(
+      pp,
+      toks,
+      pos,
+      cache,
+      config=config,
+      attention=attention if attention is not None else Dense(),
+      is_prefill=True,
+      logits_index=jnp.full((B,), C - 1),
+    )
     logits = logits[..., : config.vocab_size]
     hook = getattr(factory, "after_prefill", None)
     if hook is not None:
@@ -48,11 +58,12 @@ def _runner(config: ModelConfig, factory: Any, B: int, C: int, F: int):
   return run
 
 
-def _teacher_forced(params, config: ModelConfig, factory: Any, context, follow):
-  """Log-probs [B, F] of every ``follow`` token given ``context`` [B, C] (prefilled into the cache) and the
-  follow tokens before it (decoded through the cache), plus the argmax predictions [B, F]."""
+def _teacher_forced(params, config: ModelConfig, factory: Any, context, follow, attention: Any = None):
+  """Log-probs [B, F] of every ``follow`` token given ``context`` [B, C] (prefilled into the cache with the
+  ``attention`` backend, dense by default) and the follow tokens before it (decoded through the cache), plus the
+  argmax predictions [B, F]."""
   B, C = context.shape
-  run = _runner(config, factory, B, C, follow.shape[1])
+  run = _runner(config, factory, B, C, follow.shape[1], attention)
   return run(params, jnp.asarray(context, jnp.int32), jnp.asarray(follow, jnp.int32))
 
 
@@ -66,9 +77,11 @@ def cached_needle_accuracy(
   seed: int = 0,
   batch_size: int = 4,
   return_per_digit: bool = False,
+  attention: Any = None,
 ):
   """Pass-key accuracy with the context (filler + needle) compressed in the cache and the question + answer
-  decoded through it: an example counts when all 5 answer digits are the argmax under teacher forcing."""
+  decoded through it: an example counts when all 5 answer digits are the argmax under teacher forcing.
+  ``attention``: the prefill backend (e.g. ``ProxyAttention``; dense by default)."""
   from jaxeff.training import data as data_lib
   from jaxeff.training.probes import _byte_tok
 
@@ -84,7 +97,7 @@ def cached_needle_accuracy(
       m = min(batch_size, n - start)
       rows = np.stack([data_lib.passkey_example(filler, L, rng)[0] for _ in range(m)])
       ctx, fol = rows[:, : L + 1 - q_len], rows[:, L + 1 - q_len :]
-      _, pred = _teacher_forced(params, config, factory, ctx, fol)
+      _, pred = _teacher_forced(params, config, factory, ctx, fol, attention)
       hits.append(np.asarray(pred)[:, -5:] == fol[:, -5:])
     hits = np.concatenate(hits)
     out[int(L)] = float(hits.all(1).mean())
@@ -93,14 +106,29 @@ def cached_needle_accuracy(
 
 
 def cached_bits_per_byte(
-  params, config: ModelConfig, factory: Any, *, context: int = 1024, score: int = 64, n_seqs: int = 4
+  params,
+  config: ModelConfig,
+  factory: Any,
+  *,
+  context: int = 1024,
+  score: int = 64,
+  n_seqs: int = 4,
+  attention: Any = None,
+  tokenizer: Any = None,
 ) -> float:
-  """Bits per byte of held-out stdlib code on ``score`` tokens decoded after a ``context``-token prefill."""
+  """Bits per byte of held-out stdlib code on ``score`` tokens decoded after a ``context``-token prefill (with
+  the ``attention`` prefill backend; dense by default): ``-sum log2 p / (UTF-8 bytes of the scored tokens)``.
+  ``tokenizer``: the model's (default: the byte-level tokenizer of the embedded models; pass the BPE tokenizer
+  of a model such as ``tiny-moe``)."""
   from jaxeff.tokenizer import ByteTokenizer
   from jaxeff.training import data as data_lib
 
-  stream = np.concatenate(data_lib.tokenize_corpus("python", "validation", ByteTokenizer()))
+  tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
+  stream = np.concatenate(data_lib.tokenize_corpus("python", "validation", tokenizer))
   W = context + score
+  if len(stream) < n_seqs * W:
+    raise ValueError(f"the validation corpus has {len(stream)} tokens, fewer than n_seqs x (context + score)")
   rows = np.stack([stream[i * W : (i + 1) * W] for i in range(n_seqs)]).astype(np.int32)
-  lp, _ = _teacher_forced(params, config, factory, rows[:, :context], rows[:, context:])
-  return float(-np.asarray(lp).sum() / np.log(2) / (n_seqs * score))
+  lp, _ = _teacher_forced(params, config, factory, rows[:, :context], rows[:, context:], attention)
+  nbytes = data_lib.token_byte_lengths(tokenizer, config.vocab_size)[rows[:, context:]].sum()
+  return float(-np.asarray(lp).sum() / np.log(2) / nbytes)

@@ -21,3 +21,21 @@ def test_full_cache_teacher_forcing_equals_a_single_forward():
   np.testing.assert_array_equal(np.asarray(pred), np.asarray(logits[:, 29:39].argmax(-1)))
   lq, _ = _teacher_forced(params, cfg, Quantized(bits=4, group_size=16), rows[:, :30], rows[:, 30:])
   assert 0 < float(jnp.abs(lq - lp).max()) < 1.0  # the compressed cache changes the scores, a little
+
+
+def test_prefill_backend_is_the_one_given():
+  """``attention=``: a sparse ProxyAttn prefill changes the cached context's scores; with teacher forcing over the
+  same rows, ProxyAttn's own forward pass is the oracle."""
+  from jaxeff.attention import ProxyAttention
+
+  cfg = ModelConfig.tiny()
+  params = init_params(cfg, jax.random.key(0), std=0.3)
+  rows = np.asarray(jax.random.randint(jax.random.key(1), (1, 136), 0, 256))
+  proxy = ProxyAttention(gamma=0.5, block_size=16, min_budget_tokens=16)
+  dense, _ = _teacher_forced(params, cfg, FullCache, rows[:, :128], rows[:, 128:])
+  sparse, _ = _teacher_forced(params, cfg, FullCache, rows[:, :128], rows[:, 128:], proxy)
+  assert float(jnp.abs(sparse - dense).max()) > 1e-3
+  # the first follow token is scored from the prefill's last logits: ProxyAttn's forward over the context
+  logits, _ = forward(params, jnp.asarray(rows[:, :128]), jnp.arange(128)[None], config=cfg, attention=proxy)
+  want = jax.nn.log_softmax(logits[:, -1], -1)[0, rows[0, 128]]
+  np.testing.assert_allclose(float(sparse[0, 0]), float(want), atol=1e-4)
