@@ -1085,9 +1085,12 @@ def _cmd_codetrans(args) -> int:
 
 
 def _cmd_tour(args) -> int:
-  import os
+  try:
+    import matplotlib
 
-  os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files
+    matplotlib.use("Agg")  # figures go to files (this process only)
+  except ImportError:
+    pass  # run_tour says what to install
   from jaxeff.tour import run_tour
 
   only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
