@@ -47,8 +47,8 @@ def initialize_distributed() -> None:
 
   On Cloud TPU (and SLURM / Open MPI / Kubernetes) JAX detects the coordinator, the process count and this
   process's index by itself. Elsewhere (GPU or CPU hosts, the two-process loopback test) set
-  ``JAXEFF_COORDINATOR=host:port``, ``JAXEFF_NUM_PROCESSES`` and ``JAXEFF_PROCESS_ID`` (``tpu_setup/launch.sh``
-  exports them when given ``--coordinator``). CPU processes exchange collectives over gloo. A second call is a
+  ``JAXEFF_COORDINATOR=host:port``, ``JAXEFF_NUM_PROCESSES`` and ``JAXEFF_PROCESS_ID`` (``tpu_setup/launch.sh
+  --local N`` exports them for N processes on one machine). CPU processes exchange collectives over gloo. A second call is a
   no-op.
 
   Raises:

@@ -197,6 +197,28 @@ def test_backend_honours_right_padding():
   np.testing.assert_allclose(np.asarray(padded[:, :n]), np.asarray(alone), atol=1e-5)
 
 
+def test_backend_packs_rows_with_tokens_after_the_padding():
+  """Valid tokens after padding (Judge Q's soft tokens after a padded prompt): the outputs on the valid tokens
+  equal the same tokens without the gap, at a sparse setting, and the common layout in the same batch is
+  untouched."""
+  Hq, Hkv, L, d = 4, 2, 192, 16
+  rng = np.random.default_rng(7)
+  q, k, v = (rng.normal(size=(2, L, h, d)).astype(np.float32) for h in (Hq, Hkv, Hkv))
+  att = proxy.ProxyAttention(block_size=32, stride=4, gamma=0.8, min_budget_tokens=32)
+  n, gap = 140, 40  # row 0: tokens 0..139, 40 padding slots, then 12 more tokens at positions 140..151
+  idx = np.arange(L)
+  pos0 = np.where(idx < n, idx, np.where(idx < n + gap, -1, idx - gap))
+  keep = pos0 >= 0
+  alone = att(
+    *(jnp.asarray(x[:1, keep]) for x in (q, k, v)), jnp.arange(keep.sum())[None], jnp.arange(keep.sum())[None]
+  )
+  pos = jnp.asarray(np.stack([pos0, idx]))
+  both = att(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), pos, pos)
+  np.testing.assert_allclose(np.asarray(both[0, keep]), np.asarray(alone[0]), atol=1e-5)
+  plain = att(*(jnp.asarray(x[1:]) for x in (q, k, v)), jnp.asarray(idx[None]), jnp.asarray(idx[None]))
+  np.testing.assert_allclose(np.asarray(both[1]), np.asarray(plain[0]), atol=1e-5)
+
+
 def test_proxy_recalls_at_least_the_mass_of_mean_pooled_scores_on_structured_inputs():
   """Spec behaviour test: same per-row K, ProxyAttn's mask recalls >= the mass that mean-pooled block
   scores (MInference block-sparse) recall, on q/k with a sink, shared needles, locality, per-head sharpness."""
