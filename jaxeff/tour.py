@@ -156,7 +156,7 @@ def judgeq(out: Path, quick: bool) -> TourRow:
   from jaxeff.models.embedded import load_reference_model
 
   cfg, params, _ = load_reference_model("tiny-recall")
-  n_soft, steps, n_ex, plen = (8, 15, 8, 256) if quick else (8, 40, 16, 256)
+  n_soft, steps, n_ex, plen = (8, 6, 8, 256) if quick else (8, 40, 16, 256)
   L, n, budget = (512, 4, 0.1) if quick else (1024, 8, 0.05)
   prompts, responses = make_training_data(params, cfg, n_examples=n_ex, prompt_len=plen, response_len=5)
   soft, hist, _ = train_judgeq(
@@ -227,7 +227,7 @@ def seersc(out: Path, quick: bool) -> TourRow:
   from jaxeff.tasks.arith import queries, sample_problems, seersc_prompting
 
   cfg, params, tok = load_reference_model("tiny-arith")
-  n_dev, n_test, N, M = (16, 24, 8, 16) if quick else (48, 96, 8, 32)
+  n_dev, n_test, N, M = (8, 16, 8, 16) if quick else (48, 96, 8, 32)
   sampler = Sampler(cfg, params)
   backend = lambda qs: S.SamplerBackend(sampler, tok, seersc_prompting(), key=jax.random.key(0)).register(qs)
   dev = queries(sample_problems(n_dev, seed=7))
@@ -279,7 +279,7 @@ def scaling(out: Path, quick: bool) -> TourRow:
 def codetrans(out: Path, quick: bool) -> TourRow:
   from jaxeff.codetrans.train import order_study, template_pairs
 
-  steps = 30 if quick else 120
+  steps = 12 if quick else 120
   sa, pa = template_pairs(300, seed=0)
   _, pa_test = template_pairs(40, seed=1)
   with tempfile.TemporaryDirectory(prefix="jaxeff-tour-") as work:
@@ -299,7 +299,7 @@ def codetrans(out: Path, quick: bool) -> TourRow:
 def tcbench(out: Path, quick: bool) -> TourRow:
   from jaxeff.tcbench import matrix as T
 
-  n, cap = (150, 2) if quick else (400, 3)
+  n, cap = (100, 1) if quick else (400, 3)
   M = T.synthetic_matrix(n, 50, seed=n, n_bugs=50)
   b0 = T.qr_basis(M)
   t0 = time.perf_counter()

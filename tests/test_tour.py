@@ -66,7 +66,7 @@ def test_tcbench_scaling_and_theory_numbers(tour):
   rows = tour[2]
   tc = rows["tcbench"]["metrics"]
   assert tc["same_swaps"] is True and tc["speedup"] > 1
-  M = T.synthetic_matrix(150, 50, seed=150, n_bugs=50)
+  M = T.synthetic_matrix(100, 50, seed=100, n_bugs=50)
   sel, value = T.wrongselect(M, engine="fast", search_initial=True)
   assert tc["objective"] == pytest.approx(value) and tc["objective"] == pytest.approx(T.jaccard_objective(M, sel))
   sc = rows["scaling"]["metrics"]
