@@ -26,6 +26,20 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
   return statistics.median(times)
 
 
+def generate_timings(sampler, prompts, sampling, repeats: int = 3) -> dict[str, float]:
+  """Median prefill seconds and decode ms/step of ``repeats`` identical ``generate`` calls after one compile
+  call, and the bytes the prefill leaves in the cache (``Accounting.cache_bytes``)."""
+  import jax
+
+  sampler.generate(prompts, sampling, jax.random.key(0))  # compile
+  runs = [sampler.generate(prompts, sampling, jax.random.key(0)).accounting for _ in range(repeats)]
+  return {
+    "prefill_s": statistics.median(a.prefill_s for a in runs),
+    "decode_ms_per_step": 1e3 * statistics.median(a.decode_s / max(a.decode_calls, 1) for a in runs),
+    "cache_bytes": runs[0].cache_bytes,
+  }
+
+
 def machine() -> dict[str, Any]:
   from jaxeff.tour import machine_info
 

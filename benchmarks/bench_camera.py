@@ -53,9 +53,9 @@ def main(argv=None):
   n_cal, n_eval = (8, 2) if args.quick else (32, 8)
   train = np.concatenate(data_lib.tokenize_corpus("python", "train", ByteTokenizer()))
   calib = calibration_windows(train, n_cal, 512)
-  docs = data_lib.tokenize_corpus("python", "validation", tok, max_documents=200)
-  it = data_lib.PackedIterator(data_lib.pack_documents(docs, 512, tok.eos_id), 8, seed=0)
-  batches = [next(it) for _ in range(n_eval)]
+  batches = data_lib.eval_batches(
+    tok, "python", "validation", seq_len=512, batch_size=8, n_batches=n_eval, max_documents=200
+  )
   blen = data_lib.token_byte_lengths(tok, cfg.vocab_size)
 
   def bpb(p):

@@ -25,10 +25,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._common import target, write_results  # noqa: E402
+from benchmarks._common import generate_timings, target, write_results  # noqa: E402
 
 SCORERS = ["judgeq", "snapkv", "pyramidkv", "h2o", "streaming", "recent", "random"]
 BUDGETS = [0.05, 0.1, 0.2, 0.5]
@@ -131,22 +130,17 @@ def main(argv=None):
   prompt = [np.random.default_rng(0).integers(0, 256, L).tolist()]
   sp = SamplingParams(max_new_tokens=32, temperature=0.0)
   for name, factory in [("full", FullCache), ("snapkv_10", press("snapkv", 0.1)), ("judgeq_10", press("judgeq", 0.1))]:
-    s = Sampler(cfg, params, cache_cls=factory)
-    s.generate(prompt, sp, jax.random.key(0))  # compile
-    times = [s.generate(prompt, sp, jax.random.key(0)).accounting for _ in range(3)]
-    dec = sorted(a.decode_s / max(a.decode_calls, 1) for a in times)[1]
-    pre = sorted(a.prefill_s for a in times)[1]
-    cache = factory.init(cfg, 1, len(prompt[0]) + 32) if name == "full" else None
-    if name != "full":  # the cache as the prefill leaves it (compacted)
-      from jaxeff.models import forward
-
-      toks, pos = np.asarray(prompt, np.int32), np.arange(L)[None]
-      p2 = params
-      if hasattr(factory, "extend_prompt"):
-        p2, toks, pos = factory.extend_prompt(params, toks, pos)
-      _, cache = forward(p2, toks, pos, factory.init(cfg, 1, L + 32), config=cfg, is_prefill=True)
-    speed[name] = {"decode_step_s": dec, "prefill_s": pre, "cache_bytes": int(cache.nbytes())}
-    print(f"  {name:10s} decode {dec * 1e3:.2f} ms/step, prefill {pre:.2f} s, cache {cache.nbytes() / 1e6:.2f} MB")
+    t = generate_timings(Sampler(cfg, params, cache_cls=factory), prompt, sp)
+    # the cache as the prefill leaves it (compacted by the presses)
+    speed[name] = {
+      "decode_step_s": t["decode_ms_per_step"] / 1e3,
+      "prefill_s": t["prefill_s"],
+      "cache_bytes": t["cache_bytes"],
+    }
+    print(
+      f"  {name:10s} decode {t['decode_ms_per_step']:.2f} ms/step, prefill {t['prefill_s']:.2f} s, "
+      f"cache {t['cache_bytes'] / 1e6:.2f} MB"
+    )
   results["decode"] = speed
 
   targets = []

@@ -21,27 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._common import merge_results  # noqa: E402
-
-
-def _timed_generate(sampler, prompt, sp):
-  sampler.generate(prompt, sp, jax.random.key(0))  # compile
-  runs = [sampler.generate(prompt, sp, jax.random.key(0)).accounting for _ in range(3)]
-  return {
-    "prefill_s": statistics.median(a.prefill_s for a in runs),
-    "decode_ms_per_step": 1e3 * statistics.median(a.decode_s / max(a.decode_calls, 1) for a in runs),
-    "cache_bytes": runs[0].cache_bytes,
-  }
+from benchmarks._common import generate_timings, merge_results  # noqa: E402
 
 
 def main(argv=None):
@@ -89,7 +77,7 @@ def main(argv=None):
   for name, stack in configs.items():
     p, factory = stack.prepare(cfg, params)
     acc = cached_needle_accuracy(p, cfg, factory, [L], n=args.n, attention=stack.attention)[L]
-    row = {"needle_accuracy": acc, **_timed_generate(stack.sampler(cfg, params), prompt, sp)}
+    row = {"needle_accuracy": acc, **generate_timings(stack.sampler(cfg, params), prompt, sp)}
     dense[name] = row
     print(
       f"  {name:38s} needle {acc:.3f}  cache {row['cache_bytes'] / 1e6:6.3f} MB  prefill {row['prefill_s']:.2f} s  "
@@ -119,7 +107,7 @@ def main(argv=None):
       p, mcfg, factory, context=384, score=128, n_seqs=n_seqs, attention=stack.attention, tokenizer=mtok
     )
     row = {"bits_per_byte": bpb, "moe_weight_bytes": moe_param_bytes(weights)}
-    row.update(_timed_generate(stack.sampler(mcfg, weights), mprompt, sp))
+    row.update(generate_timings(stack.sampler(mcfg, weights), mprompt, sp))
     moe[name] = row
     print(
       f"  {name:26s} bits/byte {bpb:.3f}  MoE weights {row['moe_weight_bytes'] / 1e6:.2f} MB  cache "

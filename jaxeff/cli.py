@@ -732,11 +732,9 @@ def _cmd_eval(args) -> int:
     raise ValueError(f"{args.model} has no tokenizer.json; eval needs one to tokenise the corpus")
   if args.seq_len < 2 or args.seq_len + 1 > config.max_position_embeddings:
     raise ValueError(f"--seq-len must be in [2, {config.max_position_embeddings - 1}], got {args.seq_len}")
-  eos = tokenizer.eos_id if tokenizer.eos_id is not None else 0
-  docs = data_lib.tokenize_corpus(args.corpus, args.split, tokenizer)
-  rows = data_lib.pack_documents(docs, args.seq_len, eos)
-  it = data_lib.PackedIterator(rows, min(8, len(rows)), seed=0)
-  batches = [next(it) for _ in range(args.batches)]
+  batches = data_lib.eval_batches(
+    tokenizer, args.corpus, args.split, seq_len=args.seq_len, batch_size=8, n_batches=args.batches
+  )
   ev = evaluate(params, batches, config=config, byte_lengths=data_lib.token_byte_lengths(tokenizer, config.vocab_size))
   ev["perplexity"] = math.exp(ev["loss"])
   if args.json:

@@ -116,12 +116,7 @@ class Stack:
       raise ValueError(f"latent_group {self.latent_group} does not divide the model's {config.n_layers} layers")
     if self.latent:
       _, params, spec, _ = compress(
-        config,
-        params,
-        group_size=self.latent_group,
-        rank=self.latent_rank,
-        ratio=self.latent_ratio,
-        multiple=1 if self.latent_rank is not None else 8,
+        config, params, group_size=self.latent_group, rank=self.latent_rank, ratio=self.latent_ratio
       )
       merge = self.latent_merge_rho is not None
       inner = CommonKV(spec, bits=self.kv_bits, merge=merge, rho=self.latent_merge_rho if merge else 0.4)

@@ -189,9 +189,9 @@ def camera(out: Path, quick: bool) -> TourRow:
   n_cal, n_eval, ratio = (4, 1, 0.25) if quick else (8, 2, 0.25)
   stream = np.concatenate(data_lib.tokenize_corpus("python", "train", ByteTokenizer()))
   calib = calibration_windows(stream, n_cal, 128)
-  docs = data_lib.tokenize_corpus("python", "validation", tok, max_documents=60)
-  it = data_lib.PackedIterator(data_lib.pack_documents(docs, 256, tok.eos_id), 4, seed=0)
-  batches = [next(it) for _ in range(n_eval)]
+  batches = data_lib.eval_batches(
+    tok, "python", "validation", seq_len=256, batch_size=4, n_batches=n_eval, max_documents=60
+  )
   blen = data_lib.token_byte_lengths(tok, cfg.vocab_size)
   bpb = lambda p: evaluate(p, batches, config=cfg, byte_lengths=blen)["bits_per_byte"]
   pruned, rep = camera_prune(params, cfg, calib, ratio)

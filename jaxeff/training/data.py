@@ -355,6 +355,28 @@ def tokenize_corpus(name: str, split: str, tokenizer, *, max_documents: int | No
   return [tokenizer.encode(t, add_bos=False) for t in ds["text"]]
 
 
+def eval_batches(
+  tokenizer,
+  corpus: str,
+  split: str,
+  *,
+  seq_len: int,
+  batch_size: int,
+  n_batches: int,
+  max_documents: int | None = None,
+  seed: int = 0,
+) -> list:
+  """Held-out batches for ``trainer.evaluate``: ``corpus`` / ``split`` tokenized, joined with EOS, packed into
+  rows of ``seq_len + 1`` tokens, and the first ``n_batches`` batches of a ``seed``-shuffled pass (``batch_size``
+  rows each, at most the number of rows). Bits per byte: ``evaluate(params, batches, config=config,
+  byte_lengths=token_byte_lengths(tokenizer, config.vocab_size))``."""
+  docs = tokenize_corpus(corpus, split, tokenizer, max_documents=max_documents)
+  eos = tokenizer.eos_id if tokenizer.eos_id is not None else 0
+  rows = pack_documents(docs, seq_len, eos)
+  it = PackedIterator(rows, min(batch_size, len(rows)), seed=seed)
+  return [next(it) for _ in range(n_batches)]
+
+
 def byte_tokenizer_json():
   """A ``tokenizers.Tokenizer`` equal to ``ByteTokenizer``: byte b -> id b, <bos>/<eos>/<pad> = 256/257/258."""
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers

@@ -28,11 +28,12 @@ def test_code_models_model_held_out_code(name):
   if name == "tiny-moe":
     assert config.n_experts == 8 and config.d_shared > 0
   assert config.max_position_embeddings >= 2048
-  docs = data_lib.tokenize_corpus("python", "validation", tok, max_documents=40)
-  it = data_lib.PackedIterator(data_lib.pack_documents(docs, 512, tok.eos_id), 4, seed=0)
+  batches = data_lib.eval_batches(
+    tok, "python", "validation", seq_len=512, batch_size=4, n_batches=2, max_documents=40
+  )
   ev = evaluate(
     params,
-    [next(it) for _ in range(2)],
+    batches,
     config=config,
     byte_lengths=data_lib.token_byte_lengths(tok, config.vocab_size),
   )
