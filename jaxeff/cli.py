@@ -15,6 +15,76 @@ DTYPES = ("float32", "bfloat16")
 PREFILL_BACKENDS = ("dense", "proxy", "xattention", "flexprefill")
 
 
+def _add_stack_options(p: argparse.ArgumentParser) -> None:
+  """The inference-stack options shared by generate and eval long (prefill backend, KV layout, eviction)."""
+  p.add_argument(
+    "--prefill-attention",
+    choices=PREFILL_BACKENDS,
+    default="dense",
+    help="prefill attention backend: dense (exact), proxy (ProxyAttn), xattention, flexprefill; decode stays "
+    "dense (default: %(default)s)",
+  )
+  p.add_argument(
+    "--gamma",
+    type=float,
+    default=0.95,
+    help="ProxyAttn/FlexPrefill cumulative-mass threshold, XAttention threshold, in (0, 1] (default: %(default)s)",
+  )
+  p.add_argument(
+    "--block-size", type=int, default=128, help="sparse attention block size in tokens (default: %(default)s)"
+  )
+  p.add_argument(
+    "--min-budget-tokens",
+    type=int,
+    default=2048,
+    help="ProxyAttn minimum per-head budget in tokens; prompts up to this length stay dense (default: %(default)s)",
+  )
+  p.add_argument(
+    "--kv-cache",
+    choices=("full", "int8", "int4", "commonkv"),
+    default="full",
+    help="KV cache: full precision, int8/int4 quantized (per-token groups), or CommonKV latents (the model's "
+    "K/V projections are factorised by one SVD per layer group first) (default: %(default)s)",
+  )
+  p.add_argument(
+    "--kv-rank", type=int, default=None, help="CommonKV latent rank (default: half the group's maximum rank)"
+  )
+  p.add_argument("--kv-group", type=int, default=2, help="CommonKV layers per group (default: %(default)s)")
+  p.add_argument(
+    "--kv-bits",
+    type=int,
+    choices=(8, 4),
+    default=None,
+    help="quantize CommonKV latents to this many bits (latent + quantized composition; default: off)",
+  )
+  p.add_argument(
+    "--kv-merge-rho",
+    type=float,
+    default=None,
+    help="merge CommonKV latents across each group's layers after prefill, keeping this least-similar "
+    "fraction unmerged (e.g. 0.4; default: no merge)",
+  )
+  p.add_argument(
+    "--kv-press",
+    choices=("none", "snapkv", "pyramidkv", "h2o", "streaming", "recent", "random", "judgeq"),
+    default="none",
+    help="evict prompt KV entries after prefill with this scorer (judgeq needs --judgeq); the cache keeps "
+    "--kv-budget of them per layer and kv head, memory freed; composes with every --kv-cache (one kept set for "
+    "all heads then) and --prefill-attention (default: %(default)s)",
+  )
+  p.add_argument(
+    "--kv-budget",
+    type=float,
+    default=0.2,
+    help="eviction budget: a ratio in (0, 1] of the prompt, or a token count when >= 1 and integral, e.g. 256 "
+    "(default: %(default)s)",
+  )
+  p.add_argument(
+    "--kv-window", type=int, default=8, help="eviction observation window / protected recent tokens (default: 8)"
+  )
+  p.add_argument("--judgeq", default=None, help="folder of trained Judge Q soft tokens (`jaxeff judgeq train`)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="jaxeff",
@@ -92,72 +162,7 @@ def _build_parser() -> argparse.ArgumentParser:
   gen.add_argument(
     "--no-stop", action="store_true", help="ignore the model's EOS token(s) and always generate --max-new-tokens"
   )
-  gen.add_argument(
-    "--prefill-attention",
-    choices=PREFILL_BACKENDS,
-    default="dense",
-    help="prefill attention backend: dense (exact), proxy (ProxyAttn), xattention, flexprefill; decode stays "
-    "dense (default: %(default)s)",
-  )
-  gen.add_argument(
-    "--gamma",
-    type=float,
-    default=0.95,
-    help="ProxyAttn/FlexPrefill cumulative-mass threshold, XAttention threshold, in (0, 1] (default: %(default)s)",
-  )
-  gen.add_argument(
-    "--block-size", type=int, default=128, help="sparse attention block size in tokens (default: %(default)s)"
-  )
-  gen.add_argument(
-    "--min-budget-tokens",
-    type=int,
-    default=2048,
-    help="ProxyAttn minimum per-head budget in tokens; prompts up to this length stay dense (default: %(default)s)",
-  )
-  gen.add_argument(
-    "--kv-cache",
-    choices=("full", "int8", "int4", "commonkv"),
-    default="full",
-    help="KV cache: full precision, int8/int4 quantized (per-token groups), or CommonKV latents (the model's "
-    "K/V projections are factorised by one SVD per layer group first) (default: %(default)s)",
-  )
-  gen.add_argument(
-    "--kv-rank", type=int, default=None, help="CommonKV latent rank (default: half the group's maximum rank)"
-  )
-  gen.add_argument("--kv-group", type=int, default=2, help="CommonKV layers per group (default: %(default)s)")
-  gen.add_argument(
-    "--kv-bits",
-    type=int,
-    choices=(8, 4),
-    default=None,
-    help="quantize CommonKV latents to this many bits (latent + quantized composition; default: off)",
-  )
-  gen.add_argument(
-    "--kv-merge-rho",
-    type=float,
-    default=None,
-    help="merge CommonKV latents across each group's layers after prefill, keeping this least-similar "
-    "fraction unmerged (e.g. 0.4; default: no merge)",
-  )
-  gen.add_argument(
-    "--kv-press",
-    choices=("none", "snapkv", "pyramidkv", "h2o", "streaming", "recent", "random", "judgeq"),
-    default="none",
-    help="evict prompt KV entries after prefill with this scorer (judgeq needs --judgeq); the cache keeps "
-    "--kv-budget of them per layer and kv head, memory freed; composes with every --kv-cache (one kept set for "
-    "all heads then) and --prefill-attention (default: %(default)s)",
-  )
-  gen.add_argument(
-    "--kv-budget",
-    type=float,
-    default=0.2,
-    help="eviction budget: a ratio in (0, 1] of the prompt, or a token count when >= 1 and integral, e.g. 256 "
-    "(default: %(default)s)",
-  )
-  gen.add_argument(
-    "--kv-window", type=int, default=8, help="eviction observation window / protected recent tokens (default: 8)"
-  )
-  gen.add_argument("--judgeq", default=None, help="folder of trained Judge Q soft tokens (`jaxeff judgeq train`)")
+  _add_stack_options(gen)
   gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
   jq = sub.add_parser(
@@ -251,11 +256,26 @@ def _build_parser() -> argparse.ArgumentParser:
 
   ev = sub.add_parser(
     "eval",
-    help="perplexity and bits per byte of a model on a corpus split",
-    description="Evaluate a local HF folder (or 'default') on packed sequences of a corpus split: mean token "
-    "loss (nats), perplexity and bits per byte.",
+    help="perplexity / bits per byte on a corpus split, or the long-context tasks (eval long)",
+    description="`jaxeff eval [corpus]`: evaluate a model on packed sequences of a corpus split: mean token "
+    "loss (nats), perplexity and bits per byte. `jaxeff eval long`: RULER-style long-context tasks built with the "
+    "model's tokenizer at exact lengths, run through the chosen prefill backend and KV cache in the question-aware "
+    "or question-agnostic protocol; prints score per (task, length) with n and a bootstrap 95 % interval.",
   )
-  ev.add_argument("--model", default="default", help="a local HF folder or 'default' (default: %(default)s)")
+  ev.add_argument(
+    "kind",
+    nargs="?",
+    choices=("corpus", "long"),
+    default="corpus",
+    help="corpus: perplexity / bits per byte on a corpus split; long: the RULER-style long-context tasks "
+    "(jaxeff.evals) through the inference stack chosen by the options below (default: %(default)s)",
+  )
+  ev.add_argument(
+    "--model",
+    default="default",
+    help="a local HF folder, 'default', an embedded reference model or a fetched real model (e.g. "
+    "smollm2-135m-instruct) (default: %(default)s)",
+  )
   ev.add_argument("--corpus", choices=("python", "gcide"), default="python", help="corpus (default: %(default)s)")
   ev.add_argument(
     "--split", choices=("train", "validation"), default="validation", help="split (default: %(default)s)"
@@ -263,6 +283,27 @@ def _build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default: %(default)s)")
   ev.add_argument("--batches", type=int, default=8, help="batches of 8 sequences to score (default: %(default)s)")
   ev.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+  ev.add_argument(
+    "--tasks",
+    nargs="+",
+    default=["niah_single", "niah_multikey"],
+    help="long: tasks among niah_single, niah_multikey, niah_multivalue, vt, cwe, qa (default: %(default)s)",
+  )
+  ev.add_argument(
+    "--lengths", type=int, nargs="+", default=[2048], help="long: prompt lengths in tokens (default: 2048)"
+  )
+  ev.add_argument("--n", type=int, default=8, help="long: examples per (task, length) cell (default: %(default)s)")
+  ev.add_argument("--seed", type=int, default=0, help="long: example seed (default: %(default)s)")
+  ev.add_argument(
+    "--protocol",
+    choices=("aware", "agnostic"),
+    default="aware",
+    help="long: aware = question inside the prefill (RULER); agnostic = context compressed before the question "
+    "is seen, the question decoded through the compressed cache (kvpress) (default: %(default)s)",
+  )
+  ev.add_argument("--batch-size", type=int, default=1, help="long: examples per batch (default: %(default)s)")
+  ev.add_argument("--out", default=None, help="long: write every record and the summary to this JSON file")
+  _add_stack_options(ev)
 
   be = sub.add_parser(
     "bench",
@@ -748,6 +789,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+  if args.kind == "long":
+    return _cmd_eval_long(args)
   import math
 
   from jaxeff.training import data as data_lib
@@ -771,6 +814,62 @@ def _cmd_eval(args) -> int:
       f"{ev['perplexity']:.2f}, bits/byte {ev.get('bits_per_byte', float('nan')):.4f} ({int(ev['tokens'])} tokens)"
     )
 
+  return 0
+
+
+def _cmd_eval_long(args) -> int:
+  from jaxeff.attention import make_prefill_backend
+  from jaxeff.evals import TASKS, Method, format_table, make_examples, run_methods, summarize
+
+  bad = [t for t in args.tasks if t not in TASKS]
+  if bad:
+    raise ValueError(f"unknown tasks {bad}; choose from {', '.join(TASKS)}")
+  if args.n < 1 or args.batch_size < 1:
+    raise ValueError("--n and --batch-size must be >= 1")
+  config, params, tok = _load(args.model, "float32")
+  if tok is None:
+    raise ValueError(
+      f"{args.model} has no tokenizer.json; the long-context tasks are built with the model's tokenizer"
+    )
+  too_long = [L for L in args.lengths if not 256 <= L <= config.max_position_embeddings - 64]
+  if too_long:
+    raise ValueError(
+      f"--lengths must be in [256, {config.max_position_embeddings - 64}] for this model, got {too_long}"
+    )
+  attention = make_prefill_backend(
+    args.prefill_attention,
+    config,
+    gamma=args.gamma,
+    block_size=args.block_size,
+    min_budget_tokens=args.min_budget_tokens,
+  )
+  stack = _stack(args, None if args.prefill_attention == "dense" else attention)
+  method = Method.from_stack(stack.describe(), stack, config, params)
+  examples = [ex for t in args.tasks for L in args.lengths for ex in make_examples(tok, t, L, args.n, seed=args.seed)]
+  from tqdm.auto import tqdm
+
+  bar = tqdm(total=len(examples), desc="eval long", unit="ex", disable=args.json)
+  recs = run_methods(
+    config,
+    params,
+    [method],
+    examples,
+    tok,
+    protocol=args.protocol,
+    batch_size=args.batch_size,
+    progress=lambda s: bar.update(int(s.split("/")[0]) - bar.n),
+  )
+  bar.close()
+  rows = summarize(recs)
+  if args.out:
+    from pathlib import Path
+
+    Path(args.out).write_text(json.dumps({"protocol": args.protocol, "summary": rows, "records": recs}, indent=1))
+  if args.json:
+    print(json.dumps({"protocol": args.protocol, "summary": rows}))
+  else:
+    print(f"{args.model}, protocol {args.protocol}, stack: {method.name}")
+    print(format_table(rows))
   return 0
 
 

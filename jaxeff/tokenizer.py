@@ -1,11 +1,12 @@
 """Tokenizers: a built-in byte-level tokenizer and a wrapper over a HF folder's ``tokenizer.json``.
 
-``load_tokenizer(folder)`` follows the folder the way transformers' ``AutoTokenizer`` does: special tokens
-(BOS) are added as ``tokenizer_config.json``'s ``add_bos_token`` says, or else by ``tokenizer.json``'s
-post-processor; a chat template (``chat_template`` in ``tokenizer_config.json`` or ``chat_template.jinja``)
-is rendered by ``apply_chat_template`` with the same Jinja environment transformers uses. Folders written by
-jaxeff's own trainer (byte-level BPE, ``<bos>``) say neither: their models were trained with BOS in front, so
-BOS is prepended when the folder's BOS id is known (the documented fallback).
+``load_tokenizer(folder)`` follows the folder the way transformers' ``AutoTokenizer`` does: special tokens (BOS)
+are added by ``tokenizer.json``'s post-processor (a Llama-style folder has one that prepends BOS, a Qwen-style
+one adds nothing; transformers' generic fast tokenizer ignores ``add_bos_token`` too, and jaxeff's GGUF
+converter writes the post-processor the flag asks for). A chat template (``chat_template`` in
+``tokenizer_config.json`` or ``chat_template.jinja``) is rendered by ``apply_chat_template`` with the Jinja
+environment transformers uses. jaxeff's own tokenizers (``training.data.save_tokenizer_files``, the embedded
+models) carry a post-processor that prepends ``<bos>``, as their models were trained.
 """
 
 from __future__ import annotations
@@ -43,9 +44,8 @@ class HFTokenizer:
   Args:
     path: the ``tokenizer.json`` file.
     bos_id, eos_id: special ids (default: read from ``tokenizer_config.json`` beside the file).
-    add_bos: whether ``encode`` adds BOS by default. ``None``: ``tokenizer_config.json``'s ``add_bos_token``
-      when present, else the file's post-processor when it has one, else ``True`` when ``bos_id`` is known
-      (jaxeff's own tokenizers).
+    add_bos: whether ``encode`` adds BOS by default. ``None``: whatever the file's post-processor adds
+      (transformers' behaviour); ``True`` / ``False`` override it.
     chat_template: a Jinja chat template (default: from ``tokenizer_config.json`` / ``chat_template.jinja``).
 
   Example:
@@ -77,12 +77,7 @@ class HFTokenizer:
     self.bos_id = bos_id if bos_id is not None else tok_id(_token(cfg.get("bos_token")))
     self.eos_id = eos_id if eos_id is not None else tok_id(_token(cfg.get("eos_token")))
     self.vocab_size = self._tok.get_vocab_size()
-    self._post = self._tok.post_processor is not None
-    if add_bos is None:
-      add_bos = (
-        bool(cfg["add_bos_token"]) if "add_bos_token" in cfg else (None if self._post else self.bos_id is not None)
-      )
-    self.add_bos = add_bos  # None: the post-processor decides
+    self.add_bos = add_bos  # None: the post-processor decides, as in transformers' generic fast tokenizer
     jinja = path.parent / "chat_template.jinja"
     self.chat_template = chat_template or cfg.get("chat_template") or (jinja.read_text() if jinja.is_file() else None)
     self._special = {k: _token(cfg.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}

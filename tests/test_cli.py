@@ -32,6 +32,8 @@ def _options(sub):
     "tcbench",
     "theory",
     "codetrans",
+    "models",
+    "eval",
   ],
 )
 def test_every_option_has_help(sub):
@@ -275,3 +277,26 @@ def test_seersc_cli_runs_methods_and_rejects_bad_input(tmp_path, capsys):
   ]:
     assert cli.main(bad) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_models_list_and_unfetched_model_error(tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv("JAXEFF_CACHE", str(tmp_path))
+  assert cli.main(["models", "list"]) == 0
+  assert "smollm2-135m-instruct" in capsys.readouterr().out
+  assert cli.main(["generate", "--model", "smollm2-135m-instruct", "--chat", "--prompt", "hi"]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "jaxeff models fetch smollm2-135m-instruct" in err
+  assert cli.main(["models", "fetch"]) == 2
+  assert cli.main(["models", "fetch", "no-such-model"]) == 2
+
+
+def test_eval_long_runs_the_harness_and_rejects_bad_input(capsys):
+  argv = ["eval", "long", "--model", "tiny-recall", "--tasks", "niah_single", "--lengths", "512", "--n", "2"]
+  assert cli.main(argv + ["--json", "--kv-press", "snapkv", "--kv-budget", "0.2", "--protocol", "agnostic"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  (row,) = out["summary"]
+  assert out["protocol"] == "agnostic" and row["n"] == 2 and row["length"] == 512 and 0 <= row["score"] <= 100
+  assert cli.main(argv[:5] + ["nope"] + argv[6:]) == 2
+  assert "unknown tasks" in capsys.readouterr().err
+  assert cli.main(argv[:7] + ["100000"] + argv[8:]) == 2
+  assert "--lengths" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 question-agnostic) that any prefill backend and cache (``Stack``, ``Press``, CommonKV, int4) runs through."""
 
 from jaxeff.evals.harness import PROTOCOLS as PROTOCOLS
+from jaxeff.evals.harness import Metered as Metered
 from jaxeff.evals.harness import Method as Method
 from jaxeff.evals.harness import bootstrap_ci as bootstrap_ci
 from jaxeff.evals.harness import format_table as format_table

@@ -314,3 +314,31 @@ def format_table(rows: Sequence[dict]) -> str:
       f"{r['method']:<28} {r['task']:<16} {r['length']:>6} {r['n']:>4} {r['score']:>7.1f}  {ci:<15} {r['seconds']:>6.2f}"
     )
   return "\n".join(lines)
+
+
+@dataclasses.dataclass(eq=False)
+class Metered:
+  """A block-sparse prefill backend that also records the density of every mask it builds.
+
+  ``densities`` collects one value per (layer, call): kept / causal key blocks over the real query blocks
+  (``BlockSparseMask.density``), through ``jax.debug.callback`` so it works under ``jit``. Rows are assumed to
+  be in jaxeff's prefill layout (valid tokens first); prompts too short for blocks go to dense attention and
+  record nothing.
+
+  Example:
+    >>> from jaxeff.attention import ProxyAttention
+    >>> meter = Metered(ProxyAttention(block_size=64, min_budget_tokens=128))  # doctest: +SKIP
+  """
+
+  inner: Any
+  densities: list = dataclasses.field(default_factory=list)
+
+  def __call__(self, q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, *, window=None, layer=0):
+    T, S = q_btnh.shape[1], k_bskh.shape[1]
+    if T != S or window is not None or T <= max(self.inner.block_size, self.inner.dense_below):
+      return self.inner(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, layer=layer)
+    lengths = jnp.maximum((k_pos_bs >= 0).sum(-1), 1).astype(jnp.int32)
+    t = lambda x: x.transpose(0, 2, 1, 3)
+    out, m = self.inner.attend(t(q_btnh), t(k_bskh), t(v_bskh), lengths)
+    jax.debug.callback(lambda d: self.densities.append(float(d)), m.density(lengths))
+    return t(out)

@@ -36,7 +36,7 @@ import numpy as np
 
 TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "vt", "cwe", "qa")
 # Tokens generated per task (RULER's are larger; these cover the answers with room to spare).
-MAX_NEW_TOKENS = {"niah_single": 16, "niah_multikey": 16, "niah_multivalue": 48, "vt": 32, "cwe": 64, "qa": 24}
+MAX_NEW_TOKENS = {"niah_single": 12, "niah_multikey": 12, "niah_multivalue": 40, "vt": 24, "cwe": 48, "qa": 16}
 
 NIAH_INSTRUCTION = (
   "Some special magic numbers are hidden within the following text. Make sure to memorize it. "

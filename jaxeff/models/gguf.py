@@ -284,8 +284,9 @@ def gguf_tokenizer(meta: dict[str, Any]):
 
   Byte-level BPE (``tokenizer.ggml.model == 'gpt2'``): the vocabulary and merges as stored, GPT-2's split
   regex and byte-level pre-tokenizer / decoder, control tokens (type 3) added as special tokens and
-  user-defined ones (type 4) as plain added tokens, no post-processor (BOS follows ``add_bos_token``). This is
-  what transformers' GGUF converter builds for these files (tested token for token against it).
+  user-defined ones (type 4) as plain added tokens, and a post-processor prepending BOS only when
+  ``add_bos_token`` is set. This is what transformers' GGUF converter builds for these files (tested token for
+  token against it on SmolLM2, whose file sets no BOS).
   """
   from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
@@ -303,6 +304,14 @@ def gguf_tokenizer(meta: dict[str, Any]):
   tok.decoder = decoders.ByteLevel()
   tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, kinds) if k == 3])
   tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, kinds) if k == 4])
+  bos_id = meta.get("tokenizer.ggml.bos_token_id")
+  if meta.get("tokenizer.ggml.add_bos_token") and bos_id is not None:  # llama.cpp adds BOS: say so to transformers
+    from tokenizers import processors
+
+    b = tokens[int(bos_id)]
+    tok.post_processor = processors.TemplateProcessing(
+      single=f"{b} $A", pair=f"{b} $A {b} $B", special_tokens=[(b, int(bos_id))]
+    )
 
   def name(key):
     i = meta.get(f"tokenizer.ggml.{key}")

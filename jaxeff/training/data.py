@@ -139,8 +139,15 @@ def save_tokenizer_files(tok, save_dir: str | os.PathLike) -> None:
   """Write ``tok`` as HF tokenizer files (tokenizer.json + configs) into ``save_dir``."""
   import json
 
+  from tokenizers import processors
+
   save_dir = Path(save_dir)
   save_dir.mkdir(parents=True, exist_ok=True)
+  bos = tok.token_to_id("<bos>")
+  if bos is not None:  # jaxeff's models are trained with <bos> in front: transformers adds it too
+    tok.post_processor = processors.TemplateProcessing(
+      single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", bos)]
+    )
   tok.save(str(save_dir / "tokenizer.json"))
   specials = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"}
   (save_dir / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
