@@ -546,8 +546,9 @@ def _load(model: str, dtype_name: str):
   return config, params, load_tokenizer(model, config=config)
 
 
-def _stack(args, attention):
-  """The ``jaxeff.stack.Stack`` of ``generate``'s options (prefill backend, KV layout, eviction, bits)."""
+def _stack(args, config):
+  """The ``jaxeff.stack.Stack`` of the stack options (prefill backend, KV layout, eviction, bits) for ``config``."""
+  from jaxeff.attention import make_prefill_backend
   from jaxeff.kvcache.eviction import Press
   from jaxeff.kvcache.judgeq import JudgeQPress, SoftTokens
   from jaxeff.stack import Stack
@@ -568,6 +569,13 @@ def _stack(args, attention):
       press = JudgeQPress(SoftTokens.load(args.judgeq), **opts)
     else:
       press = Press(args.kv_press, **opts)
+  attention = make_prefill_backend(
+    args.prefill_attention,
+    config,
+    gamma=args.gamma,
+    block_size=args.block_size,
+    min_budget_tokens=args.min_budget_tokens,
+  )
   return Stack(
     attention=attention,
     latent_rank=args.kv_rank if latent else None,
@@ -685,16 +693,7 @@ def _cmd_generate(args) -> int:
     stop_tokens=stop,
     pad_id=config.pad_token_id or 0,
   )
-  from jaxeff.attention import make_prefill_backend
-
-  attention = make_prefill_backend(
-    args.prefill_attention,
-    config,
-    gamma=args.gamma,
-    block_size=args.block_size,
-    min_budget_tokens=args.min_budget_tokens,
-  )
-  sampler = _stack(args, attention).sampler(config, params)
+  sampler = _stack(args, config).sampler(config, params)
   result = sampler.generate(prompts, sp, jax.random.key(args.seed))
   seqs = result.sequences()
   decode = (lambda ids: tokenizer.decode(ids)) if tokenizer is not None else (lambda ids: " ".join(map(str, ids)))
@@ -818,7 +817,6 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_eval_long(args) -> int:
-  from jaxeff.attention import make_prefill_backend
   from jaxeff.evals import TASKS, Method, format_table, make_examples, run_methods, summarize
 
   bad = [t for t in args.tasks if t not in TASKS]
@@ -836,14 +834,7 @@ def _cmd_eval_long(args) -> int:
     raise ValueError(
       f"--lengths must be in [256, {config.max_position_embeddings - 64}] for this model, got {too_long}"
     )
-  attention = make_prefill_backend(
-    args.prefill_attention,
-    config,
-    gamma=args.gamma,
-    block_size=args.block_size,
-    min_budget_tokens=args.min_budget_tokens,
-  )
-  stack = _stack(args, None if args.prefill_attention == "dense" else attention)
+  stack = _stack(args, config)
   method = Method.from_stack(stack.describe(), stack, config, params)
   examples = [ex for t in args.tasks for L in args.lengths for ex in make_examples(tok, t, L, args.n, seed=args.seed)]
   from tqdm.auto import tqdm
