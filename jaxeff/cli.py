@@ -303,6 +303,7 @@ def _build_parser() -> argparse.ArgumentParser:
   )
   ev.add_argument("--batch-size", type=int, default=1, help="long: examples per batch (default: %(default)s)")
   ev.add_argument("--out", default=None, help="long: write every record and the summary to this JSON file")
+  ev.add_argument("--plot", default=None, help="long: save a bar chart of the scores with their intervals (PNG)")
   _add_stack_options(ev)
 
   be = sub.add_parser(
@@ -856,6 +857,12 @@ def _cmd_eval_long(args) -> int:
     from pathlib import Path
 
     Path(args.out).write_text(json.dumps({"protocol": args.protocol, "summary": rows, "records": recs}, indent=1))
+  if args.plot:
+    try:
+      from jaxeff.evals.plots import plot_scores
+    except ImportError:
+      raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
+    plot_scores(rows, title=f"{args.model}, {args.protocol}: {method.name}", path=args.plot)
   if args.json:
     print(json.dumps({"protocol": args.protocol, "summary": rows}))
   else:

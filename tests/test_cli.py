@@ -290,9 +290,12 @@ def test_models_list_and_unfetched_model_error(tmp_path, capsys, monkeypatch):
   assert cli.main(["models", "fetch", "no-such-model"]) == 2
 
 
-def test_eval_long_runs_the_harness_and_rejects_bad_input(capsys):
+def test_eval_long_runs_the_harness_and_rejects_bad_input(capsys, tmp_path):
   argv = ["eval", "long", "--model", "tiny-recall", "--tasks", "niah_single", "--lengths", "512", "--n", "2"]
-  assert cli.main(argv + ["--json", "--kv-press", "snapkv", "--kv-budget", "0.2", "--protocol", "agnostic"]) == 0
+  png = tmp_path / "scores.png"
+  extra = ["--json", "--kv-press", "snapkv", "--kv-budget", "0.2", "--protocol", "agnostic", "--plot", str(png)]
+  assert cli.main(argv + extra) == 0
+  assert png.stat().st_size > 1000
   out = json.loads(capsys.readouterr().out)
   (row,) = out["summary"]
   assert out["protocol"] == "agnostic" and row["n"] == 2 and row["length"] == 512 and 0 <= row["score"] <= 100

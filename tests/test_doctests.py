@@ -14,6 +14,7 @@ MODULES = [
   "jaxeff.stack",
   "jaxeff.evals.tasks",
   "jaxeff.evals.harness",
+  "jaxeff.evals.plots",
   "jaxeff.models.gguf",
 ]
 
