@@ -275,6 +275,16 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list):
   for b in BUDGETS:
     vals = [compare("agnostic", f"judgeq-{int(b * 100)}", f"snapkv-{int(b * 100)}", L) for L in lengths]
     vals = [v for v in vals if v]
+    for L, v in zip(lengths, vals):
+      both = [
+        r["score"]
+        for r in table
+        if r["protocol"] == "agnostic"
+        and r["length"] == L
+        and r["method"] in (f"judgeq-{int(b * 100)}", f"snapkv-{int(b * 100)}")
+      ]
+      if both and max(both) == 0:
+        v["note"] = "both score 0 points: a tie at zero, which resolves nothing"
     targets.append(
       dict(
         name=f"Judge Q >= SnapKV at budget {int(b * 100)} % (agnostic)",
