@@ -124,12 +124,13 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
 
 def train_judgeq(config, params, tok, work: Path, *, n_examples: int, prompt_len: int, steps: int, n_soft: int):
   """Judge Q soft tokens trained on this model's own greedy continuations of Python stdlib code windows."""
+  from jaxeff.evals.tasks import disjoint_training_texts
   from jaxeff.generation import Sampler, SamplingParams
   from jaxeff.kvcache.judgeq import JudgeQConfig
   from jaxeff.kvcache.judgeq import train_judgeq as train
-  from jaxeff.training import data as data_lib
 
-  stream = np.concatenate(data_lib.tokenize_corpus("python", "train", tok, max_documents=400))
+  texts = disjoint_training_texts(max_documents=400)  # stdlib code without the haystack's documentation prose
+  stream = np.concatenate([tok.encode(t, add_bos=False) for t in texts])
   rng = np.random.default_rng(7)
   starts = rng.integers(0, len(stream) - prompt_len, n_examples)
   prompts = np.stack([stream[s : s + prompt_len] for s in starts]).astype(np.int32)

@@ -134,6 +134,16 @@ def haystack_paragraphs() -> tuple[str, ...]:
   return tuple(out)
 
 
+def disjoint_training_texts(max_documents: int | None = None) -> list[str]:
+  """Text for training what is evaluated here (Judge Q's self-generated data): the Python standard library's
+  train-split sources *without* ``pydoc_data`` (whose documentation prose is this harness's haystack), so the
+  training data never contains an evaluation context (``tests/evals`` checks it)."""
+  from jaxeff.training import data as data_lib
+
+  files = [f for f in data_lib.python_stdlib_files("train") if "pydoc_data" not in f.parts]
+  return [f.read_text(encoding="utf-8", errors="replace") for f in files[:max_documents]]
+
+
 @functools.lru_cache(maxsize=1)
 def _word_pool() -> tuple[str, ...]:
   words = sorted({w.lower() for w in re.findall(r"\b[a-zA-Z]{4,9}\b", " ".join(haystack_paragraphs()))})

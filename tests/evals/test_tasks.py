@@ -92,3 +92,19 @@ def test_bad_arguments_raise():
     make_example(ByteTokenizer(), "niah", 1024, 0)
   with pytest.raises(ValueError, match="length"):
     make_example(ByteTokenizer(), "qa", 100, 0)
+
+
+def test_training_texts_are_disjoint_from_the_haystack():
+  from jaxeff.evals.tasks import disjoint_training_texts, haystack_paragraphs
+
+  corpus = "\n".join(disjoint_training_texts())
+  corpus = " ".join(corpus.split())  # the haystack is whitespace-normalised
+  paras = [p for p in haystack_paragraphs() if len(p) >= 80]
+  rng = np.random.default_rng(0)
+  sample = [paras[i] for i in rng.choice(len(paras), 150, replace=False)]
+  assert not [p for p in sample if p in corpus]
+  # the check can fail: the full train split (with pydoc_data) does contain the haystack
+  from jaxeff.training import data as data_lib
+
+  full = " ".join("\n".join(f.read_text(errors="replace") for f in data_lib.python_stdlib_files("train")).split())
+  assert sum(p[:60] in full for p in sample) > 0
