@@ -35,6 +35,7 @@ Reference: llama.cpp's ``gguf-py`` and ``convert_hf_to_gguf.py`` (``LlamaModel.p
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -238,7 +239,11 @@ def load_gguf(path: str | os.PathLike, *, dtype: Any = None) -> tuple[ModelConfi
   Example:
     >>> config, params = load_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")  # doctest: +SKIP
   """
-  f = GGUFFile(path)
+  return _load(GGUFFile(path), dtype)
+
+
+def _load(f: GGUFFile, dtype: Any = None) -> tuple[ModelConfig, dict[str, Any]]:
+  """``load_gguf`` on an already opened file."""
   config = gguf_config(f.metadata, set(f.tensors))
   names = _gguf_names(config)
   types = f.tensor_types()
@@ -343,7 +348,7 @@ def gguf_to_hf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, extr
   """
   src = GGUFFile(gguf_path)
   tok, tok_cfg = gguf_tokenizer(src.metadata)  # tokenizer errors before the weights are dequantized
-  config, params = load_gguf(gguf_path)
+  config, params = _load(src)
   out = Path(out_dir)
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -359,7 +364,7 @@ def gguf_to_hf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, extr
     info = {
       "gguf": Path(gguf_path).name,
       "metadata": meta,
-      "tensor_types": _count(src.tensor_types()),
+      "tensor_types": dict(collections.Counter(src.tensor_types().values())),
       **(extra or {}),
     }
     _atomic_write_bytes(tmp / "SOURCE.json", json.dumps(info, indent=2).encode())
@@ -369,11 +374,4 @@ def gguf_to_hf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, extr
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  return out
-
-
-def _count(types: dict[str, str]) -> dict[str, int]:
-  out: dict[str, int] = {}
-  for t in types.values():
-    out[t] = out.get(t, 0) + 1
   return out
