@@ -1,5 +1,6 @@
 """Prefill attention backends (values the model calls without knowing which): exact ``Dense``, ProxyAttn's
-``ProxyAttention`` and its peers ``XAttention``, ``FlexPrefill``, ``MeanPoolTopK`` on one block-sparse kernel."""
+``ProxyAttention`` and its peers ``XAttention``, ``FlexPrefill``, ``MeanPoolTopK`` on one block-sparse kernel, with
+the density-matched controls ``RandomBlocks`` and ``LocalBlocks``."""
 
 from jaxeff.attention.dense import Dense as Dense
 from jaxeff.attention.dense import TrainingAttention as TrainingAttention
@@ -8,7 +9,9 @@ from jaxeff.attention.dense import masked_attention as masked_attention
 from jaxeff.attention.dense import position_mask as position_mask
 from jaxeff.attention.dense import reference_attention as reference_attention
 from jaxeff.attention.peers import FlexPrefill as FlexPrefill
+from jaxeff.attention.peers import LocalBlocks as LocalBlocks
 from jaxeff.attention.peers import MeanPoolTopK as MeanPoolTopK
+from jaxeff.attention.peers import RandomBlocks as RandomBlocks
 from jaxeff.attention.peers import XAttention as XAttention
 from jaxeff.attention.proxy import ProxyAttention as ProxyAttention
 from jaxeff.attention.proxy import estimate as estimate

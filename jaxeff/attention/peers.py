@@ -18,6 +18,8 @@ Every estimator returns a ``BlockSparseMask`` (bool mask + index lists) and runs
   kept to ``gamma`` cumulative, mapped onto blocks). First block and diagonal forced.
 * ``MeanPoolTopK`` (MInference, ``minference_forward.py``): mean-pool Q and K over blocks, dot product without
   softmax, block-causal, a fixed top-K per row.
+* Controls at a set density: ``RandomBlocks`` (random causal blocks) and ``LocalBlocks`` (sink + the most
+  recent blocks); an estimator is worth its cost only where it beats both at its own density.
 """
 
 from __future__ import annotations
@@ -283,6 +285,63 @@ class MeanPoolTopK(BlockSparseBackend):
     B, Hq, L, _ = q_bhld.shape
     sc = meanpool_block_scores(q_bhld, k_bhld, block_size=self.block_size)
     return topk_mask_from_scores(sc, row_budget, _lengths(lengths, B, L), block_size=self.block_size)
+
+
+def density_row_counts(nb: int, density: float) -> jax.Array:
+  r"""Blocks kept per query-block row for a target density: ``clip(ceil(density (m + 1)), min(m + 1, 2), m + 1)``
+  (row m has m + 1 causal blocks; the sink and the diagonal are always kept). int32 [nb]."""
+  m = jnp.arange(nb)
+  return jnp.clip(jnp.ceil(density * (m + 1)).astype(jnp.int32), jnp.minimum(m + 1, 2), m + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomBlocks(BlockSparseBackend):
+  """Control for block-sparse estimators: sink + diagonal, then uniformly random causal blocks, ``density`` of
+  each row's causal blocks (``density_row_counts``). An estimator that cannot beat this at the same density has
+  learned nothing about where attention goes. ``density=1`` is dense attention exactly.
+
+  Example:
+    >>> RandomBlocks(block_size=128, density=0.5).density
+    0.5
+  """
+
+  density: float = 0.5
+  seed: int = 0
+
+  def __post_init__(self):
+    if not 0.0 < self.density <= 1.0:
+      raise ValueError(f"density must be in (0, 1], got {self.density}")
+
+  def mask(self, q_bhld, k_bhld, lengths) -> BlockSparseMask:
+    B, Hq, L, _ = q_bhld.shape
+    nb = -(-L // self.block_size)
+    scores = jax.random.uniform(jax.random.key(self.seed), (B, Hq, nb, nb))
+    cnt = jnp.broadcast_to(density_row_counts(nb, self.density), (B, Hq, nb))
+    return _ranked_count_mask(scores, cnt, _lengths(lengths, B, L), self.block_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalBlocks(BlockSparseBackend):
+  """Control: the sink block and the most recent causal blocks (StreamingLLM's "A-shape" mask, Xiao et al.
+  2024), ``density`` of each row's causal blocks. ``density=1`` is dense attention exactly.
+
+  Example:
+    >>> LocalBlocks(block_size=128, density=0.5).density
+    0.5
+  """
+
+  density: float = 0.5
+
+  def __post_init__(self):
+    if not 0.0 < self.density <= 1.0:
+      raise ValueError(f"density must be in (0, 1], got {self.density}")
+
+  def mask(self, q_bhld, k_bhld, lengths) -> BlockSparseMask:
+    B, Hq, L, _ = q_bhld.shape
+    nb = -(-L // self.block_size)
+    scores = jnp.broadcast_to(jnp.arange(nb, dtype=jnp.float32), (B, Hq, nb, nb))  # more recent = higher
+    cnt = jnp.broadcast_to(density_row_counts(nb, self.density), (B, Hq, nb))
+    return _ranked_count_mask(scores, cnt, _lengths(lengths, B, L), self.block_size)
 
 
 # ------------------------------------------------------------------------------------------------ measurement

@@ -58,20 +58,29 @@ class Method:
 
 
 # ------------------------------------------------------------------------------------------- inputs
-def _pad_inputs(examples: Sequence[Example], protocol: str, feed_pad: int):
-  """(prefill tokens [B, P], prefill positions [B, P], feed tokens [B, F], feed lengths [B], prefill lengths [B]).
-
-  The feed (the question, question-agnostic protocol only) is right-padded to a multiple of ``feed_pad``."""
+def _split(examples: Sequence[Example], protocol: str):
+  """(prefill token lists, feed token lists): the feed is the question in the question-agnostic protocol."""
   if protocol not in PROTOCOLS:
     raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
   if protocol == "aware":
-    pre = [ex.prompt for ex in examples]
-    feed = [[] for _ in examples]
-  else:
-    pre = [list(ex.context) for ex in examples]
-    feed = [list(ex.question) for ex in examples]
+    return [ex.prompt for ex in examples], [[] for _ in examples]
+  return [list(ex.context) for ex in examples], [list(ex.question) for ex in examples]
+
+
+def _feed_width(examples: Sequence[Example], protocol: str, feed_pad: int) -> int:
+  """The feed width F: the longest feed of ``examples`` rounded up to a multiple of ``feed_pad`` (at least 1)."""
+  feed = _split(examples, protocol)[1]
+  return max(1, -(-max(len(f) for f in feed) // feed_pad) * feed_pad)
+
+
+def _pad_inputs(examples: Sequence[Example], protocol: str, feed_pad: int, F: int | None = None):
+  """(prefill tokens [B, P], prefill positions [B, P], feed tokens [B, F], feed lengths [B], prefill lengths [B]).
+
+  The feed (the question, question-agnostic protocol only) is right-padded to ``F`` (default: the batch's
+  ``_feed_width``)."""
+  pre, feed = _split(examples, protocol)
   P = max(ex.length for ex in examples)
-  F = max(1, -(-max(len(f) for f in feed) // feed_pad) * feed_pad)  # few distinct shapes: fewer compiles
+  F = F or _feed_width(examples, protocol, feed_pad)
   B = len(examples)
   toks = np.zeros((B, P), np.int32)
   pos = np.full((B, P), -1, np.int32)
@@ -198,7 +207,9 @@ def run_methods(
   the first stop token). Methods that compress after a dense
   prefill of ``base_params`` (``shares_dense_prefill``) replay one recorded prefill per batch; the others run
   their own prefill. ``seconds`` is the wall time of the method on that batch divided by its size (compile
-  time included on the first batch of each shape).
+  time included on the first batch of each shape). Every batch has one shape (the feed is padded to the longest
+  of all ``examples``, a short last batch is filled with copies of its last example whose outputs are dropped),
+  so each method compiles once per call.
 
   Example:
     >>> recs = run_methods(cfg, params, [Method("dense", params)], exs, tok)  # doctest: +SKIP
@@ -210,9 +221,11 @@ def run_methods(
   out: dict[str, list[dict]] = {m.name: [] for m in methods}
   shared = [m for m in methods if shares_dense_prefill(m, base_params)]
   own = [m for m in methods if m not in shared]
+  F_all = _feed_width(examples, protocol, feed_pad)
   for a in range(0, len(examples), batch_size):
-    batch = list(examples[a : a + batch_size])
-    toks, pos, feed, n_feed, lengths = _pad_inputs(batch, protocol, feed_pad)
+    real = list(examples[a : a + batch_size])
+    batch = real + [real[-1]] * (min(batch_size, len(examples)) - len(real))  # one batch shape for the call
+    toks, pos, feed, n_feed, lengths = _pad_inputs(batch, protocol, feed_pad, F_all)
     B, P = toks.shape
     F = feed.shape[1]
     args = [jnp.asarray(x) for x in (feed, n_feed, lengths)]
@@ -225,14 +238,14 @@ def run_methods(
         t0 = time.perf_counter()
         preds = _replay_fn(config, m.factory, B, P, F, new)(m.params, rec, first, jnp.asarray(pos), *args)
         gen = _answers(first, jax.block_until_ready(preds), n_feed, new)
-        _collect(out[m.name], batch, gen, tokenizer, stops, (time.perf_counter() - t0 + t_prefill) / B)
+        _collect(out[m.name], real, gen, tokenizer, stops, (time.perf_counter() - t0 + t_prefill) / len(real))
       del rec
     for m in own:
       t0 = time.perf_counter()
       run = _runner(config, m.factory, m.attention, B, P, F, new)
       first, preds = run(m.params, jnp.asarray(toks), jnp.asarray(pos), *args)
       gen = _answers(first, jax.block_until_ready(preds), n_feed, new)
-      _collect(out[m.name], batch, gen, tokenizer, stops, (time.perf_counter() - t0) / B)
+      _collect(out[m.name], real, gen, tokenizer, stops, (time.perf_counter() - t0) / len(real))
     if progress is not None:
       progress(f"{min(a + batch_size, len(examples))}/{len(examples)}")
   return out

@@ -99,18 +99,25 @@ def snapkv_scores(q_btnh, k_btkh, pos_bt, lengths_b, *, window_size=8, kernel_si
 
 def h2o_scores(q_btnh, k_btkh, pos_bt, *, normalize=False, chunk=512):
   r"""H2O: score_j = mean_g sum_i softmax(q_i K^T / sqrt(H))_j over every prompt query i (column sums, computed
-  ``chunk`` queries at a time so the [T, T] matrix never exists); ``normalize`` divides by the number of
-  queries that see key j. [B, K, T]."""
+  ``chunk`` queries at a time in a ``lax.scan``, so neither the [T, T] matrix nor more than one chunk's
+  probabilities are ever live); ``normalize`` divides by the number of queries that see key j. [B, K, T]."""
   B, T = pos_bt.shape
   K = k_btkh.shape[2]
-  total = jnp.zeros((B, K, T), jnp.float32)
-  seen = jnp.zeros((B, T), jnp.float32)
-  for a in range(0, T, chunk):
-    e = min(a + chunk, T)
-    qp = pos_bt[:, a:e]
-    p = query_key_probs(q_btnh[:, a:e], qp, k_btkh, pos_bt) * (qp >= 0)[:, None, None, :, None]
-    total = total + p.sum(3).mean(2)
-    seen = seen + position_mask(qp, pos_bt).sum(1) * 1.0
+  c = min(chunk, T)
+  n = -(-T // c)
+  pad = n * c - T  # padded queries get position -1: they see no key and add nothing
+  q = jnp.pad(q_btnh, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  qpos = jnp.pad(pos_bt, ((0, 0), (0, pad)), constant_values=-1)
+
+  def body(carry, a):
+    total, seen = carry
+    qc = jax.lax.dynamic_slice_in_dim(q, a * c, c, axis=1)
+    qp = jax.lax.dynamic_slice_in_dim(qpos, a * c, c, axis=1)
+    p = query_key_probs(qc, qp, k_btkh, pos_bt) * (qp >= 0)[:, None, None, :, None]
+    return (total + p.sum(3).mean(2), seen + position_mask(qp, pos_bt).sum(1) * 1.0), None
+
+  init = (jnp.zeros((B, K, T), jnp.float32), jnp.zeros((B, T), jnp.float32))
+  (total, seen), _ = jax.lax.scan(body, init, jnp.arange(n))
   return total / jnp.maximum(seen, 1.0)[:, None] if normalize else total
 
 

@@ -70,8 +70,10 @@ def test_xattention_mask_is_the_minimal_prefix_reaching_the_threshold():
     peers.XAttention(block_size=32, threshold=1.0),
     peers.FlexPrefill(block_size=32, gamma=1.0),
     peers.MeanPoolTopK(block_size=32, topk=64),
+    peers.RandomBlocks(block_size=32, density=1.0),
+    peers.LocalBlocks(block_size=32, density=1.0),
   ],
-  ids=["xattention", "flexprefill", "meanpool"],
+  ids=["xattention", "flexprefill", "meanpool", "random", "local"],
 )
 def test_full_setting_is_dense_attention(backend):
   B, Hq, Hkv, L, d = 1, 4, 2, 224, 16
@@ -81,6 +83,29 @@ def test_full_setting_is_dense_attention(backend):
   np.testing.assert_allclose(
     np.asarray(backend(q, k, v, pos, pos)), np.asarray(reference_attention(q, k, v, pos, pos)), atol=1e-5
   )
+
+
+@pytest.mark.parametrize("density", [0.25, 0.5, 0.8])
+def test_controls_keep_their_density_and_the_structure_they_name(density):
+  B, Hq, L, d, bs = 1, 2, 1024, 8, 64
+  nb = L // bs
+  q = jnp.zeros((B, Hq, L, d))
+  lengths = jnp.array([L])
+  local = np.asarray(peers.LocalBlocks(block_size=bs, density=density).mask(q, q, lengths).block_mask)
+  rand = np.asarray(peers.RandomBlocks(block_size=bs, density=density).mask(q, q, lengths).block_mask)
+  causal = nb * (nb + 1) / 2
+  for mask in (local, rand):
+    assert not (np.triu(np.ones((nb, nb), bool), 1) & mask).any(), "block-causal"
+    assert mask[..., 0].all() and mask[..., np.arange(nb), np.arange(nb)].all(), "sink and diagonal"
+    rows = mask.sum(-1)[0, 0]
+    want = [min(m + 1, max(min(m + 1, 2), math.ceil(density * (m + 1)))) for m in range(nb)]
+    np.testing.assert_array_equal(rows, want)
+    assert abs(mask[0, 0].sum() / causal - density) < 2 / nb + 0.05
+  for m in range(nb):  # the local control keeps the sink and the most recent blocks
+    rest = sorted(set(np.flatnonzero(local[0, 0, m])) - {0})
+    assert rest == list(range(m + 1 - len(rest), m + 1))
+  with pytest.raises(ValueError, match="density"):
+    peers.RandomBlocks(density=0.0)
 
 
 def test_flexprefill_picks_patterns_and_sparsifies():

@@ -38,7 +38,8 @@ def _greedy_uncached(params, cfg, prompt, new):
   return buf[0, P:].tolist()
 
 
-def test_both_protocols_equal_an_uncached_greedy_loop_with_a_full_cache(setup):
+@pytest.mark.parametrize("batch_size", [2, 3])  # 3: a short last batch, filled with copies that are dropped
+def test_both_protocols_equal_an_uncached_greedy_loop_with_a_full_cache(setup, batch_size):
   cfg, params, tok, exs = setup
   new = max(e.max_new_tokens for e in exs)
   stops = set(cfg.stop_token_ids)
@@ -47,8 +48,9 @@ def test_both_protocols_equal_an_uncached_greedy_loop_with_a_full_cache(setup):
     want = _greedy_uncached(params, cfg, ex.prompt, new)
     wants.append(want[: next((i for i, t in enumerate(want) if t in stops), len(want))])
   for protocol in ("aware", "agnostic"):
-    recs = run_methods(cfg, params, [Method("full", params)], exs, tok, protocol=protocol, batch_size=2)["full"]
-    assert [r["tokens"] for r in recs] == wants, protocol
+    recs = run_methods(cfg, params, [Method("full", params)], exs, tok, protocol=protocol, batch_size=batch_size)
+    assert [r["tokens"] for r in recs["full"]] == wants, protocol
+    assert [r["index"] for r in recs["full"]] == [e.index for e in exs]
 
 
 def test_full_budget_press_is_the_full_cache_and_small_budgets_differ(setup):
