@@ -459,6 +459,14 @@ def _build_parser() -> argparse.ArgumentParser:
   tc.add_argument("--min-rank", type=int, default=5, help="reject problems of lower rank (default: %(default)s)")
   tc.add_argument("--cache", default=None, help="verdict cache folder (re-runs execute nothing)")
   tc.add_argument("--workers", type=int, default=None, help="parallel programs (default: CPU count)")
+  tc.add_argument(
+    "--limits",
+    choices=("tcbench", "strict"),
+    default="tcbench",
+    help="tcbench: the official runner's limits (time // 1000 + 3 s, 5x memory); strict: the problem's own limits "
+    "(default: %(default)s)",
+  )
+  _add_unsafe_option(tc)
 
   th = sub.add_parser(
     "theory",
@@ -496,6 +504,7 @@ def _build_parser() -> argparse.ArgumentParser:
   ct.add_argument("--steps", type=int, nargs=2, default=[200, 200], help="train: steps per stage (default: 200 200)")
   ct.add_argument("--seq-len", type=int, default=512, help="train: row length (default: %(default)s)")
   ct.add_argument("--cache", default=None, help="evaluate: verdict cache folder")
+  _add_unsafe_option(ct)
   ct.add_argument("--json", action="store_true", help="print one JSON object")
 
   mo = sub.add_parser(
@@ -1101,6 +1110,15 @@ def _cmd_fit(args) -> int:
   return 0
 
 
+def _add_unsafe_option(parser) -> None:
+  parser.add_argument(
+    "--unsafe-no-isolation",
+    action="store_true",
+    help="run model-written programs WITHOUT the bubblewrap sandbox (resource limits only; they can read and write "
+    "your files). Only for machines where bubblewrap cannot run; a warning is printed on every run",
+  )
+
+
 def _cmd_tcbench(args) -> int:
   from jaxeff.tcbench import pipeline as tp
 
@@ -1114,7 +1132,14 @@ def _cmd_tcbench(args) -> int:
     raise ValueError(f"tcbench {args.action} needs {', '.join(missing)}")
   if args.action == "build":
     problems = tp.read_jsonl(args.problems, ("id", "tests", "wrong_codes"))
-    out = tp.build(problems, cache_dir=args.cache, workers=args.workers, min_rank=args.min_rank)
+    out = tp.build(
+      problems,
+      cache_dir=args.cache,
+      workers=args.workers,
+      min_rank=args.min_rank,
+      limits=args.limits,
+      unsafe_no_isolation=args.unsafe_no_isolation,
+    )
     tp.write_jsonl(args.matrices, out)
     ok = [m for m in out if "rows" in m]
     print(f"{len(ok)} of {len(out)} problems kept; ranks {[m['rank'] for m in ok]} -> {args.matrices}")
@@ -1131,6 +1156,8 @@ def _cmd_tcbench(args) -> int:
       seed=args.seed,
       cache_dir=args.cache,
       workers=args.workers,
+      limits=args.limits,
+      unsafe_no_isolation=args.unsafe_no_isolation,
     )
     print(json.dumps(res, indent=2))
   return 0
@@ -1165,7 +1192,15 @@ def _cmd_codetrans(args) -> int:
 
       config, params, tok = _load(args.model, "float32")
       gen = SamplerTranslator(Sampler(config, params), tok)
-    rep = ce.evaluate(gen, probs, n=args.n, ks=args.k, cache_dir=args.cache, progress=not args.json)
+    rep = ce.evaluate(
+      gen,
+      probs,
+      n=args.n,
+      ks=args.k,
+      cache_dir=args.cache,
+      progress=not args.json,
+      unsafe_no_isolation=args.unsafe_no_isolation,
+    )
     if args.json:
       print(json.dumps(rep, indent=2))
     else:

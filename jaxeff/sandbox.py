@@ -1,24 +1,40 @@
-"""Run untrusted programs against tests: compile once, CPU / memory / output limits, verdicts, a disk cache.
+"""Run untrusted programs against tests inside an isolated sandbox: compile once, limits, verdicts, a cache.
 
 The one execution module of jaxeff (TC-Bench's code-test matrix, code-translation evaluation). Languages: C and
-C++ (``g++``/``gcc``), Python (this interpreter), Java (``javac``/``java``). Each program is compiled once in
-its own temporary directory; each test runs in a fresh process with
+C++ (``g++``/``gcc``), Python (this interpreter), Java (``javac``/``java``). Every untrusted step, the
+compiler as well as each test run, executes inside bubblewrap (``bwrap``, the sandbox of Flatpak; the same
+containment as IOI's ``isolate`` and Google's ``nsjail``):
 
-* CPU time ``time_s`` (``RLIMIT_CPU``) and the same wall-clock timeout (x2 + 1 s for process start),
-* address space ``memory_mb`` (``RLIMIT_AS``; Java gets ``-Xmx`` instead, the JVM reserves far more virtual
-  memory than it uses), output files capped (``RLIMIT_FSIZE``) and captured output cut at ``output_bytes``,
-* no network where the kernel allows an unprivileged network namespace (``unshare -rn``; checked once, else
-  the limits above only), an empty environment but ``PATH``, its own session and process group (killed on
-  timeout). Limits are set by ``prlimit`` on the exec'd program when available (no Python code between fork and
-  exec, which could deadlock in a multithreaded process), else by a ``preexec_fn``.
+* new user, PID, network, IPC, UTS (and cgroup) namespaces; ``--die-with-parent``, ``--new-session``; the program
+  sees no PID outside its namespace, so it can signal neither the evaluator nor anything else; ending the
+  namespace's first process ends every descendant (detached daemons included) at the end of each test and on
+  timeout;
+* the filesystem read-only (``/usr``, the interpreter's prefix, the few ``/etc`` files compilers and the JVM
+  need) except the program's own fresh work directory (``/sandbox``) and a private ``/tmp``; no home directory,
+  no project, no verdict cache, no ``/etc/passwd``; an empty environment (``PATH``, ``LANG``, ``HOME=/sandbox``);
+* limits (``prlimit`` inside the sandbox, inherited by every child): CPU seconds (``RLIMIT_CPU``), address
+  space per process (``RLIMIT_AS``, also for the JVM, with its reservation allowance ``JAVA_AS_EXTRA_MB``), file
+  size; for the whole process tree a pids cgroup (processes + threads) and a memory cgroup (resident memory,
+  tmpfs files included) where this machine lets the evaluator create them (required when it runs as root:
+  ``RLIMIT_NPROC`` does not bind uid 0); otherwise (non-root) ``RLIMIT_NPROC`` relative to the evaluator's own
+  process count, and the tree's memory is at most ``processes x memory_mb``;
+* output read as a stream with a hard cap: past ``output_bytes`` (stdout or stderr) the program is killed
+  and the verdict is ``OLE``; the evaluator keeps at most the cap, whatever the program prints.
 
-Verdicts: ``CE`` (compile error), ``TLE`` (wall timeout or CPU limit signal), ``RE`` (non-zero exit or other
-signal; most memory overruns end here, as in the official runner), ``WA``, ``AC``; ``OK`` when a test has no
-expected output (the output is returned). Output comparison (TC-Bench's rule): strip every line, drop empty
-lines, join with single spaces; if both sides are decimals, |a - b| <= 1e-6 passes.
+Where ``bwrap`` is missing or user namespaces are disabled, running untrusted code raises
+``SandboxUnavailable`` (with how to install it) unless the caller passes ``unsafe_no_isolation=True``
+(``--unsafe-no-isolation`` on the CLI), which runs with the limits only and warns on every run.
+
+Verdicts: ``CE`` (compile error), ``TLE`` (wall timeout, or the CPU limit: SIGXCPU, or SIGKILL after the
+CPU seconds were used; decided on CPU time, never on wall time, so a verdict does not depend on load),
+``OLE`` (output cap), ``RE`` (non-zero exit or another signal; most memory overruns end here, as in the
+official runner), ``WA``, ``AC``; ``OK`` when a test has no expected output (the output is returned);
+``EXE`` when the sandbox itself failed (never cached). Output comparison (TC-Bench's rule): strip every
+line, drop empty lines, join with single spaces; if both sides are decimals, |a - b| <= 1e-6 passes.
 
 Results are cached on disk by content hash (program, language options, input, expected output, limits) when
-``cache_dir`` is given, so re-running a benchmark re-executes nothing.
+``cache_dir`` is given (a folder no program can see); each entry carries a checksum of its key and verdict and
+is ignored (rerun) when it does not match.
 
 Example:
   >>> r = run_tests(Program("print(int(input()) * 2)", "python"), [("21", "42"), ("1", "3")])
@@ -30,16 +46,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import hashlib
+import itertools
 import json
 import os
 import re
-import resource
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,13 +88,51 @@ class Program:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
+  """Per-test limits. Defaults (stricter than TC-Bench's runner): ``time_s`` CPU seconds, wall clock
+  ``2 time_s + 1`` s (+3 s for the JVM), ``memory_mb`` address space per process, ``output_bytes`` per stream,
+  ``processes`` processes + threads in the sandbox; the compiler gets ``compile_time_s`` and ``compile_memory_mb``.
+  ``Limits.tcbench(ms, mb)`` is the official runner's setting.
+
+  Example:
+    >>> Limits.tcbench(2000, 256).time_s
+    5.0
+  """
+
   time_s: float = 2.0
   memory_mb: int = 512
   output_bytes: int = 1 << 20
+  processes: int = 64
+  wall_s: float | None = None
+  compile_time_s: float = 60.0
+  compile_memory_mb: int = 4096
+
+  def __post_init__(self):
+    bad = [
+      f"{k}={getattr(self, k)!r}"
+      for k in ("time_s", "memory_mb", "output_bytes", "processes")
+      if getattr(self, k) <= 0
+    ]
+    if self.wall_s is not None and self.wall_s <= 0:
+      bad.append(f"wall_s={self.wall_s!r}")
+    if bad:
+      raise ValueError(f"limits must be positive: {', '.join(bad)}")
+
+  @classmethod
+  def tcbench(cls, time_limit_ms: int, memory_limit_mb: int, **kw) -> Limits:
+    """TC-Bench's official runner: ``ulimit -t T`` and a wall timeout of ``T = ms // 1000 + 3`` seconds,
+    ``ulimit -v`` of 5x the problem's memory limit."""
+    t = float(int(time_limit_ms) // 1000 + 3)
+    return cls(time_s=t, wall_s=t, memory_mb=int(memory_limit_mb) * 5, **kw)
+
+  def wall(self, java: bool) -> float:
+    return self.wall_s if self.wall_s is not None else 2 * self.time_s + (3.0 if java else 1.0)
 
 
 @dataclasses.dataclass
 class Verdict:
+  """One test's outcome: ``status`` (see the module docstring), the program's ``output`` (cut at the cap), a
+  ``detail`` (stderr tail, compiler message, the limit hit) and the wall ``seconds``."""
+
   status: str
   output: str = ""
   detail: str = ""
@@ -95,9 +152,489 @@ def outputs_match(actual: str, expected: str) -> bool:
   return a == e
 
 
+# ------------------------------------------------------------------------------------------------ isolation
+class SandboxUnavailable(RuntimeError):
+  """bubblewrap is missing or cannot create namespaces here: untrusted code is not run."""
+
+
+INSTALL_HINT = (
+  "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; Fedora: `dnf install bubblewrap`) and allow "
+  "unprivileged user namespaces (`sysctl kernel.unprivileged_userns_clone=1` where that knob exists), or pass "
+  "unsafe_no_isolation=True (--unsafe-no-isolation) to run with resource limits only"
+)
+JAVA_AS_EXTRA_MB = (
+  3072  # the JVM reserves ~2.5-3 GB of address space beyond its heap (thread stacks of -Xss64m, code cache)
+)
+JAVA_RSS_EXTRA_MB = 512  # resident memory of the JVM itself, on top of the heap, in the tree's cgroup limit
+_INNER_UID = 1000
+_WORK = "/sandbox"  # the program's work directory as it sees it (not /work: that may hold the interpreter)
+_SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+_run_ids = itertools.count()
+
+
+def _host_paths() -> list[str]:
+  """bwrap arguments that expose the host's toolchains read-only: /usr, the merged-/usr symlinks (or the real
+  directories), this interpreter's prefixes (a venv and its base), the /etc files compilers and the JVM read."""
+  args = ["--ro-bind", "/usr", "/usr"]
+  for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+    if os.path.islink(d):
+      args += ["--symlink", os.readlink(d), d]
+    elif os.path.isdir(d):
+      args += ["--ro-bind", d, d]
+  for prefix in sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}):
+    if not prefix.startswith("/usr/"):
+      args += ["--ro-bind", prefix, prefix]
+  etc = ["/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"]
+  etc += sorted(glob.glob("/etc/java*"))
+  for e in etc:
+    args += ["--ro-bind-try", e, e]
+  return args
+
+
+def _bwrap(work: Path) -> list[str]:
+  """The command prefix that runs a program inside the sandbox with ``work`` as its writable ``/sandbox``."""
+  return [
+    shutil.which("bwrap") or "bwrap",
+    "--unshare-user",
+    "--uid",
+    str(_INNER_UID),
+    "--gid",
+    str(_INNER_UID),
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--die-with-parent",
+    "--new-session",
+    "--clearenv",
+    "--setenv",
+    "PATH",
+    _SANDBOX_PATH,
+    "--setenv",
+    "LANG",
+    "C.UTF-8",
+    "--setenv",
+    "HOME",
+    _WORK,
+    *_host_paths(),
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--tmpfs",
+    "/tmp",
+    "--bind",
+    str(work),
+    _WORK,
+    "--chdir",
+    _WORK,
+    "--",
+  ]
+
+
+# ------------------------------------------------------------------------------------------------ cgroups
+@functools.cache
+def _cgroup_base(ctrl: str) -> Path | None:
+  """This process's own cgroup directory for controller ``ctrl`` (v1 hierarchy, or the v2 unified one where the
+  controller is enabled for children), if this process may create groups in it; else None."""
+  try:
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+  except OSError:
+    return None
+  for line in lines:
+    _, ctrls, path = line.split(":", 2)
+    if ctrl in ctrls.split(","):  # v1
+      for mount in (Path("/sys/fs/cgroup") / ctrl, Path("/sys/fs/cgroup") / ctrls):
+        d = mount / path.lstrip("/")
+        if (d / "cgroup.procs").is_file() and os.access(d, os.W_OK):
+          return d
+  for line in lines:
+    if line.startswith("0::"):  # v2
+      d = Path("/sys/fs/cgroup") / line[3:].lstrip("/")
+      try:
+        enabled = (d / "cgroup.subtree_control").read_text().split()
+      except OSError:
+        return None
+      if ctrl in enabled and os.access(d, os.W_OK):
+        return d
+  return None
+
+
+class _Cgroup:
+  """The pids (and memory) cgroups of one sandboxed run: a process/thread count and a resident-memory limit
+  that hold for the whole process tree, root included. ``procs`` are the files a process joins them through."""
+
+  def __init__(self, pids_max: int, memory_mb: int | None):
+    name = f"jaxeff-{os.getpid()}-{next(_run_ids)}"
+    self.dirs: list[Path] = []
+    try:
+      d = self._make("pids", name)
+      (d / "pids.max").write_text(str(pids_max))
+      if memory_mb is not None and _cgroup_base("memory") is not None:
+        d = self._make("memory", name)
+        limit = str(memory_mb * 1024 * 1024)
+        for f in ("memory.limit_in_bytes", "memory.max"):
+          if (d / f).is_file():
+            (d / f).write_text(limit)
+        for f in ("memory.memsw.limit_in_bytes", "memory.swap.max"):
+          try:
+            (d / f).write_text(limit if f.endswith("bytes") else "0")
+          except OSError:
+            pass  # no swap accounting here
+    except OSError:
+      self.close()
+      raise
+
+  def _make(self, ctrl: str, name: str) -> Path:
+    base = _cgroup_base(ctrl)
+    if base is None:
+      raise OSError(f"no writable {ctrl} cgroup")
+    d = base / name
+    d.mkdir()
+    self.dirs.append(d)
+    return d
+
+  @property
+  def procs(self) -> list[str]:
+    return [str(d / "cgroup.procs") for d in self.dirs]
+
+  def memory_exceeded(self) -> bool:
+    for d in self.dirs:
+      for f, field in (("memory.failcnt", None), ("memory.oom_control", "oom_kill"), ("memory.events", "oom_kill")):
+        try:
+          text = (d / f).read_text()
+        except OSError:
+          continue
+        if field is None and int(text.strip() or 0) > 0:
+          return True
+        if field is not None and any(
+          line.split()[0] == field and int(line.split()[1]) > 0 for line in text.splitlines()
+        ):
+          return True
+    return False
+
+  def close(self) -> None:
+    """Kill whatever is left in the groups and remove them."""
+    for d in reversed(self.dirs):
+      for _ in range(50):
+        try:
+          pids = [int(x) for x in (d / "cgroup.procs").read_text().split()]
+        except OSError:
+          pids = []
+        for pid in pids:
+          try:
+            os.kill(pid, signal.SIGKILL)
+          except ProcessLookupError:
+            pass
+        try:
+          d.rmdir()
+          break
+        except OSError:
+          time.sleep(0.02)
+    self.dirs = []
+
+
+# ------------------------------------------------------------------------------------------------ checks
+@functools.cache
+def isolation_problem() -> str | None:
+  """None when the sandbox works on this machine, else why not (checked once by running ``true`` inside it).
+
+  Root needs a writable pids cgroup: ``RLIMIT_NPROC`` does not bind uid 0, so without one a fork bomb would
+  meet no limit."""
+  for tool in ("bwrap", "prlimit"):
+    if shutil.which(tool) is None:
+      return f"`{tool}` is not installed"
+  if os.geteuid() == 0 and _cgroup_base("pids") is None:
+    return "running as root without a writable pids cgroup, a process limit cannot hold (RLIMIT_NPROC ignores root)"
+  with tempfile.TemporaryDirectory(prefix="jaxeff-sbx-") as tmp:
+    try:
+      p = subprocess.run([*_bwrap(Path(tmp)), "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+      return f"bwrap could not start: {e}"
+  if p.returncode != 0:
+    return f"bwrap could not create its namespaces: {p.stderr.decode(errors='replace').strip()[-300:]}"
+  return None
+
+
+def require_isolation(unsafe_no_isolation: bool = False) -> None:
+  """Raise ``SandboxUnavailable`` unless the sandbox works here; with ``unsafe_no_isolation`` warn instead."""
+  if unsafe_no_isolation:
+    print(
+      "jaxeff.sandbox: WARNING: running untrusted code WITHOUT isolation (unsafe_no_isolation=True): only "
+      "CPU/memory/output limits apply; a program can read and write your files and signal your processes",
+      file=sys.stderr,
+    )
+    return
+  why = isolation_problem()
+  if why is not None:
+    raise SandboxUnavailable(f"cannot run untrusted code in isolation: {why}; {INSTALL_HINT}")
+
+
+class _Slot:
+  """One program's folders: ``build`` (the compiler's work directory), a fresh copy of it per test (``work``,
+  the only place a test can write; what one test leaves or deletes never reaches the next) and a private folder
+  for the inputs."""
+
+  def __init__(self, unsafe: bool):
+    self.unsafe = unsafe
+    self._tmp = tempfile.TemporaryDirectory(prefix="jaxeff-sbx-")
+    self.root = Path(self._tmp.name)
+    self.build = self.root / "build"
+    self.build.mkdir()
+    self.work = self.build
+    self.inputs = self.root / "inputs"  # stdin files: outside anything the program can see
+    self.inputs.mkdir(mode=0o700)
+    self._runs = itertools.count()
+
+  def fresh(self) -> None:
+    """A new work directory holding a copy of the build (the previous test's one is removed)."""
+    if self.work != self.build:
+      shutil.rmtree(self.work, ignore_errors=True)
+    self.work = self.root / f"run{next(self._runs)}"
+    shutil.copytree(self.build, self.work, symlinks=True)
+
+  def close(self):
+    shutil.rmtree(self._tmp.name, ignore_errors=True)
+
+
+def _nproc(processes: int) -> int:
+  """``RLIMIT_NPROC`` (non-root evaluators: the sandbox runs as the evaluator's uid, whose processes count too,
+  so the limit is the uid's current count plus the budget; a cgroup, where writable, bounds the tree itself)."""
+  mine = 0
+  for d in glob.glob("/proc/[0-9]*/task/[0-9]*"):
+    try:
+      mine += os.stat(d).st_uid == os.getuid()
+    except OSError:
+      pass
+  return mine + processes + 4
+
+
+def _prlimit(cpu_s: float, memory_mb: int | None, output_bytes: int, processes: int) -> list[str]:
+  cpu = max(1, int(cpu_s + 0.999))
+  args = [shutil.which("prlimit") or "/usr/bin/prlimit", f"--cpu={cpu}:{cpu + 1}", f"--fsize={output_bytes}"]
+  if os.geteuid() != 0:
+    args.append(f"--nproc={_nproc(processes)}")
+  if memory_mb is not None:
+    args.append(f"--as={memory_mb * 1024 * 1024}")
+  return [*args, "--"]
+
+
+# ------------------------------------------------------------------------------------------------ execution
+@dataclasses.dataclass
+class _Exit:
+  rc: int | None  # None: killed by us (wall clock or output cap)
+  out: bytes
+  err: bytes
+  seconds: float
+  cpu_s: float
+  killed: str = ""  # "wall" | "output"
+  started: bool = True  # False: the sandbox itself failed before the program started
+
+
+_JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+
+
+def _execute(
+  cmd: list[str], stdin_file: Path | None, wall_s: float, cap: int, cwd: Path, cgroup: _Cgroup | None = None
+) -> _Exit:
+  """Run ``cmd`` with its output streamed (at most ``cap`` bytes kept per stream; past the cap the process tree
+  is killed) and a wall-clock deadline; CPU seconds from ``wait4`` (the tree's reaped processes). With a
+  ``cgroup`` the process joins it before it execs, so every descendant is inside."""
+  if cgroup is not None:
+    cmd = ["/bin/sh", "-c", _JOIN, "sh", *cgroup.procs, "--", *cmd]
+  status_r, status_w = os.pipe()
+  stdin = open(stdin_file, "rb") if stdin_file is not None else subprocess.DEVNULL
+  bw = "--json-status-fd" if "bwrap" in " ".join(cmd[:8]) else None
+  if bw is not None:
+    i = cmd.index("--unshare-user")
+    cmd = cmd[:i] + [bw, str(status_w)] + cmd[i:]
+  t0 = time.perf_counter()
+  try:
+    proc = subprocess.Popen(
+      cmd,
+      stdin=stdin,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      start_new_session=True,
+      env={"PATH": _SANDBOX_PATH, "LANG": "C.UTF-8"},
+      cwd=cwd,
+      pass_fds=(status_w,),
+    )
+  finally:
+    os.close(status_w)
+    if stdin_file is not None:
+      stdin.close()
+  bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+  sel = selectors.DefaultSelector()
+  for f in bufs:
+    os.set_blocking(f.fileno(), False)
+    sel.register(f, selectors.EVENT_READ)
+  killed = ""
+  deadline = t0 + wall_s
+  while sel.get_map():
+    left = deadline - time.perf_counter()
+    if left <= 0:
+      killed = "wall"
+      break
+    for key, _ in sel.select(timeout=min(left, 0.5)):
+      chunk = os.read(key.fd, 1 << 16)
+      if not chunk:
+        sel.unregister(key.fileobj)
+        continue
+      buf = bufs[key.fileobj]
+      buf += chunk[: cap + 1 - len(buf)] if len(buf) <= cap else b""
+      if len(buf) > cap:
+        killed = "output"
+    if killed:
+      break
+  if killed:
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)  # the outer bwrap; its namespace (every descendant) dies with it
+    except ProcessLookupError:
+      pass
+  sel.close()
+  _, status, ru = os.wait4(proc.pid, 0)
+  proc.returncode = os.waitstatus_to_exitcode(status)
+  dt = time.perf_counter() - t0
+  for f in bufs:
+    f.close()
+  with os.fdopen(status_r, "rb") as fh:
+    info = fh.read().decode(errors="replace")
+  started = bw is None or "child-pid" in info
+  rc = proc.returncode
+  m = re.findall(r'"exit-code"\s*:\s*(-?\d+)', info)
+  if m:
+    rc = int(m[-1])
+  out, err = bytes(bufs[proc.stdout])[:cap], bytes(bufs[proc.stderr])[:cap]
+  return _Exit(None if killed else rc, out, err, dt, ru.ru_utime + ru.ru_stime, killed, started)
+
+
+def _java_class(source: str) -> str:
+  """The class to run: the public class, else the first class declared (TransCoder files are not all public)."""
+  m = re.search(r"public\s+(?:final\s+)?class\s+(\w+)", source) or re.search(r"\bclass\s+(\w+)", source)
+  return m.group(1) if m else "Main"
+
+
+_JAVA_FLAGS = ["-XX:+UseSerialGC", "-XX:ActiveProcessorCount=1", "-XX:TieredStopAtLevel=1", "-Xshare:auto"]
+
+
+class _InfraError(RuntimeError):
+  """The sandbox failed (not the program): an ``EXE`` verdict, never cached."""
+
+
+def _launch(
+  slot: _Slot,
+  cmd: list[str],
+  *,
+  cpu_s: float,
+  as_mb: int | None,
+  rss_mb: int | None,
+  processes: int,
+  output_bytes: int,
+  wall_s: float,
+  stdin: str | None = None,
+) -> tuple[_Exit, bool]:
+  """Run ``cmd`` in the slot's sandbox under every limit; (exit, whether the tree hit its memory cgroup)."""
+  prefix, _ = _in_sandbox(slot, slot.unsafe)
+  cg = None
+  if not slot.unsafe and _cgroup_base("pids") is not None:
+    try:
+      cg = _Cgroup(processes + 4, rss_mb)
+    except OSError as e:
+      raise _InfraError(f"could not create the run's cgroup: {e}") from e
+  name = None
+  if stdin is not None:
+    fd, name = tempfile.mkstemp(dir=slot.inputs)
+    with os.fdopen(fd, "wb") as fh:
+      fh.write(stdin.encode())
+  try:
+    e = _execute(
+      [*prefix, *_prlimit(cpu_s, as_mb, output_bytes, processes), *cmd],
+      None if name is None else Path(name),
+      wall_s,
+      output_bytes,
+      slot.work,
+      cg,
+    )
+    oom = cg is not None and cg.memory_exceeded()
+  finally:
+    if name is not None:
+      os.unlink(name)
+    if cg is not None:
+      cg.close()
+  if not e.started:
+    raise _InfraError(e.err.decode(errors="replace")[-500:] or f"exit status {e.rc}")
+  return e, oom
+
+
+def _python() -> str:
+  return os.path.realpath(sys.executable) if sys.prefix == sys.base_prefix else sys.executable
+
+
+def _in_sandbox(slot: _Slot, unsafe: bool) -> tuple[list[str], str]:
+  """(command prefix, the work directory as the program sees it)."""
+  if unsafe:
+    return _netns(), str(slot.work)
+  return _bwrap(slot.work), _WORK
+
+
+def compile_program(program: Program, slot: _Slot, limits: Limits) -> tuple[list[str] | None, str]:
+  """Build ``program`` in the slot's work directory, inside the sandbox with the compile limits:
+  (command to run it, "") or (None, compiler message)."""
+  work = slot.work
+  _, wd = _in_sandbox(slot, slot.unsafe)
+  if program.lang == "python":
+    (work / "main.py").write_text(program.source)
+    try:
+      compile(program.source, "main.py", "exec")  # parsing only, in the evaluator: nothing runs
+    except (SyntaxError, ValueError) as e:
+      return None, f"SyntaxError: {e}"
+    return [_python(), "-I", f"{wd}/main.py"], ""
+  if program.lang == "java":
+    name = _java_class(program.source)
+    (work / f"{name}.java").write_text(program.source)
+    cmd = [
+      "javac",
+      "-J-XX:+UseSerialGC",
+      "-J-XX:TieredStopAtLevel=1",
+      "-encoding",
+      "UTF-8",
+      "-d",
+      wd,
+      f"{wd}/{name}.java",
+    ]
+    mem = None  # javac: a JVM (address space checked by -J-Xmx)
+    cmd.insert(1, f"-J-Xmx{min(limits.compile_memory_mb, 1024)}m")
+  else:
+    src = "main.cpp" if program.lang == "cpp" else "main.c"
+    (work / src).write_text(program.source)
+    opt = "2" if program.opt == "fast" else program.opt
+    cc = "g++" if program.lang == "cpp" else "gcc"
+    std = program.std if program.lang == "cpp" else program.std.replace("c++", "c")
+    cmd = [cc, f"{wd}/{src}", "-o", f"{wd}/main", f"-O{opt}", f"-std={std}", "-lm"]
+    mem = limits.compile_memory_mb
+  e, _ = _launch(
+    slot,
+    cmd,
+    cpu_s=limits.compile_time_s,
+    as_mb=mem,
+    rss_mb=limits.compile_memory_mb,
+    processes=max(limits.processes, 64),
+    output_bytes=1 << 20,
+    wall_s=2 * limits.compile_time_s,
+  )
+  if e.killed or e.rc != 0:
+    why = {"wall": "compiler timed out", "output": "compiler output over 1 MiB"}.get(e.killed, "")
+    return None, why or (e.err or e.out).decode(errors="replace")[-4000:] or f"compiler exit status {e.rc}"
+  if program.lang == "java":
+    return ["java", "-Xss64m", *_JAVA_FLAGS, "-cp", wd, _java_class(program.source)], ""
+  return [f"{wd}/main"], ""
+
+
 @functools.cache
 def _netns() -> list[str]:
-  """``unshare -rn`` when unprivileged network namespaces work here, else nothing."""
+  """Unsafe mode only: ``unshare -rn`` (no network) when unprivileged network namespaces work, else nothing."""
   exe = shutil.which("unshare")
   if exe is None:
     return []
@@ -108,140 +645,155 @@ def _netns() -> list[str]:
   return [exe, "-rn"] if ok else []
 
 
-def _java_class(source: str) -> str:
-  """The class to run: the public class, else the first class declared (TransCoder files are not all public)."""
-  m = re.search(r"public\s+(?:final\s+)?class\s+(\w+)", source) or re.search(r"\bclass\s+(\w+)", source)
-  return m.group(1) if m else "Main"
-
-
-def compile_program(program: Program, workdir: Path, timeout_s: float = 60.0) -> tuple[list[str] | None, str]:
-  """Build ``program`` in ``workdir``: (command to run it, "") or (None, compiler message)."""
-  if program.lang == "python":
-    src = workdir / "main.py"
-    src.write_text(program.source)
-    try:
-      compile(program.source, str(src), "exec")
-    except SyntaxError as e:
-      return None, f"SyntaxError: {e}"
-    return [sys.executable, "-I", str(src)], ""
-  if program.lang == "java":
-    name = _java_class(program.source)
-    src = workdir / f"{name}.java"
-    src.write_text(program.source)
-    cmd = ["javac", "-encoding", "UTF-8", "-d", str(workdir), str(src)]
-  else:
-    src = workdir / ("main.cpp" if program.lang == "cpp" else "main.c")
-    src.write_text(program.source)
-    opt = "2" if program.opt == "fast" else program.opt
-    cc = "g++" if program.lang == "cpp" else "gcc"
-    std = program.std if program.lang == "cpp" else program.std.replace("c++", "c")
-    cmd = [cc, str(src), "-o", str(workdir / "main"), f"-O{opt}", f"-std={std}", "-lm"]
-  try:
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=workdir)
-  except subprocess.TimeoutExpired:
-    return None, "compiler timed out"
-  if p.returncode != 0:
-    return None, (p.stderr or p.stdout)[-4000:]
-  if program.lang == "java":
-    return ["java", "-Xss64m", "-Xshare:auto", "-cp", str(workdir), _java_class(program.source)], ""
-  return [str(workdir / "main")], ""
-
-
-def _limit_prefix(limits: Limits, java: bool) -> list[str]:
-  """``prlimit`` arguments setting the CPU, address-space and file-size limits on the exec'd program (no Python
-  runs between fork and exec: a ``preexec_fn`` in a multithreaded process such as JAX's can deadlock)."""
-  exe = shutil.which("prlimit")
-  if exe is None:
-    return []
-  cpu = max(1, int(limits.time_s + 0.999))
-  args = [exe, f"--cpu={cpu}:{cpu + 1}", f"--fsize={limits.output_bytes}"]
-  if not java:
-    args.append(f"--as={limits.memory_mb * 1024 * 1024}")
-  return [*args, "--"]
-
-
-def _run_one(cmd: list[str], stdin: str, limits: Limits, java: bool, cwd: Path) -> Verdict:
-  prefix = _limit_prefix(limits, java)
-
-  def preexec():  # only where prlimit is missing
-    cpu = max(1, int(limits.time_s + 0.999))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    if not java:
-      mem = limits.memory_mb * 1024 * 1024
-      resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes))
-
+def _run_one(cmd: list[str], stdin: str, limits: Limits, java: bool, slot: _Slot) -> Verdict:
   if java:
     cmd = [cmd[0], f"-Xmx{limits.memory_mb}m", *cmd[1:]]
-  env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
-  t0 = time.perf_counter()
-  proc = subprocess.Popen(
-    prefix + _netns() + cmd,
-    stdin=subprocess.PIPE,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    preexec_fn=None if prefix else preexec,
-    start_new_session=True,
-    env=env,
-    cwd=cwd,
+  e, oom = _launch(
+    slot,
+    cmd,
+    cpu_s=limits.time_s,
+    as_mb=limits.memory_mb + (JAVA_AS_EXTRA_MB if java else 0),
+    rss_mb=limits.memory_mb + (JAVA_RSS_EXTRA_MB if java else 0),
+    processes=limits.processes,
+    output_bytes=limits.output_bytes,
+    wall_s=limits.wall(java),
+    stdin=stdin,
   )
-  try:
-    out, err = proc.communicate(stdin.encode(), timeout=2 * limits.time_s + (3.0 if java else 1.0))
-  except subprocess.TimeoutExpired:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    return Verdict("TLE", detail="wall-clock timeout", seconds=time.perf_counter() - t0)
-  dt = time.perf_counter() - t0
-  out_s = out[: limits.output_bytes].decode("utf-8", errors="replace")
-  rc = proc.returncode
-  if rc in (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL, 137) and dt >= 0.9 * min(
-    limits.time_s, 1.0
-  ):
-    return Verdict("TLE", out_s, "CPU time limit", dt)
+  out = e.out.decode("utf-8", errors="replace")
+  err = e.err.decode("utf-8", errors="replace")[-2000:]
+  if e.killed == "output":
+    return Verdict("OLE", out, f"output over {limits.output_bytes} bytes", e.seconds)
+  if oom:  # a process of the tree was killed at the tree's memory limit, whatever the exit status
+    return Verdict("RE", out, "memory limit of the process tree (cgroup)", e.seconds)
+  if e.killed == "wall":
+    return Verdict("TLE", out, "wall-clock timeout", e.seconds)
+  rc = e.rc
+  cpu_hit = e.cpu_s >= 0.95 * max(1, int(limits.time_s + 0.999))
+  if rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU) or (rc in (-signal.SIGKILL, 128 + signal.SIGKILL) and cpu_hit):
+    return Verdict("TLE", out, "CPU time limit", e.seconds)
   if rc != 0:
-    return Verdict("RE", out_s, err[-2000:].decode("utf-8", errors="replace") or f"exit status {rc}", dt)
-  return Verdict("OK", out_s, "", dt)
+    return Verdict("RE", out, err or f"exit status {rc}", e.seconds)
+  return Verdict("OK", out, "", e.seconds)
 
 
+def syntax_ok(source: str, lang: str, limits: Limits = Limits(), *, unsafe_no_isolation: bool = False) -> bool:
+  """Whether ``source`` compiles (C/C++: ``-fsyntax-only``; Java: ``javac``), checked inside the sandbox with the
+  compile limits (a compiler fed untrusted code is attack surface too: ``#include "/dev/zero"``).
+
+  Example:
+    >>> syntax_ok("int main(){}", "cpp")  # doctest: +SKIP
+    True
+  """
+  if lang not in ("cpp", "c", "java"):
+    raise ValueError(f"syntax_ok checks cpp / c / java, got {lang!r}")
+  require_isolation(unsafe_no_isolation)
+  slot = _Slot(unsafe_no_isolation)
+  try:
+    _, wd = _in_sandbox(slot, slot.unsafe)
+    if lang == "java":
+      name = _java_class(source)
+      (slot.build / f"{name}.java").write_text(source)
+      cmd = ["javac", "-J-Xmx512m", "-J-XX:+UseSerialGC", "-d", wd, f"{wd}/{name}.java"]
+      as_mb = None
+    else:
+      src = "s.cpp" if lang == "cpp" else "s.c"
+      (slot.build / src).write_text(source)
+      cmd = [
+        "g++" if lang == "cpp" else "gcc",
+        "-fsyntax-only",
+        "-std=c++17" if lang == "cpp" else "-std=c11",
+        f"{wd}/{src}",
+      ]
+      as_mb = limits.compile_memory_mb
+    e, _ = _launch(
+      slot,
+      cmd,
+      cpu_s=limits.compile_time_s,
+      as_mb=as_mb,
+      rss_mb=limits.compile_memory_mb,
+      processes=max(limits.processes, 64),
+      output_bytes=1 << 20,
+      wall_s=2 * limits.compile_time_s,
+    )
+    return not e.killed and e.rc == 0
+  finally:
+    slot.close()
+
+
+# ------------------------------------------------------------------------------------------------ cache
 def _verdict_key(program: Program, stdin: str, expected: str | None, limits: Limits) -> str:
   blob = json.dumps([program.key(), stdin, expected, dataclasses.astuple(limits)])
   return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _checksum(key: str, verdict: dict) -> str:
+  return hashlib.sha256(json.dumps([key, verdict], sort_keys=True).encode()).hexdigest()
+
+
+def _cache_read(path: Path, key: str) -> Verdict | None:
+  """The cached verdict if the entry is intact and belongs to ``key``; None (rerun) otherwise."""
+  try:
+    entry = json.loads(path.read_text())
+    if entry.get("key") != key or entry.get("sha256") != _checksum(key, entry["verdict"]):
+      return None
+    return Verdict(**entry["verdict"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _cache_write(path: Path, key: str, v: Verdict) -> None:
+  d = dataclasses.asdict(v)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+  tmp.write_text(json.dumps({"key": key, "verdict": d, "sha256": _checksum(key, d)}))
+  os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ API
 def run_tests(
   program: Program,
   tests: Sequence[tuple[str, str | None]],
   limits: Limits = Limits(),
   *,
   cache_dir: str | os.PathLike | None = None,
+  unsafe_no_isolation: bool = False,
 ) -> list[Verdict]:
-  """Compile ``program`` once and run every (input, expected output) test; a compile error gives one ``CE``
-  verdict per test. Expected ``None``: status ``OK`` with the output."""
+  """Compile ``program`` once and run every (input, expected output) test, each in a fresh sandbox; a compile
+  error gives one ``CE`` verdict per test, a sandbox failure ``EXE`` (not cached). Expected ``None``: status
+  ``OK`` with the output. Raises ``SandboxUnavailable`` (before any work) where isolation is impossible, unless
+  ``unsafe_no_isolation``."""
+  require_isolation(unsafe_no_isolation)
   cache = Path(cache_dir) if cache_dir is not None else None
   keys = [_verdict_key(program, i, e, limits) for i, e in tests]
   if cache is not None:
-    hits = [cache / k[:2] / f"{k}.json" for k in keys]
-    if hits and all(h.is_file() for h in hits):
-      return [Verdict(**json.loads(h.read_text())) for h in hits]
-  with tempfile.TemporaryDirectory(prefix="jaxeff-sbx-") as tmp:
-    work = Path(tmp)
-    cmd, msg = compile_program(program, work)
-    verdicts = []
+    hits = [_cache_read(cache / k[:2] / f"{k}.json", k) for k in keys]
+    if hits and all(h is not None for h in hits):
+      return hits
+  slot = _Slot(unsafe_no_isolation)
+  verdicts = []
+  try:
+    try:
+      cmd, msg = compile_program(program, slot, limits)
+    except _InfraError as e:
+      return [Verdict("EXE", detail=f"sandbox failure: {e}") for _ in tests]
     for stdin, expected in tests:
       if cmd is None:
         verdicts.append(Verdict("CE", detail=msg))
         continue
-      v = _run_one(cmd, stdin, limits, program.lang == "java", work)
+      try:
+        slot.fresh()
+        v = _run_one(cmd, stdin, limits, program.lang == "java", slot)
+      except _InfraError as e:
+        v = Verdict("EXE", detail=f"sandbox failure: {e}")
       if v.status == "OK" and expected is not None:
         v.status = "AC" if outputs_match(v.output, expected) else "WA"
       verdicts.append(v)
+  finally:
+    slot.close()
   if cache is not None:
     for k, v in zip(keys, verdicts):
-      d = cache / k[:2]
-      d.mkdir(parents=True, exist_ok=True)
-      tmpf = d / f"{k}.json.tmp"
-      tmpf.write_text(json.dumps(dataclasses.asdict(v)))
-      os.replace(tmpf, d / f"{k}.json")
+      if v.status != "EXE":
+        _cache_write(cache / k[:2] / f"{k}.json", k, v)
   return verdicts
 
 
@@ -253,15 +805,18 @@ def run_many(
   workers: int | None = None,
   cache_dir: str | os.PathLike | None = None,
   progress: bool = False,
+  unsafe_no_isolation: bool = False,
 ) -> list[list[Verdict]]:
-  """``run_tests`` for many programs in parallel (threads around subprocesses; ``workers`` defaults to the CPU
-  count). ``tests`` is one test list shared by all programs or one list per program."""
+  """``run_tests`` for many programs in parallel (threads around sandboxes; ``workers`` defaults to the CPU
+  count; each run has its own sandbox, cgroup and work directory). ``tests`` is one test list shared by all programs or
+  one list per program."""
   if tests and isinstance(tests[0], tuple):
     per = [tests] * len(programs)
   else:
     per = list(tests)
     if len(per) != len(programs):
       raise ValueError(f"{len(programs)} programs but {len(per)} test lists")
+  require_isolation(unsafe_no_isolation)
   workers = workers or os.cpu_count() or 1
   bar = None
   if progress:
@@ -270,7 +825,7 @@ def run_many(
     bar = tqdm(total=len(programs), desc="execute", unit="program")
 
   def job(i):
-    out = run_tests(programs[i], per[i], limits, cache_dir=cache_dir)
+    out = run_tests(programs[i], per[i], limits, cache_dir=cache_dir, unsafe_no_isolation=unsafe_no_isolation)
     if bar is not None:
       bar.update(1)
     return out

@@ -27,10 +27,7 @@ import dataclasses
 import json
 import re
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 DEFAULT_TEMPLATE = (
   "Split the following {src_lang} program and its {tgt_lang} translation into aligned snippets, in program order. "
@@ -68,16 +65,11 @@ def _syntax_ok(code: str, lang: str) -> bool | None:
   tool = "g++" if lang == "cpp" else "javac"
   if shutil.which(tool) is None:
     return None
-  with tempfile.TemporaryDirectory() as d:
-    if lang == "cpp":
-      f = Path(d) / "s.cpp"
-      f.write_text("#include <bits/stdc++.h>\nusing namespace std;\nvoid __snippet() {\n" + code + "\n}\n")
-      cmd = ["g++", "-fsyntax-only", "-std=c++17", str(f)]
-    else:
-      f = Path(d) / "S.java"
-      f.write_text("import java.util.*;\nclass S { void snippet() {\n" + code + "\n} }\n")
-      cmd = ["javac", "-d", d, str(f)]
-    return subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+  from jaxeff.sandbox import syntax_ok  # model-written code: the compiler runs in the sandbox too
+
+  if lang == "cpp":
+    return syntax_ok("#include <bits/stdc++.h>\nusing namespace std;\nvoid __snippet() {\n" + code + "\n}\n", "cpp")
+  return syntax_ok("import java.util.*;\nclass S { void snippet() {\n" + code + "\n} }\n", "java")
 
 
 def validate_sa(

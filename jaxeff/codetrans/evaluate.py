@@ -138,9 +138,16 @@ def _program(problem: Problem, code: str):
 
 
 def run_candidate(
-  problem: Problem, code: str, *, timeout_s: float = 10.0, memory_mb: int = 2048, cache_dir=None
+  problem: Problem,
+  code: str,
+  *,
+  timeout_s: float = 10.0,
+  memory_mb: int = 2048,
+  cache_dir=None,
+  unsafe_no_isolation: bool = False,
 ) -> Outcome:
-  """Fill the target harness with ``code``, compile once, run once; the outcome of its result line."""
+  """Fill the target harness with ``code``, compile once, run once in the sandbox (``jaxeff.sandbox``; it refuses
+  to run without isolation unless ``unsafe_no_isolation``); the outcome of its result line."""
   from jaxeff.sandbox import Limits, run_tests
 
   (v,) = run_tests(
@@ -148,6 +155,7 @@ def run_candidate(
     [("", None)],
     Limits(time_s=timeout_s, memory_mb=memory_mb, output_bytes=1 << 20),
     cache_dir=cache_dir,
+    unsafe_no_isolation=unsafe_no_isolation,
   )
   return _outcome(v)
 
@@ -158,14 +166,21 @@ def _outcome(v) -> Outcome:
   if v.status == "TLE":
     return Outcome("timeout", detail=v.detail)
   m = _RESULTS.findall(v.output)
-  if v.status == "RE" or not m:
+  if v.status in ("RE", "OLE", "EXE") or not m:
     return Outcome("error", detail=(v.detail or "no result line")[-500:])
   n, total = (int(x) for x in m[-1])
   return Outcome("success" if n == total and total > 0 else "failure", n, total)
 
 
 def run_many_candidates(
-  problems: Sequence[Problem], codes: Sequence[str], *, timeout_s=10.0, workers=None, cache_dir=None, progress=False
+  problems: Sequence[Problem],
+  codes: Sequence[str],
+  *,
+  timeout_s=10.0,
+  workers=None,
+  cache_dir=None,
+  progress=False,
+  unsafe_no_isolation: bool = False,
 ) -> list[Outcome]:
   """``run_candidate`` for many (problem, code) pairs in parallel; results in input order."""
   from jaxeff.sandbox import Limits, run_many
@@ -178,6 +193,7 @@ def run_many_candidates(
     workers=workers,
     cache_dir=cache_dir,
     progress=progress,
+    unsafe_no_isolation=unsafe_no_isolation,
   )
   return [_outcome(r[0]) for r in res]
 
@@ -210,8 +226,9 @@ def evaluate(
   workers=None,
   cache_dir=None,
   progress: bool = True,
+  unsafe_no_isolation: bool = False,
 ) -> dict[str, Any]:
-  """Translate with ``generator`` and score by execution: per problem the outcomes, c, and pass@k; overall
+  """Translate with ``generator`` and score by execution (in ``jaxeff.sandbox``): per problem the outcomes, c, and pass@k; overall
   computational accuracy (any of n passes when n = 1: pass@1) and mean pass@k."""
   if any(k > n for k in ks):
     raise ValueError(f"pass@k needs k <= n; got ks={list(ks)} with n={n}")
@@ -221,7 +238,13 @@ def evaluate(
   flat_p = [p for p, cs in zip(problems, cands) for _ in cs]
   flat_c = [c for cs in cands for c in cs]
   outs = run_many_candidates(
-    flat_p, flat_c, timeout_s=timeout_s, workers=workers, cache_dir=cache_dir, progress=progress
+    flat_p,
+    flat_c,
+    timeout_s=timeout_s,
+    workers=workers,
+    cache_dir=cache_dir,
+    progress=progress,
+    unsafe_no_isolation=unsafe_no_isolation,
   )
   per = []
   for i, p in enumerate(problems):

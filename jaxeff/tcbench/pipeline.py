@@ -111,19 +111,60 @@ def matrix_from_verdicts(
   return {"codes": [c for c, _ in kept], "tests": tests, "rows": rows, "rank": r, "gf2_rank": gf2_rank(M)}
 
 
-def build(problems: Sequence[dict[str, Any]], *, cache_dir=None, workers=None, progress=True, **filters) -> list[dict]:
-  """Execute every problem's wrong codes on its tests and build the filtered matrices."""
-  from jaxeff.sandbox import Limits, Program, run_many
+LIMIT_PRESETS = ("tcbench", "strict")
 
+
+def problem_limits(prob: dict[str, Any], preset: str = "tcbench"):
+  """The sandbox limits of one problem: ``tcbench`` (default, the official runner: ``ms // 1000 + 3`` CPU and
+  wall seconds, 5x the memory limit; ``Limits.tcbench``) or ``strict`` (the problem's own limits).
+
+  Example:
+    >>> problem_limits({"time_limit_ms": 1000, "memory_limit_mb": 256}).time_s
+    4.0
+  """
+  from jaxeff.sandbox import Limits
+
+  ms, mb = prob.get("time_limit_ms", 2000), prob.get("memory_limit_mb", 512)
+  if preset == "tcbench":
+    return Limits.tcbench(ms, mb)
+  if preset == "strict":
+    return Limits(time_s=ms / 1000, memory_mb=mb)
+  raise ValueError(f"unknown limits preset {preset!r}; choose from {LIMIT_PRESETS}")
+
+
+def build(
+  problems: Sequence[dict[str, Any]],
+  *,
+  cache_dir=None,
+  workers=None,
+  progress=True,
+  limits: str = "tcbench",
+  unsafe_no_isolation: bool = False,
+  **filters,
+) -> list[dict]:
+  """Execute every problem's wrong codes on its tests (in ``jaxeff.sandbox``, under the ``limits`` preset of
+  ``problem_limits``) and build the filtered matrices."""
+  from jaxeff.sandbox import Program, require_isolation, run_many
+
+  problem_limits({}, limits)  # a bad preset fails before any work
+  require_isolation(unsafe_no_isolation)
   out = []
   for prob in problems:
     tests = [(t["input"], t["output"]) for t in prob["tests"]]
-    limits = Limits(time_s=prob.get("time_limit_ms", 2000) / 1000, memory_mb=prob.get("memory_limit_mb", 512))
+    lim = problem_limits(prob, limits)
     progs = [
       Program(c["code"], c.get("lang", "cpp"), c.get("std", "c++17"), str(c.get("opt", "2")))
       for c in prob["wrong_codes"]
     ]
-    verdicts = run_many(progs, tests, limits, workers=workers, cache_dir=cache_dir, progress=progress)
+    verdicts = run_many(
+      progs,
+      tests,
+      lim,
+      workers=workers,
+      cache_dir=cache_dir,
+      progress=progress,
+      unsafe_no_isolation=unsafe_no_isolation,
+    )
     res = matrix_from_verdicts(
       [c["id"] for c in prob["wrong_codes"]], [[v.status for v in vs] for vs in verdicts], **filters
     )
@@ -157,10 +198,16 @@ def evaluate(
   seed: int = 0,
   cache_dir=None,
   workers=None,
+  limits: str = "tcbench",
+  unsafe_no_isolation: bool = False,
 ) -> dict[str, Any]:
   """HackRate of generated tests: run each problem's selected wrong codes on its generated tests (tests with an
-  empty expected output are skipped, as the official runner does); problems without generated tests count 0."""
-  from jaxeff.sandbox import Limits, Program, run_many
+  empty expected output are skipped, as the official runner does); problems without generated tests count 0.
+  Execution in ``jaxeff.sandbox`` under the ``limits`` preset of ``problem_limits``."""
+  from jaxeff.sandbox import Program, require_isolation, run_many
+
+  problem_limits({}, limits)
+  require_isolation(unsafe_no_isolation)
 
   by_id = {p["id"]: p for p in problems}
   gen = {g["id"]: g["tests"] for g in generated}
@@ -174,14 +221,16 @@ def evaluate(
     if not tests:
       per_problem.append([[] for _ in sel["codes"]])
       continue
-    limits = Limits(time_s=prob.get("time_limit_ms", 2000) / 1000, memory_mb=prob.get("memory_limit_mb", 512))
+    lim = problem_limits(prob, limits)
     progs = [
       Program(
         codes[c]["code"], codes[c].get("lang", "cpp"), codes[c].get("std", "c++17"), str(codes[c].get("opt", "2"))
       )
       for c in sel["codes"]
     ]
-    verdicts = run_many(progs, tests, limits, workers=workers, cache_dir=cache_dir)
+    verdicts = run_many(
+      progs, tests, lim, workers=workers, cache_dir=cache_dir, unsafe_no_isolation=unsafe_no_isolation
+    )
     per_problem.append([["CE"] if vs and vs[0].status == "CE" else [v.status for v in vs] for vs in verdicts])
   rates = hack_rate(per_problem, ks=ks, seed=seed)
   return {"hack_rate": {("all" if k is None else str(k)): v for k, v in rates.items()}, "problems": len(per_problem)}

@@ -11,11 +11,11 @@ import pytest
 from jaxeff.codetrans import augment as A
 from jaxeff.codetrans import evaluate as E
 
-_REL = "shared/data/transcoder/evaluation_gfg"
+# The shipped sample (4 problems, CC BY-SA 2.0, tests/fixtures/transcoder) comes last: the tests run everywhere.
 CANDIDATES = [
   os.environ.get("JAXEFF_TRANSCODER", ""),
-  Path(__file__).resolve().parents[3] / _REL,
-  Path("/work") / _REL,
+  Path(__file__).resolve().parents[2].parent / "shared/data/transcoder/evaluation_gfg",  # ../shared beside the checkout
+  Path(__file__).resolve().parents[1] / "fixtures/transcoder/evaluation_gfg",
 ]
 STEMS = [
   "ADD_1_TO_A_GIVEN_NUMBER",
@@ -26,11 +26,12 @@ STEMS = [
 
 
 def _root():
-  """The TransCoder-test copy (a user-given path: $JAXEFF_TRANSCODER, else the workspace's shared data)."""
+  """The TransCoder-test copy: a user-given path ($JAXEFF_TRANSCODER), the workspace's shared data, else the
+  shipped sample (always there)."""
   for c in CANDIDATES:
-    if c and (Path(c) / "cpp").is_dir():
+    if c and all((Path(c) / d / f"{s}{x}").is_file() for s in STEMS for d, x in E.LANG_DIRS.values()):
       return Path(c)
-  pytest.skip("no TransCoder-test copy on this machine (set JAXEFF_TRANSCODER to its evaluation_gfg folder)")
+  raise AssertionError("the shipped TransCoder sample tests/fixtures/transcoder is missing")
 
 
 def test_pass_at_k_equals_the_combinatorial_definition():
