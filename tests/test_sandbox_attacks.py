@@ -147,7 +147,7 @@ def test_home_project_and_system_files_are_invisible():
     )
     v = _one(src)
     assert v.status == "OK" and "READ" not in v.output, v.output
-      # the interpreter's own prefix may be bound read-only (a venv inside the project); nothing else of it is there
+    # the interpreter's own prefix may be bound read-only (a venv inside the project); nothing else of it is there
     for name in ("'tests'", "'jaxeff'", "'README.md'", "'pyproject.toml'", "secret"):
       assert name not in v.output.split("denied /etc/passwd")[-1], v.output
   finally:

@@ -14,7 +14,8 @@ from jaxeff.codetrans import evaluate as E
 # The shipped sample (4 problems, CC BY-SA 2.0, tests/fixtures/transcoder) comes last: the tests run everywhere.
 CANDIDATES = [
   os.environ.get("JAXEFF_TRANSCODER", ""),
-  Path(__file__).resolve().parents[2].parent / "shared/data/transcoder/evaluation_gfg",  # ../shared beside the checkout
+  Path(__file__).resolve().parents[2].parent
+  / "shared/data/transcoder/evaluation_gfg",  # ../shared beside the checkout
   Path(__file__).resolve().parents[1] / "fixtures/transcoder/evaluation_gfg",
 ]
 STEMS = [
