@@ -130,7 +130,7 @@ def main(argv=None):
   prompt = [np.random.default_rng(0).integers(0, 256, L).tolist()]
   sp = SamplingParams(max_new_tokens=32, temperature=0.0)
   for name, factory in [("full", FullCache), ("snapkv_10", press("snapkv", 0.1)), ("judgeq_10", press("judgeq", 0.1))]:
-    t = generate_timings(Sampler(cfg, params, cache_cls=factory), prompt, sp)
+    t = generate_timings(Sampler(cfg, params, cache=factory), prompt, sp)
     # the cache as the prefill leaves it (compacted by the presses)
     speed[name] = {
       "decode_step_s": t["decode_ms_per_step"] / 1e3,

@@ -33,7 +33,7 @@ from benchmarks._common import target, write_results  # noqa: E402
 def methods(config, params):
   """name -> (params, cache factory, kept fraction label)."""
   from jaxeff.kvcache import CommonKV, FullCache, Quantized, compress
-  from jaxeff.kvcache.peers import palu_compress
+  from jaxeff.kvcache.peers import MiniCache, palu_compress
 
   d_kv = config.n_kv_heads * config.head_dim
   out = {"full": (params, FullCache), "int8": (params, Quantized(bits=8)), "int4": (params, Quantized(bits=4))}
@@ -46,42 +46,16 @@ def methods(config, params):
       out["commonkv_50+merge"] = (pc, CommonKV(spec, merge=True, rho=0.2, n_recent=64))
     _, pp, pspec, _ = palu_compress(config, params, rank=r)
     out[f"palu_{int(kept * 100)}"] = (pp, CommonKV(pspec))
-  out["minicache"] = (params, MiniCacheFactory())
+  out["minicache"] = (params, MiniCache())
   return out
-
-
-class MiniCacheFactory:
-  """FullCache, then MiniCache-style pair merging after prefill (keep 5 % least similar + sinks + 64 recent)."""
-
-  def init(self, config, batch, max_len, dtype=jnp.float32):
-    from jaxeff.kvcache import FullCache
-
-    return FullCache.init(config, batch, max_len, dtype)
-
-  def after_prefill(self, cache, *, max_new_tokens):
-    from jaxeff.kvcache.peers import minicache_merge
-
-    S = cache.max_len
-    cap = min(S, int(0.1 * (S - max_new_tokens)) + 4 + 64 + max_new_tokens)
-    return minicache_merge(cache, keep_ratio=0.05, n_recent=64, capacity=cap)
-
-  def __hash__(self):
-    return hash("minicache")
-
-  def __eq__(self, other):
-    return isinstance(other, MiniCacheFactory)
 
 
 def cache_bytes_per_slot(config, params, factory, context: int, follow: int) -> float:
   """Real bytes held per cache slot after prefill (+ the factory's compression), from the arrays."""
-  from jaxeff.models.decoder import forward
+  from jaxeff.models.cache import prefill_with
 
   toks = jnp.zeros((1, context), jnp.int32) + 97
-  cache = factory.init(config, 1, context + follow)
-  _, cache = forward(params, toks, jnp.arange(context)[None], cache, config=config)
-  hook = getattr(factory, "after_prefill", None)
-  if hook is not None:
-    cache = hook(cache, max_new_tokens=follow)
+  _, cache = prefill_with(factory, params, toks, jnp.arange(context)[None], config=config, max_len=context + follow)
   leaves = [x for x in jax.tree.leaves(cache) if x.ndim >= 2 and x.dtype != jnp.int32]  # data, not positions
   return sum(x.size * x.dtype.itemsize for x in leaves) / (context + follow)
 

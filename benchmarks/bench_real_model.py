@@ -59,7 +59,7 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
   from jaxeff.kvcache import CommonKV, FullCache, compress
   from jaxeff.kvcache.eviction import Press
   from jaxeff.kvcache.judgeq import JudgeQPress, SoftTokens, init_soft
-  from jaxeff.kvcache.peers import palu_compress
+  from jaxeff.kvcache.peers import MiniCache, palu_compress
   from jaxeff.kvcache.quantized import Quantized
   from jaxeff.stack import Stack
 
@@ -95,9 +95,7 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
     add("latent", Method("commonkv-50+merge", pc, CommonKV(spec, merge=True, rho=0.4, n_recent=128)))
     _, pp, pspec, _ = palu_compress(config, params, rank=r)  # per-layer SVD at the same rank (bench_kvcache)
     add("latent", Method("palu-50", pp, CommonKV(pspec)))
-    from benchmarks.bench_kvcache import MiniCacheFactory
-
-    add("latent", Method("minicache", params, MiniCacheFactory()))
+    add("latent", Method("minicache", params, MiniCache()))
   if "presses" in groups:
     for b in BUDGETS:
       for s in ("snapkv", "pyramidkv", "h2o", "streaming"):

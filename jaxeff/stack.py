@@ -135,7 +135,7 @@ class Stack:
     from jaxeff.generation.sampler import Sampler
 
     params, cache = self.prepare(config, params)
-    return Sampler(config, params, attention=self.attention, cache_cls=cache, **kw)
+    return Sampler(config, params, attention=self.attention, cache=cache, **kw)
 
   def describe(self) -> str:
     """One line naming the active pieces, e.g. ``proxyattn + commonkv(r=16) + judgeq(0.1) + int4``."""

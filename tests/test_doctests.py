@@ -16,6 +16,8 @@ MODULES = [
   "jaxeff.evals.harness",
   "jaxeff.evals.plots",
   "jaxeff.models.gguf",
+  "jaxeff.models.cache",
+  "jaxeff.kvcache.peers",
 ]
 
 

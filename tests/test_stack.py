@@ -54,14 +54,14 @@ def test_commonkv_piece(dense):
   cfg, params, soft, prompts = dense
   stack = Stack(attention=PROXY_ID, latent_rank=24, press=JudgeQPress(soft, budget=1.0))
   _, pc, spec, _ = compress(cfg, params, group_size=2, rank=24, multiple=1)
-  _same(_run(stack.sampler(cfg, params), prompts), _run(Sampler(cfg, pc, cache_cls=CommonKV(spec)), prompts))
+  _same(_run(stack.sampler(cfg, params), prompts), _run(Sampler(cfg, pc, cache=CommonKV(spec)), prompts))
 
 
 def test_judgeq_piece(dense):
   cfg, params, soft, prompts = dense
   press = JudgeQPress(soft, budget=0.3, per_head=False)
   stack = Stack(attention=PROXY_ID, latent_rank=max_group_rank(cfg, 2), press=press)
-  ref = _run(Sampler(cfg, params, cache_cls=press), prompts)
+  ref = _run(Sampler(cfg, params, cache=press), prompts)
   _same(_run(stack.sampler(cfg, params), prompts), ref)
   assert not np.allclose(_run(Sampler(cfg, params), prompts)[1], ref[1], atol=2e-4)  # eviction changed something
 
@@ -70,11 +70,11 @@ def test_int4_piece(dense):
   """int4 on the keys/values (no latent) and on the latents (CommonKV on) equal the quantized caches alone."""
   cfg, params, soft, prompts = dense
   stack = Stack(attention=PROXY_ID, press=JudgeQPress(soft, budget=1.0), kv_bits=4, quant_group=16)
-  ref = _run(Sampler(cfg, params, cache_cls=Quantized(bits=4, group_size=16)), prompts)
+  ref = _run(Sampler(cfg, params, cache=Quantized(bits=4, group_size=16)), prompts)
   _same(_run(stack.sampler(cfg, params), prompts), ref)
   stack = Stack(attention=PROXY_ID, latent_rank=24, press=JudgeQPress(soft, budget=1.0), kv_bits=4)
   _, pc, spec, _ = compress(cfg, params, group_size=2, rank=24, multiple=1)
-  _same(_run(stack.sampler(cfg, params), prompts), _run(Sampler(cfg, pc, cache_cls=CommonKV(spec, bits=4)), prompts))
+  _same(_run(stack.sampler(cfg, params), prompts), _run(Sampler(cfg, pc, cache=CommonKV(spec, bits=4)), prompts))
 
 
 def test_everything_on_runs_and_saves_memory(dense):

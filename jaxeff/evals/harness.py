@@ -32,10 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxeff.attention.dense import Dense
 from jaxeff.config import ModelConfig
 from jaxeff.evals.tasks import Example, score
 from jaxeff.kvcache.base import FullCache
+from jaxeff.models.cache import after_prefill, changes_prefill, prefill_with
 from jaxeff.models.decoder import forward
 
 PROTOCOLS = ("aware", "agnostic")
@@ -121,17 +121,10 @@ def _runner(config: ModelConfig, factory: Any, attention: Any, B: int, P: int, F
 
   @jax.jit
   def run(params, toks, pos, feed, n_feed, lengths):
-    cache = factory.init(config, B, P + F + new)
-    pp, tk, ps = params, toks, pos
-    if hasattr(factory, "extend_prompt"):  # Judge Q's soft tokens follow the prefill
-      pp, tk, ps = factory.extend_prompt(params, toks, pos)
-    logits, cache = forward(
-      pp, tk, ps, cache, config=config, attention=attention or Dense(), is_prefill=True, logits_index=lengths - 1
+    logits, cache = prefill_with(
+      factory, params, toks, pos, config=config, max_len=P + F + new, attention=attention, logits_index=lengths - 1
     )
     first = jnp.argmax(logits[:, 0, : config.vocab_size], -1).astype(jnp.int32)
-    hook = getattr(factory, "after_prefill", None)
-    if hook is not None:
-      cache = hook(cache, max_new_tokens=F + new)
     return first, _decode(params, config, cache, first, feed, n_feed, lengths, steps)
 
   return run
@@ -171,9 +164,7 @@ def _replay_fn(config: ModelConfig, factory: Any, B: int, P: int, F: int, new: i
     cache = factory.init(config, B, P + F + new)
     for i in range(config.n_layers):
       cache = cache.prefill(i, rec.k[i], rec.v[i], pos, q=rec.q[i])
-    hook = getattr(factory, "after_prefill", None)
-    if hook is not None:
-      cache = hook(cache, max_new_tokens=F + new)
+    cache = after_prefill(factory, cache, max_new_tokens=F + new)
     return _decode(params, config, cache, first, feed, n_feed, lengths, steps)
 
   return replay
@@ -184,7 +175,7 @@ def shares_dense_prefill(method: Method, base_params: Any) -> bool:
   return (
     method.params is base_params
     and method.attention is None
-    and not hasattr(method.factory, "extend_prompt")  # Judge Q's soft tokens change the prefill
+    and not changes_prefill(method.factory)  # Judge Q's soft tokens change the prefill
   )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ from jaxtyping import Array, Float
 from jaxeff.attention.dense import Dense
 from jaxeff.config import ModelConfig
 from jaxeff.kvcache.base import FullCache
+from jaxeff.models.cache import prefill_with
 from jaxeff.models.decoder import forward
 
 
@@ -191,9 +193,10 @@ class Sampler:
     config: the model config.
     params: the parameter pytree.
     attention: prefill attention backend (default ``Dense()``).
-    cache_cls: a cache class or factory with ``init(config, batch, max_len, dtype)`` (default ``FullCache``)
-      and optionally ``after_prefill(cache, max_new_tokens=)`` (run once after the prompt is cached) and
-      ``extend_prompt(params, tokens, positions)`` (extra prefill inputs, e.g. Judge Q's soft tokens).
+    cache: a cache factory (``jaxeff.models.cache.CacheFactory``: ``init(config, batch, max_len, dtype)``, default
+      ``FullCache``) and its optional hooks ``after_prefill(cache, max_new_tokens=)`` (run once after the prompt
+      is cached) and ``extend_prompt(params, tokens, positions)`` (extra prefill inputs, e.g. Judge Q's soft
+      tokens). ``cache_cls=`` is the deprecated name (one release).
     pad_multiple: prompts are right-padded to a multiple of this (fewer recompiles).
 
   Example:
@@ -210,37 +213,34 @@ class Sampler:
     params: Any,
     *,
     attention: Any = None,
-    cache_cls: Any = FullCache,
+    cache: Any = FullCache,
     pad_multiple: int = 16,
+    cache_cls: Any = None,
   ):
+    if cache_cls is not None:
+      warnings.warn("Sampler(cache_cls=...) is renamed Sampler(cache=...)", DeprecationWarning, stacklevel=2)
+      cache = cache_cls
     self.config = config
     self.params = params
     self.attention = attention if attention is not None else Dense()
-    self.cache_cls = cache_cls
+    self.cache = cache
     self.pad_multiple = pad_multiple
     self._compiled: dict[Any, Any] = {}
     self.dtype = jax.tree.leaves(params)[0].dtype
 
   # ----------------------------------------------------------------- pure pieces (jitted)
   def _prefill(self, params, tokens_bp, positions_bp, last_b, *, max_len: int):
-    cache = self.cache_cls.init(self.config, tokens_bp.shape[0], max_len, self.dtype)
-    new_tokens = max_len - tokens_bp.shape[1]
-    extend = getattr(self.cache_cls, "extend_prompt", None)  # Judge Q appends its soft tokens to the prefill
-    if extend is not None:
-      params, tokens_bp, positions_bp = extend(params, tokens_bp, positions_bp)
-    logits, cache = forward(
+    logits, cache = prefill_with(
+      self.cache,
       params,
       tokens_bp,
       positions_bp,
-      cache,
       config=self.config,
+      max_len=max_len,
       attention=self.attention,
-      is_prefill=True,
       logits_index=last_b,
+      dtype=self.dtype,
     )
-    hook = getattr(self.cache_cls, "after_prefill", None)  # e.g. CommonKV's cross-layer merge
-    if hook is not None:
-      cache = hook(cache, max_new_tokens=new_tokens)
     return logits[:, 0, : self.config.vocab_size], cache
 
   def _decode(self, params, cache, last_bv, lengths_b, key, row_src, row_pid, row_sid, row_live, sp: SamplingParams):

@@ -1,6 +1,6 @@
 """KV caches behind one protocol (init / prefill / append / attend): full precision, int8/int4 quantized, and
-CommonKV latent caches (with the cross-layer merge), and the eviction presses (Judge Q among them) that compact
-any of them after prefill."""
+CommonKV latent caches (with the cross-layer merge), the MiniCache peer, and the eviction presses (Judge Q among them) that compact
+any of them after prefill. The cache and cache-factory protocols live at the seam below (``jaxeff.models.cache``)."""
 
 from jaxeff.kvcache.base import FullCache as FullCache
 from jaxeff.kvcache.base import KVCache as KVCache
@@ -13,5 +13,6 @@ from jaxeff.kvcache.commonkv import merge_after_prefill as merge_after_prefill
 from jaxeff.kvcache.eviction import Press as Press
 from jaxeff.kvcache.judgeq import JudgeQPress as JudgeQPress
 from jaxeff.kvcache.judgeq import SoftTokens as SoftTokens
+from jaxeff.kvcache.peers import MiniCache as MiniCache
 from jaxeff.kvcache.quantized import Quantized as Quantized
 from jaxeff.kvcache.quantized import QuantizedCache as QuantizedCache

@@ -22,7 +22,7 @@ decoded token.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import flax.struct
 import jax
@@ -31,17 +31,7 @@ from jaxtyping import Array, Float, Int
 
 from jaxeff.attention.dense import masked_attention, position_mask
 from jaxeff.config import ModelConfig
-
-
-@runtime_checkable
-class KVCache(Protocol):
-  """Structural type of a jaxeff KV cache (see module docstring)."""
-
-  def prefill(self, layer: int, k_btkh: Array, v_btkh: Array, positions_bt: Array, **kw) -> KVCache: ...
-
-  def append(self, layer: int, k_btkh: Array, v_btkh: Array, positions_bt: Array, **kw) -> KVCache: ...
-
-  def attend(self, layer: int, q_btnh: Array, q_pos_bt: Array, *, window: int | None = None, **kw) -> Array: ...
+from jaxeff.models.cache import KVCache as KVCache  # the protocol lives at the seam, below every user
 
 
 def _write_rows(buf_bs: Array, new_bt: Array, start_b: Array) -> Array:

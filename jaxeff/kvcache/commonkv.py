@@ -558,7 +558,7 @@ def merge_after_prefill(
 # ------------------------------------------------------------------------------------------------ factory
 @dataclasses.dataclass(frozen=True)
 class CommonKV:
-  """Cache factory for the sampler (``Sampler(..., cache_cls=CommonKV(spec, ...))``): a ``LatentCache`` per
+  """Cache factory for the sampler (``Sampler(..., cache=CommonKV(spec, ...))``): a ``LatentCache`` per
   call, optionally int8/int4 latents, and optionally the cross-layer merge right after prefill.
 
   The merged cache's static capacity is ``min(S, ceil(slack * rho * P) + n_sink + n_recent + M)`` for a prompt

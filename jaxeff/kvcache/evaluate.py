@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxeff.attention.dense import Dense
 from jaxeff.config import ModelConfig
+from jaxeff.models.cache import prefill_with
 from jaxeff.models.decoder import forward
 
 
@@ -25,25 +25,11 @@ from jaxeff.models.decoder import forward
 def _runner(config: ModelConfig, factory: Any, B: int, C: int, F: int, attention: Any = None):
   @jax.jit
   def run(p, ctx, fol):
-    cache = factory.init(config, B, C + F)
     pos = jnp.broadcast_to(jnp.arange(C), (B, C))
-    pp, toks = p, ctx
-    if hasattr(factory, "extend_prompt"):  # Judge Q's soft tokens follow the context in the prefill
-      pp, toks, pos = factory.extend_prompt(p, ctx, pos)
-    logits, cache = forward(
-      pp,
-      toks,
-      pos,
-      cache,
-      config=config,
-      attention=attention if attention is not None else Dense(),
-      is_prefill=True,
-      logits_index=jnp.full((B,), C - 1),
+    logits, cache = prefill_with(
+      factory, p, ctx, pos, config=config, max_len=C + F, attention=attention, logits_index=jnp.full((B,), C - 1)
     )
     logits = logits[..., : config.vocab_size]
-    hook = getattr(factory, "after_prefill", None)
-    if hook is not None:
-      cache = hook(cache, max_new_tokens=F)
 
     def step(cache, t):
       tok = jax.lax.dynamic_slice_in_dim(fol, t, 1, axis=1)

@@ -22,7 +22,7 @@ first ``sinks`` tokens.
 Example:
   >>> cfg = ModelConfig.tiny(); from jaxeff.models import init_params
   >>> from jaxeff.generation import Sampler, SamplingParams
-  >>> s = Sampler(cfg, init_params(cfg, jax.random.key(0)), cache_cls=Press("snapkv", budget=0.5))
+  >>> s = Sampler(cfg, init_params(cfg, jax.random.key(0)), cache=Press("snapkv", budget=0.5))
   >>> s.generate([list(range(40))], SamplingParams(max_new_tokens=3), jax.random.key(0)).tokens.shape
   (1, 1, 3)
 """
@@ -276,7 +276,7 @@ class EvictedCache:
 # ------------------------------------------------------------------------------------------------ press
 @dataclasses.dataclass(frozen=True)
 class Press:
-  """An eviction press and cache factory: ``Sampler(..., cache_cls=Press('snapkv', budget=0.1))``.
+  """An eviction press and cache factory: ``Sampler(..., cache=Press('snapkv', budget=0.1))``.
 
   Args:
     scorer: one of ``SCORERS`` (Judge Q: use ``jaxeff.kvcache.judgeq.JudgeQPress``).

@@ -95,7 +95,7 @@ def extend_prompt(params, tokens_bt, positions_bt, soft_bnd):
 
 @dataclasses.dataclass(frozen=True)
 class JudgeQPress(Press):
-  """Eviction by Judge Q's soft-token queries: ``Sampler(..., cache_cls=JudgeQPress(SoftTokens.load(d), budget=0.1))``.
+  """Eviction by Judge Q's soft-token queries: ``Sampler(..., cache=JudgeQPress(SoftTokens.load(d), budget=0.1))``.
 
   Same budget / window / pooling options as ``Press`` (kernel_size 7, max pooling, window 8 by default).
   """

@@ -7,9 +7,12 @@
   normalised vectors (``t = 0.6``), each layer keeping its own magnitude; the least similar tokens (a
   ``keep_ratio`` share by angle, plus sinks and the recent window) stay unmerged. The merged direction is
   stored once per pair, magnitudes per layer, unmerged tokens in a static-capacity buffer per layer.
+  ``MiniCache()`` is the cache factory (a full prefill, then the merge), for the sampler and the evaluators.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import flax.struct
 import jax
@@ -157,3 +160,32 @@ def minicache_merge(
     length=length,
     merged_share=merged_tokens / (valid.sum() * ((L + 1) // 2)),
   )
+
+
+@dataclasses.dataclass(frozen=True)
+class MiniCache:
+  """Cache factory: a ``FullCache`` prefill, then ``minicache_merge`` (keep ``keep_ratio`` least similar tokens,
+  ``n_sink`` sinks and ``n_recent`` recent ones unmerged; room for ``keep_ratio x 2`` of the prompt plus the
+  tokens to come).
+
+  Example:
+    >>> from jaxeff.generation import Sampler
+    >>> # Sampler(config, params, cache=MiniCache())
+    >>> MiniCache().keep_ratio
+    0.05
+  """
+
+  t: float = 0.6
+  keep_ratio: float = 0.05
+  n_sink: int = 4
+  n_recent: int = 64
+
+  def init(self, config, batch, max_len, dtype=jnp.float32):
+    return FullCache.init(config, batch, max_len, dtype)
+
+  def after_prefill(self, cache, *, max_new_tokens):
+    S = cache.max_len
+    cap = min(S, int(2 * self.keep_ratio * (S - max_new_tokens)) + self.n_sink + self.n_recent + max_new_tokens)
+    return minicache_merge(
+      cache, t=self.t, keep_ratio=self.keep_ratio, n_sink=self.n_sink, n_recent=self.n_recent, capacity=cap
+    )

@@ -333,7 +333,7 @@ def _append_one_per_channel(e: QuantLayer, k, v, positions) -> QuantLayer:
 
 @dataclasses.dataclass(frozen=True)
 class Quantized:
-  """Cache factory for the sampler: ``Sampler(..., cache_cls=Quantized(bits=4, key_mode='per_channel'))``."""
+  """Cache factory for the sampler: ``Sampler(..., cache=Quantized(bits=4, key_mode='per_channel'))``."""
 
   bits: int = 8
   key_mode: str = "per_token"

@@ -181,9 +181,9 @@ def test_sampler_decodes_on_the_evicted_cache(model):
   prompts = [list(range(50)), list(range(5, 30))]
   sp = SamplingParams(max_new_tokens=5, temperature=0.0)
   full = Sampler(cfg, params).generate(prompts, sp, jax.random.key(0)).tokens
-  same = Sampler(cfg, params, cache_cls=Press("snapkv", budget=1.0)).generate(prompts, sp, jax.random.key(0)).tokens
+  same = Sampler(cfg, params, cache=Press("snapkv", budget=1.0)).generate(prompts, sp, jax.random.key(0)).tokens
   np.testing.assert_array_equal(full, same)
-  out = Sampler(cfg, params, cache_cls=Press("h2o", budget=0.2)).generate(prompts, sp, jax.random.key(0))
+  out = Sampler(cfg, params, cache=Press("h2o", budget=0.2)).generate(prompts, sp, jax.random.key(0))
   assert out.tokens.shape == (2, 1, 5)
 
 
