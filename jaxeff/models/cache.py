@@ -22,8 +22,8 @@ Example:
   >>> cfg = ModelConfig.tiny()
   >>> logits, cache = prefill_with(FullCache, init_params(cfg, jax.random.key(0)), jnp.ones((1, 5), jnp.int32),
   ...                              jnp.arange(5)[None], config=cfg, max_len=8)
-  >>> logits.shape[:2]
-  (1, 1)
+  >>> logits.shape[:2]  # every prompt position (``logits_index`` picks one per row)
+  (1, 5)
 """
 
 from __future__ import annotations
