@@ -46,12 +46,13 @@ def main(argv=None):
   if args.quick:
     args.n, args.steps = 8, 20
 
+  from jaxeff.evals.cached import cached_bits_per_byte, cached_needle_accuracy
   from jaxeff.generation import Sampler, SamplingParams
   from jaxeff.kvcache import FullCache
-  from jaxeff.kvcache.evaluate import cached_bits_per_byte, cached_needle_accuracy
   from jaxeff.kvcache.eviction import Press
-  from jaxeff.kvcache.judgeq import JudgeQConfig, JudgeQPress, make_training_data, train_judgeq
+  from jaxeff.kvcache.judgeq import JudgeQPress
   from jaxeff.models.embedded import load_reference_model
+  from jaxeff.training.judgeq import JudgeQConfig, make_training_data, train_judgeq
 
   cfg, params, _ = load_reference_model("tiny-recall")
   t0 = time.perf_counter()

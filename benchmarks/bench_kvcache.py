@@ -116,7 +116,7 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--quick", action="store_true", help="smaller contexts and fewer examples")
   args = ap.parse_args(argv)
-  from jaxeff.kvcache.evaluate import cached_bits_per_byte, cached_needle_accuracy
+  from jaxeff.evals.cached import cached_bits_per_byte, cached_needle_accuracy
   from jaxeff.models.embedded import load_reference_model
 
   ctx, score, n_seqs = (512, 32, 2) if args.quick else (1024, 64, 4)

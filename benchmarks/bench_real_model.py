@@ -133,8 +133,8 @@ def train_judgeq(config, params, tok, work: Path, *, n_examples: int, prompt_len
   """Judge Q soft tokens trained on this model's own greedy continuations of Python stdlib code windows."""
   from jaxeff.evals.tasks import disjoint_training_texts
   from jaxeff.generation import Sampler, SamplingParams
-  from jaxeff.kvcache.judgeq import JudgeQConfig
-  from jaxeff.kvcache.judgeq import train_judgeq as train
+  from jaxeff.training.judgeq import JudgeQConfig
+  from jaxeff.training.judgeq import train_judgeq as train
 
   texts = disjoint_training_texts(max_documents=400)  # stdlib code without the haystack's documentation prose
   stream = np.concatenate([tok.encode(t, add_bos=False) for t in texts])

@@ -43,15 +43,15 @@ def main(argv=None):
     args.n, args.steps = 8, 20
 
   from jaxeff.attention import ProxyAttention
+  from jaxeff.evals.cached import cached_bits_per_byte, cached_needle_accuracy
   from jaxeff.generation import SamplingParams
   from jaxeff.kvcache import JudgeQPress, Press
-  from jaxeff.kvcache.evaluate import cached_bits_per_byte, cached_needle_accuracy
-  from jaxeff.kvcache.judgeq import JudgeQConfig, make_training_data, train_judgeq
   from jaxeff.models.embedded import load_reference_model
   from jaxeff.moe.camera import calibration_windows, camera_prune, compact, moe_param_bytes
   from jaxeff.stack import Stack
   from jaxeff.tokenizer import ByteTokenizer
   from jaxeff.training import data as data_lib
+  from jaxeff.training.judgeq import JudgeQConfig, make_training_data, train_judgeq
 
   proxy = ProxyAttention(gamma=0.95, block_size=64, min_budget_tokens=256)
   cfg, params, _ = load_reference_model("tiny-recall")

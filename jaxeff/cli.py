@@ -653,7 +653,7 @@ def _cmd_camera(args) -> int:
 
 
 def _cmd_judgeq(args) -> int:
-  from jaxeff.kvcache.judgeq import JudgeQConfig, make_training_data, train_judgeq
+  from jaxeff.training.judgeq import JudgeQConfig, make_training_data, train_judgeq
 
   config, params, _ = _load(args.model, "float32")
   jc = JudgeQConfig(

@@ -123,8 +123,8 @@ def proxyattn(out: Path, quick: bool) -> TourRow:
 
 
 def commonkv(out: Path, quick: bool) -> TourRow:
+  from jaxeff.evals.cached import cached_bits_per_byte
   from jaxeff.kvcache import CommonKV, FullCache, LatentCache, compress
-  from jaxeff.kvcache.evaluate import cached_bits_per_byte
   from jaxeff.models.embedded import load_reference_model
 
   cfg, params, _ = load_reference_model("tiny-code")
@@ -150,10 +150,10 @@ def commonkv(out: Path, quick: bool) -> TourRow:
 
 
 def judgeq(out: Path, quick: bool) -> TourRow:
+  from jaxeff.evals.cached import cached_needle_accuracy
   from jaxeff.kvcache import FullCache, JudgeQPress, Press
-  from jaxeff.kvcache.evaluate import cached_needle_accuracy
-  from jaxeff.kvcache.judgeq import JudgeQConfig, make_training_data, train_judgeq
   from jaxeff.models.embedded import load_reference_model
+  from jaxeff.training.judgeq import JudgeQConfig, make_training_data, train_judgeq
 
   cfg, params, _ = load_reference_model("tiny-recall")
   n_soft, steps, n_ex, plen = (8, 6, 8, 256) if quick else (8, 40, 16, 256)

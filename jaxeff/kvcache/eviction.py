@@ -123,18 +123,24 @@ def h2o_scores(q_btnh, k_btkh, pos_bt, *, normalize=False, chunk=512):
 
 # ------------------------------------------------------------------------------------------------ budgets
 def pyramid_budgets(capacity: int, window: int, n_layers: int, length: int, beta: float = 20.0) -> list[int]:
-  r"""PyramidKV's per-layer budgets (tokens, window included) for an average budget ``capacity``:
-  min = (cap - w)/beta, max = 2(cap - w) - min; if max >= T - w: max = T - w, min = 2(cap - w) - max;
-  layer l keeps w + max - l (max - min)/(L - 1) (rounded down)."""
+  r"""PyramidKV's per-layer budgets (tokens, window included) for an average budget ``capacity``, in the official
+  integer arithmetic (``pyramidkv_utils.py``): min = (cap - w) // beta, max = 2(cap - w) - min; if max >= T - w:
+  max = T - w, min = 2(cap - w) - max; step = (max - min) // (L - 1); layer l keeps w + max - l step.
+
+  Example:
+    >>> pyramid_budgets(64, 8, 4, 1000)
+    [118, 82, 46, 10]
+  """
   c = capacity - window
   if c <= 0 or n_layers == 1:
     return [capacity] * n_layers
-  lo = c / beta
+  lo = int(c // beta)
   hi = 2 * c - lo
   if hi >= length - window:
     hi = length - window
     lo = 2 * c - hi
-  return [window + int(hi - layer * (hi - lo) / (n_layers - 1)) for layer in range(n_layers)]
+  step = (hi - lo) // (n_layers - 1)
+  return [window + hi - layer * step for layer in range(n_layers)]
 
 
 def _keep_count(budget: float | int, lengths_b: Array) -> Array:

@@ -254,7 +254,7 @@ class GradSelector:
   def _g3(self, chunk, query):
     """Attention mass of the query's last token on each demonstration: candidates of equal length share one
     jitted forward (an attention probe), forward only."""
-    from jaxeff.kvcache.judgeq import attention_maps
+    from jaxeff.training.judgeq import attention_maps
 
     if not hasattr(self, "_g3_fn"):
       self._g3_fn = jax.jit(

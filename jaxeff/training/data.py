@@ -24,13 +24,16 @@ import gzip
 import hashlib
 import os
 import sysconfig
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jaxeff.tokenizer import ByteTokenizer
+
+if TYPE_CHECKING:  # annotations only: the config module imports this one
+  from jaxeff.training.config import TrainConfig
 
 GCIDE_PATH = Path("/usr/share/dictd/gcide.dict.dz")
 _EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
@@ -73,7 +76,7 @@ def gcide_documents(split: str = "train", path: str | os.PathLike = GCIDE_PATH) 
   if not path.is_file():
     raise CorpusMissingError(
       f"the natural-language corpus needs the Debian package dict-gcide ({path} is missing): "
-      "run `apt-get install dict-gcide` or `python -m jaxeff.training.corpora --install`"
+      "run `apt-get install dict-gcide` or `jaxeff corpora --install`"
     )
   with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
     text = fh.read()
@@ -441,3 +444,73 @@ def load_rows(path: str | os.PathLike, split: str, seq_len: int) -> tuple[np.nda
     return rows, masks
   sel = val if split == "validation" else ~val
   return rows[sel], masks[sel]
+
+
+# ------------------------------------------------------------------------------------------------ data
+SYNTHETIC = ("passkey", "arith")  # byte-level synthetic corpora
+
+
+@dataclasses.dataclass
+class RunData:
+  tokenizer: Any
+  train: Iterator
+  validation_batches: Callable[[], list]
+  byte_lengths: np.ndarray
+  vocab_size: int
+
+
+def build_data(config: TrainConfig, workdir: Path | None = None) -> RunData:
+  """Tokeniser, training mixture iterator and a validation-batch factory for ``config``."""
+  from jaxeff.tokenizer import ByteTokenizer
+
+  if config.tokenizer == "byte":
+    tok = ByteTokenizer()
+    vocab = config.model.vocab_size
+    if vocab < tok.vocab_size:
+      raise ValueError(f"model vocab {vocab} is smaller than the byte tokenizer's {tok.vocab_size}")
+  else:
+    texts = []
+    for c in config.corpora:
+      if c not in SYNTHETIC and not c.startswith("npz:"):
+        texts += list(load_corpus(c, "train", max_documents=config.max_documents)["text"])
+    tok_dir = (workdir / "tokenizer") if workdir is not None else None
+    if tok_dir is not None and (tok_dir / "tokenizer.json").is_file():
+      from jaxeff.tokenizer import HFTokenizer
+
+      tok = HFTokenizer(tok_dir / "tokenizer.json", 0, 1)
+    else:
+      tok = train_bpe(texts, config.bpe_vocab, tok_dir)
+    vocab = config.bpe_vocab
+  eos = tok.eos_id
+  L = config.seq_len
+
+  def source(name, split, seed):
+    if name.startswith("npz:"):  # pre-tokenised rows + loss masks (e.g. code-translation pairs)
+      return load_rows(name[4:], split, L)
+    if name in SYNTHETIC:
+      n = config.passkey_rows if split == "train" else max(config.eval_batches * config.batch_size, 8)
+      seed = seed + (0 if split == "train" else 7919)
+      if name == "arith":
+        from jaxeff.tasks.arith import arith_rows
+
+        return arith_rows(n, L, seed=seed, split=split, tokenizer=tok)
+      filler = np.concatenate(tokenize_corpus("python", split, tok, max_documents=config.max_documents))
+      return passkey_rows(filler, n, L, seed=seed)
+    docs = tokenize_corpus(name, split, tok, max_documents=config.max_documents)
+    return pack_documents(docs, L, eos), None
+
+  train_sources = []
+  for k, name in enumerate(config.corpora):
+    rows, masks = source(name, "train", config.seed)
+    train_sources.append(PackedIterator(rows, min(config.batch_size, len(rows)), config.seed + k, masks))
+  train = MixtureIterator(train_sources, config.weights, config.batch_size, config.seed)
+  val_sets = [source(name, "validation", config.seed) for name in config.corpora]
+
+  def validation_batches():
+    out = []
+    for k, (rows, masks) in enumerate(val_sets):
+      it = PackedIterator(rows, min(config.batch_size, len(rows)), seed=1234 + k, loss_masks=masks)
+      out += [next(it) for _ in range(config.eval_batches)]
+    return out
+
+  return RunData(tok, train, validation_batches, token_byte_lengths(tok, vocab), vocab)

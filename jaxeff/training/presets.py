@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from jaxeff.config import ModelConfig
-from jaxeff.training.trainer import TrainConfig
+from jaxeff.training.config import TrainConfig
 
 
 def smoke() -> TrainConfig:
@@ -159,3 +162,30 @@ PRESETS = {
   "tiny-moe": tiny_moe,
   "tiny-arith": tiny_arith,
 }
+
+
+def load_train_config(path_or_preset: str, overrides: list[str] | None = None) -> TrainConfig:
+  """A TrainConfig from a YAML/JSON file or ``preset:NAME`` (see ``jaxeff.training.presets``), then overrides."""
+  if path_or_preset.startswith("preset:"):
+    name = path_or_preset.split(":", 1)[1]
+    if name not in PRESETS:
+      raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(PRESETS)}")
+    cfg = PRESETS[name]()
+  else:
+    path = Path(path_or_preset)
+    if not path.is_file():
+      raise FileNotFoundError(f"training config file not found: {path}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+      import yaml
+
+      raw = yaml.safe_load(text) or {}
+    else:
+      raw = json.loads(text)
+    base = TrainConfig().to_dict()
+    model = dict(base["model"])
+    model.update(raw.pop("model", {}) or {})
+    base.update(raw)
+    base["model"] = model
+    cfg = TrainConfig.from_dict(base)
+  return cfg.override(overrides or [])

@@ -1,5 +1,7 @@
-"""The one trainer: optax AdamW + schedule, clipping, accumulation, loss masks, trainable filters, sharding,
-resumable orbax checkpoints, JSONL metrics and a progress bar.
+"""The one trainer: the train step (accumulation, loss masks, sharding), evaluation and the driver
+(``train_and_evaluate``: resumable orbax checkpoints, JSONL metrics, a progress bar). Its pieces live beside it:
+``config`` (``TrainConfig``), ``optim`` (schedules, ``make_optimizer``), ``data`` (``build_data``), ``checkpoint``
+(``Checkpointer``), ``presets`` (named configs, ``load_train_config``); their names are re-exported here.
 
 ``train_and_evaluate(config, workdir)`` runs (or resumes) a run and exports the final model in HF format.
 Scaling sweeps, Judge Q soft tokens, two-stage fine-tuning and the reference models all call it (or its
@@ -16,10 +18,8 @@ import functools
 import json
 import math
 import os
-import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,257 +33,19 @@ from jaxeff.attention.dense import TrainingAttention
 from jaxeff.config import ModelConfig
 from jaxeff.models.decoder import forward, init_params, param_logical_axes
 from jaxeff.training import data as data_lib
-
-_SCHEDULES = ("cosine", "wsd", "constant")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """Everything a run needs; stored beside every checkpoint.
-
-  Attributes (grouped): model — ``model`` (a ModelConfig; its vocab is set from the tokenizer);
-  data — ``corpora`` ('python', 'gcide', and the synthetic 'passkey' and 'arith'), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
-  'bpe'), ``bpe_vocab``, ``max_documents`` (cap per corpus, for tests), ``passkey_rows`` (rows of each
-  synthetic corpus); batch —
-  ``seq_len``, ``batch_size`` (global rows per step), ``grad_accum`` (micro-batches per step);
-  optimisation — ``steps``, ``lr``, ``warmup_steps``, ``schedule`` ('cosine' | 'wsd' | 'constant'),
-  ``min_lr_ratio``, ``decay_fraction`` (WSD's final decay share), ``weight_decay``, ``b1``, ``b2``, ``eps``,
-  ``clip_norm`` (0 = off), ``compute_dtype`` ('float32' | 'bfloat16'; params stay float32),
-  ``trainable`` (regex over parameter paths such as ``layers/0/attn/q``; others are frozen bit for bit);
-  bookkeeping — ``seed``, ``eval_every``, ``eval_batches``, ``checkpoint_every``, ``keep_checkpoints``,
-  ``log_every``; mesh — ``mesh_data``, ``mesh_fsdp``, ``mesh_tensor``; ``distributed`` calls
-  ``jax.distributed.initialize()`` (multi-host TPU slices; ``jaxeff.sharding.initialize_distributed``); ``init_from`` starts from the weights of a HF
-  folder (e.g. the ``export/`` of an earlier stage) instead of a random init (curricula, fine-tuning).
-  """
-
-  model: ModelConfig = dataclasses.field(default_factory=ModelConfig.tiny)
-  corpora: tuple[str, ...] = ("python",)
-  weights: tuple[float, ...] = (1.0,)
-  tokenizer: str = "byte"
-  bpe_vocab: int = 2048
-  max_documents: int | None = None
-  passkey_rows: int = 2048
-  seq_len: int = 256
-  batch_size: int = 16
-  grad_accum: int = 1
-  steps: int = 200
-  lr: float = 3e-3
-  warmup_steps: int = 20
-  schedule: str = "cosine"
-  min_lr_ratio: float = 0.1
-  decay_fraction: float = 0.2
-  weight_decay: float = 0.1
-  b1: float = 0.9
-  b2: float = 0.95
-  eps: float = 1e-8
-  clip_norm: float = 1.0
-  compute_dtype: str = "float32"
-  trainable: str = ".*"
-  seed: int = 0
-  eval_every: int = 100
-  eval_batches: int = 4
-  checkpoint_every: int = 100
-  keep_checkpoints: int = 2
-  log_every: int = 10
-  mesh_data: int = 1
-  mesh_fsdp: int = 1
-  mesh_tensor: int = 1
-  distributed: bool = False
-  init_from: str | None = None
-
-  def __post_init__(self):
-    errors = []
-    for name in ("seq_len", "batch_size", "grad_accum", "steps", "eval_batches", "keep_checkpoints", "log_every"):
-      if getattr(self, name) < 1:
-        errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("eval_every", "checkpoint_every", "warmup_steps", "passkey_rows"):
-      if getattr(self, name) < 0:
-        errors.append(f"{name} must be >= 0, got {getattr(self, name)}")
-    if not self.lr > 0:
-      errors.append(f"lr must be > 0, got {self.lr}")
-    if self.weight_decay < 0 or self.clip_norm < 0:
-      errors.append("weight_decay and clip_norm must be >= 0")
-    if not 0 <= self.min_lr_ratio <= 1 or not 0 < self.decay_fraction <= 1:
-      errors.append("min_lr_ratio must be in [0, 1] and decay_fraction in (0, 1]")
-    if self.schedule not in _SCHEDULES:
-      errors.append(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
-    if self.compute_dtype not in _DTYPES:
-      errors.append(f"compute_dtype must be one of {tuple(_DTYPES)}, got {self.compute_dtype!r}")
-    if self.tokenizer not in ("byte", "bpe"):
-      errors.append(f"tokenizer must be 'byte' or 'bpe', got {self.tokenizer!r}")
-    bad = [c for c in self.corpora if c not in ("python", "gcide", *SYNTHETIC) and not c.startswith("npz:")]
-    if bad:
-      errors.append(f"unknown corpora {bad}; choose from python, gcide, {', '.join(SYNTHETIC)} or npz:PATH")
-    missing = [c for c in self.corpora if c.startswith("npz:") and not Path(c[4:]).is_file()]
-    if missing:
-      errors.append(f"row files not found: {missing}")
-    if len(self.weights) != len(self.corpora):
-      errors.append(f"{len(self.corpora)} corpora but {len(self.weights)} weights")
-    for syn in SYNTHETIC:
-      if syn in self.corpora and self.tokenizer != "byte":
-        errors.append(f"the {syn} corpus is byte-level: use tokenizer='byte'")
-    if "passkey" in self.corpora and self.model.vocab_size < data_lib.PASSKEY_VOCAB:
-      errors.append(f"the passkey corpus needs model.vocab_size >= {data_lib.PASSKEY_VOCAB} (its key symbols)")
-    if self.batch_size % self.grad_accum:
-      errors.append(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
-    micro = self.batch_size // max(self.grad_accum, 1)
-    shards = self.mesh_data * self.mesh_fsdp
-    if shards < 1 or self.mesh_tensor < 1:
-      errors.append("mesh sizes must be >= 1")
-    elif micro % shards:
-      errors.append(
-        f"micro-batch {micro} (batch_size / grad_accum) is not divisible by the data axes "
-        f"(mesh_data * mesh_fsdp = {shards})"
-      )
-    if self.seq_len + 1 > self.model.max_position_embeddings:
-      errors.append(f"seq_len {self.seq_len} exceeds the model's max_position_embeddings")
-    try:
-      re.compile(self.trainable)
-    except re.error as e:
-      errors.append(f"trainable is not a valid regex: {e}")
-    if errors:
-      raise ValueError("invalid TrainConfig: " + "; ".join(errors))
-
-  # ------------------------------------------------------------------------- (de)serialisation
-  def to_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["model"] = dataclasses.asdict(self.model)
-    return d
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-    d = dict(d)
-    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"unknown TrainConfig keys: {', '.join(unknown)}")
-    if isinstance(d.get("model"), dict):
-      d["model"] = model_config_from_dict(d["model"])
-    for key in ("corpora", "weights"):
-      if key in d and not isinstance(d[key], tuple):
-        d[key] = tuple(d[key]) if isinstance(d[key], list | tuple) else (d[key],)
-    return cls(**d)
-
-  def override(self, pairs: list[str]) -> TrainConfig:
-    """Apply ``key=value`` overrides (``model.d_model=128``, ``corpora=python,gcide``); values parse as
-    JSON when they can, else as strings; unknown keys fail with their name."""
-    d = self.to_dict()
-    for pair in pairs:
-      if "=" not in pair:
-        raise ValueError(f"override {pair!r} is not key=value")
-      key, raw = pair.split("=", 1)
-      try:
-        value = json.loads(raw)
-      except json.JSONDecodeError:
-        value = raw.split(",") if key in ("corpora", "weights") else raw
-      if key in ("corpora", "weights") and not isinstance(value, list):
-        value = [value]
-      if key == "weights":
-        value = [float(v) for v in value]
-      target = d
-      parts = key.split(".")
-      for p in parts[:-1]:
-        if not isinstance(target.get(p), dict):
-          raise ValueError(f"unknown config key {key!r}")
-        target = target[p]
-      if parts[-1] not in target:
-        raise ValueError(f"unknown config key {key!r}")
-      target[parts[-1]] = value
-    return TrainConfig.from_dict(d)
-
-
-def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
-  """``ModelConfig`` from a dict (a run's config.json); unknown keys raise ``ValueError`` listing them."""
-  from jaxeff.config import RopeScaling
-
-  d = dict(d)
-  unknown = sorted(set(d) - {f.name for f in dataclasses.fields(ModelConfig)})
-  if unknown:
-    raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-  if isinstance(d.get("rope_scaling"), dict):
-    d["rope_scaling"] = RopeScaling(**d["rope_scaling"])
-  for k in ("layer_types", "eos_token_id"):
-    if isinstance(d.get(k), list):
-      d[k] = tuple(d[k])
-  return ModelConfig(**d)
-
-
-def load_train_config(path_or_preset: str, overrides: list[str] | None = None) -> TrainConfig:
-  """A TrainConfig from a YAML/JSON file or ``preset:NAME`` (see ``jaxeff.training.presets``), then overrides."""
-  if path_or_preset.startswith("preset:"):
-    from jaxeff.training.presets import PRESETS
-
-    name = path_or_preset.split(":", 1)[1]
-    if name not in PRESETS:
-      raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(PRESETS)}")
-    cfg = PRESETS[name]()
-  else:
-    path = Path(path_or_preset)
-    if not path.is_file():
-      raise FileNotFoundError(f"training config file not found: {path}")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-      import yaml
-
-      raw = yaml.safe_load(text) or {}
-    else:
-      raw = json.loads(text)
-    base = TrainConfig().to_dict()
-    model = dict(base["model"])
-    model.update(raw.pop("model", {}) or {})
-    base.update(raw)
-    base["model"] = model
-    cfg = TrainConfig.from_dict(base)
-  return cfg.override(overrides or [])
-
-
-# ------------------------------------------------------------------------------------------------ optimiser
-def lr_schedule(config: TrainConfig) -> optax.Schedule:
-  """Linear warmup to ``lr``, then cosine to ``lr * min_lr_ratio``, WSD (constant, then a linear decay over
-  the last ``decay_fraction`` of steps), or constant."""
-  peak, floor, warm, total = config.lr, config.lr * config.min_lr_ratio, config.warmup_steps, config.steps
-  warmup = optax.linear_schedule(peak / max(warm, 1), peak, max(warm, 1))
-  rest = max(total - warm, 1)
-  if config.schedule == "cosine":
-    main = optax.cosine_decay_schedule(peak, rest, alpha=config.min_lr_ratio)
-  elif config.schedule == "wsd":
-    decay = max(int(round(rest * config.decay_fraction)), 1)
-    main = optax.join_schedules(
-      [optax.constant_schedule(peak), optax.linear_schedule(peak, floor, decay)], [rest - decay]
-    )
-  else:
-    main = optax.constant_schedule(peak)
-  return optax.join_schedules([warmup, main], [warm]) if warm > 0 else main
-
-
-def path_names(tree: Any) -> Any:
-  """A tree of 'a/b/0/c' strings naming every leaf."""
-
-  def name(path, _):
-    parts = []
-    for k in path:
-      parts.append(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))))
-    return "/".join(parts)
-
-  return jax.tree_util.tree_map_with_path(name, tree)
-
-
-def trainable_mask(params: Any, pattern: str) -> Any:
-  """True for leaves whose path matches ``pattern`` (``re.search``)."""
-  rx = re.compile(pattern)
-  return jax.tree.map(lambda n: bool(rx.search(n)), path_names(params))
-
-
-def make_optimizer(config: TrainConfig, params: Any) -> optax.GradientTransformation:
-  """clip -> AdamW(schedule) on trainable leaves (decay on matrices only); frozen leaves get zero updates."""
-  decay_mask = jax.tree.map(lambda p: p.ndim >= 2, params)
-  inner = optax.adamw(
-    lr_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask
-  )
-  if config.clip_norm > 0:
-    inner = optax.chain(optax.clip_by_global_norm(config.clip_norm), inner)
-  labels = jax.tree.map(lambda t: "train" if t else "freeze", trainable_mask(params, config.trainable))
-  return optax.multi_transform({"train": inner, "freeze": optax.set_to_zero()}, labels)
+from jaxeff.training.checkpoint import Checkpointer as Checkpointer
+from jaxeff.training.config import _DTYPES
+from jaxeff.training.config import TrainConfig as TrainConfig
+from jaxeff.training.config import model_config_from_dict as model_config_from_dict
+from jaxeff.training.data import SYNTHETIC as SYNTHETIC
+from jaxeff.training.data import RunData as RunData
+from jaxeff.training.data import build_data as build_data
+from jaxeff.training.optim import OptimizerConfig as OptimizerConfig
+from jaxeff.training.optim import lr_schedule as lr_schedule
+from jaxeff.training.optim import make_optimizer as make_optimizer
+from jaxeff.training.optim import path_names as path_names
+from jaxeff.training.optim import trainable_mask as trainable_mask
+from jaxeff.training.presets import load_train_config as load_train_config
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -353,129 +115,6 @@ def evaluate(params, batches, *, config: ModelConfig, byte_lengths: np.ndarray |
   if byte_lengths is not None and nbytes > 0:
     out["bits_per_byte"] = tot / math.log(2) / nbytes
   return out
-
-
-# ------------------------------------------------------------------------------------------------ data
-SYNTHETIC = ("passkey", "arith")  # byte-level synthetic corpora
-
-
-@dataclasses.dataclass
-class RunData:
-  tokenizer: Any
-  train: Iterator
-  validation_batches: Callable[[], list]
-  byte_lengths: np.ndarray
-  vocab_size: int
-
-
-def build_data(config: TrainConfig, workdir: Path | None = None) -> RunData:
-  """Tokeniser, training mixture iterator and a validation-batch factory for ``config``."""
-  from jaxeff.tokenizer import ByteTokenizer
-
-  if config.tokenizer == "byte":
-    tok = ByteTokenizer()
-    vocab = config.model.vocab_size
-    if vocab < tok.vocab_size:
-      raise ValueError(f"model vocab {vocab} is smaller than the byte tokenizer's {tok.vocab_size}")
-  else:
-    texts = []
-    for c in config.corpora:
-      if c not in SYNTHETIC and not c.startswith("npz:"):
-        texts += list(data_lib.load_corpus(c, "train", max_documents=config.max_documents)["text"])
-    tok_dir = (workdir / "tokenizer") if workdir is not None else None
-    if tok_dir is not None and (tok_dir / "tokenizer.json").is_file():
-      from jaxeff.tokenizer import HFTokenizer
-
-      tok = HFTokenizer(tok_dir / "tokenizer.json", 0, 1)
-    else:
-      tok = data_lib.train_bpe(texts, config.bpe_vocab, tok_dir)
-    vocab = config.bpe_vocab
-  eos = tok.eos_id
-  L = config.seq_len
-
-  def source(name, split, seed):
-    if name.startswith("npz:"):  # pre-tokenised rows + loss masks (e.g. code-translation pairs)
-      return data_lib.load_rows(name[4:], split, L)
-    if name in SYNTHETIC:
-      n = config.passkey_rows if split == "train" else max(config.eval_batches * config.batch_size, 8)
-      seed = seed + (0 if split == "train" else 7919)
-      if name == "arith":
-        from jaxeff.tasks.arith import arith_rows
-
-        return arith_rows(n, L, seed=seed, split=split, tokenizer=tok)
-      filler = np.concatenate(data_lib.tokenize_corpus("python", split, tok, max_documents=config.max_documents))
-      return data_lib.passkey_rows(filler, n, L, seed=seed)
-    docs = data_lib.tokenize_corpus(name, split, tok, max_documents=config.max_documents)
-    return data_lib.pack_documents(docs, L, eos), None
-
-  train_sources = []
-  for k, name in enumerate(config.corpora):
-    rows, masks = source(name, "train", config.seed)
-    train_sources.append(data_lib.PackedIterator(rows, min(config.batch_size, len(rows)), config.seed + k, masks))
-  train = data_lib.MixtureIterator(train_sources, config.weights, config.batch_size, config.seed)
-  val_sets = [source(name, "validation", config.seed) for name in config.corpora]
-
-  def validation_batches():
-    out = []
-    for k, (rows, masks) in enumerate(val_sets):
-      it = data_lib.PackedIterator(rows, min(config.batch_size, len(rows)), seed=1234 + k, loss_masks=masks)
-      out += [next(it) for _ in range(config.eval_batches)]
-    return out
-
-  return RunData(tok, train, validation_batches, data_lib.token_byte_lengths(tok, vocab), vocab)
-
-
-# ------------------------------------------------------------------------------------------------ checkpoints
-class Checkpointer:
-  """Orbax ``CheckpointManager`` for (params, opt_state, data state, config); atomic commits, restore into
-  an abstract target, stale ``*.orbax-checkpoint-tmp`` directories of killed saves removed on open."""
-
-  def __init__(self, directory: Path, keep: int = 2):
-    import orbax.checkpoint as ocp
-
-    self._ocp = ocp
-    directory = Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-      for stale in directory.glob("*.orbax-checkpoint-tmp*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    self.manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    )
-
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
-  def save(self, step: int, params, opt_state, data_state: dict, config: TrainConfig) -> None:
-    ocp = self._ocp
-    self.manager.save(
-      step,
-      args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params),
-        opt_state=ocp.args.StandardSave(opt_state),
-        data=ocp.args.JsonSave(data_state),
-        config=ocp.args.JsonSave(config.to_dict()),
-      ),
-    )
-
-  def restore(self, step: int, abstract_params, abstract_opt_state):
-    ocp = self._ocp
-    out = self.manager.restore(
-      step,
-      args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params),
-        opt_state=ocp.args.StandardRestore(abstract_opt_state),
-        data=ocp.args.JsonRestore(),
-        config=ocp.args.JsonRestore(),
-      ),
-    )
-    return out["params"], out["opt_state"], out["data"], out["config"]
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
-  def close(self) -> None:
-    self.manager.close()
 
 
 # ------------------------------------------------------------------------------------------------ driver

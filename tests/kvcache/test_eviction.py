@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from jaxeff.config import ModelConfig
+from jaxeff.evals.cached import teacher_forced
 from jaxeff.generation import Sampler, SamplingParams
 from jaxeff.kvcache import FullCache
-from jaxeff.kvcache.evaluate import _teacher_forced
 from jaxeff.kvcache.eviction import Press, h2o_scores, pyramid_budgets, select_keep, snapkv_scores
 from jaxeff.models import init_params
 
@@ -90,8 +90,8 @@ def test_h2o_scores_match_numpy(qkp, normalize):
 
 
 def test_pyramid_budgets_closed_form():
-  # c = 56, min = 2.8, max = 109.2, step (109.2 - 2.8) / 3
-  assert pyramid_budgets(64, 8, 4, 1000) == [117, 81, 46, 10]
+  # the official integer arithmetic: c = 56, min = 56 // 20 = 2, max = 110, step = 108 // 3 = 36
+  assert pyramid_budgets(64, 8, 4, 1000) == [118, 82, 46, 10]
   # clamp: max >= T - w -> max = T - w = 92, min = 2 * 56 - 92 = 20
   assert pyramid_budgets(64, 8, 3, 100) == [100, 64, 28]
 
@@ -130,11 +130,11 @@ def test_full_budget_reproduces_full_cache_exactly(model, scorer):
   cfg, params = model
   rng = np.random.RandomState(1)
   ctx, fol = rng.randint(0, cfg.vocab_size, (2, 40)), rng.randint(0, cfg.vocab_size, (2, 6))
-  ref, _ = _teacher_forced(params, cfg, _Full, ctx, fol)
+  ref, _ = teacher_forced(params, cfg, _Full, ctx, fol)
   for budget in (1.0, 40):
-    got, _ = _teacher_forced(params, cfg, Press(scorer, budget=budget), ctx, fol)
+    got, _ = teacher_forced(params, cfg, Press(scorer, budget=budget), ctx, fol)
     assert float(jnp.max(jnp.abs(got - ref))) == 0.0
-  low, _ = _teacher_forced(params, cfg, Press(scorer, budget=0.25), ctx, fol)
+  low, _ = teacher_forced(params, cfg, Press(scorer, budget=0.25), ctx, fol)
   assert float(jnp.max(jnp.abs(low - ref))) > 1e-3  # eviction does change the predictions
 
 
@@ -207,7 +207,7 @@ def test_bad_press_options_fail_clearly(kw, match):
 def test_token_budget_above_prompt_length_fails(model):
   cfg, params = model
   with pytest.raises(ValueError, match="exceeds the prompt length"):
-    _teacher_forced(params, cfg, Press("snapkv", budget=41), np.zeros((1, 40), np.int32), np.zeros((1, 2), np.int32))
+    teacher_forced(params, cfg, Press("snapkv", budget=41), np.zeros((1, 40), np.int32), np.zeros((1, 2), np.int32))
 
 
 def test_composed_press_equals_each_piece_at_identity_settings(model):
@@ -219,19 +219,19 @@ def test_composed_press_equals_each_piece_at_identity_settings(model):
   rng = np.random.RandomState(5)
   ctx, fol = rng.randint(0, cfg.vocab_size, (2, 40)), rng.randint(0, cfg.vocab_size, (2, 6))
   q8 = Quantized(bits=8, group_size=16)
-  a, _ = _teacher_forced(params, cfg, q8, ctx, fol)
-  b, _ = _teacher_forced(params, cfg, Press("snapkv", budget=1.0, per_head=False, inner=q8), ctx, fol)
+  a, _ = teacher_forced(params, cfg, q8, ctx, fol)
+  b, _ = teacher_forced(params, cfg, Press("snapkv", budget=1.0, per_head=False, inner=q8), ctx, fol)
   assert float(jnp.max(jnp.abs(a - b))) == 0.0
   _, pc, spec, _ = compress(cfg, params, group_size=2, rank=16)
-  a, _ = _teacher_forced(pc, cfg, CommonKV(spec), ctx, fol)
-  b, _ = _teacher_forced(pc, cfg, Press("h2o", budget=1.0, per_head=False, inner=CommonKV(spec)), ctx, fol)
+  a, _ = teacher_forced(pc, cfg, CommonKV(spec), ctx, fol)
+  b, _ = teacher_forced(pc, cfg, Press("h2o", budget=1.0, per_head=False, inner=CommonKV(spec)), ctx, fol)
   assert float(jnp.max(jnp.abs(a - b))) == 0.0
   plain = Press("snapkv", budget=0.3, per_head=False)
-  a, _ = _teacher_forced(params, cfg, plain, ctx, fol)
-  b, _ = _teacher_forced(params, cfg, Press("snapkv", budget=0.3, per_head=False, inner=_Full), ctx, fol)
+  a, _ = teacher_forced(params, cfg, plain, ctx, fol)
+  b, _ = teacher_forced(params, cfg, Press("snapkv", budget=0.3, per_head=False, inner=_Full), ctx, fol)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
   # evicted + CommonKV latents + a real budget still decodes (and differs from the unevicted latent cache)
-  c, _ = _teacher_forced(pc, cfg, Press("snapkv", budget=0.3, per_head=False, inner=CommonKV(spec, bits=4)), ctx, fol)
+  c, _ = teacher_forced(pc, cfg, Press("snapkv", budget=0.3, per_head=False, inner=CommonKV(spec, bits=4)), ctx, fol)
   assert bool(jnp.all(jnp.isfinite(c)))
   with pytest.raises(ValueError, match="per_head=False"):
     Press("snapkv", inner=q8)

@@ -6,19 +6,12 @@ import numpy as np
 import pytest
 
 from jaxeff.config import ModelConfig
+from jaxeff.evals.cached import teacher_forced
 from jaxeff.kvcache import FullCache
-from jaxeff.kvcache.evaluate import _teacher_forced
 from jaxeff.kvcache.eviction import query_key_probs
-from jaxeff.kvcache.judgeq import (
-  JudgeQConfig,
-  JudgeQPress,
-  SoftTokens,
-  alignment_loss,
-  attention_maps,
-  extend_prompt,
-  train_judgeq,
-)
+from jaxeff.kvcache.judgeq import JudgeQPress, SoftTokens, extend_prompt
 from jaxeff.models import forward, init_params
+from jaxeff.training.judgeq import JudgeQConfig, alignment_loss, attention_maps, train_judgeq
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +79,8 @@ def test_press_drops_soft_tokens_and_full_budget_is_exact(model, tmp_path):
   soft = SoftTokens(rng.randn(5, cfg.d_model).astype(np.float32))
   soft = SoftTokens.load(soft.save(tmp_path / "jq"))
   ctx, fol = rng.randint(0, cfg.vocab_size, (2, 40)), rng.randint(0, cfg.vocab_size, (2, 6))
-  ref, _ = _teacher_forced(params, cfg, _Full, ctx, fol)
-  got, _ = _teacher_forced(params, cfg, JudgeQPress(soft, budget=1.0), ctx, fol)
+  ref, _ = teacher_forced(params, cfg, _Full, ctx, fol)
+  got, _ = teacher_forced(params, cfg, JudgeQPress(soft, budget=1.0), ctx, fol)
   assert float(jnp.max(jnp.abs(got - ref))) == 0.0  # soft tokens never affect later positions
   T = 40
   press = JudgeQPress(soft, budget=0.25)

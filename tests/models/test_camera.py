@@ -120,7 +120,7 @@ def test_baselines_prune_the_same_count(calib, method):
   _, rep = camera_prune(params, cfg, calib, 0.25, method=method, chunk=6)
   for rk, sk in rep.masks.values():
     removed = (~rk).sum() + (~sk).sum()
-    assert removed == int(np.floor(44 * 0.25)) or (method == "magnitude" and removed <= int(np.floor(44 * 0.25)))
+    assert removed == int(np.floor(44 * 0.25)), (method, removed)
 
 
 @pytest.mark.parametrize(
