@@ -1,0 +1,75 @@
+"""The ``jaxeff`` command. Thin: parses arguments, calls the library, prints. One module per command group
+(``jaxeff/cli/*.py``: a ``register`` function that adds its sub-command, the command body beside it).
+
+Bad input (a missing folder, an unsupported architecture, a prompt longer than the model allows) prints one
+``jaxeff: error: ...`` line and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from jaxeff.cli import (
+  bench,
+  camera,
+  codetrans,
+  evals,
+  generate,
+  judgeq,
+  models,
+  scaling,
+  seersc,
+  tcbench,
+  theory,
+  tour,
+  train,
+)
+
+REGISTER = (
+  tour.register,  # tour
+  generate.register,  # generate
+  judgeq.register,  # judgeq
+  camera.register,  # camera
+  models.register_inspect,  # inspect
+  models.register_models,  # models
+  train.register_train,  # train
+  train.register_corpora,  # corpora
+  evals.register,  # eval
+  bench.register,  # bench
+  seersc.register,  # seersc
+  scaling.register_sweep,  # sweep
+  scaling.register_fit,  # fit
+  tcbench.register,  # tcbench
+  theory.register,  # theory
+  codetrans.register,  # codetrans
+)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+    prog="jaxeff",
+    description="jaxeff: efficient LLM inference and training research in JAX/Flax.",
+  )
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+  for register in REGISTER:
+    register(sub)
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Run ``jaxeff ARGS``; returns the exit status (2: bad input, one ``jaxeff: error:`` line)."""
+  args = _build_parser().parse_args(argv)
+  try:
+    return args.func(args)
+  except (ValueError, FileNotFoundError, NotImplementedError) as e:
+    print(f"jaxeff: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("jaxeff: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

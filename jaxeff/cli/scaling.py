@@ -1,0 +1,155 @@
+"""`jaxeff sweep` and `jaxeff fit`: scaling-law training sweeps and the Chinchilla / Farseer fits."""
+
+from __future__ import annotations
+
+import json
+
+from jaxeff.cli.common import (
+  floats,
+)
+
+
+def register_sweep(sub) -> None:
+  """Add the `sweep` sub-command to ``sub``."""
+  sw = sub.add_parser(
+    "sweep",
+    help="run a scaling sweep (one training run per (N, D) point) into a results table",
+    description="Train one model per point of a grid or IsoFLOP design, each with its own cosine schedule ending "
+    "at its token budget, and append (N, D, C, held-out loss, bits/byte) to WORKDIR/results.csv. Re-running skips "
+    "finished points and resumes a killed one from its checkpoint.",
+  )
+  sw.add_argument("--workdir", required=True, help="folder for the runs and results.csv")
+  sw.add_argument("--design", choices=("grid", "isoflop"), default="grid", help="point design (default: grid)")
+  sw.add_argument(
+    "--sizes",
+    default="32x2,48x2,64x2",
+    help="model sizes as d_model x layers, comma-separated (default: %(default)s)",
+  )
+  sw.add_argument(
+    "--tokens", default="100000,200000,400000", help="grid: token budgets D, comma-separated (default: %(default)s)"
+  )
+  sw.add_argument("--budgets", default="1e11,3e11", help="isoflop: compute budgets C = 6ND (default: %(default)s)")
+  sw.add_argument(
+    "--corpus", default="python", help="training corpus or mixture, e.g. 'python' or 'python:0.5,gcide:0.5'"
+  )
+  sw.add_argument("--eval-corpus", default=None, help="held-out corpus (default: the first training corpus)")
+  sw.add_argument("--seq-len", type=int, default=128, help="context length of every run (default: %(default)s)")
+  sw.add_argument("--batch-size", type=int, default=32, help="rows per step (default: %(default)s)")
+  sw.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
+  sw.add_argument(
+    "--shard",
+    default=None,
+    metavar="K/N",
+    help="run only points K, K+N, K+2N, ... into results-K-of-N.csv (one shard per host or TPU slice; "
+    "`jaxeff fit --results` takes the tables comma-separated)",
+  )
+  sw.add_argument("--dry-run", action="store_true", help="print the points (N, D, C) and exit")
+  sw.set_defaults(func=_cmd_sweep)
+
+
+def register_fit(sub) -> None:
+  """Add the `fit` sub-command to ``sub``."""
+  fi = sub.add_parser(
+    "fit",
+    help="fit a Chinchilla or Farseer law to a results table and report compute-optimal allocation",
+    description="Fit L(N, D) to a CSV with columns N, D and loss (a `jaxeff sweep` table or your own runs), print "
+    "the parameters, in-range relative error, and optimal N, D and D/N at the given budgets; optionally plot.",
+  )
+  fi.add_argument("--results", required=True, help="CSV table(s) with N, D and loss columns, comma-separated")
+  fi.add_argument("--law", choices=("chinchilla", "farseer"), default="chinchilla", help="law (default: chinchilla)")
+  fi.add_argument(
+    "--method",
+    default=None,
+    help="chinchilla: 'huber' (Approach 3, default) or 'vp' (variable projection); farseer: 'piecewise' (default) "
+    "or 'direct'",
+  )
+  fi.add_argument("--budgets", default="1e12,1e14,1e16", help="compute budgets for the allocation table")
+  fi.add_argument("--plot", default=None, help="write a PNG figure here")
+  fi.add_argument("--json", action="store_true", help="print one JSON object")
+  fi.set_defaults(func=_cmd_fit)
+
+
+def _cmd_sweep(args) -> int:
+  from jaxeff.scaling import sweep as sw
+
+  sizes = []
+  for part in args.sizes.split(","):
+    d, _, l = part.partition("x")
+    if not (d.isdigit() and l.isdigit()):
+      raise ValueError(f"--sizes: expected d_modelxlayers like 32x2, got {part!r}")
+    sizes.append((int(d), int(l)))
+  if args.design == "grid":
+    points = sw.grid_design(
+      sizes, [int(t) for t in floats(args.tokens, "--tokens")], corpus=args.corpus, eval_corpus=args.eval_corpus
+    )
+  else:
+    points = sw.isoflop_design(
+      floats(args.budgets, "--budgets"), sizes, corpus=args.corpus, eval_corpus=args.eval_corpus
+    )
+  table = None
+  if args.shard:
+    k, _, n = args.shard.partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+      raise ValueError(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}")
+    points = points[int(k) :: int(n)]
+    from pathlib import Path
+
+    table = Path(args.workdir) / f"results-{k}-of-{n}.csv"
+  for p in points:
+    n = sw.count_params(p.model)
+    print(f"{p.name:40s} N={n:>9d} D={p.tokens:>11d} C={6 * n * p.tokens:.3g}")
+  if args.dry_run:
+    return 0
+  rows = sw.run_sweep(points, args.workdir, table=table, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr)
+  print(f"{len(rows)} rows in {table or args.workdir + '/results.csv'}")
+  return 0
+
+
+def _cmd_fit(args) -> int:
+  import warnings
+
+  from jaxeff.scaling import laws
+  from jaxeff.scaling.sweep import read_table, table_arrays
+
+  N, D, L = table_arrays([row for path in args.results.split(",") if path for row in read_table(path)])
+  budgets = floats(args.budgets, "--budgets")
+  if args.law == "chinchilla":
+    method = args.method or "huber"
+    if method not in ("huber", "vp"):
+      raise ValueError(f"--method for chinchilla must be 'huber' or 'vp', got {method!r}")
+    fit = laws.fit_chinchilla(N, D, L) if method == "huber" else laws.fit_chinchilla_vp(N, D, L)
+  else:
+    method = args.method or "piecewise"
+    if method not in ("piecewise", "direct"):
+      raise ValueError(f"--method for farseer must be 'piecewise' or 'direct', got {method!r}")
+    fit = laws.fit_farseer(N, D, L, method=method)
+  import dataclasses
+
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    alloc = [laws.optimal_allocation(fit, c, n_range=(N.min(), N.max())) for c in budgets]
+  out = {
+    "law": args.law,
+    "method": method,
+    "points": len(N),
+    "params": dataclasses.asdict(fit.params),
+    "objective": fit.objective,
+    "mean_relative_error": laws.mean_relative_error(fit, N, D, L),
+    "allocation": [{"C": a.C, "N": a.N, "D": a.D, "tokens_per_param": a.tokens_per_param} for a in alloc],
+    "warnings": [str(w.message) for w in caught],
+  }
+  if args.plot:
+    from jaxeff.scaling.plots import plot_fits
+
+    plot_fits(N, D, L, {f"{args.law} ({method})": fit}, args.plot, budgets=budgets)
+    out["plot"] = args.plot
+  if args.json:
+    print(json.dumps(out, indent=2, default=float))
+    return 0
+  print(f"{args.law} ({method}) on {len(N)} points: " + ", ".join(f"{k}={v:.6g}" for k, v in out["params"].items()))
+  print(f"mean relative error {out['mean_relative_error']:.4%}")
+  for a in out["allocation"]:
+    print(f"C={a['C']:.3g}: N_opt={a['N']:.4g} D_opt={a['D']:.4g} D/N={a['tokens_per_param']:.3g}")
+  for w in out["warnings"]:
+    print("warning:", w)
+  return 0

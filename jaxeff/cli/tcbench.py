@@ -1,0 +1,83 @@
+"""`jaxeff tcbench`: code-test matrices, WrongSelect and HackRate."""
+
+from __future__ import annotations
+
+import json
+
+from jaxeff.cli.common import (
+  add_unsafe_option,
+)
+
+
+def register(sub) -> None:
+  """Add the `tcbench` sub-command to ``sub``."""
+  tc = sub.add_parser(
+    "tcbench",
+    help="TC-Bench: build code-test matrices, select wrong codes (WrongSelect), score generated tests",
+    description="build: run every problem's wrong codes on its tests in the sandbox and write filtered failure "
+    "matrices; select: WrongSelect on each matrix; evaluate: run the selected codes on generated tests and print "
+    "the exclusion rate (HackRate@k). Formats are in `jaxeff.tcbench.pipeline`.",
+  )
+  tc.add_argument("action", choices=("build", "select", "evaluate"), help="which stage to run")
+  tc.add_argument("--problems", help="problems JSONL (build, evaluate)")
+  tc.add_argument("--matrices", help="matrices JSONL: written by build, read by select")
+  tc.add_argument("--selections", help="selections JSONL: written by select, read by evaluate")
+  tc.add_argument("--generated", help="generated tests JSONL (evaluate)")
+  tc.add_argument("--restarts", type=int, default=0, help="WrongSelect shuffled restarts (default: %(default)s)")
+  tc.add_argument("--seed", type=int, default=0, help="restart shuffles and HackRate test sampling (default: 0)")
+  tc.add_argument("--min-rank", type=int, default=5, help="reject problems of lower rank (default: %(default)s)")
+  tc.add_argument("--cache", default=None, help="verdict cache folder (re-runs execute nothing)")
+  tc.add_argument("--workers", type=int, default=None, help="parallel programs (default: CPU count)")
+  tc.add_argument(
+    "--limits",
+    choices=("tcbench", "strict"),
+    default="tcbench",
+    help="tcbench: the official runner's limits (time // 1000 + 3 s, 5x memory); strict: the problem's own limits "
+    "(default: %(default)s)",
+  )
+  add_unsafe_option(tc)
+  tc.set_defaults(func=_cmd_tcbench)
+
+
+def _cmd_tcbench(args) -> int:
+  from jaxeff.tcbench import pipeline as tp
+
+  need = {
+    "build": ("problems", "matrices"),
+    "select": ("matrices", "selections"),
+    "evaluate": ("problems", "selections", "generated"),
+  }
+  missing = [f"--{k}" for k in need[args.action] if not getattr(args, k)]
+  if missing:
+    raise ValueError(f"tcbench {args.action} needs {', '.join(missing)}")
+  if args.action == "build":
+    problems = tp.read_jsonl(args.problems, ("id", "tests", "wrong_codes"))
+    out = tp.build(
+      problems,
+      cache_dir=args.cache,
+      workers=args.workers,
+      min_rank=args.min_rank,
+      limits=args.limits,
+      unsafe_no_isolation=args.unsafe_no_isolation,
+    )
+    tp.write_jsonl(args.matrices, out)
+    ok = [m for m in out if "rows" in m]
+    print(f"{len(ok)} of {len(out)} problems kept; ranks {[m['rank'] for m in ok]} -> {args.matrices}")
+  elif args.action == "select":
+    mats = tp.read_jsonl(args.matrices, ("id",))
+    out = tp.select(mats, restarts=args.restarts, seed=args.seed)
+    tp.write_jsonl(args.selections, out)
+    print(f"{len(out)} selections (objectives {[round(x['objective'], 4) for x in out]}) -> {args.selections}")
+  else:
+    res = tp.evaluate(
+      tp.read_jsonl(args.selections, ("id", "codes")),
+      tp.read_jsonl(args.problems, ("id", "tests", "wrong_codes")),
+      tp.read_jsonl(args.generated, ("id", "tests")),
+      seed=args.seed,
+      cache_dir=args.cache,
+      workers=args.workers,
+      limits=args.limits,
+      unsafe_no_isolation=args.unsafe_no_isolation,
+    )
+    print(json.dumps(res, indent=2))
+  return 0
