@@ -249,12 +249,20 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list):
         c = compare(proto, row, "dense", L)
         if c:
           comparisons[f"{proto}/{L}/{row} - dense"] = c
-      for a, b in (
-        ("judgeq-10", "snapkv-10"),
-        ("judgeq-10", "judgeq-untrained-10"),
-        ("judgeq-10", "judgeq-random-10"),
-        ("judgeq-untrained-10", "snapkv-10"),
-      ):
+      pairs = [
+        (a.format(b), c.format(b))
+        for b in (5, 10, 20, 50)
+        for a, c in (
+          ("judgeq-{}", "snapkv-{}"),
+          ("judgeq-{}", "judgeq-untrained-{}"),
+          ("judgeq-{}", "judgeq-random-{}"),
+          ("judgeq-untrained-{}", "snapkv-{}"),
+          ("judgeq-random-{}", "snapkv-{}"),
+        )
+      ]
+      pairs += [(r, "proxyattn-mb512-stride1") for r in ("random-blocks-50", "local-blocks-50", "xattention")]
+      pairs += [(r, "dense") for r in ("random-blocks-50", "local-blocks-50", "proxyattn-mb512-stride1", "xattention")]
+      for a, b in pairs:
         c = compare(proto, a, b, L)
         if c:
           comparisons[f"{proto}/{L}/{a} - {b}"] = c
