@@ -57,6 +57,7 @@ MODULES = (
   "jaxeff.tcbench.score",
   "jaxeff.tcbench.pipeline",
   "jaxeff.sandbox",
+  "jaxeff.sandbox.isolation",
   "jaxeff.theory.lsa",
   "jaxeff.theory.oracles",
   "jaxeff.theory.cot_bound",

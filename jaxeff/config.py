@@ -1,5 +1,8 @@
 """ModelConfig: the frozen description of a jaxeff decoder, with presets and HF mapping.
 
+Size (over 500 lines): about half is the Hugging Face translation for the supported families; moving it to one
+table per family beside the weight table is pending (issue 22).
+
 A model in jaxeff is ``(ModelConfig, params)``. The config is a frozen dataclass that is
 validated on construction; ``from_hf_config`` / ``to_hf_config`` translate Hugging Face
 ``config.json`` dictionaries for the Llama, Mistral, Qwen2 and Qwen3 families and reject,

@@ -231,7 +231,7 @@ def test_verdict_cache_is_checked_and_never_holds_infrastructure_failures(tmp_pa
 
 def test_missing_bubblewrap_refuses_unless_explicitly_unsafe(monkeypatch, capsys):
   real_which = shutil.which
-  monkeypatch.setattr(S.shutil, "which", lambda name, *a, **k: None if name == "bwrap" else real_which(name, *a, **k))
+  monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "bwrap" else real_which(name, *a, **k))
   S.isolation_problem.cache_clear()
   try:
     with pytest.raises(S.SandboxUnavailable, match="apt-get install bubblewrap"):

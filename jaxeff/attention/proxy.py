@@ -1,5 +1,8 @@
 """ProxyAttn: proxy-head block estimation with dynamic per-head budgets, for block-sparse prefill attention.
 
+Size (over 500 lines): the estimator's five steps plus the block-sparse mask type and backend base that its
+peers share; moving those two next to the kernel is pending (issue 22).
+
 ProxyAttn (Wang et al., "ProxyAttn: Guided Sparse Attention via Representative Heads", arXiv 2509.24745,
 ICLR 2026) ranks key blocks with a few pooled "proxy" heads and gives every real head its own budget:
 

@@ -1,5 +1,8 @@
 r"""SeerSC: entropy-budgeted self-consistency, with SC, ESC and ASC run by one batch scheduler.
 
+Size (over 500 lines): the four policies share one batch scheduler and one stream state, kept together until
+the split into named policy classes (issue 22, not done yet).
+
 Ji et al., "Seer Self-Consistency: Advance Budget Estimation for Adaptive Test-Time Scaling", Findings of ACL
 2026 (arXiv 2511.09345). A cheap System-1 pass (M direct answers forced by an answer prefix) estimates the
 answer entropy of a query and fixes its System-2 budget **before** any reasoning is sampled, so all B(X)

@@ -1,5 +1,8 @@
 """CommonKV, offline step: one SVD of the stacked K and V projections of G adjacent layers.
 
+Size (over 500 lines): the offline factorisation, the latent cache and the cross-layer merge share the latent
+layout and its bookkeeping; they are one method.
+
 CommonKV (arXiv 2508.16134) shares one down-projection across the K and V projections of a group of ``G``
 adjacent layers so that their latent caches live in one basis (and can be merged across layers). For a group
 with layers ``l_1..l_G`` (PyTorch ``[out, in]`` rows, ``d_kv = n_kv_heads * head_dim``)::

@@ -1,5 +1,8 @@
 r"""Scaling-law fits in float64: Chinchilla (Hoffmann's Approach 3 and variable projection) and Farseer.
 
+Size (over 500 lines): two law families with their fitting procedures, bootstrap and allocation, each written
+out step by step against the papers' formulas.
+
 * **Chinchilla** (Hoffmann et al. 2022, arXiv 2203.15556): L(N, D) = E + A / N^alpha + B / D^beta. Fitted as
   Hoffmann and Epoch do (Besiroglu et al., arXiv 2404.10102): log L_hat = LSE(a - alpha log N, b - beta log D, e)
   with a = log A, b = log B, e = log E; objective = **sum** of Huber(log L - log L_hat; delta = 1e-3); BFGS

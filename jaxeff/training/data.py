@@ -1,5 +1,7 @@
 """Offline corpora, tokenisation, packing and checkpointable batch iterators.
 
+Size (just over 500 lines): corpora, tokenisers, packing, iterators and the run-data builder of the trainer.
+
 Corpora come from this machine only (no network):
 
 * ``python``: the Python standard library's own sources (``sysconfig`` ``stdlib`` path, never
