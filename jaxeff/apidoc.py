@@ -25,6 +25,7 @@ MODULES = (
   "jaxeff.tokenizer",
   "jaxeff.stack",
   "jaxeff.attention.dense",
+  "jaxeff.attention.block_sparse",
   "jaxeff.attention.proxy",
   "jaxeff.attention.peers",
   "jaxeff.kvcache.base",

@@ -29,7 +29,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from jaxeff.attention.proxy import (
+from jaxeff.attention.block_sparse import (
   BlockSparseBackend,
   BlockSparseMask,
   _check_qk,

@@ -1,0 +1,190 @@
+"""What every block-sparse prefill backend shares: the mask type (``BlockSparseMask``: index lists + bool mask,
+and its density), the top-k step that turns block scores and per-row budgets into a mask
+(``topk_mask_from_scores``), and the backend base (``BlockSparseBackend``: estimate a mask, run the block-sparse
+kernel of ``kernels_pallas.block_sparse_attention``, fall back to dense attention where blocks make no sense).
+ProxyAttn (``jaxeff.attention.proxy``) and its peers (``jaxeff.attention.peers``) are estimators on top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from kernels_pallas.block_sparse_attention import block_sparse_attention, pad_indices
+
+_FORCED = float("inf")  # forced blocks rank first
+_EXCLUDED = float("-inf")  # non-candidates rank last
+
+
+@flax.struct.dataclass
+class BlockSparseMask:
+  """A per-head block mask in both forms (static shapes).
+
+  Attributes:
+    block_idx: int32 [B, Hq, nb, Kmax] kept key-block ids per query block, best first; slots ``>= cnt``
+      repeat the last kept id.
+    block_cnt: int32 [B, Hq, nb] number of kept blocks per query block.
+    block_mask: bool [B, Hq, nb, nb].
+    block_size_hint: the block size (static), used by ``density`` with per-row lengths.
+  """
+
+  block_idx: jax.Array
+  block_cnt: jax.Array
+  block_mask: jax.Array
+  block_size_hint: int = flax.struct.field(pytree_node=False, default=1)
+
+  def density(self, lengths: jax.Array | None = None) -> jax.Array:
+    """Kept / causal blocks over the real query blocks of each row (a scalar)."""
+    nb = self.block_mask.shape[-1]
+    nvalid = jnp.full((self.block_mask.shape[0],), nb) if lengths is None else -(-lengths // self.block_size_hint)
+    m = jnp.arange(nb)
+    row_ok = m[None, :] < nvalid[:, None]  # [B, nb]
+    causal = jnp.minimum(m[None, :] + 1, nvalid[:, None]) * row_ok
+    kept = (self.block_cnt * row_ok[:, None]).sum()
+    return kept / (causal.sum() * self.block_cnt.shape[1])
+
+
+def _check_qk(q, k, block_size, stride=1):
+  if q.ndim != 4 or k.ndim != 4:
+    raise ValueError(f"q must be [B, Hq, L, d] and k [B, Hkv, L, d], got {q.shape} and {k.shape}")
+  B, Hq, L, d = q.shape
+  if k.shape[0] != B or k.shape[2] != L or k.shape[3] != d:
+    raise ValueError(f"k {k.shape} does not match q {q.shape} in batch, length or head_dim")
+  if Hq % k.shape[1]:
+    raise ValueError(f"query heads {Hq} must be a multiple of kv heads {k.shape[1]}")
+  if block_size <= 0 or stride <= 0 or block_size % stride:
+    raise ValueError(f"block_size {block_size} must be a positive multiple of stride {stride}")
+
+
+def _lengths(lengths, B, L):
+  if lengths is None:
+    return jnp.full((B,), L, jnp.int32)
+  return jnp.clip(jnp.asarray(lengths, jnp.int32), 1, L)
+
+
+def _chunk_blocks(nb: int, rows_per_block: int, row_width: int, parallel: int, budget: int = 1 << 22) -> int:
+  """Query blocks per chunk so a chunk's score tile holds about ``budget`` floats."""
+  return max(1, min(nb, budget // max(1, rows_per_block * row_width * parallel)))
+
+
+def topk_mask_from_scores(
+  scores: jax.Array,
+  row_budget: jax.Array,
+  lengths: jax.Array,
+  *,
+  block_size: int,
+  head_group: jax.Array | None = None,
+  force_sink: bool = False,
+  force_diag: bool = False,
+  max_blocks: int | None = None,
+) -> BlockSparseMask:
+  r"""Step 5: keep the top ``row_budget[b, h, m]`` causal candidates of ``scores[b, head_group[h], m, :]``.
+
+  Candidates of row m are ``n <= m`` with ``n`` a real block; forced blocks (sink ``n = 0``, diagonal
+  ``n = m``) rank first and come on top of the budget; ties go to the lower block index (a stable sort). A row
+  with at most ``budget`` candidates keeps them all. Heads sharing a score row share one ranking, so their
+  masks are nested in the budget.
+
+  Args:
+    scores: float32 [B, G, nb, nb] (any finite values; higher = more important).
+    row_budget: int32 [B, Hq, nb].
+    lengths: int32 [B] real tokens per row.
+    head_group: int32 [Hq] score row of each head (default: identity, G == Hq).
+    max_blocks: static cap on the index-list width (``Kmax``); default nb.
+
+  Returns:
+    BlockSparseMask.
+  """
+  B, G, nb, _ = scores.shape
+  Hq = row_budget.shape[1]
+  head_group = jnp.arange(Hq) if head_group is None else head_group
+  nvalid = -(-lengths // block_size)  # [B]
+  m = jnp.arange(nb)[:, None]
+  n = jnp.arange(nb)[None, :]
+  cand = (n <= m)[None] & (n < nvalid[:, None, None])  # [B, nb, nb]
+  forced = jnp.zeros((nb, nb), bool)
+  if force_sink:
+    forced |= n == 0
+  if force_diag:
+    forced |= n == m
+  forced = forced[None] & cand
+  key = jnp.where(cand[:, None], scores, _EXCLUDED)
+  key = jnp.where(forced[:, None], _FORCED, key)
+  order = jnp.argsort(-key, axis=-1, stable=True).astype(jnp.int32)  # [B, G, nb, nb]
+  rank = jnp.argsort(order, axis=-1).astype(jnp.int32)
+  ncand = cand.sum(-1)  # [B, nb]
+  nforced = forced.sum(-1)
+  kmax = nb if max_blocks is None else max(1, min(int(max_blocks), nb))
+  cnt = jnp.minimum(row_budget + nforced[:, None], ncand[:, None])
+  cnt = jnp.minimum(cnt, kmax).astype(jnp.int32)
+  order_h = order[:, head_group]  # [B, Hq, nb, nb]
+  idx = pad_indices(order_h[..., :kmax], cnt)
+  mask = rank[:, head_group] < cnt[..., None]
+  return BlockSparseMask(idx, cnt, mask, block_size_hint=block_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSparseBackend:
+  """Base of block-sparse prefill backends: ``mask(q, k, lengths)`` is the estimator, the kernel is shared.
+
+  Called like ``Dense``: ``backend(q [B,T,N,H], k [B,S,K,H], v, q_pos, k_pos, window=..., layer=...)``.
+  It assumes the prefill layout jaxeff builds (positions ``0..n-1`` then padding ``-1`` on the right); the
+  real length of each row is the count of non-negative key positions. Rows whose valid tokens are not all in
+  front (a padded prompt followed by Judge Q's soft tokens) are packed to that layout and back (``lax.cond``:
+  the common layout pays nothing). Chunks over an existing cache
+  (``T != S``), sliding-window layers, and prompts of at most ``dense_below`` tokens go to ``Dense``.
+  """
+
+  block_size: int = 128
+  implementation: str | None = None
+  interpret: Any = False
+  blocks_per_step: int = 2
+  dense_below: int = 0
+
+  def mask(self, q_bhld, k_bhld, lengths) -> BlockSparseMask:  # pragma: no cover - abstract
+    raise NotImplementedError
+
+  def attend(self, q_bhld, k_bhld, v_bhld, lengths):
+    """Estimate, then run the block-sparse kernel; [B, Hq, L, d] in, [B, Hq, L, d] out, and the mask."""
+    m = self.mask(q_bhld, k_bhld, lengths)
+    out = block_sparse_attention(
+      q_bhld,
+      k_bhld,
+      v_bhld,
+      m.block_idx,
+      m.block_cnt,
+      block_size=self.block_size,
+      kv_len=lengths,
+      implementation=self.implementation,
+      interpret=self.interpret,
+      blocks_per_step=self.blocks_per_step,
+    )
+    return out, m
+
+  def __call__(self, q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, *, window: int | None = None, layer: int = 0):
+    from jaxeff.attention.dense import Dense
+
+    T, S = q_btnh.shape[1], k_bskh.shape[1]
+    if T != S or window is not None or T <= max(self.block_size, self.dense_below):
+      return Dense()(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, layer=layer)
+    valid = k_pos_bs >= 0
+    lengths = jnp.maximum(valid.sum(-1), 1).astype(jnp.int32)
+    t = lambda x: x.transpose(0, 2, 1, 3)
+
+    def run(q, k, v):
+      return t(self.attend(t(q), t(k), t(v), lengths)[0])
+
+    def packed(q, k, v):
+      # Valid tokens not all in front (e.g. Judge Q's soft tokens after a padded prompt): move them to the front
+      # in order (a stable sort), attend, and move the outputs back.
+      order = jnp.argsort(~valid, axis=1, stable=True)
+      gather = lambda x, idx: jnp.take_along_axis(x, idx[:, :, None, None], axis=1)
+      out = run(gather(q, order), gather(k, order), gather(v, order))
+      return gather(out, jnp.argsort(order, axis=1))
+
+    in_front = jnp.all(valid == (jnp.arange(S)[None] < valid.sum(-1, keepdims=True)))
+    return jax.lax.cond(in_front, run, packed, q_btnh, k_bskh, v_bskh)
