@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxeff.attention import peers
-from jaxeff.attention.dense import Dense
 from jaxeff.attention.block_sparse import BlockSparseBackend
+from jaxeff.attention.dense import Dense
 from jaxeff.attention.proxy import ProxyAttention
 
 METHODS = ("dense", "proxy", "xattention", "flexprefill")
