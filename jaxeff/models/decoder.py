@@ -301,7 +301,6 @@ def forward(
   attention: Callable[..., Array] = Dense(),
   is_prefill: bool | None = None,
   logits_index: Int[Array, " B"] | None = None,
-  return_hidden: bool = False,
   input_offset: Float[Array, "B T D"] | None = None,
 ) -> tuple[Float[Array, "B T V"], Any]:
   r"""Pure forward pass; returns float32 logits and the new cache.
@@ -326,7 +325,6 @@ def forward(
     is_prefill: see above.
     logits_index: optional [B] token index per row; logits are then computed only there ([B, 1, V]), which
       skips the output head for the rest of a prompt (the sampler's prefill needs the last token only).
-    return_hidden: also return the final hidden states [B, T, D] (before the norm) as a third output.
     input_offset: optional [B, T, D] added to the token embeddings (gradients with respect to input
       embeddings, e.g. GradS's demonstration scores, are gradients with respect to this offset at 0).
 
@@ -377,13 +375,10 @@ def forward(
     h = rms_norm(x, lp["mlp_norm"], config.rms_norm_eps)
     x = x + feed_forward(lp, h, config)
     x = shard_lib.constrain(x, ("batch", "seq", "act_embed"))
-  hidden = x
   if logits_index is not None:
     x = jnp.take_along_axis(x, logits_index[:, None, None].astype(jnp.int32), axis=1)
   x = rms_norm(x, params["final_norm"], config.rms_norm_eps)
   head = params["embed"] if config.tie_embeddings else params["lm_head"]
   logits = jnp.einsum("btd,vd->btv", x, head, preferred_element_type=jnp.float32)
   logits = shard_lib.constrain(logits, ("batch", "seq", "act_vocab"))
-  if return_hidden:
-    return logits, cache, hidden
   return logits, cache
