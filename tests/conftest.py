@@ -1,4 +1,5 @@
-"""Test setup: 8 fake CPU devices (set before any backend starts), offline HF, shared helpers."""
+"""Test setup: 8 fake CPU devices (set before any backend starts), offline HF, markers. Shared helpers live in
+ordinary modules (``tests/tolerances.py``), not here."""
 
 import os
 
@@ -12,18 +13,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-
-def tolerances(dtype) -> dict:
-  """Dtype-keyed tolerances (Levanter rule: ~1e-5 simple f32, 1e-4 complex f32; rtol 1e-2 bf16)."""
-  name = np.dtype(dtype).name
-  if name == "bfloat16":
-    return dict(rtol=2e-2, atol=2e-2)
-  if name == "float16":
-    return dict(rtol=1e-2, atol=1e-2)
-  return dict(rtol=1e-5, atol=1e-5)
 
 
 def _has_torch() -> bool:

@@ -12,8 +12,8 @@ from kernels_pallas.block_sparse_attention import (
   indices_to_mask,
   mask_to_indices,
 )
-from tests.conftest import tolerances
 from tests.kernels.aot import compile_for_tpu, has_libtpu
+from tests.tolerances import tolerances
 
 IMPLS = ["xla", "xla_per_head", "pallas_tpu", "pallas_gpu"]
 
