@@ -57,6 +57,7 @@ MODULES = (
   "jaxeff.tcbench.matrix",
   "jaxeff.tcbench.score",
   "jaxeff.tcbench.pipeline",
+  "jaxeff.io",
   "jaxeff.sandbox",
   "jaxeff.sandbox.isolation",
   "jaxeff.theory.lsa",

@@ -17,6 +17,7 @@ MODULES = [
   "jaxeff.evals.plots",
   "jaxeff.models.gguf",
   "jaxeff.models.cache",
+  "jaxeff.io",
   "jaxeff.kvcache.peers",
 ]
 

@@ -72,7 +72,7 @@ def _cmd_codetrans(args) -> int:
       fails = [r["stem"] for r in rep["per_problem"] if r["c"] == 0]
       print(f"{rep['direction']}: {rep['problems']} problems, pass@k {rep['pass@k']}; failed: {fails[:20]}")
     return 0
-  from jaxeff.tcbench.pipeline import read_jsonl, write_jsonl
+  from jaxeff.io import read_jsonl, write_jsonl
 
   if args.action == "augment":
     if not (args.pairs and args.out):

@@ -96,7 +96,7 @@ def _cmd_seersc(args) -> int:
     dev = queries(sample_problems(args.calibrate, seed=2, split="validation"), start_id=10**6)
     prompting = seersc_prompting(**over)
   else:
-    from jaxeff.tcbench.pipeline import read_jsonl
+    from jaxeff.io import read_jsonl
 
     rows = read_jsonl(args.data, ("prompt",))[: args.n_problems + args.calibrate]
     qs = [S.Query(i, r["prompt"], None if r.get("answer") is None else str(r["answer"])) for i, r in enumerate(rows)]

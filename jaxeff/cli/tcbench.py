@@ -40,6 +40,7 @@ def register(sub) -> None:
 
 
 def _cmd_tcbench(args) -> int:
+  from jaxeff.io import read_jsonl, write_jsonl
   from jaxeff.tcbench import pipeline as tp
 
   need = {
@@ -51,7 +52,7 @@ def _cmd_tcbench(args) -> int:
   if missing:
     raise ValueError(f"tcbench {args.action} needs {', '.join(missing)}")
   if args.action == "build":
-    problems = tp.read_jsonl(args.problems, ("id", "tests", "wrong_codes"))
+    problems = read_jsonl(args.problems, ("id", "tests", "wrong_codes"))
     out = tp.build(
       problems,
       cache_dir=args.cache,
@@ -60,19 +61,19 @@ def _cmd_tcbench(args) -> int:
       limits=args.limits,
       unsafe_no_isolation=args.unsafe_no_isolation,
     )
-    tp.write_jsonl(args.matrices, out)
+    write_jsonl(args.matrices, out)
     ok = [m for m in out if "rows" in m]
     print(f"{len(ok)} of {len(out)} problems kept; ranks {[m['rank'] for m in ok]} -> {args.matrices}")
   elif args.action == "select":
-    mats = tp.read_jsonl(args.matrices, ("id",))
+    mats = read_jsonl(args.matrices, ("id",))
     out = tp.select(mats, restarts=args.restarts, seed=args.seed)
-    tp.write_jsonl(args.selections, out)
+    write_jsonl(args.selections, out)
     print(f"{len(out)} selections (objectives {[round(x['objective'], 4) for x in out]}) -> {args.selections}")
   else:
     res = tp.evaluate(
-      tp.read_jsonl(args.selections, ("id", "codes")),
-      tp.read_jsonl(args.problems, ("id", "tests", "wrong_codes")),
-      tp.read_jsonl(args.generated, ("id", "tests")),
+      read_jsonl(args.selections, ("id", "codes")),
+      read_jsonl(args.problems, ("id", "tests", "wrong_codes")),
+      read_jsonl(args.generated, ("id", "tests")),
       seed=args.seed,
       cache_dir=args.cache,
       workers=args.workers,
