@@ -295,7 +295,27 @@ def density_row_counts(nb: int, density: float) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class RandomBlocks(BlockSparseBackend):
+class _DensityControl(BlockSparseBackend):
+  """A control at a set ``density``: sink + diagonal, then the best causal blocks by ``scores`` (subclasses)."""
+
+  density: float = 0.5
+
+  def __post_init__(self):
+    if not 0.0 < self.density <= 1.0:
+      raise ValueError(f"density must be in (0, 1], got {self.density}")
+
+  def scores(self, B: int, Hq: int, nb: int) -> jax.Array:  # pragma: no cover - abstract
+    raise NotImplementedError
+
+  def mask(self, q_bhld, k_bhld, lengths) -> BlockSparseMask:
+    B, Hq, L, _ = q_bhld.shape
+    nb = -(-L // self.block_size)
+    cnt = jnp.broadcast_to(density_row_counts(nb, self.density), (B, Hq, nb))
+    return _ranked_count_mask(self.scores(B, Hq, nb), cnt, _lengths(lengths, B, L), self.block_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomBlocks(_DensityControl):
   """Control for block-sparse estimators: sink + diagonal, then uniformly random causal blocks, ``density`` of
   each row's causal blocks (``density_row_counts``). An estimator that cannot beat this at the same density has
   learned nothing about where attention goes. ``density=1`` is dense attention exactly.
@@ -305,23 +325,14 @@ class RandomBlocks(BlockSparseBackend):
     0.5
   """
 
-  density: float = 0.5
   seed: int = 0
 
-  def __post_init__(self):
-    if not 0.0 < self.density <= 1.0:
-      raise ValueError(f"density must be in (0, 1], got {self.density}")
-
-  def mask(self, q_bhld, k_bhld, lengths) -> BlockSparseMask:
-    B, Hq, L, _ = q_bhld.shape
-    nb = -(-L // self.block_size)
-    scores = jax.random.uniform(jax.random.key(self.seed), (B, Hq, nb, nb))
-    cnt = jnp.broadcast_to(density_row_counts(nb, self.density), (B, Hq, nb))
-    return _ranked_count_mask(scores, cnt, _lengths(lengths, B, L), self.block_size)
+  def scores(self, B: int, Hq: int, nb: int) -> jax.Array:
+    return jax.random.uniform(jax.random.key(self.seed), (B, Hq, nb, nb))
 
 
 @dataclasses.dataclass(frozen=True)
-class LocalBlocks(BlockSparseBackend):
+class LocalBlocks(_DensityControl):
   """Control: the sink block and the most recent causal blocks (StreamingLLM's "A-shape" mask, Xiao et al.
   2024), ``density`` of each row's causal blocks. ``density=1`` is dense attention exactly.
 
@@ -330,18 +341,8 @@ class LocalBlocks(BlockSparseBackend):
     0.5
   """
 
-  density: float = 0.5
-
-  def __post_init__(self):
-    if not 0.0 < self.density <= 1.0:
-      raise ValueError(f"density must be in (0, 1], got {self.density}")
-
-  def mask(self, q_bhld, k_bhld, lengths) -> BlockSparseMask:
-    B, Hq, L, _ = q_bhld.shape
-    nb = -(-L // self.block_size)
-    scores = jnp.broadcast_to(jnp.arange(nb, dtype=jnp.float32), (B, Hq, nb, nb))  # more recent = higher
-    cnt = jnp.broadcast_to(density_row_counts(nb, self.density), (B, Hq, nb))
-    return _ranked_count_mask(scores, cnt, _lengths(lengths, B, L), self.block_size)
+  def scores(self, B: int, Hq: int, nb: int) -> jax.Array:
+    return jnp.broadcast_to(jnp.arange(nb, dtype=jnp.float32), (B, Hq, nb, nb))  # more recent = higher
 
 
 # ------------------------------------------------------------------------------------------------ measurement

@@ -173,6 +173,21 @@ def _python() -> str:
   return os.path.realpath(sys.executable) if sys.prefix == sys.base_prefix else sys.executable
 
 
+def _compile_step(slot: _Slot, cmd: list[str], limits: Limits, as_mb: int | None):
+  """A compiler run in the slot's sandbox under the compile limits (1 MiB of output kept)."""
+  e, _ = _launch(
+    slot,
+    cmd,
+    cpu_s=limits.compile_time_s,
+    as_mb=as_mb,
+    rss_mb=limits.compile_memory_mb,
+    processes=max(limits.processes, 64),
+    output_bytes=1 << 20,
+    wall_s=2 * limits.compile_time_s,
+  )
+  return e
+
+
 def compile_program(program: Program, slot: _Slot, limits: Limits) -> tuple[list[str] | None, str]:
   """Build ``program`` in the slot's work directory, inside the sandbox with the compile limits:
   (command to run it, "") or (None, compiler message)."""
@@ -208,16 +223,7 @@ def compile_program(program: Program, slot: _Slot, limits: Limits) -> tuple[list
     std = program.std if program.lang == "cpp" else program.std.replace("c++", "c")
     cmd = [cc, f"{wd}/{src}", "-o", f"{wd}/main", f"-O{opt}", f"-std={std}", "-lm"]
     mem = limits.compile_memory_mb
-  e, _ = _launch(
-    slot,
-    cmd,
-    cpu_s=limits.compile_time_s,
-    as_mb=mem,
-    rss_mb=limits.compile_memory_mb,
-    processes=max(limits.processes, 64),
-    output_bytes=1 << 20,
-    wall_s=2 * limits.compile_time_s,
-  )
+  e = _compile_step(slot, cmd, limits, mem)
   if e.killed or e.rc != 0:
     why = {"wall": "compiler timed out", "output": "compiler output over 1 MiB"}.get(e.killed, "")
     return None, why or (e.err or e.out).decode(errors="replace")[-4000:] or f"compiler exit status {e.rc}"
@@ -286,16 +292,7 @@ def syntax_ok(source: str, lang: str, limits: Limits = Limits(), *, unsafe_no_is
         f"{wd}/{src}",
       ]
       as_mb = limits.compile_memory_mb
-    e, _ = _launch(
-      slot,
-      cmd,
-      cpu_s=limits.compile_time_s,
-      as_mb=as_mb,
-      rss_mb=limits.compile_memory_mb,
-      processes=max(limits.processes, 64),
-      output_bytes=1 << 20,
-      wall_s=2 * limits.compile_time_s,
-    )
+    e = _compile_step(slot, cmd, limits, as_mb)
     return not e.killed and e.rc == 0
   finally:
     slot.close()
