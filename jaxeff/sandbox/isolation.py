@@ -59,10 +59,12 @@ def _host_paths() -> list[str]:
   return args
 
 
-def _bwrap(work: Path) -> list[str]:
-  """The command prefix that runs a program inside the sandbox with ``work`` as its writable ``/sandbox``."""
+def _bwrap(work: Path, status_fd: int | None = None) -> list[str]:
+  """The command prefix that runs a program inside the sandbox with ``work`` as its writable ``/sandbox``;
+  ``status_fd``: where bwrap reports the child's start and exit as JSON (``--json-status-fd``)."""
   return [
     shutil.which("bwrap") or "bwrap",
+    *([] if status_fd is None else ["--json-status-fd", str(status_fd)]),
     "--unshare-user",
     "--uid",
     str(_INNER_UID),
@@ -304,19 +306,22 @@ _JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift
 
 
 def _execute(
-  cmd: list[str], stdin_file: Path | None, wall_s: float, cap: int, cwd: Path, cgroup: _Cgroup | None = None
+  cmd: list[str],
+  stdin_file: Path | None,
+  wall_s: float,
+  cap: int,
+  cwd: Path,
+  cgroup: _Cgroup | None = None,
+  status: tuple[int, int] | None = None,
 ) -> _Exit:
   """Run ``cmd`` with its output streamed (at most ``cap`` bytes kept per stream; past the cap the process tree
   is killed) and a wall-clock deadline; CPU seconds from ``wait4`` (the tree's reaped processes). With a
-  ``cgroup`` the process joins it before it execs, so every descendant is inside."""
+  ``cgroup`` the process joins it before it execs, so every descendant is inside. ``status``: the (read, write)
+  pipe of bwrap's ``--json-status-fd`` (closed here), which tells a program's exit from a sandbox that never
+  started it."""
   if cgroup is not None:
     cmd = ["/bin/sh", "-c", _JOIN, "sh", *cgroup.procs, "--", *cmd]
-  status_r, status_w = os.pipe()
   stdin = open(stdin_file, "rb") if stdin_file is not None else subprocess.DEVNULL
-  bw = "--json-status-fd" if "bwrap" in " ".join(cmd[:8]) else None
-  if bw is not None:
-    i = cmd.index("--unshare-user")
-    cmd = cmd[:i] + [bw, str(status_w)] + cmd[i:]
   t0 = time.perf_counter()
   try:
     proc = subprocess.Popen(
@@ -327,10 +332,11 @@ def _execute(
       start_new_session=True,
       env={"PATH": _SANDBOX_PATH, "LANG": "C.UTF-8"},
       cwd=cwd,
-      pass_fds=(status_w,),
+      pass_fds=() if status is None else (status[1],),
     )
   finally:
-    os.close(status_w)
+    if status is not None:
+      os.close(status[1])
     if stdin_file is not None:
       stdin.close()
   bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
@@ -367,9 +373,11 @@ def _execute(
   dt = time.perf_counter() - t0
   for f in bufs:
     f.close()
-  with os.fdopen(status_r, "rb") as fh:
-    info = fh.read().decode(errors="replace")
-  started = bw is None or "child-pid" in info
+  info = ""
+  if status is not None:
+    with os.fdopen(status[0], "rb") as fh:
+      info = fh.read().decode(errors="replace")
+  started = status is None or "child-pid" in info
   rc = proc.returncode
   m = re.findall(r'"exit-code"\s*:\s*(-?\d+)', info)
   if m:
@@ -395,12 +403,15 @@ def _launch(
   stdin: str | None = None,
 ) -> tuple[_Exit, bool]:
   """Run ``cmd`` in the slot's sandbox under every limit; (exit, whether the tree hit its memory cgroup)."""
-  prefix, _ = _in_sandbox(slot, slot.unsafe)
+  status = None if slot.unsafe else os.pipe()
+  prefix, _ = _in_sandbox(slot, slot.unsafe, None if status is None else status[1])
   cg = None
   if not slot.unsafe and _cgroup_base("pids") is not None:
     try:
       cg = _Cgroup(processes + 4, rss_mb)
     except OSError as e:
+      os.close(status[0])
+      os.close(status[1])
       raise _InfraError(f"could not create the run's cgroup: {e}") from e
   name = None
   if stdin is not None:
@@ -415,6 +426,7 @@ def _launch(
       output_bytes,
       slot.work,
       cg,
+      status,
     )
     oom = cg is not None and cg.memory_exceeded()
   finally:
@@ -427,11 +439,11 @@ def _launch(
   return e, oom
 
 
-def _in_sandbox(slot: _Slot, unsafe: bool) -> tuple[list[str], str]:
+def _in_sandbox(slot: _Slot, unsafe: bool, status_fd: int | None = None) -> tuple[list[str], str]:
   """(command prefix, the work directory as the program sees it)."""
   if unsafe:
     return _netns(), str(slot.work)
-  return _bwrap(slot.work), _WORK
+  return _bwrap(slot.work, status_fd), _WORK
 
 
 @functools.cache
