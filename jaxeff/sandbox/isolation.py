@@ -368,8 +368,8 @@ def _execute(
     except ProcessLookupError:
       pass
   sel.close()
-  _, status, ru = os.wait4(proc.pid, 0)
-  proc.returncode = os.waitstatus_to_exitcode(status)
+  _, wait_status, ru = os.wait4(proc.pid, 0)
+  proc.returncode = os.waitstatus_to_exitcode(wait_status)
   dt = time.perf_counter() - t0
   for f in bufs:
     f.close()
