@@ -170,17 +170,16 @@ class _Cgroup:
     return [str(d / "cgroup.procs") for d in self.dirs]
 
   def memory_exceeded(self) -> bool:
+    """Whether the kernel killed a process of the tree at its memory limit (v1 ``memory.oom_control`` or v2
+    ``memory.events``: ``oom_kill > 0``). Reaching the limit alone (v1 ``failcnt``) is not a kill: page cache
+    is reclaimed there and the program goes on."""
     for d in self.dirs:
-      for f, field in (("memory.failcnt", None), ("memory.oom_control", "oom_kill"), ("memory.events", "oom_kill")):
+      for f in ("memory.oom_control", "memory.events"):
         try:
-          text = (d / f).read_text()
+          lines = (d / f).read_text().splitlines()
         except OSError:
           continue
-        if field is None and int(text.strip() or 0) > 0:
-          return True
-        if field is not None and any(
-          line.split()[0] == field and int(line.split()[1]) > 0 for line in text.splitlines()
-        ):
+        if any(line.split()[:1] == ["oom_kill"] and int(line.split()[1]) > 0 for line in lines):
           return True
     return False
 
