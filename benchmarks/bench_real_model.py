@@ -169,8 +169,9 @@ def _cell_done(f: Path, exs) -> int:
   order; anything else (a cell from another seed, a torn last line) is discarded and rerun."""
   if not f.is_file():
     return 0
+  lines = f.read_text().splitlines()
   keep = []
-  for line, ex in zip(f.read_text().splitlines(), exs):
+  for line, ex in zip(lines, exs):
     try:
       r = json.loads(line)
     except json.JSONDecodeError:
@@ -178,7 +179,7 @@ def _cell_done(f: Path, exs) -> int:
     if r.get("index") != ex.index:
       break
     keep.append(line)
-  if len(keep) != len(f.read_text().splitlines()):
+  if len(keep) != len(lines):
     f.write_text("".join(k + "\n" for k in keep))
   return len(keep)
 
