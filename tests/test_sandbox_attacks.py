@@ -10,6 +10,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -261,3 +262,28 @@ def test_java_thread_bomb_and_huge_allocation():
   assert _one(bomb, "java", limits=lim).status in ("RE", "TLE")
   assert _one(alloc, "java", limits=lim).status == "RE"
   _still_works()
+
+
+def test_an_evaluator_in_a_venv_under_tmp_still_runs_python():
+  """CI installs into a venv under /tmp; the sandbox's private /tmp must not hide that interpreter (or its
+  site-packages) from the programs it runs."""
+  import site
+  import sys
+
+  venv = Path(tempfile.mkdtemp(prefix="jaxeff-venv-", dir="/tmp"))
+  try:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv / "v")], check=True)
+    (pth,) = (venv / "v").glob("lib/python*/site-packages")
+    (pth / "outer.pth").write_text("\n".join([*site.getsitepackages(), str(Path(__file__).parents[1])]) + "\n")
+    src = "import numpy, sys\nprint(int(input()) + 1, sys.prefix)"
+    code = (
+      "from jaxeff.sandbox import Limits, Program, run_tests\n"
+      f"(v,) = run_tests(Program({src!r}, 'python'), [('41\\n', None)], Limits(time_s=5.0))\n"
+      "print(v.status, v.output.strip())"
+    )
+    out = subprocess.run([str(venv / "v" / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    status, answer, prefix = out.stdout.split()
+    assert (status, answer, prefix) == ("OK", "42", str(venv / "v"))
+  finally:
+    shutil.rmtree(venv, ignore_errors=True)

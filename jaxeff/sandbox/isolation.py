@@ -49,9 +49,13 @@ def _host_paths() -> list[str]:
       args += ["--symlink", os.readlink(d), d]
     elif os.path.isdir(d):
       args += ["--ro-bind", d, d]
-  for prefix in sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}):
-    if not prefix.startswith("/usr/"):
-      args += ["--ro-bind", prefix, prefix]
+  # The interpreter prefixes and any site-packages on the evaluator's path (numpy for TransCoder's Python tests),
+  # never a project checkout that an editable install puts on sys.path.
+  roots = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+  roots |= {os.path.realpath(e) for e in sys.path if os.path.basename(e) in ("site-packages", "dist-packages")}
+  for root in sorted(r for r in roots if os.path.isdir(r) and not r.startswith("/usr/")):
+    if not any(root.startswith(other + "/") for other in roots if other != root):
+      args += ["--ro-bind", root, root]
   etc = ["/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"]
   etc += sorted(glob.glob("/etc/java*"))
   for e in etc:
@@ -87,13 +91,15 @@ def _bwrap(work: Path, status_fd: int | None = None) -> list[str]:
     "--setenv",
     "HOME",
     _WORK,
-    *_host_paths(),
+    # bwrap applies these in order: the private /tmp first, so that an interpreter prefix under /tmp (a CI venv)
+    # is bound on top of it rather than hidden by it.
     "--proc",
     "/proc",
     "--dev",
     "/dev",
     "--tmpfs",
     "/tmp",
+    *_host_paths(),
     "--bind",
     str(work),
     _WORK,
