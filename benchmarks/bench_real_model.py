@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -129,8 +130,13 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
   return rows
 
 
-def train_judgeq(config, params, tok, work: Path, *, n_examples: int, prompt_len: int, steps: int, n_soft: int):
-  """Judge Q soft tokens trained on this model's own greedy continuations of Python stdlib code windows."""
+def train_judgeq(
+  config, params, tok, work: Path, *, n_examples: int, prompt_len: int, steps: int, n_soft: int, resume=False
+):
+  """Judge Q soft tokens trained on this model's own greedy continuations of Python stdlib code windows.
+
+  ``resume``: continue the soft tokens saved in ``work/judgeq`` for ``steps`` more steps on the same data (a warm
+  restart of Adam); the records of the rows that used the old tokens move to ``work/archive/judgeq-<steps>``."""
   from jaxeff.evals.tasks import disjoint_training_texts
   from jaxeff.generation import Sampler, SamplingParams
   from jaxeff.training.judgeq import JudgeQConfig
@@ -146,18 +152,37 @@ def train_judgeq(config, params, tok, work: Path, *, n_examples: int, prompt_len
     prompts.tolist(), SamplingParams(max_new_tokens=8, temperature=0.0), jax.random.key(0)
   )
   responses = res.tokens[:, 0, :].astype(np.int32)
-  soft, hist, _ = train(params, config, prompts, responses, JudgeQConfig(n_soft=n_soft, steps=steps, batch_size=4))
+  init, before = None, {}
+  if resume:
+    from jaxeff.kvcache.judgeq import SoftTokens
+
+    init = SoftTokens.load(work / "judgeq")
+    before = json.loads((work / "judgeq" / "judgeq.json").read_text())
+    if (before["n_examples"], before["prompt_len"]) != (n_examples, prompt_len):
+      raise SystemExit(f"--judgeq-resume: the saved tokens were trained on {before['n_examples']} x "
+                       f"{before['prompt_len']} prompts; pass the same --judgeq-examples / --judgeq-prompt")
+  jc = JudgeQConfig(n_soft=n_soft, steps=steps, batch_size=4)
+  soft, hist, _ = train(params, config, prompts, responses, jc, init=init)
+  total = before.get("steps", 0) + steps
+  if resume:
+    archive = work / "archive" / f"judgeq-{before['steps']}"
+    for f in sorted((work / "cells").glob("*/*/*/judgeq-[0-9]*.jsonl")):
+      dest = archive / f.relative_to(work / "cells")
+      dest.parent.mkdir(parents=True, exist_ok=True)
+      f.rename(dest)
+    shutil.copytree(work / "judgeq", archive / "soft", dirs_exist_ok=True)
   soft.save(
     work / "judgeq",
     corpus="python stdlib (train split)",
     n_examples=n_examples,
     prompt_len=prompt_len,
-    steps=steps,
-    loss_first=hist[0],
+    steps=total,
+    loss_first=before.get("loss_first", hist[0]),
     loss_last=hist[-1],
-    seconds=time.perf_counter() - t0,
+    seconds=before.get("seconds", 0.0) + time.perf_counter() - t0,
+    history=[*before.get("history", []), *hist],
   )
-  print(f"judgeq: trained {steps} steps in {time.perf_counter() - t0:.0f} s, loss {hist[0]:.4g} -> {hist[-1]:.4g}")
+  print(f"judgeq: {total} steps ({steps} now) in {time.perf_counter() - t0:.0f} s, loss -> {hist[-1]:.4g}")
 
 
 def _cell_file(work: Path, protocol: str, length: int, task: str, row: str) -> Path:
@@ -405,6 +430,11 @@ def main(argv=None):
   ap.add_argument("--out", default=str(ROOT / "benchmarks/results/real_model.json"), help="results JSON")
   ap.add_argument("--markdown", action="store_true", help="print the README table of what --work holds and exit")
   ap.add_argument("--train-judgeq", action="store_true", help="train Judge Q soft tokens first (cached in --work)")
+  ap.add_argument(
+    "--judgeq-resume",
+    action="store_true",
+    help="continue the saved Judge Q soft tokens for --judgeq-steps more steps (archives the stale records)",
+  )
   ap.add_argument("--judgeq-steps", type=int, default=100, help="Judge Q training steps (default: %(default)s)")
   ap.add_argument("--judgeq-examples", type=int, default=64, help="Judge Q training examples (default: %(default)s)")
   ap.add_argument(
@@ -424,7 +454,7 @@ def main(argv=None):
     print(markdown_table(work, json.loads(meta_file.read_text()) if meta_file.is_file() else {}))
     return
   config, params, tok = load_real_model(MODEL)
-  if args.train_judgeq and not (work / "judgeq" / "soft_emb.npy").is_file():
+  if args.judgeq_resume or (args.train_judgeq and not (work / "judgeq" / "soft_emb.npy").is_file()):
     train_judgeq(
       config,
       params,
@@ -434,6 +464,7 @@ def main(argv=None):
       prompt_len=args.judgeq_prompt,
       steps=args.judgeq_steps,
       n_soft=32,
+      resume=args.judgeq_resume,
     )
   rows = build_rows(config, params, args.rows, work)
   if args.only:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 MODULES = (
   "jaxeff.config",
+  "jaxeff.config.hf",
   "jaxeff.models.decoder",
   "jaxeff.models.moe",
   "jaxeff.models.hf_io",

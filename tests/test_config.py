@@ -135,5 +135,27 @@ def test_hf_feature_mapping():
 def test_to_hf_rejects_what_the_family_cannot_express():
   with pytest.raises(UnsupportedConfigError, match="qk_norm"):
     ModelConfig.tiny(qk_norm=True, model_type="llama").to_hf_config()
-  with pytest.raises(UnsupportedConfigError, match="qwen2 requires"):
+  with pytest.raises(UnsupportedConfigError, match="qwen2 always has q/k/v biases"):
     ModelConfig.tiny(model_type="qwen2").to_hf_config()
+
+
+def test_every_family_row_writes_only_fields_it_reads_and_round_trips():
+  """The family table is one source for both directions: what ``fields_to_hf`` writes for a family is exactly
+  accepted by ``hf_to_fields`` (no field outside the row), and the config comes back unchanged."""
+  from jaxeff.config.hf import COMMON_KEYS, FAMILIES, INERT_HF_KEYS
+
+  for mt, fam in FAMILIES.items():
+    kw = dict(model_type=mt, head_dim=16)  # tiny(): d_model 64 = 4 heads x 16
+    if fam.qk_norm:
+      kw.update(qk_norm=True, qk_norm_scope=fam.qk_norm)
+    if fam.biases == "qkv":
+      kw.update(qkv_bias=True)
+    if fam.moe is not None:
+      kw.update(n_experts=4, experts_per_token=2, d_expert=32, norm_topk=True)
+      if fam.moe.width == "intermediate_size":  # one width for every MLP (Mixtral, OLMoE): d_ff is unused
+        kw.update(d_ff=32)
+    cfg = ModelConfig.tiny(**kw)
+    hf = cfg.to_hf_config()
+    assert set(hf) <= INERT_HF_KEYS | COMMON_KEYS | fam.keys, (mt, set(hf) - (INERT_HF_KEYS | COMMON_KEYS | fam.keys))
+    assert hf["architectures"] == [fam.architecture]
+    assert ModelConfig.from_hf_config(hf) == cfg, mt

@@ -117,8 +117,13 @@ def response_maps(params, config: ModelConfig, prompts, responses, batch_size: i
   return np.concatenate(out)
 
 
-def train_judgeq(params, config: ModelConfig, prompts, responses, jc: JudgeQConfig = JudgeQConfig(), progress=True):
+def train_judgeq(
+  params, config: ModelConfig, prompts, responses, jc: JudgeQConfig = JudgeQConfig(), progress=True, init=None
+):
   """Train the soft tokens on (prompt [E, P], response [E, M]) pairs; returns (SoftTokens, loss history).
+
+  ``init``: soft tokens ([n_soft, d] array or ``SoftTokens``) to continue from instead of the initialisation
+  (``init_soft``); the optimizer state starts fresh (a warm restart).
 
   Only ``soft_emb`` is trained (the trainer's ``make_optimizer`` with ``trainable='^soft_emb$'``: frozen leaves
   get zero updates and are returned untouched).
@@ -131,7 +136,14 @@ def train_judgeq(params, config: ModelConfig, prompts, responses, jc: JudgeQConf
   E, P = prompts.shape
   n = jc.n_soft
   a_resp_all = response_maps(params, config, prompts, responses, jc.batch_size, jc.target_pool)
-  tree = {"model": params, "soft_emb": jnp.asarray(init_soft(params, n, jc.seed))}
+  if init is None:
+    start = init_soft(params, n, jc.seed)
+  else:
+    start = np.asarray(init.emb if isinstance(init, SoftTokens) else init, np.float32)
+    d = int(params["embed"].shape[1])
+    if start.shape != (n, d):
+      raise ValueError(f"init soft tokens must be [n_soft={n}, d={d}], got {start.shape}")
+  tree = {"model": params, "soft_emb": jnp.asarray(start)}
   tc = OptimizerConfig(
     lr=jc.lr,
     warmup_steps=0,

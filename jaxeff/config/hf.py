@@ -1,0 +1,435 @@
+"""Hugging Face ``config.json`` <-> ``ModelConfig`` fields: one translation table entry per family.
+
+Each supported ``model_type`` is a ``Family`` row below that says, declaratively, which HF fields the family
+has, how its attention biases, q/k norm, sliding window and mixture-of-experts block are spelled, and which
+``ModelConfig`` settings it cannot express. ``hf_to_fields`` and ``fields_to_hf`` are the two generic readers of
+that table; ``ModelConfig.from_hf_config`` / ``to_hf_config`` are thin wrappers over them. Adding a family is
+adding a row (and, if it brings a new feature, one field to ``Family``).
+
+This module sits inside ``jaxeff.config`` rather than beside the weight table in ``jaxeff.models`` because
+``jaxeff.models`` imports ``jaxeff.config``: the translation must live below the decoder for the import graph to
+stay a tree (``tests/test_layering.py``). The weight-name table is ``jaxeff.models.hf_io.hf_table``.
+
+References: transformers' ``LlamaConfig``, ``MistralConfig``, ``Qwen2Config``, ``Qwen3Config``,
+``MixtralConfig``, ``Qwen2MoeConfig``, ``Qwen3MoeConfig``, ``OlmoeConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+ATTENTION_FULL = "full_attention"
+ATTENTION_SLIDING = "sliding_attention"
+
+
+class UnsupportedConfigError(ValueError):
+  """A Hugging Face config uses fields or values that jaxeff does not implement."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RopeScaling:
+  """Llama-3 frequency-dependent RoPE scaling (``rope_type: llama3``).
+
+  For inverse frequency f with wavelength w = 2 pi / f, low-frequency wavelengths
+  w > L / low_freq_factor are divided by ``factor``; high-frequency ones w < L / high_freq_factor are
+  kept; in between f is interpolated with s = (L / w - low) / (high - low):
+  f' = (1 - s) f / factor + s f, where L = original_max_position_embeddings.
+
+  References: Llama 3 (arXiv:2407.21783), ``_compute_llama3_parameters`` in transformers.
+  """
+
+  factor: float = 8.0
+  low_freq_factor: float = 1.0
+  high_freq_factor: float = 4.0
+  original_max_position_embeddings: int = 8192
+
+  def __post_init__(self):
+    if self.factor <= 0:
+      raise ValueError(f"RopeScaling.factor must be > 0, got {self.factor}")
+    if self.high_freq_factor <= self.low_freq_factor:
+      raise ValueError(
+        f"RopeScaling.high_freq_factor ({self.high_freq_factor}) must exceed low_freq_factor ({self.low_freq_factor})"
+      )
+
+
+@dataclasses.dataclass(frozen=True)
+class MoEKeys:
+  """How a family spells its mixture-of-experts block.
+
+  experts: the expert-count key(s), first present wins; width: the key of each expert's width;
+  norm_topk: ``True`` if top-k weights are always renormalised, else the key that says so; shared: a gated shared
+  expert (``shared_expert_intermediate_size``); layer_select: MoE only in some layers (``decoder_sparse_step``,
+  ``mlp_only_layers``)."""
+
+  experts: tuple[str, ...]
+  width: str
+  norm_topk: bool | str
+  shared: bool = False
+  layer_select: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """One row of the translation table.
+
+  architecture: the transformers class name written to ``architectures``.
+  keys: HF fields this family has beyond the common ones (anything else is rejected by name).
+  biases: 'tied' (``attention_bias`` sets q/k/v and o biases together), 'qkv' (q/k/v biases always, no o bias;
+    Qwen2) or 'none'.
+  head_dim: 'key' (``head_dim`` is a field) or 'derived' (hidden_size / heads).
+  qk_norm: None, 'head' (RMSNorm per head; Qwen3) or 'full' (over all heads' dims; OLMoE).
+  sliding: None, 'all' (one window on every layer; Mistral) or 'typed' (``use_sliding_window`` +
+    ``layer_types`` / ``max_window_layers``; Qwen).
+  moe: ``MoEKeys`` for mixture-of-experts families, else None.
+  clip_qkv: the family clamps q/k/v (OLMoE).
+  mlp_bias_key: the family writes ``mlp_bias: false`` (Llama).
+  """
+
+  architecture: str
+  keys: frozenset[str]
+  biases: str = "tied"
+  head_dim: str = "key"
+  qk_norm: str | None = None
+  sliding: str | None = None
+  moe: MoEKeys | None = None
+  clip_qkv: bool = False
+  mlp_bias_key: bool = False
+
+
+_QWEN_MOE_LAYERS = frozenset({"decoder_sparse_step", "mlp_only_layers", "moe_intermediate_size", "norm_topk_prob"})
+_TYPED_SLIDING = frozenset({"sliding_window", "layer_types"})
+
+FAMILIES: dict[str, Family] = {
+  "llama": Family("LlamaForCausalLM", frozenset({"attention_bias", "mlp_bias", "head_dim"}), mlp_bias_key=True),
+  "mistral": Family("MistralForCausalLM", frozenset({"sliding_window", "head_dim"}), biases="none", sliding="all"),
+  "qwen2": Family("Qwen2ForCausalLM", _TYPED_SLIDING, biases="qkv", head_dim="derived", sliding="typed"),
+  "qwen3": Family(
+    "Qwen3ForCausalLM", _TYPED_SLIDING | {"head_dim", "attention_bias"}, qk_norm="head", sliding="typed"
+  ),
+  "mixtral": Family(
+    "MixtralForCausalLM",
+    frozenset({"sliding_window", "head_dim", "num_local_experts", "num_experts_per_tok"}),
+    biases="none",
+    sliding="all",
+    moe=MoEKeys(("num_local_experts",), "intermediate_size", norm_topk=True),
+  ),
+  "qwen2_moe": Family(
+    "Qwen2MoeForCausalLM",
+    _TYPED_SLIDING
+    | _QWEN_MOE_LAYERS
+    | {"qkv_bias", "num_experts", "num_experts_per_tok"}
+    | {"shared_expert_intermediate_size"},
+    biases="qkv",
+    head_dim="derived",
+    sliding="typed",
+    moe=MoEKeys(("num_experts",), "moe_intermediate_size", "norm_topk_prob", shared=True, layer_select=True),
+  ),
+  "qwen3_moe": Family(
+    "Qwen3MoeForCausalLM",
+    _TYPED_SLIDING
+    | _QWEN_MOE_LAYERS
+    | {"head_dim", "attention_bias", "num_experts", "num_local_experts"}
+    | {"num_experts_per_tok"},
+    qk_norm="head",
+    sliding="typed",
+    moe=MoEKeys(("num_experts", "num_local_experts"), "moe_intermediate_size", "norm_topk_prob", layer_select=True),
+  ),
+  "olmoe": Family(
+    "OlmoeForCausalLM",
+    frozenset({"attention_bias", "clip_qkv", "num_experts", "num_experts_per_tok", "norm_topk_prob"}),
+    head_dim="derived",
+    qk_norm="full",
+    clip_qkv=True,
+    moe=MoEKeys(("num_experts",), "intermediate_size", "norm_topk_prob"),
+  ),
+}
+
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
+MOE_MODEL_TYPES = tuple(k for k, f in FAMILIES.items() if f.moe is not None)
+
+# HF config keys that carry no modelling behaviour (bookkeeping, generation defaults, training-only knobs
+# that are inert at inference). Everything else must be understood or the config is rejected.
+INERT_HF_KEYS = frozenset(
+  {
+    "_name_or_path",
+    "architectures",
+    "model_type",
+    "transformers_version",
+    "dtype",
+    "torch_dtype",
+    "use_cache",
+    "initializer_range",
+    "attention_dropout",
+    "pretraining_tp",  # pure re-association of the same matmuls in HF; numerically equivalent.
+    "id2label",
+    "label2id",
+    "return_dict",
+    "output_attentions",
+    "output_hidden_states",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "problem_type",
+    "tokenizer_class",
+    "prefix",
+    "task_specific_params",
+    "finetuning_task",
+    "tie_encoder_decoder",
+    "max_window_layers",  # consumed through layer_types
+    "use_sliding_window",  # consumed through layer_types / sliding_window
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "output_router_logits",  # training-time outputs and losses of MoE routers
+    "router_aux_loss_coef",
+    "router_jitter_noise",  # multiplicative noise applied only in training mode
+  }
+)
+
+COMMON_KEYS = frozenset(
+  {
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_act",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "tie_word_embeddings",
+    "rope_parameters",
+    "rope_scaling",
+    "rope_theta",
+  }
+)
+
+_ROPE_KEYS = {"rope_theta", "rope_type", "type", "factor", "low_freq_factor", "high_freq_factor"}
+_ROPE_KEYS |= {"original_max_position_embeddings"}
+
+
+def family(model_type: str | None) -> Family:
+  """The table row of ``model_type``; ``UnsupportedConfigError`` naming the supported ones otherwise."""
+  if model_type not in FAMILIES:
+    raise UnsupportedConfigError(
+      f"unsupported architecture model_type={model_type!r}; jaxeff supports {', '.join(SUPPORTED_MODEL_TYPES)}"
+    )
+  return FAMILIES[model_type]
+
+
+def _rope(hf: dict, problems: list[str]) -> tuple[float, RopeScaling | None]:
+  rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+  theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+  rope_type = rope.get("rope_type", rope.get("type", "default"))
+  scaling = None
+  if rope_type == "llama3":
+    try:
+      scaling = RopeScaling(
+        float(rope["factor"]),
+        float(rope["low_freq_factor"]),
+        float(rope["high_freq_factor"]),
+        int(rope.get("original_max_position_embeddings", hf.get("max_position_embeddings", 8192))),
+      )
+    except KeyError as e:
+      problems.append(f"rope_parameters for llama3 lacks {e.args[0]!r}")
+  elif rope_type != "default":
+    problems.append(f"rope_type={rope_type!r} (only 'default' and 'llama3' are implemented)")
+  extra = sorted(set(rope) - _ROPE_KEYS)
+  if extra:
+    problems.append(f"unsupported rope_parameters fields: {', '.join(extra)}")
+  return theta, scaling
+
+
+def _read_sliding(fam: Family, hf: dict, n_layers: int) -> dict[str, Any]:
+  if fam.sliding == "all":
+    return {"sliding_window": int(hf["sliding_window"]) if hf.get("sliding_window") else None}
+  if fam.sliding == "typed" and hf.get("use_sliding_window", False) and hf.get("sliding_window"):
+    types = hf.get("layer_types")
+    if types is None:
+      mwl = int(hf.get("max_window_layers", n_layers))
+      types = [ATTENTION_SLIDING if i >= mwl else ATTENTION_FULL for i in range(n_layers)]
+    if ATTENTION_SLIDING in types:
+      return {"sliding_window": int(hf["sliding_window"]), "layer_types": tuple(types)}
+  return {}
+
+
+def _read_moe(fam: Family, hf: dict, n_layers: int) -> dict[str, Any]:
+  m = fam.moe
+  if m is None:
+    return {}
+  n_exp = int(next((hf[k] for k in m.experts if hf.get(k)), 0))
+  out: dict[str, Any] = dict(
+    n_experts=n_exp, experts_per_token=int(hf.get("num_experts_per_tok", 2)), d_expert=int(hf[m.width])
+  )
+  out["norm_topk"] = True if m.norm_topk is True else bool(hf.get(m.norm_topk, False))
+  if m.shared and int(hf.get("shared_expert_intermediate_size") or 0) > 0:
+    out.update(d_shared=int(hf["shared_expert_intermediate_size"]), shared_gate=True)
+  if m.layer_select:
+    step = int(hf.get("decoder_sparse_step", 1) or 1)
+    only = set(hf.get("mlp_only_layers") or [])
+    layers = tuple(i not in only and n_exp > 0 and (i + 1) % step == 0 for i in range(n_layers))
+    out["moe_layers"] = None if all(layers) else layers
+  return out
+
+
+def hf_to_fields(hf: Mapping[str, Any] | Any) -> dict[str, Any]:
+  """``ModelConfig`` keyword arguments for a HF ``config.json`` dict (or a ``PretrainedConfig``).
+
+  Raises:
+    UnsupportedConfigError: listing every field (by name) whose value jaxeff does not implement, e.g.
+      ``hidden_act='gelu'``, ``mlp_bias=True``, a ``rope_type`` other than default/llama3,
+      ``quantization_config``.
+
+  Example:
+    >>> hf_to_fields({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+    ...   "num_hidden_layers": 1, "num_attention_heads": 2})["head_dim"]
+    4
+  """
+  hf = dict(hf if isinstance(hf, Mapping) else hf.to_dict())
+  mt = hf.get("model_type")
+  fam = family(mt)
+  problems = []
+  unknown = sorted(k for k in hf if k not in INERT_HF_KEYS | COMMON_KEYS | fam.keys)
+  if unknown:
+    problems.append(f"unsupported fields for {mt}: {', '.join(unknown)}")
+  act = hf.get("hidden_act", "silu")
+  if act != "silu":
+    problems.append(f"hidden_act={act!r} (only 'silu' SwiGLU is implemented)")
+  if hf.get("mlp_bias"):
+    problems.append("mlp_bias=True (MLP biases are not implemented)")
+  rope_theta, rope_scaling = _rope(hf, problems)
+  if problems:
+    raise UnsupportedConfigError("; ".join(problems))
+
+  n_heads, d_model, n_layers = int(hf["num_attention_heads"]), int(hf["hidden_size"]), int(hf["num_hidden_layers"])
+  if fam.biases == "qkv":
+    qkv_bias, o_bias = bool(hf.get("qkv_bias", True)), False
+  else:
+    qkv_bias = o_bias = fam.biases == "tied" and bool(hf.get("attention_bias", False))
+  eos = hf.get("eos_token_id")
+  return dict(
+    vocab_size=int(hf["vocab_size"]),
+    d_model=d_model,
+    n_layers=n_layers,
+    n_heads=n_heads,
+    n_kv_heads=int(hf.get("num_key_value_heads") or n_heads),
+    head_dim=int(hf.get("head_dim") or d_model // n_heads),
+    d_ff=int(hf["intermediate_size"]),
+    rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+    rope_theta=rope_theta,
+    rope_scaling=rope_scaling,
+    max_position_embeddings=int(hf.get("max_position_embeddings", 4096)),
+    tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    qkv_bias=qkv_bias,
+    o_bias=o_bias,
+    qk_norm=fam.qk_norm is not None,
+    qk_norm_scope=fam.qk_norm or "head",
+    clip_qkv=float(hf["clip_qkv"]) if fam.clip_qkv and hf.get("clip_qkv") is not None else None,
+    model_type=mt,
+    **_read_sliding(fam, hf, n_layers),
+    **_read_moe(fam, hf, n_layers),
+    bos_token_id=hf.get("bos_token_id"),
+    eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
+    pad_token_id=hf.get("pad_token_id"),
+  )
+
+
+def _problems(fam: Family, c) -> list[str]:
+  """The settings of config ``c`` that ``fam`` cannot express."""
+  mt, out = c.model_type, []
+  if (fam.moe is not None) != bool(c.n_experts):
+    out.append(f"model_type={mt!r} with n_experts={c.n_experts}: MoE families need experts, dense ones none")
+  m = fam.moe
+  if m is not None:
+    if m.norm_topk is True and not c.norm_topk:
+      out.append(f"{mt} always renormalises its top-k weights (norm_topk=True)")
+    if c.d_shared and not m.shared:
+      out.append(f"{mt} has no shared expert")
+    if c.d_shared and m.shared and not c.shared_gate:
+      out.append(f"{mt} gates its shared expert (shared_gate=True)")
+    if c.moe_layers is not None and not m.layer_select:
+      out.append(f"{mt} has MoE in every layer")
+  if c.qk_norm != (fam.qk_norm is not None) or (c.qk_norm and c.qk_norm_scope != fam.qk_norm):
+    out.append(f"qk_norm={c.qk_norm} (scope {c.qk_norm_scope!r}) cannot be expressed by model_type={mt!r}")
+  if fam.biases == "qkv" and c.o_bias:
+    out.append(f"{mt} has q/k/v biases and no output bias (o_bias=False)")
+  if fam.biases == "qkv" and not c.qkv_bias and "qkv_bias" not in fam.keys:
+    out.append(f"{mt} always has q/k/v biases (qkv_bias=True)")
+  if fam.biases == "none" and (c.qkv_bias or c.o_bias):
+    out.append(f"{mt} has no attention biases")
+  if fam.biases == "tied" and c.qkv_bias != c.o_bias:
+    out.append(f"{mt} ties q/k/v and o biases (attention_bias); got qkv_bias={c.qkv_bias}, o_bias={c.o_bias}")
+  if fam.sliding is None and c.sliding_window is not None:
+    out.append(f"{mt} has no sliding window")
+  if fam.sliding == "all" and c.layer_types is not None and ATTENTION_FULL in c.layer_types:
+    out.append(f"{mt} applies its sliding window to every layer")
+  if c.clip_qkv is not None and not fam.clip_qkv:
+    out.append(f"clip_qkv is an OLMoE feature, not {mt}")
+  if fam.head_dim == "derived" and c.head_dim * c.n_heads != c.d_model:
+    out.append(f"{mt} derives head_dim = hidden_size / heads; {c.head_dim} does not match")
+  return out
+
+
+def fields_to_hf(c) -> dict[str, Any]:
+  """The HF ``config.json`` dict that transformers' PyTorch class for ``c.model_type`` loads.
+
+  Raises:
+    UnsupportedConfigError: listing every setting of ``c`` that the family cannot express (e.g. q/k norm on
+      Llama, an output bias on Qwen2).
+  """
+  fam = family(c.model_type)
+  problems = _problems(fam, c)
+  if problems:
+    raise UnsupportedConfigError("; ".join(problems))
+  rope: dict[str, Any] = {"rope_theta": c.rope_theta, "rope_type": "default"}
+  if c.rope_scaling is not None:
+    rope.update(rope_type="llama3", **dataclasses.asdict(c.rope_scaling))
+  hf: dict[str, Any] = {
+    "architectures": [fam.architecture],
+    "model_type": c.model_type,
+    "vocab_size": c.vocab_size,
+    "hidden_size": c.d_model,
+    "intermediate_size": c.d_ff,
+    "num_hidden_layers": c.n_layers,
+    "num_attention_heads": c.n_heads,
+    "num_key_value_heads": c.n_kv_heads,
+    "hidden_act": "silu",
+    "max_position_embeddings": c.max_position_embeddings,
+    "rms_norm_eps": c.rms_norm_eps,
+    "tie_word_embeddings": c.tie_embeddings,
+    "rope_parameters": rope,
+    "bos_token_id": c.bos_token_id,
+    "eos_token_id": list(c.eos_token_id) if isinstance(c.eos_token_id, tuple) else c.eos_token_id,
+    "pad_token_id": c.pad_token_id,
+  }
+  if fam.head_dim == "key":
+    hf["head_dim"] = c.head_dim
+  if "attention_bias" in fam.keys:
+    hf["attention_bias"] = c.qkv_bias
+  if "qkv_bias" in fam.keys:
+    hf["qkv_bias"] = c.qkv_bias
+  if fam.mlp_bias_key:
+    hf["mlp_bias"] = False
+  if fam.clip_qkv:
+    hf["clip_qkv"] = c.clip_qkv
+  if fam.sliding == "all":
+    hf["sliding_window"] = c.sliding_window
+  elif fam.sliding == "typed":
+    if c.sliding_window is not None:
+      types = c.layer_types or (ATTENTION_SLIDING,) * c.n_layers
+      hf.update(use_sliding_window=True, sliding_window=c.sliding_window, layer_types=list(types))
+      hf["max_window_layers"] = next((i for i, t in enumerate(types) if t == ATTENTION_SLIDING), c.n_layers)
+    else:
+      hf.update(use_sliding_window=False, sliding_window=None, layer_types=[ATTENTION_FULL] * c.n_layers)
+  m = fam.moe
+  if m is not None:
+    hf.update({m.experts[0]: c.n_experts, "num_experts_per_tok": c.experts_per_token, m.width: c.d_expert})
+    if m.norm_topk is not True:
+      hf[m.norm_topk] = c.norm_topk
+    if m.shared:
+      hf["shared_expert_intermediate_size"] = c.d_shared
+    if m.layer_select:
+      layers = c.moe_layers or (True,) * c.n_layers
+      hf.update(decoder_sparse_step=1, mlp_only_layers=[i for i, x in enumerate(layers) if not x])
+  return hf
