@@ -159,8 +159,10 @@ def train_judgeq(
     init = SoftTokens.load(work / "judgeq")
     before = json.loads((work / "judgeq" / "judgeq.json").read_text())
     if (before["n_examples"], before["prompt_len"]) != (n_examples, prompt_len):
-      raise SystemExit(f"--judgeq-resume: the saved tokens were trained on {before['n_examples']} x "
-                       f"{before['prompt_len']} prompts; pass the same --judgeq-examples / --judgeq-prompt")
+      raise SystemExit(
+        f"--judgeq-resume: the saved tokens were trained on {before['n_examples']} x "
+        f"{before['prompt_len']} prompts; pass the same --judgeq-examples / --judgeq-prompt"
+      )
   jc = JudgeQConfig(n_soft=n_soft, steps=steps, batch_size=4)
   soft, hist, _ = train(params, config, prompts, responses, jc, init=init)
   total = before.get("steps", 0) + steps
