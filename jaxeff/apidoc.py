@@ -18,6 +18,8 @@ MODULES = (
   "jaxeff.config",
   "jaxeff.config.hf",
   "jaxeff.models.decoder",
+  "jaxeff.models.layers",
+  "jaxeff.models.latent",
   "jaxeff.models.moe",
   "jaxeff.models.hf_io",
   "jaxeff.models.embedded",

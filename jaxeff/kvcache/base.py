@@ -9,9 +9,10 @@ Protocol (every cache in jaxeff — full, quantized, latent, evicted — impleme
 * ``cache.attend(layer, q, q_positions, window=...)``: exact attention of queries over what the cache
   holds for ``layer``.
 
-For CommonKV layers (``jaxeff.kvcache.commonkv``) the model also passes ``latent=`` (the shared latent
-``c = A x``, [B, T, r]) to ``prefill``/``append``, and ``latent=``/``rebuild=`` (``(c, positions) -> (k, v)``)
-to ``attend``; caches that store k/v ignore them, ``LatentCache`` stores only the latent.
+For latent (CommonKV) layers the model also passes ``latent=``, a typed ``jaxeff.models.latent.LatentKV``
+record (the chunk's latents ``c = A x`` [B, T, r], ``B_k``/``B_v``, biases, k-norm, RoPE frequencies and its
+``rebuild(c, positions) -> (k, v)``) to ``prefill``, ``append`` and ``attend``; caches that store k/v ignore it,
+``LatentCache`` stores only the latents.
 
 All methods return new values (no mutation under jit). Positions are stored per slot (``-1`` = empty or
 padding) and attention masks by position (``jaxeff.attention.position_mask``), so a cache can be

@@ -33,6 +33,7 @@ import numpy as np
 from jaxeff.attention.dense import masked_attention, position_mask
 from jaxeff.config import ModelConfig
 from jaxeff.kvcache.base import _write_rows
+from jaxeff.models.latent import LATENT_LEAVES, LatentKV, is_latent_layer
 
 
 def _kv_matrices(params: dict, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +146,7 @@ def compress(
   Returns ``(config, new params, LatentSpec, report)`` with per-group relative Frobenius truncation errors and
   the Eckart-Young tail. The config is unchanged (the latent layout is read from the parameters).
   """
-  if "kv_down" in params["layers"][0]["attn"]:
+  if is_latent_layer(params["layers"][0]["attn"]):
     raise ValueError("parameters are already CommonKV-compressed")
   ranks = allocate_ranks(config, group_size, rank=rank, ratio=ratio, layer_scores=layer_scores, multiple=multiple)
   K, H = config.n_kv_heads, config.head_dim
@@ -162,9 +163,10 @@ def compress(
     A_shared = jnp.asarray(A, dtype)  # one array for the whole group
     for j, i in enumerate(idx):
       attn = {k_: v_ for k_, v_ in layers[i]["attn"].items() if k_ not in ("k", "v")}
-      attn["kv_down"] = A_shared
-      attn["k_up"] = jnp.asarray(Bk[j].reshape(K, H, r), dtype)
-      attn["v_up"] = jnp.asarray(Bv[j].reshape(K, H, r), dtype)
+      down, k_up, v_up = LATENT_LEAVES  # the table of jaxeff.models.latent
+      attn[down] = A_shared
+      attn[k_up] = jnp.asarray(Bk[j].reshape(K, H, r), dtype)
+      attn[v_up] = jnp.asarray(Bv[j].reshape(K, H, r), dtype)
       layers[i] = dict(layers[i], attn=attn)
   new = dict(params, layers=tuple(layers))
   return config, new, LatentSpec(group_size, tuple(ranks)), report
@@ -274,8 +276,6 @@ class LatentCache:
     return self.layers[0].pos.shape[1]
 
   def _write(self, layer, positions_bt, latent):
-    if latent is None:
-      raise ValueError("LatentCache stores CommonKV latents: compress the model with jaxeff.kvcache.commonkv.compress")
     e = self.layers[layer]
     extra = {}
     if self.bits is not None:
@@ -296,18 +296,16 @@ class LatentCache:
     layers[layer] = new
     return self.replace(layers=tuple(layers))
 
-  def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, latent=None, **_) -> LatentCache:
-    return self._write(layer, positions_bt, latent)
+  def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, latent: LatentKV | None = None, **_) -> LatentCache:
+    return self._write(layer, positions_bt, _latents(latent, "LatentCache"))
 
-  def append(self, layer, k_btkh, v_btkh, positions_bt, *, latent=None, **_) -> LatentCache:
-    return self._write(layer, positions_bt, latent)
+  def append(self, layer, k_btkh, v_btkh, positions_bt, *, latent: LatentKV | None = None, **_) -> LatentCache:
+    return self._write(layer, positions_bt, _latents(latent, "LatentCache"))
 
-  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, rebuild=None, attn_params=None, **_):
-    if rebuild is None:
-      raise ValueError("LatentCache.attend needs the layer's rebuild function (a CommonKV model passes it)")
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, latent: LatentKV | None = None, **_):
+    _latents(latent, "LatentCache")
     e = self.layers[layer]
-    plain = attn_params is not None and not ({"k_bias", "k_norm"} & set(attn_params))
-    if self.kernel is not None and q_btnh.shape[1] == 1 and plain:
+    if self.kernel is not None and q_btnh.shape[1] == 1 and latent.absorbable:
       from kernels_pallas.latent_attention import latent_decode_attention
 
       out = latent_decode_attention(
@@ -315,19 +313,14 @@ class LatentCache:
         self.latent_values(layer),
         e.pos,
         q_pos_bt[:, 0],
-        attn_params["k_up"],
-        attn_params["v_up"],
-        rebuild.keywords["inv_freq"],
+        latent.k_up,
+        latent.v_up,
+        latent.inv_freq,
         window=window,
         implementation=self.kernel,
       )
       return out[:, None].astype(q_btnh.dtype)
-    lat = self.latent_values(layer)
-    k, v = rebuild(lat, jnp.maximum(e.pos, 0))
-    mask = position_mask(q_pos_bt, e.pos, window)
-    if self.value_mode == "rebuild":
-      return masked_attention(q_btnh, k.astype(q_btnh.dtype), v.astype(q_btnh.dtype), mask)
-    return _absorbed_attention(q_btnh, k, lat, attn_params, mask)
+    return _latent_attention(q_btnh, self.latent_values(layer), e.pos, q_pos_bt, latent, window, self.value_mode)
 
   def repeat(self, n: int) -> LatentCache:
     return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), self)
@@ -342,7 +335,25 @@ class LatentCache:
     return float(sum(e.latent.shape[-1] * e.latent.dtype.itemsize + stats for e in self.layers))
 
 
-def _absorbed_attention(q_btnh, k_bskh, latent_bsr, attn, mask_bts):
+def _latents(latent: LatentKV | None, who: str) -> jax.Array:
+  if latent is None:
+    raise ValueError(
+      f"{who} stores CommonKV latents: compress the model with jaxeff.kvcache.commonkv.compress (its layers then "
+      "hand each cache call their LatentKV record)"
+    )
+  return latent.c
+
+
+def _latent_attention(q_btnh, lat_bsr, pos_bs, q_pos_bt, latent: LatentKV, window, value_mode):
+  """Queries over cached latents: keys (and values, ``value_mode='rebuild'``) rebuilt from them."""
+  k, v = latent.rebuild(lat_bsr, jnp.maximum(pos_bs, 0))
+  mask = position_mask(q_pos_bt, pos_bs, window)
+  if value_mode == "rebuild":
+    return masked_attention(q_btnh, k.astype(q_btnh.dtype), v.astype(q_btnh.dtype), mask)
+  return _absorbed_attention(q_btnh, k, lat_bsr, latent, mask)
+
+
+def _absorbed_attention(q_btnh, k_bskh, latent_bsr, rec: LatentKV, mask_bts):
   """softmax(q k^T / sqrt(H)) applied to the latents, then ``Bv`` per kv head (plus the value bias)."""
   B, T, N, H = q_btnh.shape
   K = k_bskh.shape[2]
@@ -352,9 +363,9 @@ def _absorbed_attention(q_btnh, k_bskh, latent_bsr, attn, mask_bts):
   s = jnp.where(mask_bts[:, None, None], s, -1e30)
   p = jax.nn.softmax(s, axis=-1)
   pc = jnp.einsum("bkgts,bsr->btkgr", p, latent_bsr.astype(jnp.float32))
-  out = jnp.einsum("btkgr,khr->btkgh", pc, attn["v_up"].astype(jnp.float32))
-  if "v_bias" in attn:
-    out = out + attn["v_bias"][None, None, :, None, :]
+  out = jnp.einsum("btkgr,khr->btkgh", pc, rec.v_up.astype(jnp.float32))
+  if rec.v_bias is not None:
+    out = out + rec.v_bias[None, None, :, None, :]
   return out.reshape(B, T, N, H).astype(q_btnh.dtype)
 
 
@@ -385,12 +396,11 @@ class MergedLatentCache:
   def prefill(self, *a, **k):
     raise ValueError("a merged CommonKV cache is built after prefill; prefill into a LatentCache, then merge")
 
-  def append(self, layer, k_btkh, v_btkh, positions_bt, *, latent=None, **_) -> MergedLatentCache:
-    if latent is None:
-      raise ValueError("MergedLatentCache stores CommonKV latents")
+  def append(self, layer, k_btkh, v_btkh, positions_bt, *, latent: LatentKV | None = None, **_) -> MergedLatentCache:
+    c = _latents(latent, "MergedLatentCache")
     g = layer // self.spec.group_size
     own = list(self.own)
-    own[layer] = _write_rows(own[layer], latent, self.own_len)
+    own[layer] = _write_rows(own[layer], c, self.own_len)
     last_of_group = layer == (g + 1) * self.spec.group_size - 1
     return append_bookkeeping(self.replace(own=tuple(own)), g, last_of_group, layer == len(self.own) - 1, positions_bt)
 
@@ -399,21 +409,16 @@ class MergedLatentCache:
     g = layer // self.spec.group_size
     return scatter_own(self.shared[g], self.own_slot[g], self.own_len, self.own[layer])
 
-  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, rebuild=None, attn_params=None, latent=None, **_):
-    if rebuild is None:
-      raise ValueError("MergedLatentCache.attend needs the layer's rebuild function")
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, latent: LatentKV | None = None, **_):
+    c = _latents(latent, "MergedLatentCache")
     lat = self.latent_of(layer)
     pos, length = self.pos, self.length
-    if latent is not None and layer != len(self.own) - 1:
+    if layer != len(self.own) - 1:
       # Earlier layers of this decode step see the new token before the shared counters advance (the last
       # layer advances them): place it at its slot explicitly.
-      lat = _write_rows(lat, latent, length)
+      lat = _write_rows(lat, c, length)
       pos = _write_rows(pos, q_pos_bt.astype(jnp.int32), length)
-    k, v = rebuild(lat, jnp.maximum(pos, 0))
-    mask = position_mask(q_pos_bt, pos, window)
-    if self.value_mode == "rebuild":
-      return masked_attention(q_btnh, k.astype(q_btnh.dtype), v.astype(q_btnh.dtype), mask)
-    return _absorbed_attention(q_btnh, k, lat, attn_params, mask)
+    return _latent_attention(q_btnh, lat, pos, q_pos_bt, latent, window, self.value_mode)
 
   def repeat(self, n: int) -> MergedLatentCache:
     return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), self)

@@ -243,7 +243,7 @@ class EvictedCache:
       inner = self.press.inner.init(self.config, k_btkh.shape[0], cap_all + max(free, 0), self.dtype)
     take = lambda x: jnp.take_along_axis(x[:, :T], idx_bc.reshape(idx_bc.shape + (1,) * (x.ndim - 2)), axis=1)
     if kw.get("latent") is not None:
-      kw = dict(kw, latent=take(kw["latent"]))
+      kw = dict(kw, latent=kw["latent"].with_latent(take(kw["latent"].c)))
     inner = inner.prefill(layer, take(k_btkh), take(v_btkh), pos_bc, **kw)
     return self.replace(inner=inner)
 

@@ -27,7 +27,20 @@ MoE layers (``config.is_moe(i)``):
 ``layers[i].mlp.shared_gate``            [1, D]  (shared_gate)   (None, embed)
 ``final_norm``                           [D]                     (norm,)
 ``lm_head``                              [V, D]  (untied only)   (vocab, embed)
+Leaves that surgery writes (each documented where it is written):
+``layers[i].attn.kv_down``               [r, D]                  CommonKV: A, shared by its group
+``layers[i].attn.k_up`` / ``.v_up``      [K, H, r]               CommonKV: B_k, B_v (``k``/``v`` gone)
+``layers[i].mlp.owner``                  [C]                     CAMERA-P compacted MoE: expert of each
+                                                                 kept channel (E = shared expert)
+``layers[i].mlp.gate``/``.up``/``.down`` [C, D], [D, C]          CAMERA-P compacted: kept channels only
+``layers[i].mlp.packed``                 list of groups          CAMERA-Q: per bit width, packed codes,
+                                                                 scales and ``owner`` (``moe.quant``)
 =======================================  ======================  =====================================
+
+A layer's attention is a latent layer when it holds ``kv_down`` (``jaxeff.models.latent``; the decoder dispatches
+through ``register_projection`` as it does for feed-forwards through ``register_feed_forward``); its MLP is
+compacted when it holds ``owner`` and packed when it holds ``packed`` (``jaxeff.models.moe``). Judge Q's soft
+tokens are not a leaf of this table: they extend ``embed`` for one prefill (``jaxeff.kvcache.judgeq``).
 
 Weights are stored output-major, ``[out..., in]``, exactly as PyTorch ``nn.Linear`` stores them, with the
 head axes split out. Every HF tensor is therefore a *reshape* of its jaxeff leaf: checkpoints load by
@@ -39,7 +52,6 @@ D d_model, N/K query/kv heads, H head_dim, F d_ff, V vocab.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +63,12 @@ from jaxtyping import Array, Float, Int
 from jaxeff import sharding as shard_lib
 from jaxeff.attention.dense import Dense
 from jaxeff.config import ModelConfig, rope_inv_freq
+from jaxeff.models import latent as latent_lib
+from jaxeff.models.layers import clip_qkv
+from jaxeff.models.layers import linear as linear  # the building blocks stay importable from here
+from jaxeff.models.layers import qk_norm as qk_norm
+from jaxeff.models.layers import rms_norm as rms_norm
+from jaxeff.models.layers import rope as rope
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,52 +189,6 @@ def count_params(params: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
-# ------------------------------------------------------------------ building blocks
-def rms_norm(x: Array, weight: Array, eps: float) -> Array:
-  r"""y = w * x / sqrt(mean(x^2) + eps), statistics in float32 (as HF's LlamaRMSNorm)."""
-  xf = x.astype(jnp.float32)
-  y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
-  return weight * y.astype(x.dtype)
-
-
-def rope(x_btnh: Float[Array, "B T N H"], positions_bt: Int[Array, "B T"], inv_freq: Array) -> Array:
-  r"""Rotary embedding, half-split layout (HF ``rotate_half``): x * cos + rotate_half(x) * sin.
-
-  angle[b, t, i] = positions[b, t] * inv_freq[i], duplicated over both halves of H.
-  """
-  ang = positions_bt.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]
-  ang = jnp.concatenate([ang, ang], axis=-1)[:, :, None, :]
-  cos, sin = jnp.cos(ang).astype(x_btnh.dtype), jnp.sin(ang).astype(x_btnh.dtype)
-  half = x_btnh.shape[-1] // 2
-  rot = jnp.concatenate([-x_btnh[..., half:], x_btnh[..., :half]], axis=-1)
-  return x_btnh * cos + rot * sin
-
-
-def qk_norm(x_btnh: Array, w: Array, eps: float) -> Array:
-  """RMSNorm of q or k: per head for an [H] weight (Qwen3), over all heads' dims for an [N, H] weight (OLMoE)."""
-  if w.ndim == 1:
-    return rms_norm(x_btnh, w, eps)
-  xf = x_btnh.astype(jnp.float32)
-  y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=(-2, -1), keepdims=True) + eps)
-  return w * y.astype(x_btnh.dtype)
-
-
-def _clip(x: Array, config: ModelConfig) -> Array:
-  return x if config.clip_qkv is None else jnp.clip(x, -config.clip_qkv, config.clip_qkv)
-
-
-def linear(x: Array, w: Array, n_in: int = 1) -> Array:
-  """y = x W^T for an output-major weight ``w`` [*out, *in] whose last ``n_in`` axes match x's last axes.
-
-  The weight is viewed as a 2-D [out, in] matrix (a free reshape under jit) so XLA emits one plain GEMM.
-  """
-  out_shape, in_shape = w.shape[: w.ndim - n_in], w.shape[w.ndim - n_in :]
-  lead = x.shape[: x.ndim - n_in]
-  x2 = x.reshape(int(np.prod(lead)), int(np.prod(in_shape)))
-  w2 = w.reshape(int(np.prod(out_shape)), int(np.prod(in_shape)))
-  return jnp.einsum("ni,oi->no", x2, w2).reshape(*lead, *out_shape)
-
-
 def swiglu_mlp(mlp_params: dict[str, Array], x_btd: Array, config: ModelConfig) -> Array:
   """down( silu(x W_gate^T) * (x W_up^T) )."""
   del config
@@ -259,36 +231,31 @@ def qkv_projection(attn: dict[str, Array], h_btd: Array, positions_bt: Array, co
   if "q_norm" in attn:
     q = qk_norm(q, attn["q_norm"], config.rms_norm_eps)
     k = qk_norm(k, attn["k_norm"], config.rms_norm_eps)
-  q, k, v = _clip(q, config), _clip(k, config), _clip(v, config)
+  q, k, v = clip_qkv(q, config), clip_qkv(k, config), clip_qkv(v, config)
   q = rope(q, positions_bt, inv_freq)
   k = rope(k, positions_bt, inv_freq)
   return q, k, v
 
 
-def rebuild_kv(attn: dict[str, Array], latent_btr: Array, positions_bt: Array, config: ModelConfig, inv_freq: Array):
-  """CommonKV layers: keys and values from the shared latent, ``k = RoPE(Bk c)``, ``v = Bv c`` (biases and
-  Qwen3 k-norm applied before RoPE, as in ``qkv_projection``). latent [B, T, r] -> k, v [B, T, K, H]."""
-  k = linear(latent_btr, attn["k_up"])
-  v = linear(latent_btr, attn["v_up"])
-  if "k_bias" in attn:
-    k, v = k + attn["k_bias"], v + attn["v_bias"]
-  if "k_norm" in attn:
-    k = qk_norm(k, attn["k_norm"], config.rms_norm_eps)
-  k, v = _clip(k, config), _clip(v, config)
-  return rope(k, positions_bt, inv_freq), v
+def project(attn: dict[str, Array], h_btd: Array, positions_bt: Array, config: ModelConfig, inv_freq: Array):
+  """The attention input projection of one layer, dispatched on its parameter table: the first registered
+  projection whose ``matches(attn)`` holds (the shared-latent K/V of ``jaxeff.models.latent``), else
+  ``qkv_projection``. Returns q, k, v and the layer's record for the cache (``None`` for a plain layer)."""
+  for matches, fn in _PROJECTIONS:
+    if matches(attn):
+      return fn(attn, h_btd, positions_bt, config, inv_freq)
+  return (*qkv_projection(attn, h_btd, positions_bt, config, inv_freq), None)
 
 
-def _latent_qkv(attn, h_btd, positions_bt, config, inv_freq):
-  q = linear(h_btd, attn["q"])
-  if "q_bias" in attn:
-    q = q + attn["q_bias"]
-  if "q_norm" in attn:
-    q = qk_norm(q, attn["q_norm"], config.rms_norm_eps)
-  q = _clip(q, config)
-  q = rope(q, positions_bt, inv_freq)
-  c = linear(h_btd, attn["kv_down"])  # [B, T, r]
-  k, v = rebuild_kv(attn, c, positions_bt, config, inv_freq)
-  return q, k, v, c
+_PROJECTIONS: list[tuple[Callable[[dict], bool], Callable[..., tuple]]] = [
+  (latent_lib.is_latent_layer, latent_lib.latent_projection)
+]
+
+
+def register_projection(matches: Callable[[dict], bool], fn: Callable[..., tuple]) -> None:
+  """Register an attention input projection ``fn(attn, h, positions, config, inv_freq) -> (q, k, v, record)``
+  for the layers whose attention parameters satisfy ``matches`` (checked before the ones registered earlier)."""
+  _PROJECTIONS.insert(0, (matches, fn))
 
 
 def forward(
@@ -352,13 +319,8 @@ def forward(
   for i, lp in enumerate(params["layers"]):
     window = config.layer_window(i)
     h = rms_norm(x, lp["attn_norm"], config.rms_norm_eps)
-    extra = {}
-    if "kv_down" in lp["attn"]:  # CommonKV layer: the cache may keep the latent instead of k/v
-      q, k, v, c = _latent_qkv(lp["attn"], h, safe_pos, config, inv_freq)
-      rebuild = functools.partial(rebuild_kv, lp["attn"], config=config, inv_freq=inv_freq)
-      extra = dict(latent=c, rebuild=rebuild, attn_params=lp["attn"])
-    else:
-      q, k, v = qkv_projection(lp["attn"], h, safe_pos, config, inv_freq)
+    q, k, v, latent = project(lp["attn"], h, safe_pos, config, inv_freq)
+    extra = {} if latent is None else {"latent": latent}  # a latent layer's cache may keep c instead of k/v
     q = shard_lib.constrain(q, ("batch", "seq", "act_heads", None))
     if cache is None:
       out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i)
