@@ -93,7 +93,7 @@ def load_corpus(name: str, split: str = "train", *, max_documents: int | None = 
   """A ``datasets.Dataset`` with one ``text`` column for corpus ``name`` ('python' | 'gcide').
 
   Example:
-    >>> ds = load_corpus("python", "validation", max_documents=3)  # doctest: +SKIP
+    >>> ds = load_corpus("python", "validation", max_documents=3)
     >>> ds.column_names
     ['text']
   """
