@@ -44,7 +44,7 @@ def main(argv=None):
   from jaxeff.models.embedded import load_reference_model
   from jaxeff.models.moe import moe_mlp
   from jaxeff.moe.camera import calibration_windows, camera_prune, compact, mlp_inputs, moe_param_bytes
-  from jaxeff.moe.quant import QuantConfig, assign_bits, pack_layer, quantize_layer
+  from jaxeff.moe.quant import QuantConfig, quantize_model
   from jaxeff.tokenizer import ByteTokenizer
   from jaxeff.training import data as data_lib
   from jaxeff.training.trainer import evaluate
@@ -140,12 +140,8 @@ def main(argv=None):
   rng = np.random.default_rng(0)
 
   def quantized(qc, assignment):
-    layers = list(params["layers"])
-    for i, e in energies.items():
-      scores = e if assignment == "energy" else rng.random(len(e))
-      bits = assign_bits(scores, qc)
-      layers[i] = {**layers[i], "mlp": quantize_layer(layers[i]["mlp"], bits, qc, inputs[i], cfg)}
-    return {**params, "layers": tuple(layers)}
+    scores = {i: e if assignment == "energy" else rng.random(len(e)) for i, e in energies.items()}
+    return quantize_model(params, cfg, scores, qc, inputs)
 
   q = {}
   for method in ("gptq", "rtn"):
@@ -156,10 +152,7 @@ def main(argv=None):
   q["mean_bits"] = QuantConfig().mean_bits
   # real storage: the energy-ranked GPTQ model packed (bit-planes + scales), run through the packed MoE path
   qc = QuantConfig(method="gptq")
-  layers = list(params["layers"])
-  for i, e in energies.items():
-    layers[i] = {**layers[i], "mlp": pack_layer(layers[i]["mlp"], assign_bits(e, qc), qc, inputs[i], cfg)}
-  packed = {**params, "layers": tuple(layers)}
+  packed = quantize_model(params, cfg, energies, qc, inputs, packed=True)
   q["camera_q_gptq_packed"] = bpb(packed)
   q["moe_param_bytes"] = {"float32": moe_param_bytes(params), "packed": moe_param_bytes(packed)}
   results["quantization"] = q

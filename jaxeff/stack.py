@@ -103,6 +103,73 @@ class Stack:
     if errors:
       raise ValueError("invalid Stack: " + "; ".join(errors))
 
+  @classmethod
+  def from_options(
+    cls,
+    config: ModelConfig,
+    *,
+    prefill_attention: str = "dense",
+    gamma: float = 0.95,
+    block_size: int = 128,
+    min_budget_tokens: int = 2048,
+    kv_cache: str = "full",
+    kv_rank: int | None = None,
+    kv_group: int = 2,
+    kv_bits: int | None = None,
+    kv_merge_rho: float | None = None,
+    kv_press: str = "none",
+    kv_budget: float = 0.2,
+    kv_window: int = 8,
+    judgeq: str | None = None,
+  ) -> Stack:
+    """The stack named by flat options (the ``--prefill-attention`` / ``--kv-*`` flags of ``jaxeff generate`` and
+    ``jaxeff eval long``; each option's meaning is in their ``--help``).
+
+    ``kv_cache``: 'full', 'int8' / 'int4' (quantized keys and values) or 'commonkv' (latents of rank ``kv_rank``,
+    default half the group's maximum, quantized to ``kv_bits`` if given, merged across layers with
+    ``kv_merge_rho``); ``kv_press``: 'none' or a ``Press`` scorer ('judgeq' needs ``judgeq``, a folder of soft
+    tokens); ``kv_budget``: a ratio in (0, 1] or a token count when >= 1 and integral.
+
+    Example:
+      >>> Stack.from_options(ModelConfig.tiny(), kv_cache="commonkv", kv_bits=4, kv_press="snapkv",
+      ...                    kv_budget=0.1).describe()
+      'dense + commonkv(0.5) + snapkv(0.1) + int4'
+    """
+    from jaxeff.attention import make_prefill_backend
+    from jaxeff.kvcache.eviction import Press
+    from jaxeff.kvcache.judgeq import JudgeQPress, SoftTokens
+
+    if kv_cache not in ("full", "int8", "int4", "commonkv"):
+      raise ValueError(f"kv_cache must be full, int8, int4 or commonkv, got {kv_cache!r}")
+    latent = kv_cache == "commonkv"
+    if kv_bits is not None and not latent:
+      raise ValueError("kv_bits quantizes CommonKV latents; for quantized keys and values use kv_cache='int8'/'int4'")
+    bits = int(kv_cache[3:]) if kv_cache in ("int8", "int4") else kv_bits
+    press = None
+    if kv_press != "none":
+      budget = int(kv_budget) if kv_budget >= 1 and float(kv_budget).is_integer() and kv_budget != 1.0 else kv_budget
+      opts = dict(budget=float(budget) if isinstance(budget, float) else budget, window_size=kv_window)
+      if kv_press == "judgeq":
+        if not judgeq:
+          raise ValueError(
+            "the judgeq press needs judgeq= (--judgeq DIR), a folder of trained soft tokens (`jaxeff judgeq train`)"
+          )
+        press = JudgeQPress(SoftTokens.load(judgeq), **opts)
+      else:
+        press = Press(kv_press, **opts)
+    attention = make_prefill_backend(
+      prefill_attention, config, gamma=gamma, block_size=block_size, min_budget_tokens=min_budget_tokens
+    )
+    return cls(
+      attention=attention,
+      latent_rank=kv_rank if latent else None,
+      latent_ratio=0.5 if latent and kv_rank is None else None,
+      latent_group=kv_group,
+      latent_merge_rho=kv_merge_rho if latent else None,
+      press=press,
+      kv_bits=bits,
+    )
+
   @property
   def latent(self) -> bool:
     return self.latent_rank is not None or self.latent_ratio is not None

@@ -123,3 +123,18 @@ def test_camera_compacted_moe_in_the_stack():
 def test_bad_stack_fails_before_work(kw, match):
   with pytest.raises(ValueError, match=match):
     Stack(**kw)
+
+
+def test_from_options_builds_what_the_flags_name_and_rejects_contradictions():
+  cfg = ModelConfig.tiny()
+  s = Stack.from_options(cfg, prefill_attention="proxy", kv_cache="int4", kv_press="h2o", kv_budget=32)
+  assert s.kv_bits == 4 and not s.latent and s.press.scorer == "h2o" and s.press.budget == 32
+  assert type(s.attention).__name__ == "ProxyAttention"
+  s = Stack.from_options(cfg, kv_cache="commonkv", kv_rank=8, kv_merge_rho=0.4)
+  assert (s.latent_rank, s.latent_ratio, s.latent_merge_rho, s.kv_bits) == (8, None, 0.4, None)
+  with pytest.raises(ValueError, match="kv_cache must be"):
+    Stack.from_options(cfg, kv_cache="int2")
+  with pytest.raises(ValueError, match="quantizes CommonKV latents"):
+    Stack.from_options(cfg, kv_bits=4)
+  with pytest.raises(ValueError, match="judgeq"):
+    Stack.from_options(cfg, kv_press="judgeq")

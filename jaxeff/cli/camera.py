@@ -52,7 +52,7 @@ def _cmd_camera(args) -> int:
 
   from jaxeff.models.hf_io import save_hf
   from jaxeff.moe.camera import calibration_windows, camera_prune, compact, mlp_inputs, moe_param_bytes
-  from jaxeff.moe.quant import QuantConfig, assign_bits, quantize_layer
+  from jaxeff.moe.quant import QuantConfig, quantize_model
   from jaxeff.tokenizer import ByteTokenizer
   from jaxeff.training import data as data_lib
 
@@ -85,11 +85,7 @@ def _cmd_camera(args) -> int:
       info["compact_moe_param_bytes"] = moe_param_bytes(small)
       info["compact_channels"] = {str(i): int(small["layers"][i]["mlp"]["gate"].shape[0]) for i in rep.masks}
   if args.action == "quantize":
-    inputs = mlp_inputs(params, config, calib[:4])
-    layers = list(params["layers"])
-    for i, e in rep.energies.items():
-      layers[i] = {**layers[i], "mlp": quantize_layer(layers[i]["mlp"], assign_bits(e, qc), qc, inputs[i], config)}
-    out = {**params, "layers": tuple(layers)}
+    out = quantize_model(params, config, rep.energies, qc, mlp_inputs(params, config, calib[:4]))
     info["mean_bits"] = qc.mean_bits
   if args.out:
     save_hf(args.out, config, out)

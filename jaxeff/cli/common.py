@@ -80,67 +80,22 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_model(model: str, dtype_name: str):
+  """``jaxeff.models.load`` with the CLI's ``--dtype`` name."""
   import jax.numpy as jnp
 
-  dtype = jnp.float32 if dtype_name == "float32" else jnp.bfloat16
-  if model == "default":
-    from jaxeff.models.embedded import default_model
+  from jaxeff.models.embedded import load
 
-    return default_model(dtype)
-  from pathlib import Path
-
-  from jaxeff.models.embedded import REFERENCE_MODELS, reference_model_path
-  from jaxeff.models.hf_io import load_hf
-  from jaxeff.models.registry import REAL_MODELS, require_fetched
-  from jaxeff.tokenizer import load_tokenizer
-
-  if model in REFERENCE_MODELS and not Path(model).exists():
-    model = str(reference_model_path(model))  # an embedded reference model by name
-  elif model in REAL_MODELS and not Path(model).exists():
-    model = str(require_fetched(model))  # a fetched real model by name
-  config, params = load_hf(model, dtype=dtype)
-  return config, params, load_tokenizer(model, config=config)
+  return load(model, jnp.float32 if dtype_name == "float32" else jnp.bfloat16)
 
 
 def build_stack(args, config):
-  """The ``jaxeff.stack.Stack`` of the stack options (prefill backend, KV layout, eviction, bits) for ``config``."""
-  from jaxeff.attention import make_prefill_backend
-  from jaxeff.kvcache.eviction import Press
-  from jaxeff.kvcache.judgeq import JudgeQPress, SoftTokens
+  """``Stack.from_options`` of the stack flags (``add_stack_options``)."""
   from jaxeff.stack import Stack
 
-  latent = args.kv_cache == "commonkv"
-  if args.kv_cache in ("int8", "int4"):
-    bits = int(args.kv_cache[3:])
-  else:
-    bits = args.kv_bits if latent else None
-  press = None
-  if args.kv_press != "none":
-    b = args.kv_budget
-    budget = int(b) if b >= 1 and float(b).is_integer() and b != 1.0 else float(b)
-    opts = dict(budget=budget, window_size=args.kv_window)
-    if args.kv_press == "judgeq":
-      if not args.judgeq:
-        raise ValueError("--kv-press judgeq needs --judgeq DIR (train one with `jaxeff judgeq train`)")
-      press = JudgeQPress(SoftTokens.load(args.judgeq), **opts)
-    else:
-      press = Press(args.kv_press, **opts)
-  attention = make_prefill_backend(
-    args.prefill_attention,
-    config,
-    gamma=args.gamma,
-    block_size=args.block_size,
-    min_budget_tokens=args.min_budget_tokens,
-  )
-  return Stack(
-    attention=attention,
-    latent_rank=args.kv_rank if latent else None,
-    latent_ratio=0.5 if latent and args.kv_rank is None else None,
-    latent_group=args.kv_group,
-    latent_merge_rho=args.kv_merge_rho if latent else None,
-    press=press,
-    kv_bits=bits,
-  )
+  names = ("prefill_attention", "gamma", "block_size", "min_budget_tokens", "kv_cache", "kv_rank", "kv_group")
+  names += ("kv_merge_rho", "kv_press", "kv_budget", "kv_window", "judgeq")
+  bits = args.kv_bits if args.kv_cache == "commonkv" else None  # the flag only applies to latents
+  return Stack.from_options(config, kv_bits=bits, **{k: getattr(args, k) for k in names})
 
 
 def floats(spec: str, what: str) -> list[float]:

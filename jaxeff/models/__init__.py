@@ -11,6 +11,7 @@ from jaxeff.models.decoder import param_specs as param_specs
 from jaxeff.models.decoder import register_feed_forward as register_feed_forward
 from jaxeff.models.decoder import rms_norm as rms_norm
 from jaxeff.models.decoder import rope as rope
+from jaxeff.models.embedded import load as load
 from jaxeff.models.gguf import gguf_to_hf as gguf_to_hf
 from jaxeff.models.gguf import load_gguf as load_gguf
 from jaxeff.models.hf_io import CheckpointError as CheckpointError

@@ -80,3 +80,34 @@ def default_model(dtype=jnp.float32):
     warnings.warn("embedded tiny-code model missing: using random weights", stacklevel=2)
     config = default_config()
     return config, init_params(config, jax.random.key(0), dtype=dtype), ByteTokenizer()
+
+
+def load(name_or_path: str, dtype=jnp.float32):
+  """``(config, params, tokenizer)`` for any model name jaxeff knows or an HF folder: ``"default"`` (the
+  embedded default model), a reference model (``REFERENCE_MODELS``), a fetched real model
+  (``jaxeff.models.registry.REAL_MODELS``; ``ModelNotFetchedError`` names ``jaxeff models fetch`` otherwise) or a
+  path to a folder with ``config.json`` and safetensors. An existing path wins over a name.
+
+  The one resolution the CLI, the benchmarks and the notebooks share.
+
+  Example:
+    >>> config, params, tok = load("tiny-code")
+    >>> config.n_layers, tok.encode("ab", add_bos=False)
+    (4, [97, 98])
+  """
+  from jaxeff.models.hf_io import load_hf
+  from jaxeff.models.registry import REAL_MODELS
+  from jaxeff.tokenizer import load_tokenizer
+
+  if not Path(name_or_path).exists():
+    if name_or_path == "default":
+      return default_model(dtype)
+    if name_or_path in REFERENCE_MODELS or name_or_path in REAL_MODELS:
+      return load_reference_model(name_or_path, dtype)
+  if not Path(name_or_path).exists() and "/" not in str(name_or_path):  # a bare unknown name, not a path
+    known = ", ".join(["default", *REFERENCE_MODELS, *REAL_MODELS])
+    raise FileNotFoundError(
+      f"{name_or_path!r} is neither a model folder (with config.json) nor a known model: {known}"
+    )
+  config, params = load_hf(name_or_path, dtype=dtype)
+  return config, params, load_tokenizer(name_or_path, config=config)

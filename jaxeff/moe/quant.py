@@ -280,6 +280,45 @@ def pack_layer(mlp: dict[str, Any], bits_n: np.ndarray, qc: QuantConfig, x_td=No
   return out
 
 
+def quantize_model(
+  params: dict[str, Any],
+  config: ModelConfig,
+  scores: dict[int, np.ndarray],
+  qc: QuantConfig,
+  inputs: dict[int, Any] | None = None,
+  *,
+  packed: bool = False,
+) -> dict[str, Any]:
+  """CAMERA-Q over a whole model: every MoE layer ``i`` in ``scores`` gets per-micro-expert bits
+  ``assign_bits(scores[i], qc)`` (highest energy -> most bits) and is quantized with ``qc.method`` (GPTQ needs
+  ``inputs[i]``, the layer's calibration MLP inputs [T, D] from ``jaxeff.moe.camera.mlp_inputs``);
+  ``packed=False`` fake-quantizes in place (``quantize_layer``), ``packed=True`` stores bit-plane codes
+  (``pack_layer``). Other layers are returned untouched. Shapes: scores[i] [N] micro-experts (routed e-major,
+  then shared).
+
+  Example:
+    >>> import jax
+    >>> from jaxeff.models import init_params
+    >>> cfg = ModelConfig.tiny(model_type="mixtral", n_experts=4, experts_per_token=2, d_expert=16, d_ff=16)
+    >>> params = init_params(cfg, jax.random.key(0))
+    >>> qc = QuantConfig(bits=(2, 4), ratios=(0.5, 0.5), method="rtn")
+    >>> q = quantize_model(params, cfg, {0: np.arange(64.0)}, qc, packed=True)
+    >>> sorted(q["layers"][0]["mlp"]), "packed" in q["layers"][1]["mlp"]
+    (['packed', 'router'], False)
+  """
+  bad = sorted(i for i in scores if not 0 <= i < config.n_layers or not config.is_moe(i))
+  if bad:
+    raise ValueError(f"layers {bad} are not mixture-of-experts layers of this model")
+  if qc.method == "gptq" and (inputs is None or any(i not in inputs for i in scores)):
+    raise ValueError("GPTQ needs each quantized layer's calibration inputs (jaxeff.moe.camera.mlp_inputs)")
+  layer_fn = pack_layer if packed else quantize_layer
+  layers = list(params["layers"])
+  for i, e in scores.items():
+    x = None if inputs is None else inputs[i]
+    layers[i] = {**layers[i], "mlp": layer_fn(layers[i]["mlp"], assign_bits(np.asarray(e), qc), qc, x, config)}
+  return {**params, "layers": tuple(layers)}
+
+
 # ------------------------------------------------------------------------------------------------ packing
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
   """b-bit codes [..., n] (n % 8 == 0) -> uint8 bit-planes [b, ..., n / 8]: exactly b bits per value."""
