@@ -80,7 +80,7 @@ def main(argv=None):
       progs, [[("", None)]] * len(progs), Limits(time_s=10.0, memory_mb=2048), workers=args.workers, progress=True
     )
     dt = time.perf_counter() - t0
-    outs = {f.stem: E._outcome(r[0]) for f, r in zip(files, res)}
+    outs = {f.stem: E.outcome_from_verdict(r[0]) for f, r in zip(files, res)}
     fails = {
       s: {"status": o.status, "passed": o.passed, "total": o.total, "detail": o.detail[-300:]}
       for s, o in outs.items()

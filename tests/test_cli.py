@@ -12,7 +12,7 @@ from jaxeff.models import init_params, save_hf
 
 
 def _options(sub):
-  parser = cli._build_parser()
+  parser = cli.build_parser()
   action = next(a for a in parser._actions if a.dest == "command")
   return action.choices[sub]._actions
 

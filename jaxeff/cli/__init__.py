@@ -47,7 +47,7 @@ REGISTER = (
 )
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="jaxeff",
     description="jaxeff: efficient LLM inference and training research in JAX/Flax.",
@@ -60,7 +60,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Run ``jaxeff ARGS``; returns the exit status (2: bad input, one ``jaxeff: error:`` line)."""
-  args = _build_parser().parse_args(argv)
+  args = build_parser().parse_args(argv)
   try:
     return args.func(args)
   except (ValueError, FileNotFoundError, NotImplementedError) as e:

@@ -157,10 +157,12 @@ def run_candidate(
     cache_dir=cache_dir,
     unsafe_no_isolation=unsafe_no_isolation,
   )
-  return _outcome(v)
+  return outcome_from_verdict(v)
 
 
-def _outcome(v) -> Outcome:
+def outcome_from_verdict(v) -> Outcome:
+  """The TransCoder outcome of one sandbox verdict: CE -> compilation, TLE -> timeout, RE / OLE / EXE or no
+  ``#Results: n, total`` line -> error, else success iff n == total > 0 (failure otherwise)."""
   if v.status == "CE":
     return Outcome("compilation", detail=v.detail[-500:])
   if v.status == "TLE":
@@ -195,7 +197,7 @@ def run_many_candidates(
     progress=progress,
     unsafe_no_isolation=unsafe_no_isolation,
   )
-  return [_outcome(r[0]) for r in res]
+  return [outcome_from_verdict(r[0]) for r in res]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

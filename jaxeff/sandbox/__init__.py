@@ -69,6 +69,7 @@ from jaxeff.sandbox.isolation import (  # noqa: F401  (re-exported: the public n
   _launch,
   _Slot,
   isolation_problem,
+  memory_cgroup_available,
   require_isolation,
 )
 

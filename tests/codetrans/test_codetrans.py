@@ -78,9 +78,9 @@ def test_harness_outcomes_rename_and_result_lines():
   from jaxeff.sandbox import Verdict
 
   for text in ("#Results: 10, 10", "#Results:10, 10\n", "gold printed 3#Results: 10, 10"):
-    assert E._outcome(Verdict("OK", text)).success
-  assert E._outcome(Verdict("OK", "#Results: 9, 10")).status == "failure"
-  assert E._outcome(Verdict("OK", "nothing")).status == "error"
+    assert E.outcome_from_verdict(Verdict("OK", text)).success
+  assert E.outcome_from_verdict(Verdict("OK", "#Results: 9, 10")).status == "failure"
+  assert E.outcome_from_verdict(Verdict("OK", "nothing")).status == "error"
 
 
 def test_sa_validation_and_stub_llm_end_to_end():
