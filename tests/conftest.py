@@ -28,9 +28,13 @@ HAS_TORCH = _has_torch()
 
 
 def pytest_collection_modifyitems(config, items):
-  if HAS_TORCH:
-    return
-  skip = pytest.mark.skip(reason="needs the torch test extra: pip install -e '.[test]'")
+  backend = jax.default_backend()
+  needs = {
+    "needs_torch": (HAS_TORCH, "needs the torch test extra: pip install -e '.[test]'"),
+    "tpu_only": (backend == "tpu", f"compiled kernel test: needs a TPU (backend here: {backend})"),
+    "gpu_only": (backend == "gpu", f"compiled kernel test: needs a GPU (backend here: {backend})"),
+  }
   for item in items:
-    if "needs_torch" in item.keywords:
-      item.add_marker(skip)
+    for marker, (ok, reason) in needs.items():
+      if marker in item.keywords and not ok:
+        item.add_marker(pytest.mark.skip(reason=reason))

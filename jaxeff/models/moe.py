@@ -117,11 +117,12 @@ def moe_flat(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array:
   return h @ mlp["down"].T
 
 
-def moe_packed(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array:
+def moe_packed(mlp: dict[str, Array], x_td: Array, config: ModelConfig, dequant: str | None = None) -> Array:
   """A CAMERA-Q layer stored packed (``jaxeff.moe.quant.pack_layer``): per bit-width group, gate/up through the
-  dequantizing matmul over bit-planes (``kernels_pallas.dequant_matmul``, XLA path) and the down rows
-  dequantized, weighted like ``moe_flat``."""
-  from kernels_pallas.dequant_matmul.kernel import dequant_matmul_xla, dequantize
+  dequantizing matmul over bit-planes (``kernels_pallas.dequant_matmul``: ``dequant`` names the implementation,
+  default by backend: the Pallas kernel on TPU, the XLA path elsewhere) and the down rows dequantized, weighted
+  like ``moe_flat``."""
+  from kernels_pallas.dequant_matmul import dequant_matmul, dequantize
 
   A = _extended_routing(mlp, x_td, config)
   D = x_td.shape[-1]
@@ -130,22 +131,30 @@ def moe_packed(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array
     bits = g["gate"].shape[0]
     group = D // g["gate_scale"].shape[1]
     gate, up = (
-      dequant_matmul_xla(x_td, g[n], g[n + "_scale"], g[n + "_zero"], bits=bits, group=group) for n in ("gate", "up")
+      dequant_matmul(x_td, g[n], g[n + "_scale"], g[n + "_zero"], bits=bits, group=group, implementation=dequant)
+      for n in ("gate", "up")
     )
     h = jax.nn.silu(gate) * up * A[:, g["owner"]]
     y = y + h @ dequantize(g["down"], g["down_scale"], g["down_zero"], bits=bits, group=group)  # [C_b, D] rows
   return y.astype(x_td.dtype)
 
 
-def moe_mlp(mlp: dict[str, Array], x_btd: Float[Array, "B T D"], config: ModelConfig, impl: str | None = None):
+def moe_mlp(
+  mlp: dict[str, Array],
+  x_btd: Float[Array, "B T D"],
+  config: ModelConfig,
+  impl: str | None = None,
+  dequant: str | None = None,
+):
   """The MoE feed-forward on [B, T, D] (module docstring); ``impl`` 'dense' | 'routed' | None (by size).
-  Compacted layers (an ``owner`` leaf) always take the flat path."""
+  Compacted layers (an ``owner`` leaf) always take the flat path; packed layers the dequantizing matmul
+  (``dequant``: its implementation, see ``moe_packed``)."""
   B, T, D = x_btd.shape
   x = x_btd.reshape(B * T, D)
   if "owner" in mlp:
     return moe_flat(mlp, x, config).reshape(B, T, D)
   if "packed" in mlp:
-    return moe_packed(mlp, x, config).reshape(B, T, D)
+    return moe_packed(mlp, x, config, dequant).reshape(B, T, D)
   impl = impl or ("dense" if config.n_experts <= DENSE_MAX_EXPERTS else "routed")
   if impl == "dense":
     y = moe_dense(mlp, x, config)

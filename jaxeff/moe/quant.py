@@ -343,8 +343,8 @@ def unpack_codes(packed, bits: int):
 
 
 def dequant_matmul(x, packed, scale, zero, bits: int, group_size: int):
-  """y = x W_hat^T with W_hat [R, C] dequantized from packed codes (scale/zero [R, C / group_size])."""
-  q = unpack_codes(packed, bits).astype(jnp.float32)
-  R, C = q.shape
-  w = (q.reshape(R, C // group_size, group_size) - zero[..., None]) * scale[..., None]
-  return x @ w.reshape(R, C).astype(x.dtype).T
+  """y = x W_hat^T with W_hat [R, C] dequantized from packed codes (scale/zero [R, C / group_size]), in x's dtype:
+  ``kernels_pallas.dequant_matmul.dequant_matmul`` with the implementation chosen by backend."""
+  from kernels_pallas.dequant_matmul import dequant_matmul as kernel
+
+  return kernel(x, packed, scale, zero, bits=bits, group=group_size).astype(x.dtype)

@@ -6,6 +6,7 @@ dequantizes int8 latents, and dispatches. See ``reference.py`` for the exact con
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from kernels_pallas.latent_attention.gpu import latent_decode_gpu
@@ -14,6 +15,11 @@ from kernels_pallas.latent_attention.tpu import latent_decode_tpu
 from kernels_pallas.latent_attention.xla import latent_decode_xla
 
 IMPLEMENTATIONS = ("reference", "xla", "pallas_tpu", "pallas_gpu")
+
+
+def default_implementation() -> str:
+  """``pallas_tpu`` on TPU, ``pallas_gpu`` on GPU, ``xla`` elsewhere."""
+  return {"tpu": "pallas_tpu", "gpu": "pallas_gpu"}.get(jax.default_backend(), "xla")
 
 
 def latent_decode_attention(
@@ -27,7 +33,7 @@ def latent_decode_attention(
   *,
   window=None,
   scale=None,
-  implementation="xla",
+  implementation=None,
   block=None,
   interpret=False,
   latent_scale=None,
@@ -41,7 +47,8 @@ def latent_decode_attention(
     q: [B, N, H] (RoPE applied); latent: [B, S, r] float, or int8 codes with ``latent_scale``/``latent_min``
       [B, S] (per-token quantization); pos: [B, S] slot positions (-1 empty); q_pos: [B].
     k_up, v_up: [K, H, r]; inv_freq: [H/2].
-    implementation: 'reference' | 'xla' | 'pallas_tpu' | 'pallas_gpu'; block: tokens per tile.
+    implementation: 'reference' | 'xla' | 'pallas_tpu' | 'pallas_gpu'; default by backend
+      (``default_implementation``); block: tokens per tile.
 
   Returns:
     [B, N, H] float32.
@@ -60,6 +67,7 @@ def latent_decode_attention(
     raise ValueError(f"latent must be [B, S, r] with pos [B, S]; got {latent.shape} and {pos.shape}")
   if k_up.shape != v_up.shape or k_up.shape[1:] != (H, latent.shape[2]) or N % k_up.shape[0]:
     raise ValueError(f"k_up/v_up must be [K, H, r] = [K, {H}, {latent.shape[2]}] with N % K == 0; got {k_up.shape}")
+  implementation = implementation or default_implementation()
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
   if latent.dtype == jnp.int8 or latent_scale is not None:

@@ -45,53 +45,78 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
-def test_forward_matches_reference_f32(impl, case):
-  B, Hq, Hkv, L, d, bs, kind = case
-  q, k, v, mask = _inputs(CASES.index(case), B, Hq, Hkv, L, d, bs, 0.4, kind=kind)  # same seed in every process
-  idx, cnt = mask_to_indices(mask)
-  kv_len = jnp.array([L, L - 37])
-  want = block_sparse_attention_reference(q, k, v, mask, block_size=bs, kv_len=kv_len)
-  got = block_sparse_attention(q, k, v, idx, cnt, block_size=bs, kv_len=kv_len, implementation=impl, interpret=True)
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), **tolerances(jnp.float32))
+class TestBlockSparseInterpret:
+  """One body for every implementation: Pallas kernels interpreted here (CPU CI); the subclasses below compile
+  them on a TPU / GPU (``tpu_only`` / ``gpu_only``), as jax's own Pallas tests do."""
+
+  COMPILED: tuple[str, ...] = ()  # implementations a compiled subclass runs natively
+
+  def interpret(self, impl):
+    if not self.COMPILED:
+      return True
+    if impl.startswith("pallas") and impl not in self.COMPILED:
+      pytest.skip(f"{impl} does not run on this accelerator")
+    return False
+
+  @pytest.mark.parametrize("impl", IMPLS)
+  @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+  def test_forward_matches_reference_f32(self, impl, case):
+    B, Hq, Hkv, L, d, bs, kind = case
+    q, k, v, mask = _inputs(CASES.index(case), B, Hq, Hkv, L, d, bs, 0.4, kind=kind)  # same seed in every process
+    idx, cnt = mask_to_indices(mask)
+    kv_len = jnp.array([L, L - 37])
+    want = block_sparse_attention_reference(q, k, v, mask, block_size=bs, kv_len=kv_len)
+    got = block_sparse_attention(
+      q, k, v, idx, cnt, block_size=bs, kv_len=kv_len, implementation=impl, interpret=self.interpret(impl)
+    )
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), **tolerances(jnp.float32))
+
+  @pytest.mark.parametrize("impl", IMPLS)
+  def test_forward_bf16(self, impl):
+    q, k, v, mask = _inputs(3, 2, 4, 2, 256, 64, 64, 0.5, dtype=jnp.bfloat16)
+    idx, cnt = mask_to_indices(mask)
+    want = block_sparse_attention_reference(q, k, v, mask, block_size=64)
+    got = block_sparse_attention(q, k, v, idx, cnt, block_size=64, implementation=impl, interpret=self.interpret(impl))
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want), **tolerances(jnp.bfloat16))
+
+  @pytest.mark.parametrize("impl", IMPLS)
+  def test_padded_slots_and_repeated_ids_do_not_count(self, impl):
+    """Slots past the count hold junk ids (here block 0 and the diagonal again): they must be ignored."""
+    q, k, v, mask = _inputs(4, 1, 2, 1, 256, 32, 64, 0.5)
+    idx, cnt = mask_to_indices(mask)
+    nb = 4
+    junk = jnp.where(jnp.arange(nb) < cnt[..., None], idx, jnp.arange(nb) % 2)
+    want = block_sparse_attention_reference(q, k, v, mask, block_size=64)
+    got = block_sparse_attention(
+      q, k, v, junk, cnt, block_size=64, implementation=impl, interpret=self.interpret(impl)
+    )
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), **tolerances(jnp.float32))
+
+  @pytest.mark.parametrize("impl", ["xla", "pallas_tpu"])
+  def test_backward_matches_reference(self, impl):
+    q, k, v, mask = _inputs(5, 2, 4, 2, 192, 32, 64, 0.6)
+    idx, cnt = mask_to_indices(mask)
+    w = jax.random.normal(jax.random.key(9), q.shape)
+    f = lambda q_, k_, v_: (
+      block_sparse_attention(q_, k_, v_, idx, cnt, block_size=64, implementation=impl, interpret=self.interpret(impl))
+      * w
+    ).sum()
+    fr = lambda q_, k_, v_: (block_sparse_attention_reference(q_, k_, v_, mask, block_size=64) * w).sum()
+    got = jax.grad(f, argnums=(0, 1, 2))(q, k, v)
+    want = jax.grad(fr, argnums=(0, 1, 2))(q, k, v)
+    for g, r in zip(got, want):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_forward_bf16(impl):
-  q, k, v, mask = _inputs(3, 2, 4, 2, 256, 64, 64, 0.5, dtype=jnp.bfloat16)
-  idx, cnt = mask_to_indices(mask)
-  want = block_sparse_attention_reference(q, k, v, mask, block_size=64)
-  got = block_sparse_attention(q, k, v, idx, cnt, block_size=64, implementation=impl, interpret=True)
-  assert got.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want), **tolerances(jnp.bfloat16))
+@pytest.mark.tpu_only
+class TestBlockSparseTPU(TestBlockSparseInterpret):
+  COMPILED = ("xla", "xla_per_head", "pallas_tpu")
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_padded_slots_and_repeated_ids_do_not_count(impl):
-  """Slots past the count hold junk ids (here block 0 and the diagonal again): they must be ignored."""
-  q, k, v, mask = _inputs(4, 1, 2, 1, 256, 32, 64, 0.5)
-  idx, cnt = mask_to_indices(mask)
-  nb = 4
-  junk = jnp.where(jnp.arange(nb) < cnt[..., None], idx, jnp.arange(nb) % 2)
-  want = block_sparse_attention_reference(q, k, v, mask, block_size=64)
-  got = block_sparse_attention(q, k, v, junk, cnt, block_size=64, implementation=impl, interpret=True)
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), **tolerances(jnp.float32))
-
-
-@pytest.mark.parametrize("impl", ["xla", "pallas_tpu"])
-def test_backward_matches_reference(impl):
-  q, k, v, mask = _inputs(5, 2, 4, 2, 192, 32, 64, 0.6)
-  idx, cnt = mask_to_indices(mask)
-  w = jax.random.normal(jax.random.key(9), q.shape)
-  f = lambda q_, k_, v_: (
-    block_sparse_attention(q_, k_, v_, idx, cnt, block_size=64, implementation=impl, interpret=True) * w
-  ).sum()
-  fr = lambda q_, k_, v_: (block_sparse_attention_reference(q_, k_, v_, mask, block_size=64) * w).sum()
-  got = jax.grad(f, argnums=(0, 1, 2))(q, k, v)
-  want = jax.grad(fr, argnums=(0, 1, 2))(q, k, v)
-  for g, r in zip(got, want):
-    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
+@pytest.mark.gpu_only
+class TestBlockSparseGPU(TestBlockSparseInterpret):
+  COMPILED = ("xla", "xla_per_head", "pallas_gpu")
 
 
 def test_tpu_kernel_in_tpu_simulator():

@@ -35,18 +35,42 @@ COMBOS = [
 ]
 
 
-@pytest.mark.parametrize("impl,case", COMBOS, ids=lambda x: x if isinstance(x, str) else "-".join(map(str, x)))
-def test_kernels_match_reference(impl, case):
-  q, c, pos, qp, ku, vu, f = _inputs(case)
-  want = latent_decode_reference(q, c, pos, qp, ku, vu, f)
-  got = latent_decode_attention(q, c, pos, qp, ku, vu, f, implementation=impl, block=case[-1], interpret=True)
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
-  win = latent_decode_attention(
-    q, c, pos, qp, ku, vu, f, implementation=impl, block=case[-1], interpret=True, window=40
-  )
-  np.testing.assert_allclose(
-    np.asarray(win), np.asarray(latent_decode_reference(q, c, pos, qp, ku, vu, f, window=40)), rtol=1e-5, atol=1e-5
-  )
+class TestLatentDecodeInterpret:
+  """One body: Pallas kernels interpreted here (CPU CI), compiled in the ``tpu_only`` / ``gpu_only`` subclasses."""
+
+  COMPILED: tuple[str, ...] = ()
+
+  def interpret(self, impl):
+    if not self.COMPILED:
+      return True
+    if impl.startswith("pallas") and impl not in self.COMPILED:
+      pytest.skip(f"{impl} does not run on this accelerator")
+    return False
+
+  @pytest.mark.parametrize("impl,case", COMBOS, ids=lambda x: x if isinstance(x, str) else "-".join(map(str, x)))
+  def test_kernels_match_reference(self, impl, case):
+    q, c, pos, qp, ku, vu, f = _inputs(case)
+    want = latent_decode_reference(q, c, pos, qp, ku, vu, f)
+    got = latent_decode_attention(
+      q, c, pos, qp, ku, vu, f, implementation=impl, block=case[-1], interpret=self.interpret(impl)
+    )
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    win = latent_decode_attention(
+      q, c, pos, qp, ku, vu, f, implementation=impl, block=case[-1], interpret=self.interpret(impl), window=40
+    )
+    np.testing.assert_allclose(
+      np.asarray(win), np.asarray(latent_decode_reference(q, c, pos, qp, ku, vu, f, window=40)), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.tpu_only
+class TestLatentDecodeTPU(TestLatentDecodeInterpret):
+  COMPILED = ("xla", "pallas_tpu")
+
+
+@pytest.mark.gpu_only
+class TestLatentDecodeGPU(TestLatentDecodeInterpret):
+  COMPILED = ("xla", "pallas_gpu")
 
 
 def test_int8_latents():
