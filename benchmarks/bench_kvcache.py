@@ -33,7 +33,7 @@ from benchmarks._common import target, write_results  # noqa: E402
 def methods(config, params):
   """name -> (params, cache factory, kept fraction label)."""
   from jaxeff.kvcache import CommonKV, FullCache, Quantized, compress
-  from jaxeff.kvcache.peers import MiniCache, palu_compress
+  from jaxeff.kvcache.peers import MiniCacheMerge, palu_compress
 
   d_kv = config.n_kv_heads * config.head_dim
   out = {"full": (params, FullCache), "int8": (params, Quantized(bits=8)), "int4": (params, Quantized(bits=4))}
@@ -46,7 +46,7 @@ def methods(config, params):
       out["commonkv_50+merge"] = (pc, CommonKV(spec, merge=True, rho=0.2, n_recent=64))
     _, pp, pspec, _ = palu_compress(config, params, rank=r)
     out[f"palu_{int(kept * 100)}"] = (pp, CommonKV(pspec))
-  out["minicache"] = (params, MiniCache())
+  out["minicache"] = (params, MiniCacheMerge())
   return out
 
 

@@ -60,7 +60,7 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
   from jaxeff.kvcache import CommonKV, FullCache, compress
   from jaxeff.kvcache.eviction import Press
   from jaxeff.kvcache.judgeq import JudgeQPress, SoftTokens, init_soft
-  from jaxeff.kvcache.peers import MiniCache, palu_compress
+  from jaxeff.kvcache.peers import MiniCacheMerge, palu_compress
   from jaxeff.kvcache.quantized import Quantized
   from jaxeff.stack import Stack
 
@@ -96,7 +96,7 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
     add("latent", Method("commonkv-50+merge", pc, CommonKV(spec, merge=True, rho=0.4, n_recent=128)))
     _, pp, pspec, _ = palu_compress(config, params, rank=r)  # per-layer SVD at the same rank (bench_kvcache)
     add("latent", Method("palu-50", pp, CommonKV(pspec)))
-    add("latent", Method("minicache", params, MiniCache()))
+    add("latent", Method("minicache", params, MiniCacheMerge()))
   if "presses" in groups:
     for b in BUDGETS:
       for s in ("snapkv", "pyramidkv", "h2o", "streaming"):
@@ -131,7 +131,17 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
 
 
 def train_judgeq(
-  config, params, tok, work: Path, *, n_examples: int, prompt_len: int, steps: int, n_soft: int, resume=False
+  config,
+  params,
+  tok,
+  work: Path,
+  *,
+  n_examples: int,
+  prompt_len: int,
+  steps: int,
+  n_soft: int,
+  resume=False,
+  batch_size: int = 4,
 ):
   """Judge Q soft tokens trained on this model's own greedy continuations of Python stdlib code windows.
 
@@ -163,7 +173,7 @@ def train_judgeq(
         f"--judgeq-resume: the saved tokens were trained on {before['n_examples']} x "
         f"{before['prompt_len']} prompts; pass the same --judgeq-examples / --judgeq-prompt"
       )
-  jc = JudgeQConfig(n_soft=n_soft, steps=steps, batch_size=4)
+  jc = JudgeQConfig(n_soft=n_soft, steps=steps, batch_size=batch_size)
   soft, hist, _ = train(params, config, prompts, responses, jc, init=init)
   total = before.get("steps", 0) + steps
   if resume:
@@ -437,6 +447,9 @@ def main(argv=None):
     action="store_true",
     help="continue the saved Judge Q soft tokens for --judgeq-steps more steps (archives the stale records)",
   )
+  ap.add_argument(
+    "--judgeq-batch", type=int, default=4, help="Judge Q examples per step (memory ~4 GB each here; default: 4)"
+  )
   ap.add_argument("--judgeq-steps", type=int, default=100, help="Judge Q training steps (default: %(default)s)")
   ap.add_argument("--judgeq-examples", type=int, default=64, help="Judge Q training examples (default: %(default)s)")
   ap.add_argument(
@@ -467,6 +480,7 @@ def main(argv=None):
       steps=args.judgeq_steps,
       n_soft=32,
       resume=args.judgeq_resume,
+      batch_size=args.judgeq_batch,
     )
   rows = build_rows(config, params, args.rows, work)
   if args.only:

@@ -1,7 +1,13 @@
 """KV caches behind one protocol (init / prefill / append / attend): full precision, int8/int4 quantized, and
 CommonKV latent caches (with the cross-layer merge), the MiniCache peer, and the eviction presses (Judge Q among them) that compact
-any of them after prefill. The cache and cache-factory protocols live at the seam below (``jaxeff.models.cache``)."""
+any of them after prefill. The cache and cache-factory protocols live at the seam below (``jaxeff.models.cache``).
 
+Naming: a cache **pytree** ends in ``Cache`` (``FullCache``, ``QuantizedCache``, ``LatentCache``, ``EvictedCache``,
+``MiniMergedCache``); a cache **factory** is named for the method or setting it builds (``Quantized``,
+``CommonKV``, ``Press``, ``JudgeQPress``, ``MiniCacheMerge``). ``FullCache`` is the one class that is both: it is
+its own factory (``FullCache.init``)."""
+
+from jaxeff._deprecation import moved
 from jaxeff.kvcache.base import FullCache as FullCache
 from jaxeff.kvcache.base import KVCache as KVCache
 from jaxeff.kvcache.base import LayerKV as LayerKV
@@ -13,6 +19,9 @@ from jaxeff.kvcache.commonkv import merge_after_prefill as merge_after_prefill
 from jaxeff.kvcache.eviction import Press as Press
 from jaxeff.kvcache.judgeq import JudgeQPress as JudgeQPress
 from jaxeff.kvcache.judgeq import SoftTokens as SoftTokens
-from jaxeff.kvcache.peers import MiniCache as MiniCache
+from jaxeff.kvcache.peers import MiniCacheMerge as MiniCacheMerge
 from jaxeff.kvcache.quantized import Quantized as Quantized
 from jaxeff.kvcache.quantized import QuantizedCache as QuantizedCache
+
+# renamed (a factory, not a cache pytree); the old name is kept for one release
+__getattr__ = moved(__name__, {"MiniCache": "jaxeff.kvcache.peers:MiniCacheMerge"})

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxeff._deprecation import moved
 from jaxeff.kvcache.eviction import Press, pool_keys, query_key_probs
 
 Array = jax.Array
@@ -158,16 +159,6 @@ _MOVED = (
 )
 
 
-def __getattr__(name):
-  """Deprecated aliases (one release): Judge Q's training moved to ``jaxeff.training.judgeq`` (a cache module
-  no longer depends on the trainer)."""
-  if name in _MOVED:
-    import warnings
-
-    warnings.warn(
-      f"jaxeff.kvcache.judgeq.{name} moved to jaxeff.training.judgeq.{name}", DeprecationWarning, stacklevel=2
-    )
-    from jaxeff.training import judgeq as _train
-
-    return getattr(_train, name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Deprecated aliases (one release): Judge Q's training moved to ``jaxeff.training.judgeq`` (a cache module no
+# longer depends on the trainer).
+__getattr__ = moved(__name__, {n: "jaxeff.training.judgeq" for n in _MOVED})

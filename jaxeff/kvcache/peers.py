@@ -7,7 +7,7 @@
   normalised vectors (``t = 0.6``), each layer keeping its own magnitude; the least similar tokens (a
   ``keep_ratio`` share by angle, plus sinks and the recent window) stay unmerged. The merged direction is
   stored once per pair, magnitudes per layer, unmerged tokens in a static-capacity buffer per layer.
-  ``MiniCache()`` is the cache factory (a full prefill, then the merge), for the sampler and the evaluators.
+  ``MiniCacheMerge()`` is the cache factory (a full prefill, then the merge), for the sampler and the evaluators.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def slerp(a, b, t: float):
 
 
 @flax.struct.dataclass
-class MiniCacheMerged:
+class MiniMergedCache:
   """Pairs (2i, 2i+1) share ``k_dir/v_dir [B, S, K, H]``; per layer ``k_mag/v_mag [B, S, K]``; unmerged
   tokens per layer in ``own_k/own_v [B, U, K, H]`` at slots ``own_slot [B, U]`` (per pair); decode tokens are
   appended unmerged. An odd last layer keeps its full cache in pair form with itself."""
@@ -102,7 +102,7 @@ class MiniCacheMerged:
 
 def minicache_merge(
   cache: FullCache, *, t: float = 0.6, keep_ratio: float = 0.05, n_sink: int = 4, n_recent: int = 128, capacity: int
-) -> MiniCacheMerged:
+) -> MiniMergedCache:
   """Merge a prefilled ``FullCache`` pairwise across adjacent layers (module docstring). ``capacity`` (static)
   is the per-layer room for unmerged prompt tokens plus decoded tokens."""
   L = len(cache.layers)
@@ -147,7 +147,7 @@ def minicache_merge(
       v_mag[layer] = jnp.linalg.norm(vv, axis=-1)
       own_k[layer], own_v[layer] = take(kk), take(vv)
   counts = jnp.stack([(s >= 0).sum(1) for s in out["own_slot"]])
-  return MiniCacheMerged(
+  return MiniMergedCache(
     k_dir=tuple(out["k_dir"]),
     v_dir=tuple(out["v_dir"]),
     k_mag=tuple(k_mag),
@@ -163,15 +163,15 @@ def minicache_merge(
 
 
 @dataclasses.dataclass(frozen=True)
-class MiniCache:
+class MiniCacheMerge:
   """Cache factory: a ``FullCache`` prefill, then ``minicache_merge`` (keep ``keep_ratio`` least similar tokens,
   ``n_sink`` sinks and ``n_recent`` recent ones unmerged; room for ``keep_ratio x 2`` of the prompt plus the
   tokens to come).
 
   Example:
     >>> from jaxeff.generation import Sampler
-    >>> # Sampler(config, params, cache=MiniCache())
-    >>> MiniCache().keep_ratio
+    >>> # Sampler(config, params, cache=MiniCacheMerge())
+    >>> MiniCacheMerge().keep_ratio
     0.05
   """
 
