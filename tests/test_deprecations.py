@@ -23,4 +23,4 @@ def test_moved_names_forward_with_a_warning(old_mod, old, new_mod, new):
     got = getattr(importlib.import_module(old_mod), old)
   assert got is getattr(importlib.import_module(new_mod), new)
   with pytest.raises(AttributeError):
-    importlib.import_module(old_mod).no_such_name_anywhere
+    _ = importlib.import_module(old_mod).no_such_name_anywhere
