@@ -211,12 +211,12 @@ class _Cgroup:
 
 
 # ------------------------------------------------------------------------------------------------ checks
-@functools.cache
 def memory_cgroup_available() -> bool:
   """Whether each run's process tree gets its own memory cgroup here (else only per-process RLIMIT_AS binds)."""
   return _cgroup_base("memory") is not None
 
 
+@functools.cache
 def isolation_problem() -> str | None:
   """None when the sandbox works on this machine, else why not (checked once by running ``true`` inside it).
 

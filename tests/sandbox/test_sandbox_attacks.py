@@ -143,7 +143,7 @@ def test_home_project_and_system_files_are_invisible():
     src = (
       f"import os\nfor p in ({str(secret)!r}, '/etc/passwd', {str(Path(__file__))!r}, os.path.expanduser('~/.bashrc')):\n"
       "  try:\n    open(p).read()\n    print('READ', p)\n  except OSError:\n    print('denied', p)\n"
-      f"for d in ({str(Path(__file__).parents[1])!r}, '/root', '/home'):\n  try:\n    print('LISTED', d, sorted(os.listdir(d)))\n"
+      f"for d in ({str(Path(__file__).parents[2])!r}, '/root', '/home'):\n  try:\n    print('LISTED', d, sorted(os.listdir(d)))\n"
       "  except OSError:\n    print('denied', d)\n"
     )
     v = _one(src)
@@ -274,7 +274,7 @@ def test_an_evaluator_in_a_venv_under_tmp_still_runs_python():
   try:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv / "v")], check=True)
     (pth,) = (venv / "v").glob("lib/python*/site-packages")
-    (pth / "outer.pth").write_text("\n".join([*site.getsitepackages(), str(Path(__file__).parents[1])]) + "\n")
+    (pth / "outer.pth").write_text("\n".join([*site.getsitepackages(), str(Path(__file__).parents[2])]) + "\n")
     src = "import numpy, sys\nprint(int(input()) + 1, sys.prefix)"
     code = (
       "from jaxeff.sandbox import Limits, Program, run_tests\n"
