@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,13 +144,14 @@ def train_and_evaluate(
   *,
   progress: bool = True,
   export: bool = True,
-  kill_at_step: int | None = None,
+  on_checkpoint: Callable[[int], None] | None = None,
 ) -> TrainResult:
   """Train (or resume) ``config`` in ``workdir``; evaluate; export the final model to ``workdir/export``.
 
   Files: ``checkpoints/`` (orbax), ``metrics.jsonl`` (one JSON object per logged step / eval),
   ``config.json``, ``tokenizer/`` (BPE runs), ``export/`` (HF folder: config, safetensors, tokenizer).
-  ``kill_at_step`` (tests only) SIGKILLs the process right after that step's checkpoint save was started.
+  ``on_checkpoint(step)`` is called right after each checkpoint save was started (the crash-resume test kills
+  the process there; a caller may log or upload).
   """
   if config.distributed:
     shard_lib.initialize_distributed()
@@ -233,10 +235,8 @@ def train_and_evaluate(
             )
         if config.checkpoint_every and (step % config.checkpoint_every == 0 or step == config.steps):
           ckpt.save(step, params, opt_state, data.train.get_state(), config)
-          if kill_at_step is not None and step == kill_at_step:
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
+          if on_checkpoint is not None:
+            on_checkpoint(step)
         if bar is not None:
           bar.update(1)
       ckpt.wait()

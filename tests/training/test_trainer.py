@@ -46,11 +46,14 @@ def test_loss_decreases(tmp_path):
 
 _RUN = textwrap.dedent(
   """
-  import json, sys
+  import json, os, signal, sys
   from jaxeff.training import TrainConfig, train_and_evaluate
   cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
   kill = int(sys.argv[3]) if len(sys.argv) > 3 else None
-  train_and_evaluate(cfg, sys.argv[2], progress=False, kill_at_step=kill)
+  def crash(step):  # SIGKILL right after the kill step's checkpoint save started
+    if step == kill:
+      os.kill(os.getpid(), signal.SIGKILL)
+  train_and_evaluate(cfg, sys.argv[2], progress=False, on_checkpoint=crash)
   """
 )
 
