@@ -9,6 +9,7 @@ have no JVP rule).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -24,6 +25,18 @@ from kernels_pallas.block_sparse_attention.tpu import block_sparse_attention_tpu
 from kernels_pallas.block_sparse_attention.xla import block_sparse_attention_xla, block_sparse_attention_xla_grouped
 
 IMPLEMENTATIONS = ("xla", "xla_per_head", "pallas_tpu", "pallas_gpu", "reference")
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+  """Tuning of the XLA paths: ``blocks_per_step`` key blocks per scan step (2 measured best on CPU for 128-token
+  blocks). The block edge itself (``block_size``) is part of the mask, not a tuning knob."""
+
+  blocks_per_step: int = 2
+
+  def __post_init__(self):
+    if self.blocks_per_step < 1:
+      raise ValueError(f"BlockSizes.blocks_per_step must be >= 1, got {self.blocks_per_step}")
 
 
 def default_implementation() -> str:
@@ -98,7 +111,8 @@ def block_sparse_attention(
   scale: float | None = None,
   implementation: str | None = None,
   interpret=False,
-  blocks_per_step: int = 2,
+  blocks_per_step: int | None = None,
+  block_sizes: BlockSizes = BlockSizes(),
 ) -> jax.Array:
   r"""Causal attention restricted to kept key blocks: for query t in block i,
 
@@ -120,7 +134,7 @@ def block_sparse_attention(
       (dense f32 oracle); default by backend (``default_implementation``).
     interpret: run a Pallas kernel in interpret mode (CPU tests); ``pltpu.InterpretParams()`` for the TPU
       simulator.
-    blocks_per_step: key blocks per step of the XLA paths (2 measured best on CPU for 128-token blocks).
+    block_sizes: tuning (``BlockSizes``); ``blocks_per_step``, if given, overrides ``block_sizes.blocks_per_step``.
 
   Returns:
     [B, Hq, L, d] in q's dtype; a query with no visible key gives zeros.
@@ -145,6 +159,8 @@ def block_sparse_attention(
       f"block_idx must be [B, Hq, nb, Kmax] = [{B}, {Hq}, {nb}, Kmax] and block_cnt [{B}, {Hq}, {nb}], got "
       f"{block_idx.shape} and {block_cnt.shape}"
     )
+  if blocks_per_step is None:
+    blocks_per_step = block_sizes.blocks_per_step
   impl = implementation or default_implementation()
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")

@@ -6,6 +6,8 @@ dequantizes int8 latents, and dispatches. See ``reference.py`` for the exact con
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -15,6 +17,21 @@ from kernels_pallas.latent_attention.tpu import latent_decode_tpu
 from kernels_pallas.latent_attention.xla import latent_decode_xla
 
 IMPLEMENTATIONS = ("reference", "xla", "pallas_tpu", "pallas_gpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+  """Tile sizes: ``slots`` cache slots per tile (default by implementation: 64 for the GPU kernel, whose
+  registers hold a tile of rebuilt keys, 512 otherwise; the XLA path caps it at the cache length)."""
+
+  slots: int | None = None
+
+  def __post_init__(self):
+    if self.slots is not None and self.slots < 1:
+      raise ValueError(f"BlockSizes.slots must be >= 1, got {self.slots}")
+
+  def for_implementation(self, implementation: str) -> int:
+    return self.slots or (64 if implementation == "pallas_gpu" else 512)
 
 
 def default_implementation() -> str:
@@ -35,6 +52,7 @@ def latent_decode_attention(
   scale=None,
   implementation=None,
   block=None,
+  block_sizes: BlockSizes = BlockSizes(),
   interpret=False,
   latent_scale=None,
   latent_min=None,
@@ -48,7 +66,8 @@ def latent_decode_attention(
       [B, S] (per-token quantization); pos: [B, S] slot positions (-1 empty); q_pos: [B].
     k_up, v_up: [K, H, r]; inv_freq: [H/2].
     implementation: 'reference' | 'xla' | 'pallas_tpu' | 'pallas_gpu'; default by backend
-      (``default_implementation``); block: tokens per tile.
+      (``default_implementation``); block_sizes: tile sizes (``block``: the same as
+      ``BlockSizes(slots=block)``).
 
   Returns:
     [B, N, H] float32.
@@ -75,7 +94,7 @@ def latent_decode_attention(
   if implementation == "reference":
     return latent_decode_reference(q, latent, pos, q_pos, k_up, v_up, inv_freq, window=window, scale=scale)
   S = latent.shape[1]
-  block = block or (64 if implementation == "pallas_gpu" else 512)
+  block = block or block_sizes.for_implementation(implementation)
   block = min(block, -(-S // 16) * 16) if implementation == "xla" else block
   Sp = -(-S // block) * block
   if Sp != S:

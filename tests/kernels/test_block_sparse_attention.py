@@ -201,3 +201,16 @@ specs = [((B, Hq, L, d), jnp.bfloat16), ((B, Hkv, L, d), jnp.bfloat16), ((B, Hkv
 f = lambda q, k, v, i, c: block_sparse_attention(q, k, v, i, c, block_size=bs, implementation="pallas_tpu")
 """
   )
+
+
+def test_block_sizes_tune_the_xla_path_without_changing_the_result():
+  from kernels_pallas.block_sparse_attention import BlockSizes
+
+  q, k, v, mask = _inputs(6, 1, 4, 2, 512, 32, 64, 0.5)
+  idx, cnt = mask_to_indices(mask)
+  want = block_sparse_attention_reference(q, k, v, mask, block_size=64)
+  for bs in (BlockSizes(1), BlockSizes(3)):
+    got = block_sparse_attention(q, k, v, idx, cnt, block_size=64, implementation="xla", block_sizes=bs)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), **tolerances(jnp.float32))
+  with pytest.raises(ValueError, match="blocks_per_step must be"):
+    BlockSizes(0)

@@ -143,3 +143,18 @@ specs = [((B, N, H), jnp.float32), ((B, S, r), jnp.bfloat16), ((B, S), jnp.int32
 f = lambda *a: latent_decode_attention(*a, implementation="pallas_tpu", block=512)
 """
   )
+
+
+def test_block_sizes_choose_the_tile_and_are_validated():
+  from kernels_pallas.latent_attention import BlockSizes
+
+  q, c, pos, qp, ku, vu, f = _inputs(CASES[0])
+  want = latent_decode_reference(q, c, pos, qp, ku, vu, f)
+  for bs in (BlockSizes(), BlockSizes(slots=32)):
+    got = latent_decode_attention(
+      q, c, pos, qp, ku, vu, f, implementation="pallas_tpu", block_sizes=bs, interpret=True
+    )
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  assert BlockSizes().for_implementation("pallas_gpu") == 64 and BlockSizes(slots=8).for_implementation("xla") == 8
+  with pytest.raises(ValueError, match="slots must be"):
+    BlockSizes(slots=0)
