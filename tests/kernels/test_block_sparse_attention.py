@@ -13,6 +13,7 @@ from kernels_pallas.block_sparse_attention import (
   mask_to_indices,
 )
 from tests.kernels.aot import compile_for_tpu, has_libtpu
+from tests.kernels.modes import KernelModes
 from tests.tolerances import tolerances
 
 IMPLS = ["xla", "xla_per_head", "pallas_tpu", "pallas_gpu"]
@@ -45,18 +46,9 @@ CASES = [
 ]
 
 
-class TestBlockSparseInterpret:
+class TestBlockSparseInterpret(KernelModes):
   """One body for every implementation: Pallas kernels interpreted here (CPU CI); the subclasses below compile
   them on a TPU / GPU (``tpu_only`` / ``gpu_only``), as jax's own Pallas tests do."""
-
-  COMPILED: tuple[str, ...] = ()  # implementations a compiled subclass runs natively
-
-  def interpret(self, impl):
-    if not self.COMPILED:
-      return True
-    if impl.startswith("pallas") and impl not in self.COMPILED:
-      pytest.skip(f"{impl} does not run on this accelerator")
-    return False
 
   @pytest.mark.parametrize("impl", IMPLS)
   @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))

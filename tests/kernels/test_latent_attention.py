@@ -8,6 +8,7 @@ import pytest
 
 from kernels_pallas.latent_attention import latent_decode_attention, latent_decode_reference
 from tests.kernels.aot import compile_for_tpu, has_libtpu
+from tests.kernels.modes import KernelModes
 
 CASES = [  # B, N, K, H, r, S, block
   (2, 8, 2, 32, 48, 200, 64),  # GQA 4, ragged, r not a power of two (xla/tpu)
@@ -35,17 +36,8 @@ COMBOS = [
 ]
 
 
-class TestLatentDecodeInterpret:
+class TestLatentDecodeInterpret(KernelModes):
   """One body: Pallas kernels interpreted here (CPU CI), compiled in the ``tpu_only`` / ``gpu_only`` subclasses."""
-
-  COMPILED: tuple[str, ...] = ()
-
-  def interpret(self, impl):
-    if not self.COMPILED:
-      return True
-    if impl.startswith("pallas") and impl not in self.COMPILED:
-      pytest.skip(f"{impl} does not run on this accelerator")
-    return False
 
   @pytest.mark.parametrize("impl,case", COMBOS, ids=lambda x: x if isinstance(x, str) else "-".join(map(str, x)))
   def test_kernels_match_reference(self, impl, case):
