@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import jax
 import pytest
@@ -159,3 +160,31 @@ def test_every_family_row_writes_only_fields_it_reads_and_round_trips():
     assert set(hf) <= INERT_HF_KEYS | COMMON_KEYS | fam.keys, (mt, set(hf) - (INERT_HF_KEYS | COMMON_KEYS | fam.keys))
     assert hf["architectures"] == [fam.architecture]
     assert ModelConfig.from_hf_config(hf) == cfg, mt
+
+
+@pytest.mark.parametrize(
+  "extra, message",
+  [
+    (dict(tie_word_embeddings="false"), "tie_word_embeddings='false' must be true or false"),
+    (dict(attention_bias=1), "attention_bias=1 must be true or false"),
+    (dict(num_hidden_layers=2.0), "num_hidden_layers=2.0 must be a positive integer"),
+    (dict(num_hidden_layers=True), "num_hidden_layers=True must be a positive integer"),
+    (dict(vocab_size=None), "missing required field 'vocab_size'"),
+    (dict(rms_norm_eps=float("nan")), "rms_norm_eps=nan must be a finite positive number"),
+    (dict(head_dim="16"), "head_dim='16' must be a positive integer or null"),
+    (dict(eos_token_id=[1, "2"]), "eos_token_id=[1, '2'] must be a token id or a list of token ids"),
+  ],
+)
+def test_from_hf_types_every_field(extra, message):
+  """A string "false" is truthy in Python: read loosely it would silently tie the embeddings."""
+  with pytest.raises(UnsupportedConfigError, match=re.escape(message)):
+    ModelConfig.from_hf_config(_hf_dict("llama", **extra))
+
+
+def test_from_hf_lists_every_type_problem_at_once_and_rejects_non_objects():
+  with pytest.raises(UnsupportedConfigError) as e:
+    ModelConfig.from_hf_config(_hf_dict("llama", tie_word_embeddings="no", hidden_size=None, mlp_bias="x"))
+  assert all(s in str(e.value) for s in ("tie_word_embeddings", "'hidden_size'", "mlp_bias"))
+  for bad in ([1, 2], 3, "llama"):
+    with pytest.raises(UnsupportedConfigError, match="must be a JSON object"):
+      ModelConfig.from_hf_config(bad)

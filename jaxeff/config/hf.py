@@ -17,6 +17,7 @@ References: transformers' ``LlamaConfig``, ``MistralConfig``, ``Qwen2Config``, `
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -209,6 +210,102 @@ _ROPE_KEYS = {"rope_theta", "rope_type", "type", "factor", "low_freq_factor", "h
 _ROPE_KEYS |= {"original_max_position_embeddings"}
 
 
+# The type of every field jaxeff reads: JSON booleans are booleans (never the string "false"), ints are ints
+# (never booleans or floats), floats are finite numbers; "?" marks a field that may be null.
+_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+FIELD_TYPES: dict[str, str] = {
+  **dict.fromkeys(_REQUIRED, "int+"),
+  "num_key_value_heads": "int+?",
+  "max_position_embeddings": "int+",
+  "head_dim": "int+?",
+  "sliding_window": "int+?",
+  "max_window_layers": "int",
+  "num_experts": "int",
+  "num_local_experts": "int",
+  "num_experts_per_tok": "int+",
+  "moe_intermediate_size": "int+",
+  "shared_expert_intermediate_size": "int?",
+  "decoder_sparse_step": "int+?",
+  "bos_token_id": "id?",
+  "eos_token_id": "ids?",
+  "pad_token_id": "id?",
+  "rms_norm_eps": "float+",
+  "rope_theta": "float+",
+  "clip_qkv": "float+?",
+  "tie_word_embeddings": "bool",
+  "attention_bias": "bool",
+  "mlp_bias": "bool",
+  "qkv_bias": "bool",
+  "norm_topk_prob": "bool",
+  "use_sliding_window": "bool",
+  "hidden_act": "str",
+  "layer_types": "strs?",
+  "mlp_only_layers": "ints?",
+  "rope_parameters": "dict?",
+  "rope_scaling": "dict?",
+}
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _type_ok(v, kind: str) -> bool:
+  if v is None:
+    return kind.endswith("?")
+  kind = kind.rstrip("?")
+  if kind in ("int", "id"):
+    return _is_int(v) and (kind == "int" or v >= 0)
+  if kind == "int+":
+    return _is_int(v) and v > 0
+  if kind == "ids":
+    return _type_ok(v, "id") or (isinstance(v, list) and all(_type_ok(x, "id") for x in v))
+  if kind == "float+":
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+  if kind == "bool":
+    return isinstance(v, bool)
+  if kind == "str":
+    return isinstance(v, str)
+  if kind == "strs":
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+  if kind == "ints":
+    return isinstance(v, list) and all(_is_int(x) for x in v)
+  if kind == "dict":
+    return isinstance(v, dict)
+  raise AssertionError(kind)
+
+
+_KIND_WORDS = {
+  "int": "an integer",
+  "int+": "a positive integer",
+  "id": "a non-negative integer",
+  "ids": "a token id or a list of token ids",
+  "float+": "a finite positive number",
+  "bool": "true or false (a JSON boolean)",
+  "str": "a string",
+  "strs": "a list of strings",
+  "ints": "a list of integers",
+  "dict": "an object",
+}
+
+
+def field_type_problems(hf: Mapping[str, Any]) -> list[str]:
+  """Every required field that is missing and every known field whose value has the wrong type, e.g.
+  ``tie_word_embeddings='false'`` (a string, which Python would read as true).
+
+  Example:
+    >>> field_type_problems({"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+    ...   "num_hidden_layers": 1, "tie_word_embeddings": "false"})
+    ["missing required field 'num_attention_heads'", "tie_word_embeddings='false' must be true or false (a JSON boolean)"]
+  """
+  out = [f"missing required field {k!r}" for k in _REQUIRED if hf.get(k) is None]
+  for k, kind in FIELD_TYPES.items():
+    if k in hf and not (k in _REQUIRED and hf[k] is None) and not _type_ok(hf[k], kind):
+      null = " or null" if kind.endswith("?") else ""
+      out.append(f"{k}={hf[k]!r} must be {_KIND_WORDS[kind.rstrip('?')]}{null}")
+  return out
+
+
 def family(model_type: str | None) -> Family:
   """The table row of ``model_type``; ``UnsupportedConfigError`` naming the supported ones otherwise."""
   if model_type not in FAMILIES:
@@ -286,10 +383,16 @@ def hf_to_fields(hf: Mapping[str, Any] | Any) -> dict[str, Any]:
     ...   "num_hidden_layers": 1, "num_attention_heads": 2})["head_dim"]
     4
   """
-  hf = dict(hf if isinstance(hf, Mapping) else hf.to_dict())
+  if not isinstance(hf, Mapping):
+    if not hasattr(hf, "to_dict"):
+      raise UnsupportedConfigError(f"a HF config must be a JSON object, got {type(hf).__name__}")
+    hf = hf.to_dict()
+  hf = dict(hf)
   mt = hf.get("model_type")
   fam = family(mt)
-  problems = []
+  problems = field_type_problems(hf)
+  if problems:  # the values below cannot be trusted; report every type problem at once
+    raise UnsupportedConfigError(f"invalid {mt} config: " + "; ".join(problems))
   unknown = sorted(k for k in hf if k not in INERT_HF_KEYS | COMMON_KEYS | fam.keys)
   if unknown:
     problems.append(f"unsupported fields for {mt}: {', '.join(unknown)}")
