@@ -286,7 +286,11 @@ def _empty_tree(config: ModelConfig) -> dict[str, Any]:
 
 
 def load_hf(
-  path: str | os.PathLike, *, dtype: Any = None, mesh: jax.sharding.Mesh | None = None
+  path: str | os.PathLike,
+  *,
+  dtype: Any = None,
+  mesh: jax.sharding.Mesh | None = None,
+  allow_nonfinite: bool = False,
 ) -> tuple[ModelConfig, dict[str, Any]]:
   """Load a local HF folder into ``(config, params)``.
 
@@ -295,13 +299,16 @@ def load_hf(
     dtype: parameter dtype (e.g. ``jnp.float32``, ``jnp.bfloat16``); ``None`` keeps the stored dtype.
     mesh: when given, each tensor is placed directly with its ``NamedSharding`` from the logical-axis rules
       (``jaxeff.sharding.RULES``), one tensor at a time.
+    allow_nonfinite: load tensors holding NaN or infinity (by default they are refused, by name: a corrupt
+      checkpoint must not load as a model that computes finite-looking wrong numbers).
 
   Returns:
     ``(ModelConfig, params)`` with params following ``jaxeff.models.decoder``'s table.
 
   Raises:
     CheckpointError: missing folder or files, corrupt files, or (all at once) missing / unexpected /
-      mis-shaped tensors. ``UnsupportedConfigError`` for config fields jaxeff does not implement.
+      mis-shaped tensors; (all at once) tensors with NaN or infinity unless ``allow_nonfinite``.
+      ``UnsupportedConfigError`` for config fields jaxeff does not implement.
 
   Example:
     >>> config, params = load_hf("/path/to/Llama-3.2-1B")  # doctest: +SKIP
@@ -320,6 +327,14 @@ def load_hf(
       stacks.setdefault(entry.path, []).append(entry.to_jax(files[entry.hf_name].get(entry.hf_name)))
   stacked = [(path, np.stack(ws)) for path, ws in stacks.items()]
   plain = [(e.path, e.to_jax(files[e.hf_name].get(e.hf_name))) for e in table if e.expert is None]
+  if not allow_nonfinite:
+    names = {e.path: e.hf_name for e in table}
+    bad = [names.get(path, ".".join(map(str, path))) for path, w in plain + stacked if not np.isfinite(w).all()]
+    if bad:
+      raise CheckpointError(
+        f"{folder}: {len(bad)} tensor(s) hold NaN or infinity: {', '.join(sorted(bad))} (a corrupt checkpoint; "
+        "load_hf(..., allow_nonfinite=True) loads it anyway)"
+      )
   for path, w in plain + stacked:  # plain leaves: reshaped views of the mapped file
     if dtype is not None and w.dtype != np.dtype(dtype):
       w = w.astype(dtype)

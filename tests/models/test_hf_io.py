@@ -121,3 +121,16 @@ def test_truncated_file_is_reported(saved):
   (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
   with pytest.raises(CheckpointError, match="inconsistent offsets"):
     load_hf(folder)
+
+
+def test_non_finite_weights_are_refused_by_name_unless_allowed(saved):
+  folder, cfg, params = saved
+  tensors = load_file(str(folder / "model.safetensors"))
+  tensors["model.layers.1.self_attn.k_proj.weight"][0, 0] = np.nan
+  tensors["model.norm.weight"][3] = np.inf
+  save_file(tensors, str(folder / "model.safetensors"))
+  with pytest.raises(CheckpointError, match=r"2 tensor\(s\) hold NaN or infinity") as e:
+    load_hf(folder)
+  assert "model.layers.1.self_attn.k_proj.weight" in str(e.value) and "model.norm.weight" in str(e.value)
+  _, loaded = load_hf(folder, allow_nonfinite=True)
+  assert np.isnan(np.asarray(loaded["layers"][1]["attn"]["k"])).any()
