@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -70,11 +71,11 @@ class SamplingParams:
     errors = []
     if self.max_new_tokens < 1:
       errors.append(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-    if self.temperature < 0:
-      errors.append(f"temperature must be >= 0, got {self.temperature}")
+    if not (self.temperature >= 0 and math.isfinite(self.temperature)):  # NaN fails every comparison
+      errors.append(f"temperature must be a finite number >= 0, got {self.temperature}")
     if self.top_k < 0:
       errors.append(f"top_k must be >= 0, got {self.top_k}")
-    if not 0.0 < self.top_p <= 1.0:
+    if not 0.0 < self.top_p <= 1.0:  # also refuses NaN
       errors.append(f"top_p must be in (0, 1], got {self.top_p}")
     if self.n_samples < 1:
       errors.append(f"n_samples must be >= 1, got {self.n_samples}")

@@ -147,7 +147,10 @@ def test_bad_input_is_rejected_before_work(model):
     sampler.generate([[1] * (cfg.max_position_embeddings - 2)], sp, jax.random.key(0))
   with pytest.raises(ValueError, match="outside"):
     sampler.generate([[1, 999]], sp, jax.random.key(0))
-  for bad in [dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_p=0.0), dict(top_k=-2), dict(n_samples=0)]:
+  nan, inf = float("nan"), float("inf")
+  bads = [dict(max_new_tokens=0), dict(temperature=-1.0), dict(temperature=nan), dict(temperature=inf)]
+  bads += [dict(top_p=0.0), dict(top_p=nan), dict(top_k=-2), dict(n_samples=0)]
+  for bad in bads:
     with pytest.raises(ValueError, match="invalid SamplingParams"):
       SamplingParams(**bad)
 
