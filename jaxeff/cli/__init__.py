@@ -47,8 +47,17 @@ REGISTER = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with a one-line error (``jaxeff CMD: error: ...``, exit 2); sub-parsers inherit it."""
+
+  def error(self, message):
+    print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  """The ``jaxeff`` argument parser with every sub-command registered."""
+  parser = _Parser(
     prog="jaxeff",
     description="jaxeff: efficient LLM inference and training research in JAX/Flax.",
   )
@@ -60,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Run ``jaxeff ARGS``; returns the exit status (2: bad input, one ``jaxeff: error:`` line)."""
-  args = build_parser().parse_args(argv)
+  try:
+    args = build_parser().parse_args(argv)
+  except SystemExit as e:  # --help (0) or a bad argument (2, one line already printed)
+    return int(e.code or 0)
   try:
     return args.func(args)
   except (ValueError, FileNotFoundError, NotImplementedError) as e:

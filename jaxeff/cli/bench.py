@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from jaxeff.cli.common import count, positive_float
+
 
 def register(sub) -> None:
   """Add the `bench` sub-command to ``sub``."""
@@ -15,15 +17,15 @@ def register(sub) -> None:
     "estimation share. benchmarks/bench_proxyattn.py runs the same comparison and writes JSON.",
   )
   be.add_argument("what", choices=("attention",), help="what to compare")
-  be.add_argument("--lengths", type=int, nargs="+", default=[8192], help="sequence lengths (default: %(default)s)")
-  be.add_argument("--q-heads", type=int, default=8, help="query heads (default: %(default)s)")
-  be.add_argument("--kv-heads", type=int, default=2, help="key/value heads (default: %(default)s)")
-  be.add_argument("--head-dim", type=int, default=128, help="head dimension (default: %(default)s)")
-  be.add_argument("--gamma", type=float, default=0.95, help="ProxyAttn gamma (default: %(default)s)")
-  be.add_argument("--block-size", type=int, default=128, help="block size (default: %(default)s)")
-  be.add_argument("--stride", type=int, default=4, help="ProxyAttn stride (default: %(default)s)")
+  be.add_argument("--lengths", type=count, nargs="+", default=[8192], help="sequence lengths (default: %(default)s)")
+  be.add_argument("--q-heads", type=count, default=8, help="query heads (default: %(default)s)")
+  be.add_argument("--kv-heads", type=count, default=2, help="key/value heads (default: %(default)s)")
+  be.add_argument("--head-dim", type=count, default=128, help="head dimension (default: %(default)s)")
+  be.add_argument("--gamma", type=positive_float, default=0.95, help="ProxyAttn gamma (default: %(default)s)")
+  be.add_argument("--block-size", type=count, default=128, help="block size (default: %(default)s)")
+  be.add_argument("--stride", type=count, default=4, help="ProxyAttn stride (default: %(default)s)")
   be.add_argument(
-    "--min-budget-tokens", type=int, default=2048, help="ProxyAttn minimum budget (default: %(default)s)"
+    "--min-budget-tokens", type=count, default=2048, help="ProxyAttn minimum budget (default: %(default)s)"
   )
   be.add_argument(
     "--methods",
@@ -33,7 +35,7 @@ def register(sub) -> None:
     help="methods to run (default: all)",
   )
   be.add_argument("--no-match", action="store_true", help="run peers at their paper defaults, not matched density")
-  be.add_argument("--repeats", type=int, default=3, help="timed calls per method; medians (default: %(default)s)")
+  be.add_argument("--repeats", type=count, default=3, help="timed calls per method; medians (default: %(default)s)")
   be.add_argument("--json", action="store_true", help="print one JSON list instead of text")
   be.set_defaults(func=_cmd_bench)
 

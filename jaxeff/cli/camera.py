@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 from jaxeff.cli.common import (
+  count,
+  fraction,
   load_model,
+  positive_float,
 )
 
 
@@ -21,17 +24,21 @@ def register(sub) -> None:
   ca.add_argument("action", choices=("analyze", "prune", "quantize"), help="analyze, prune or quantize the model")
   ca.add_argument("--model", default="tiny-moe", help="HF folder or an embedded model name (default: %(default)s)")
   ca.add_argument("--out", default=None, help="output HF folder for prune / quantize")
-  ca.add_argument("--ratio", type=float, default=0.4, help="fraction of micro-experts to prune (default: %(default)s)")
-  ca.add_argument("--alpha", type=float, default=0.9, help="energy weight of the max term (default: %(default)s)")
+  ca.add_argument(
+    "--ratio", type=fraction, default=0.4, help="fraction of micro-experts to prune (default: %(default)s)"
+  )
+  ca.add_argument(
+    "--alpha", type=positive_float, default=0.9, help="energy weight of the max term (default: %(default)s)"
+  )
   ca.add_argument(
     "--method",
     choices=("camera", "frequency", "magnitude", "random"),
     default="camera",
     help="pruning scores: CAMERA energy or a baseline (default: %(default)s)",
   )
-  ca.add_argument("--calib-windows", type=int, default=32, help="calibration windows (default: %(default)s)")
-  ca.add_argument("--calib-len", type=int, default=512, help="tokens per calibration window (default: %(default)s)")
-  ca.add_argument("--bits", type=int, nargs="+", default=[3, 2, 1], help="CAMERA-Q bit-widths (default: 3 2 1)")
+  ca.add_argument("--calib-windows", type=count, default=32, help="calibration windows (default: %(default)s)")
+  ca.add_argument("--calib-len", type=count, default=512, help="tokens per calibration window (default: %(default)s)")
+  ca.add_argument("--bits", type=count, nargs="+", default=[3, 2, 1], help="CAMERA-Q bit-widths (default: 3 2 1)")
   ca.add_argument(
     "--bit-ratios",
     type=float,

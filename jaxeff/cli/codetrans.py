@@ -6,6 +6,7 @@ import json
 
 from jaxeff.cli.common import (
   add_unsafe_option,
+  count,
   load_model,
 )
 
@@ -26,15 +27,15 @@ def register(sub) -> None:
   )
   ct.add_argument("--gold", action="store_true", help="evaluate: use the target f_gold as the candidate (self-check)")
   ct.add_argument("--model", default="default", help="HF folder, 'default' or an embedded name (default: %(default)s)")
-  ct.add_argument("--n", type=int, default=1, help="evaluate: samples per problem (default: %(default)s)")
-  ct.add_argument("--k", type=int, nargs="+", default=[1], help="evaluate: pass@k values (default: 1)")
-  ct.add_argument("--limit", type=int, default=None, help="evaluate: first N problems only")
+  ct.add_argument("--n", type=count, default=1, help="evaluate: samples per problem (default: %(default)s)")
+  ct.add_argument("--k", type=count, nargs="+", default=[1], help="evaluate: pass@k values (default: 1)")
+  ct.add_argument("--limit", type=count, default=None, help="evaluate: first N problems only")
   ct.add_argument("--pairs", help="augment: PA pairs JSONL; train: PA pairs JSONL")
   ct.add_argument("--sa", help="train: SA pairs JSONL (from augment)")
   ct.add_argument("--out", help="augment: SA JSONL to write; train: work folder")
   ct.add_argument("--order", default="sa,pa", help="train: stage order, 'sa,pa' or 'pa,sa' (default: %(default)s)")
-  ct.add_argument("--steps", type=int, nargs=2, default=[200, 200], help="train: steps per stage (default: 200 200)")
-  ct.add_argument("--seq-len", type=int, default=512, help="train: row length (default: %(default)s)")
+  ct.add_argument("--steps", type=count, nargs=2, default=[200, 200], help="train: steps per stage (default: 200 200)")
+  ct.add_argument("--seq-len", type=count, default=512, help="train: row length (default: %(default)s)")
   ct.add_argument("--cache", default=None, help="evaluate: verdict cache folder")
   add_unsafe_option(ct)
   ct.add_argument("--json", action="store_true", help="print one JSON object")

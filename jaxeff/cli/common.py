@@ -4,9 +4,82 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 DTYPES = ("float32", "bfloat16")
 PREFILL_BACKENDS = ("dense", "proxy", "xattention", "flexprefill")
+
+
+# ------------------------------------------------------------------ argument types (checked before any work)
+def _number(text: str, kind: type):
+  try:
+    value = kind(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+  if kind is float and not math.isfinite(value):
+    raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+  return value
+
+
+def count(text: str) -> int:
+  """An integer >= 1 (sizes, lengths, counts, steps)."""
+  v = _number(text, int)
+  if v < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+  return v
+
+
+def nonneg_int(text: str) -> int:
+  v = _number(text, int)
+  if v < 0:
+    raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+  return v
+
+
+def seed(text: str) -> int:
+  """A PRNG seed: 0 <= seed < 2**32."""
+  v = _number(text, int)
+  if not 0 <= v < 2**32:
+    raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {v}")
+  return v
+
+
+def positive_float(text: str) -> float:
+  v = _number(text, float)
+  if v <= 0:
+    raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+  return v
+
+
+def nonneg_float(text: str) -> float:
+  v = _number(text, float)
+  if v < 0:
+    raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+  return v
+
+
+def unit_float(text: str) -> float:
+  """A number in (0, 1]."""
+  v = _number(text, float)
+  if not 0 < v <= 1:
+    raise argparse.ArgumentTypeError(f"must be in (0, 1], got {v}")
+  return v
+
+
+def budget(text: str) -> float:
+  """An eviction budget: a ratio in (0, 1] or a whole token count >= 1."""
+  v = _number(text, float)
+  if v <= 0 or (v > 1 and not v.is_integer()):
+    raise argparse.ArgumentTypeError(f"must be a ratio in (0, 1] or a whole token count >= 1, got {text}")
+  return v
+
+
+def fraction(text: str) -> float:
+  """A number in [0, 1]."""
+  v = _number(text, float)
+  if not 0 <= v <= 1:
+    raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
+  return v
 
 
 def add_stack_options(p: argparse.ArgumentParser) -> None:
@@ -20,16 +93,16 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
   )
   p.add_argument(
     "--gamma",
-    type=float,
+    type=positive_float,
     default=0.95,
     help="ProxyAttn/FlexPrefill cumulative-mass threshold, XAttention threshold, in (0, 1] (default: %(default)s)",
   )
   p.add_argument(
-    "--block-size", type=int, default=128, help="sparse attention block size in tokens (default: %(default)s)"
+    "--block-size", type=count, default=128, help="sparse attention block size in tokens (default: %(default)s)"
   )
   p.add_argument(
     "--min-budget-tokens",
-    type=int,
+    type=count,
     default=2048,
     help="ProxyAttn minimum per-head budget in tokens; prompts up to this length stay dense (default: %(default)s)",
   )
@@ -41,9 +114,9 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
     "K/V projections are factorised by one SVD per layer group first) (default: %(default)s)",
   )
   p.add_argument(
-    "--kv-rank", type=int, default=None, help="CommonKV latent rank (default: half the group's maximum rank)"
+    "--kv-rank", type=count, default=None, help="CommonKV latent rank (default: half the group's maximum rank)"
   )
-  p.add_argument("--kv-group", type=int, default=2, help="CommonKV layers per group (default: %(default)s)")
+  p.add_argument("--kv-group", type=count, default=2, help="CommonKV layers per group (default: %(default)s)")
   p.add_argument(
     "--kv-bits",
     type=int,
@@ -53,7 +126,7 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
   )
   p.add_argument(
     "--kv-merge-rho",
-    type=float,
+    type=unit_float,
     default=None,
     help="merge CommonKV latents across each group's layers after prefill, keeping this least-similar "
     "fraction unmerged (e.g. 0.4; default: no merge)",
@@ -68,13 +141,13 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
   )
   p.add_argument(
     "--kv-budget",
-    type=float,
+    type=budget,
     default=0.2,
     help="eviction budget: a ratio in (0, 1] of the prompt, or a token count when >= 1 and integral, e.g. 256 "
     "(default: %(default)s)",
   )
   p.add_argument(
-    "--kv-window", type=int, default=8, help="eviction observation window / protected recent tokens (default: 8)"
+    "--kv-window", type=count, default=8, help="eviction observation window / protected recent tokens (default: 8)"
   )
   p.add_argument("--judgeq", default=None, help="folder of trained Judge Q soft tokens (`jaxeff judgeq train`)")
 

@@ -7,7 +7,9 @@ import json
 from jaxeff.cli.common import (
   add_stack_options,
   build_stack,
+  count,
   load_model,
+  seed,
 )
 
 
@@ -39,8 +41,8 @@ def register(sub) -> None:
   ev.add_argument(
     "--split", choices=("train", "validation"), default="validation", help="split (default: %(default)s)"
   )
-  ev.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default: %(default)s)")
-  ev.add_argument("--batches", type=int, default=8, help="batches of 8 sequences to score (default: %(default)s)")
+  ev.add_argument("--seq-len", type=count, default=512, help="tokens per sequence (default: %(default)s)")
+  ev.add_argument("--batches", type=count, default=8, help="batches of 8 sequences to score (default: %(default)s)")
   ev.add_argument("--json", action="store_true", help="print one JSON object instead of text")
   ev.add_argument(
     "--tasks",
@@ -49,10 +51,10 @@ def register(sub) -> None:
     help="long: tasks among niah_single, niah_multikey, niah_multivalue, vt, cwe, qa (default: %(default)s)",
   )
   ev.add_argument(
-    "--lengths", type=int, nargs="+", default=[2048], help="long: prompt lengths in tokens (default: 2048)"
+    "--lengths", type=count, nargs="+", default=[2048], help="long: prompt lengths in tokens (default: 2048)"
   )
-  ev.add_argument("--n", type=int, default=8, help="long: examples per (task, length) cell (default: %(default)s)")
-  ev.add_argument("--seed", type=int, default=0, help="long: example seed (default: %(default)s)")
+  ev.add_argument("--n", type=count, default=8, help="long: examples per (task, length) cell (default: %(default)s)")
+  ev.add_argument("--seed", type=seed, default=0, help="long: example seed (default: %(default)s)")
   ev.add_argument(
     "--protocol",
     choices=("aware", "agnostic"),
@@ -60,7 +62,7 @@ def register(sub) -> None:
     help="long: aware = question inside the prefill (RULER); agnostic = context compressed before the question "
     "is seen, the question decoded through the compressed cache (kvpress) (default: %(default)s)",
   )
-  ev.add_argument("--batch-size", type=int, default=1, help="long: examples per batch (default: %(default)s)")
+  ev.add_argument("--batch-size", type=count, default=1, help="long: examples per batch (default: %(default)s)")
   ev.add_argument("--out", default=None, help="long: write every record and the summary to this JSON file")
   ev.add_argument("--plot", default=None, help="long: save a bar chart of the scores with their intervals (PNG)")
   add_stack_options(ev)

@@ -8,7 +8,12 @@ from jaxeff.cli.common import (
   DTYPES,
   add_stack_options,
   build_stack,
+  count,
   load_model,
+  nonneg_float,
+  nonneg_int,
+  seed,
+  unit_float,
 )
 
 
@@ -46,20 +51,20 @@ def register(sub) -> None:
     help="a prompt as comma-separated token ids (for folders without tokenizer.json); repeatable",
   )
   gen.add_argument(
-    "--max-new-tokens", type=int, default=48, help="tokens to generate per sample (default: %(default)s)"
+    "--max-new-tokens", type=count, default=48, help="tokens to generate per sample (default: %(default)s)"
   )
   gen.add_argument(
-    "--temperature", type=float, default=0.8, help="softmax temperature; 0 means greedy (default: %(default)s)"
+    "--temperature", type=nonneg_float, default=0.8, help="softmax temperature; 0 means greedy (default: %(default)s)"
   )
   gen.add_argument(
-    "--top-k", type=int, default=0, help="keep only the k most likely tokens; 0 = off (default: %(default)s)"
+    "--top-k", type=nonneg_int, default=0, help="keep only the k most likely tokens; 0 = off (default: %(default)s)"
   )
   gen.add_argument(
-    "--top-p", type=float, default=0.95, help="nucleus sampling mass in (0, 1]; 1 = off (default: %(default)s)"
+    "--top-p", type=unit_float, default=0.95, help="nucleus sampling mass in (0, 1]; 1 = off (default: %(default)s)"
   )
-  gen.add_argument("--n-samples", type=int, default=1, help="samples per prompt (default: %(default)s)")
+  gen.add_argument("--n-samples", type=count, default=1, help="samples per prompt (default: %(default)s)")
   gen.add_argument(
-    "--seed", type=int, default=0, help="PRNG seed; equal seeds give equal samples (default: %(default)s)"
+    "--seed", type=seed, default=0, help="PRNG seed; equal seeds give equal samples (default: %(default)s)"
   )
   gen.add_argument("--dtype", choices=DTYPES, default="float32", help="parameter dtype (default: %(default)s)")
   gen.add_argument(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from jaxeff.cli.common import (
+  count,
   load_model,
+  positive_float,
+  seed,
 )
 
 
@@ -22,15 +25,15 @@ def register(sub) -> None:
     "--model", default="tiny-recall", help="HF folder, 'default' or an embedded name (default: %(default)s)"
   )
   jq.add_argument("--out", required=True, help="output folder for soft_emb.npy and judgeq.json")
-  jq.add_argument("--soft-tokens", type=int, default=32, help="number of soft tokens (default: %(default)s)")
-  jq.add_argument("--examples", type=int, default=64, help="self-generated training examples (default: %(default)s)")
-  jq.add_argument("--prompt-len", type=int, default=512, help="prompt tokens per example (default: %(default)s)")
-  jq.add_argument("--response-len", type=int, default=5, help="greedy response tokens (default: %(default)s)")
-  jq.add_argument("--steps", type=int, default=200, help="Adam steps (default: %(default)s)")
-  jq.add_argument("--batch-size", type=int, default=8, help="examples per step (default: %(default)s)")
-  jq.add_argument("--lr", type=float, default=1e-2, help="learning rate (default: %(default)s)")
+  jq.add_argument("--soft-tokens", type=count, default=32, help="number of soft tokens (default: %(default)s)")
+  jq.add_argument("--examples", type=count, default=64, help="self-generated training examples (default: %(default)s)")
+  jq.add_argument("--prompt-len", type=count, default=512, help="prompt tokens per example (default: %(default)s)")
+  jq.add_argument("--response-len", type=count, default=5, help="greedy response tokens (default: %(default)s)")
+  jq.add_argument("--steps", type=count, default=200, help="Adam steps (default: %(default)s)")
+  jq.add_argument("--batch-size", type=count, default=8, help="examples per step (default: %(default)s)")
+  jq.add_argument("--lr", type=positive_float, default=1e-2, help="learning rate (default: %(default)s)")
   jq.add_argument("--loss", choices=("mse", "kl"), default="mse", help="alignment loss (default: %(default)s)")
-  jq.add_argument("--seed", type=int, default=0, help="data and init seed (default: %(default)s)")
+  jq.add_argument("--seed", type=seed, default=0, help="data and init seed (default: %(default)s)")
   jq.set_defaults(func=_cmd_judgeq)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 from jaxeff.cli.common import (
+  count,
   floats,
+  positive_float,
 )
 
 
@@ -33,9 +35,9 @@ def register_sweep(sub) -> None:
     "--corpus", default="python", help="training corpus or mixture, e.g. 'python' or 'python:0.5,gcide:0.5'"
   )
   sw.add_argument("--eval-corpus", default=None, help="held-out corpus (default: the first training corpus)")
-  sw.add_argument("--seq-len", type=int, default=128, help="context length of every run (default: %(default)s)")
-  sw.add_argument("--batch-size", type=int, default=32, help="rows per step (default: %(default)s)")
-  sw.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
+  sw.add_argument("--seq-len", type=count, default=128, help="context length of every run (default: %(default)s)")
+  sw.add_argument("--batch-size", type=count, default=32, help="rows per step (default: %(default)s)")
+  sw.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (default: %(default)s)")
   sw.add_argument(
     "--shard",
     default=None,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 from jaxeff.cli.common import (
+  count,
   load_model,
+  seed,
 )
 
 
@@ -23,7 +25,7 @@ def register(sub) -> None:
     "--model", default="tiny-arith", help="HF folder, 'default' or an embedded name (default: %(default)s)"
   )
   sc.add_argument("--data", default="arith", help="'arith' or a JSONL file of prompts and answers (default: arith)")
-  sc.add_argument("--max-samples", type=int, default=8, help="N: the System-2 sample cap (default: %(default)s)")
+  sc.add_argument("--max-samples", type=count, default=8, help="N: the System-2 sample cap (default: %(default)s)")
   sc.add_argument(
     "--method",
     action="append",
@@ -31,7 +33,7 @@ def register(sub) -> None:
     default=None,
     help="method to run; repeat for several (default: seersc and sc)",
   )
-  sc.add_argument("--m", type=int, default=64, help="SeerSC System-1 samples per query (default: %(default)s)")
+  sc.add_argument("--m", type=count, default=64, help="SeerSC System-1 samples per query (default: %(default)s)")
   sc.add_argument(
     "--thresholds",
     type=float,
@@ -48,9 +50,9 @@ def register(sub) -> None:
     help="first pick SeerSC's thresholds on K development problems (arith: K fresh problems; JSONL: the first K "
     "lines, the rest are evaluated) so that accuracy stays within 0.5 points of SC@N there (default: off)",
   )
-  sc.add_argument("--window", type=int, default=5, help="ESC window size (default: %(default)s)")
-  sc.add_argument("--n-problems", type=int, default=100, help="problems to run (default: %(default)s)")
-  sc.add_argument("--batch-size", type=int, default=100, help="queries in flight (default: %(default)s)")
+  sc.add_argument("--window", type=count, default=5, help="ESC window size (default: %(default)s)")
+  sc.add_argument("--n-problems", type=count, default=100, help="problems to run (default: %(default)s)")
+  sc.add_argument("--batch-size", type=count, default=100, help="queries in flight (default: %(default)s)")
   sc.add_argument(
     "--extractor",
     choices=("boxed", "last_number", "choice", "marker"),
@@ -61,9 +63,9 @@ def register(sub) -> None:
     "--s1-suffix", default=None, help="text forcing a direct answer (JSONL default: 'So, the final answer is \\')"
   )
   sc.add_argument("--s2-prefix", default=None, help="text opening a reasoning sample (default: '' for JSONL)")
-  sc.add_argument("--s1-max-tokens", type=int, default=None, help="System-1 token cap (arith: 1, JSONL: 16)")
-  sc.add_argument("--s2-max-tokens", type=int, default=None, help="System-2 token cap (arith: 64, JSONL: 256)")
-  sc.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+  sc.add_argument("--s1-max-tokens", type=count, default=None, help="System-1 token cap (arith: 1, JSONL: 16)")
+  sc.add_argument("--s2-max-tokens", type=count, default=None, help="System-2 token cap (arith: 64, JSONL: 256)")
+  sc.add_argument("--seed", type=seed, default=0, help="sampling seed (default: %(default)s)")
   sc.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
   sc.set_defaults(func=_cmd_seersc)
 

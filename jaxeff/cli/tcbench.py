@@ -6,6 +6,9 @@ import json
 
 from jaxeff.cli.common import (
   add_unsafe_option,
+  count,
+  nonneg_int,
+  seed,
 )
 
 
@@ -23,11 +26,15 @@ def register(sub) -> None:
   tc.add_argument("--matrices", help="matrices JSONL: written by build, read by select")
   tc.add_argument("--selections", help="selections JSONL: written by select, read by evaluate")
   tc.add_argument("--generated", help="generated tests JSONL (evaluate)")
-  tc.add_argument("--restarts", type=int, default=0, help="WrongSelect shuffled restarts (default: %(default)s)")
-  tc.add_argument("--seed", type=int, default=0, help="restart shuffles and HackRate test sampling (default: 0)")
-  tc.add_argument("--min-rank", type=int, default=5, help="reject problems of lower rank (default: %(default)s)")
+  tc.add_argument(
+    "--restarts", type=nonneg_int, default=0, help="WrongSelect shuffled restarts (default: %(default)s)"
+  )
+  tc.add_argument("--seed", type=seed, default=0, help="restart shuffles and HackRate test sampling (default: 0)")
+  tc.add_argument(
+    "--min-rank", type=nonneg_int, default=5, help="reject problems of lower rank (default: %(default)s)"
+  )
   tc.add_argument("--cache", default=None, help="verdict cache folder (re-runs execute nothing)")
-  tc.add_argument("--workers", type=int, default=None, help="parallel programs (default: CPU count)")
+  tc.add_argument("--workers", type=count, default=None, help="parallel programs (default: CPU count)")
   tc.add_argument(
     "--limits",
     choices=("tcbench", "strict"),
