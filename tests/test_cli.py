@@ -308,3 +308,17 @@ def test_eval_long_runs_the_harness_and_rejects_bad_input(capsys, tmp_path):
   assert "unknown tasks" in capsys.readouterr().err
   assert cli.main(argv[:7] + ["100000"] + argv[8:]) == 2
   assert "--lengths" in capsys.readouterr().err
+
+
+def test_an_unexpected_exception_is_one_line_and_a_saved_traceback(monkeypatch, capsys):
+  from jaxeff.cli import generate
+
+  def boom(args):
+    raise KeyError("surprise")
+
+  monkeypatch.setattr(generate, "_cmd_generate", boom)
+  assert cli.main(["generate", "--prompt", "x"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and "unexpected KeyError" in err and "Traceback" not in err
+  path = err.rsplit("traceback: ", 1)[1].rstrip(")")
+  assert "KeyError: 'surprise'" in open(path).read()

@@ -8,6 +8,7 @@ Bad input (a missing folder, an unsupported architecture, a prompt longer than t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -75,12 +76,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(e.code or 0)
   try:
     return args.func(args)
-  except (ValueError, FileNotFoundError, NotImplementedError) as e:
+  except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, NotImplementedError) as e:
     print(f"jaxeff: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("jaxeff: interrupted", file=sys.stderr)
     return 130
+  except Exception as e:  # a bug or an unforeseen input: one line, the traceback kept in a file
+    print(f"jaxeff: unexpected {type(e).__name__}: {e} (traceback: {_save_traceback()})", file=sys.stderr)
+    return 1
+
+
+def _save_traceback() -> str:
+  """Write the current exception's traceback to a file in the temp folder; its path (for a bug report)."""
+  import tempfile
+  import traceback
+
+  fd, path = tempfile.mkstemp(prefix="jaxeff-traceback-", suffix=".txt")
+  with os.fdopen(fd, "w") as fh:
+    fh.write(" ".join(["jaxeff", *sys.argv[1:]]) + "\n\n" + traceback.format_exc())
+  return path
 
 
 if __name__ == "__main__":
