@@ -53,6 +53,7 @@ COLUMNS = (
   "bits_per_byte",
   "seconds",
   "seed",
+  "settings",
 )
 
 
@@ -208,6 +209,17 @@ def _append_row(path: Path, row: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ runner
+def point_settings(p: SweepPoint, **training: Any) -> str:
+  """A fingerprint of everything that changes a point's result: the whole model config, tokens, mixture,
+  evaluation corpus, seed and the training settings (``seq_len``, ``batch_size``, ``lr``, ...). A table row is
+  reused only when its fingerprint matches."""
+  import hashlib
+  import json
+
+  blob = {"model": dataclasses.asdict(p.model), "point": dataclasses.asdict(p) | {"model": None}, **training}
+  return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_sweep(
   points: Sequence[SweepPoint],
   workdir: str | os.PathLike,
@@ -222,6 +234,10 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
   """Train every point not yet in the table (``workdir/results.csv`` by default), append its row, return all rows.
 
+  A row is reused only when its ``settings`` fingerprint (``point_settings``) matches: a point already in the
+  table with other settings raises ``ValueError`` instead of returning a stale row (rows written before the
+  fingerprint existed, with an empty ``settings``, are reused as before).
+
   Each run: steps = round(D / (batch_size * seq_len)) (the row's D is the tokens actually seen), linear warmup
   over 5 % then cosine to 10 % ending at the last step, AdamW; held-out loss and bits/byte on
   ``eval_batches`` fixed batches of the point's evaluation corpus (validation split).
@@ -234,7 +250,18 @@ def run_sweep(
   names = [p.name for p in points]
   if len(set(names)) != len(names):
     raise ValueError("sweep points must be distinct (same model, tokens, mixture and seed twice)")
-  done = {r["name"] for r in read_table(table)} if table.is_file() else set()
+  training = dict(
+    seq_len=seq_len, batch_size=batch_size, lr=lr, eval_batches=eval_batches, max_documents=max_documents
+  )
+  settings = {p.name: point_settings(p, **training) for p in points}
+  done = {r["name"]: r.get("settings", "") for r in read_table(table)} if table.is_file() else {}
+  stale = sorted(n for n in settings if done.get(n) and done[n] != settings[n])
+  if stale:
+    raise ValueError(
+      f"{table}: {len(stale)} point(s) were run with other settings ({', '.join(stale[:3])}"
+      f"{', ...' if len(stale) > 3 else ''}); a changed model, budget, seq_len, batch size, lr or corpus is a new "
+      "experiment: use another workdir / --table, or delete those rows"
+    )
   todo = [p for p in points if p.name not in done]
   bar = None
   if progress:
@@ -285,6 +312,7 @@ def run_sweep(
         "bits_per_byte": ev.get("bits_per_byte", math.nan),
         "seconds": time.perf_counter() - t0,
         "seed": p.seed,
+        "settings": settings[p.name],
       },
     )
     if bar is not None:

@@ -45,6 +45,11 @@ def test_sweep_resumes_without_rerunning_finished_points(tmp_path, monkeypatch):
   rows = sw.run_sweep(more, tmp_path, **kw)
   assert len(calls) == 1 and calls[0].name == more[-1].name  # finished points skipped
   assert len(rows) == 3 and not list(tmp_path.glob("*.tmp"))
+  # the same points with a setting that changes their result: an error naming them, never the old rows
+  for changed in (dict(kw, lr=1e-3), dict(kw, seq_len=64), dict(kw, batch_size=8)):
+    with pytest.raises(ValueError, match="run with other settings"):
+      sw.run_sweep(more, tmp_path, **changed)
+  assert len(calls) == 1  # nothing trained
 
 
 def test_fit_and_sweep_cli(tmp_path, capsys):
