@@ -19,6 +19,7 @@ official filter does); problems of rank < 5 are rejected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,6 +93,13 @@ def problem_limits(prob: dict[str, Any], preset: str = "tcbench"):
   from jaxeff.sandbox import Limits
 
   ms, mb = prob.get("time_limit_ms", 2000), prob.get("memory_limit_mb", 512)
+  bad = [
+    f"{k}={v!r}"
+    for k, v in (("time_limit_ms", ms), ("memory_limit_mb", mb))
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0
+  ]
+  if bad:
+    raise ValueError(f"problem {prob.get('id', '?')!r}: limits must be positive numbers, got {', '.join(bad)}")
   if preset == "tcbench":
     return Limits.tcbench(ms, mb)
   if preset == "strict":

@@ -87,3 +87,13 @@ def test_build_select_evaluate_cli(tmp_path, capsys):
   with pytest.raises(ValueError, match="missing keys"):
     bad.write_text('{"id": "x"}\n')
     tp.read_jsonl(bad, ("id", "tests"))
+
+
+@pytest.mark.parametrize(
+  "limits", [{"memory_limit_mb": 0}, {"time_limit_ms": 0}, {"time_limit_ms": -5}, {"time_limit_ms": "1000"}]
+)
+def test_problem_limits_must_be_positive_numbers(limits):
+  for preset in tp.LIMIT_PRESETS:
+    with pytest.raises(ValueError, match=r"problem 'p7': limits must be positive numbers"):
+      tp.problem_limits({"id": "p7", **limits}, preset)
+  assert tp.problem_limits({"time_limit_ms": 1500, "memory_limit_mb": 64}, "strict").time_s == 1.5
