@@ -234,6 +234,8 @@ def evaluate(
   computational accuracy (any of n passes when n = 1: pass@1) and mean pass@k."""
   if any(k > n for k in ks):
     raise ValueError(f"pass@k needs k <= n; got ks={list(ks)} with n={n}")
+  if not problems:
+    raise ValueError("evaluate: no problems to score (an accuracy over zero problems is not 0)")
   cands = generator(problems, n)
   if len(cands) != len(problems) or any(len(c) != n for c in cands):
     raise ValueError("the generator must return n candidates for every problem")

@@ -112,7 +112,9 @@ def evaluate(params, batches, *, config: ModelConfig, byte_lengths: np.ndarray |
     n += float(c)
     if byte_lengths is not None:
       nbytes += float(np.sum(byte_lengths[b.targets] * b.loss_mask))
-  out = {"loss": tot / max(n, 1.0), "tokens": n}
+  if n == 0:  # a loss over nothing is not 0 (perplexity 1): refuse it
+    raise ValueError("evaluate: no scored tokens (zero batches, or every loss_mask is 0)")
+  out = {"loss": tot / n, "tokens": n}
   if byte_lengths is not None and nbytes > 0:
     out["bits_per_byte"] = tot / math.log(2) / nbytes
   return out

@@ -197,3 +197,8 @@ def test_function_extraction_and_sampler_translator_plug_into_the_evaluator():
   assert len(cands) == 1 and len(cands[0]) == 2 and all(isinstance(c, str) for c in cands[0])
   rep = E.evaluate(tr, probs, n=2, ks=(1, 2), progress=False)
   assert rep["pass@k"]["1"] == 0.0 and rep["per_problem"][0]["statuses"][0] in ("compilation", "failure", "error")
+
+
+def test_evaluate_refuses_zero_problems():
+  with pytest.raises(ValueError, match="no problems to score"):
+    E.evaluate(E.gold_generator, [], progress=False)

@@ -16,7 +16,7 @@ from jaxeff.config import ModelConfig
 from jaxeff.models import init_params, param_logical_axes
 from jaxeff.training import TrainConfig, load_train_config, make_optimizer, make_train_step, train_and_evaluate
 from jaxeff.training.presets import smoke
-from jaxeff.training.trainer import lr_schedule, trainable_mask
+from jaxeff.training.trainer import evaluate, lr_schedule, trainable_mask
 
 
 def tiny_cfg(**kw):
@@ -205,3 +205,10 @@ def test_bf16_compute_trains(tmp_path):
   assert jax.tree.leaves(res.params)[0].dtype == jnp.float32
   losses = [h["loss"] for h in res.history]
   assert losses[-1] < losses[0]
+
+
+def test_evaluate_refuses_zero_tokens():
+  cfg = tiny_cfg()
+  params = init_params(cfg.model, jax.random.key(0))
+  with pytest.raises(ValueError, match="no scored tokens"):
+    evaluate(params, [], config=cfg.model)
