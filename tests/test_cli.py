@@ -322,3 +322,38 @@ def test_an_unexpected_exception_is_one_line_and_a_saved_traceback(monkeypatch, 
   assert err.count("\n") == 0 and "unexpected KeyError" in err and "Traceback" not in err
   path = err.rsplit("traceback: ", 1)[1].rstrip(")")
   assert "KeyError: 'surprise'" in open(path).read()
+
+
+def test_a_second_writer_of_an_output_folder_fails_at_once(tmp_path, capsys):
+  """The lock is held by another process (a child sleeping with it): training, Judge Q, the tour and a sweep into
+  the same folder refuse before any work, naming the holder's PID."""
+  import subprocess
+  import sys
+  import time
+
+  from jaxeff.training import train_and_evaluate
+  from jaxeff.training.presets import smoke
+
+  holder = subprocess.Popen(
+    [
+      sys.executable,
+      "-c",
+      f"from jaxeff.io import locked_folder\nwith locked_folder({str(tmp_path)!r}):\n"
+      "  print('held', flush=True)\n  import time; time.sleep(60)",
+    ],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    t0 = time.perf_counter()
+    for argv in (["judgeq", "train", "--out", str(tmp_path)], ["tour", "--out", str(tmp_path)]):
+      assert cli.main(argv) == 2
+      err = capsys.readouterr().err.strip()
+      assert f"PID {holder.pid}" in err and err.count("\n") == 0, err
+    with pytest.raises(Exception, match=f"PID {holder.pid}"):
+      train_and_evaluate(smoke(), tmp_path, progress=False)
+    assert time.perf_counter() - t0 < 10  # refused at once, no work done
+  finally:
+    holder.kill()
+    holder.wait()

@@ -27,6 +27,12 @@ from jaxeff.cli import (
   tour,
   train,
 )
+from jaxeff.io import FolderLocked
+from jaxeff.sandbox.isolation import SandboxUnavailable
+
+# Errors that describe bad input or a busy / unusable machine: one line, exit 2 (anything else is a bug: exit 1).
+CLEAR_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, NotImplementedError)
+CLEAR_ERRORS += (FolderLocked, SandboxUnavailable)
 
 REGISTER = (
   tour.register,  # tour
@@ -76,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(e.code or 0)
   try:
     return args.func(args)
-  except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, NotImplementedError) as e:
+  except CLEAR_ERRORS as e:
     print(f"jaxeff: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from jaxeff.cli.common import (
   count,
   fraction,
   load_model,
+  locks_out,
   positive_float,
 )
 
@@ -54,6 +55,7 @@ def register(sub) -> None:
   ca.set_defaults(func=_cmd_camera)
 
 
+@locks_out("camera", when=lambda a: a.action != "analyze")
 def _cmd_camera(args) -> int:
   import numpy as np
 

@@ -8,6 +8,7 @@ from jaxeff.cli.common import (
   add_unsafe_option,
   count,
   load_model,
+  locks_out,
 )
 
 
@@ -42,6 +43,7 @@ def register(sub) -> None:
   ct.set_defaults(func=_cmd_codetrans)
 
 
+@locks_out("codetrans", when=lambda a: a.action == "train")
 def _cmd_codetrans(args) -> int:
   from jaxeff.codetrans import evaluate as ce
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 
 DTYPES = ("float32", "bfloat16")
@@ -188,3 +189,22 @@ def add_unsafe_option(parser) -> None:
     help="run model-written programs WITHOUT the bubblewrap sandbox (resource limits only; they can read and write "
     "your files). Only for machines where bubblewrap cannot run; a warning is printed on every run",
   )
+
+
+def locks_out(what: str, when=lambda args: True):
+  """Decorator of a command body: hold ``jaxeff.io.locked_folder(args.out)`` while it runs (when ``args.out`` is
+  set and ``when(args)``), so a second writer of the same output folder fails at once, before any work."""
+
+  def deco(fn):
+    @functools.wraps(fn)
+    def run(args):
+      if not getattr(args, "out", None) or not when(args):
+        return fn(args)
+      from jaxeff.io import locked_folder
+
+      with locked_folder(args.out, what):
+        return fn(args)
+
+    return run
+
+  return deco

@@ -5,6 +5,7 @@ from __future__ import annotations
 from jaxeff.cli.common import (
   count,
   load_model,
+  locks_out,
   positive_float,
   seed,
 )
@@ -37,6 +38,7 @@ def register(sub) -> None:
   jq.set_defaults(func=_cmd_judgeq)
 
 
+@locks_out("judgeq")
 def _cmd_judgeq(args) -> int:
   from jaxeff.training.judgeq import JudgeQConfig, make_training_data, train_judgeq
 

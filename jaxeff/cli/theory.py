@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jaxeff.cli.common import locks_out
+
 
 def register(sub) -> None:
   """Add the `theory` sub-command to ``sub``."""
@@ -19,6 +21,7 @@ def register(sub) -> None:
   th.set_defaults(func=_cmd_theory)
 
 
+@locks_out("theory")
 def _cmd_theory(args) -> int:
   from jaxeff.theory import experiments as X
 

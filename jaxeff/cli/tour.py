@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jaxeff.cli.common import locks_out
+
 
 def register(sub) -> None:
   """Add the `tour` sub-command to ``sub``."""
@@ -26,6 +28,7 @@ def register(sub) -> None:
   to.set_defaults(func=_cmd_tour)
 
 
+@locks_out("tour")
 def _cmd_tour(args) -> int:
   try:
     import matplotlib

@@ -242,11 +242,17 @@ def run_sweep(
   over 5 % then cosine to 10 % ending at the last step, AdamW; held-out loss and bits/byte on
   ``eval_batches`` fixed batches of the point's evaluation corpus (validation split).
   """
-  from jaxeff.training.trainer import TrainConfig, build_data, evaluate, train_and_evaluate
+  from jaxeff.io import locked_folder
 
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   table = Path(table) if table is not None else workdir / "results.csv"
+  with locked_folder(workdir, "sweep", name=f".{table.name}.lock"):  # the shards of one sweep write other tables
+    return _run_sweep(points, workdir, table, seq_len, batch_size, lr, eval_batches, progress, max_documents)
+
+
+def _run_sweep(points, workdir, table, seq_len, batch_size, lr, eval_batches, progress, max_documents):
+  from jaxeff.training.trainer import TrainConfig, build_data, evaluate, train_and_evaluate
+
   names = [p.name for p in points]
   if len(set(names)) != len(names):
     raise ValueError("sweep points must be distinct (same model, tokens, mixture and seed twice)")

@@ -152,9 +152,17 @@ def train_and_evaluate(
 
   Files: ``checkpoints/`` (orbax), ``metrics.jsonl`` (one JSON object per logged step / eval),
   ``config.json``, ``tokenizer/`` (BPE runs), ``export/`` (HF folder: config, safetensors, tokenizer).
+  The workdir is locked for the run (``jaxeff.io.locked_folder``): a second run in it fails at once.
   ``on_checkpoint(step)`` is called right after each checkpoint save was started (the crash-resume test kills
   the process there; a caller may log or upload).
   """
+  from jaxeff.io import locked_folder
+
+  with locked_folder(workdir, "training"):
+    return _train_and_evaluate(config, workdir, progress=progress, export=export, on_checkpoint=on_checkpoint)
+
+
+def _train_and_evaluate(config, workdir, *, progress, export, on_checkpoint):
   if config.distributed:
     shard_lib.initialize_distributed()
   workdir = Path(workdir)

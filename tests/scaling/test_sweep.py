@@ -74,3 +74,23 @@ def test_fit_and_sweep_cli(tmp_path, capsys):
   assert cli.main(["sweep", "--workdir", str(tmp_path / "s"), "--sizes", "32x2", "--tokens", "1000", "--dry-run"]) == 0
   assert "python-d32-l2-D1000" in capsys.readouterr().out
   assert cli.main(["sweep", "--workdir", str(tmp_path / "s"), "--sizes", "32", "--dry-run"]) == 2
+
+
+def test_two_sweeps_into_one_table_the_second_fails_at_once(tmp_path):
+  import subprocess
+  import sys
+
+  from jaxeff.io import FolderLocked
+
+  code = (
+    f"from jaxeff.io import locked_folder\nwith locked_folder({str(tmp_path)!r}, name='.results.csv.lock'):\n"
+    "  print('held', flush=True)\n  import time; time.sleep(60)"
+  )
+  holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(FolderLocked, match=f"PID {holder.pid}"):
+      sw.run_sweep(sw.grid_design([(16, 1)], [256]), tmp_path, progress=False)
+  finally:
+    holder.kill()
+    holder.wait()
