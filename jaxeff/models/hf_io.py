@@ -203,7 +203,19 @@ class SafetensorsFile:
         begin, end = (int(o) for o in info["data_offsets"])
         if not 0 <= begin <= end <= data_size or end - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
           raise ValueError(f"tensor {name!r} has inconsistent offsets {begin}..{end} for shape {shape}")
+        if any(d < 0 for d in shape):
+          raise ValueError(f"tensor {name!r} has a negative dimension in {shape}")
         self._entries[name] = (dtype, shape, begin, end)
+      # the safetensors library's rule: sorted by offset, the tensors tile the data section exactly (no overlap,
+      # no gap, nothing after the last one)
+      expect = 0
+      for name, (_, _, begin, end) in sorted(self._entries.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+        if begin != expect:
+          what = "overlaps the previous tensor" if begin < expect else "leaves a gap before it"
+          raise ValueError(f"tensor {name!r} at offsets {begin}..{end} {what} (expected to start at {expect})")
+        expect = end
+      if expect != data_size:
+        raise ValueError(f"the tensors cover {expect} of the {data_size} data bytes")
     except (ValueError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
       raise CheckpointError(f"corrupt safetensors file {self.path}: {e}") from None
     self._base = 8 + n

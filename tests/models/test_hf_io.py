@@ -134,3 +134,38 @@ def test_non_finite_weights_are_refused_by_name_unless_allowed(saved):
   assert "model.layers.1.self_attn.k_proj.weight" in str(e.value) and "model.norm.weight" in str(e.value)
   _, loaded = load_hf(folder, allow_nonfinite=True)
   assert np.isnan(np.asarray(loaded["layers"][1]["attn"]["k"])).any()
+
+
+def _rewrite_header(path, edit):
+  import struct
+
+  raw = path.read_bytes()
+  (n,) = struct.unpack("<Q", raw[:8])
+  header = json.loads(raw[8 : 8 + n])
+  edit(header)
+  new = json.dumps(header).encode()
+  new += b" " * (-(8 + len(new)) % 8)
+  path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+
+
+@pytest.mark.parametrize(
+  "edit, message",
+  [
+    (lambda h: h["model.norm.weight"].__setitem__("data_offsets", [0, 256]), "overlaps the previous tensor"),
+    (lambda h: h.pop("model.norm.weight"), "leaves a gap|cover"),
+    (lambda h: h["model.norm.weight"].__setitem__("shape", [-64]), "negative dimension|inconsistent"),
+  ],
+  ids=["overlap", "gap", "negative"],
+)
+def test_safetensors_headers_are_checked_like_the_library(saved, edit, message):
+  """The library rejects these files; jaxeff's zero-copy reader must too (an overlap loads two tensors from one
+  region: a silently wrong model)."""
+  from safetensors import SafetensorError, safe_open
+
+  folder, _, _ = saved
+  _rewrite_header(folder / "model.safetensors", edit)
+  with pytest.raises(SafetensorError):
+    with safe_open(str(folder / "model.safetensors"), "np") as f:
+      list(f.keys())
+  with pytest.raises(CheckpointError, match=message):
+    load_hf(folder)
