@@ -63,6 +63,20 @@ def _check_table(N, D, L) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   return N, D, L
 
 
+def _check_identifiable(N, D, n_params: int, what: str) -> None:
+  """A law of ``n_params`` parameters needs more distinct (N, D) points than parameters (else it interpolates
+  and reports a zero error) and at least two values of N and of D (else its exponents are undetermined)."""
+  distinct = len(set(zip(N.tolist(), D.tolist())))
+  problems = []
+  if distinct <= n_params:
+    problems.append(f"{distinct} distinct (N, D) points for {n_params} parameters (need at least {n_params + 1})")
+  for name, x in (("N", N), ("D", D)):
+    if len(np.unique(x)) < 2:
+      problems.append(f"every row has the same {name} (the {name} exponent is undetermined)")
+  if problems:
+    raise ValueError(f"{what}: the data cannot determine the law: " + "; ".join(problems))
+
+
 def huber(r, delta: float = HUBER_DELTA):
   """Huber loss: r^2 / 2 for |r| <= delta, else delta (|r| - delta / 2)."""
   a = jnp.abs(r)
@@ -238,9 +252,11 @@ def fit_chinchilla(
     optimizer: "lm" (default: 100 Levenberg-Marquardt steps from every start, all vmapped, then BFGS from the
       16 best: seconds for 4,500 starts) or "bfgs" (BFGS from every start, the reference procedure).
 
-  Returns a ``ChinchillaFit``; ``fit.objective`` is reported on the chosen reduction.
+  Returns a ``ChinchillaFit``; ``fit.objective`` is reported on the chosen reduction. Raises ``ValueError`` on
+  data that cannot determine the law (no more distinct points than its 5 parameters, one value of N or D).
   """
   N, D, L = _check_table(N, D, L)
+  _check_identifiable(N, D, 5, "fit_chinchilla")
   if reduction not in ("sum", "mean"):
     raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
   if isinstance(starts, str) and starts != "hoffmann":
@@ -301,6 +317,7 @@ def fit_chinchilla_vp(
   Default grids: 0.05..2.0 step 0.01 (about 38k cells).
   """
   N, D, L = _check_table(N, D, L)
+  _check_identifiable(N, D, 5, "fit_chinchilla_vp")
   if weights not in ("inv_loss", "none"):
     raise ValueError(f"weights must be 'inv_loss' or 'none', got {weights!r}")
   ag = np.arange(0.05, 2.0001, 0.01) if alpha_grid is None else np.asarray(alpha_grid, np.float64)
@@ -497,6 +514,7 @@ def fit_farseer(
     True
   """
   N, D, L = _check_table(N, D, L)
+  _check_identifiable(N, D, 9, "fit_farseer")
   if method not in ("piecewise", "direct"):
     raise ValueError(f"method must be 'piecewise' or 'direct', got {method!r}")
   stage1 = None
@@ -569,6 +587,9 @@ def optimal_allocation(law, C: float, *, ratio_bounds: tuple[float, float] = (1.
   if not C > 0:
     raise ValueError(f"C must be > 0, got {C}")
   if isinstance(law, ChinchillaParams):
+    bad = [f"{k}={getattr(law, k):g}" for k in ("A", "B", "alpha", "beta") if not getattr(law, k) > 0]
+    if bad:  # the closed form would be complex or negative: the law has no compute-optimal point
+      raise ValueError(f"the law has no compute-optimal allocation: {', '.join(bad)} must be > 0")
     s = law.alpha + law.beta
     G = (law.alpha * law.A / (law.beta * law.B)) ** (1.0 / s)
     N = G * (C / 6.0) ** (law.beta / s)

@@ -127,3 +127,20 @@ def test_bad_tables_fail_clearly_and_bootstrap_intervals():
 def test_fits_leave_x64_off():
   S.fit_chinchilla(N8[:16], D8[:16], S.chinchilla_predict(S.EPOCH, N8[:16], D8[:16]), starts=S.hoffmann_starts()[:5])
   assert not jax.config.jax_enable_x64
+
+
+def test_degenerate_data_and_laws_are_refused_not_fitted():
+  """A 5-parameter law through 3 points interpolates (a '0.0000 %' error); one D leaves beta undetermined; a
+  law with a negative coefficient has no compute-optimal point (the closed form would be complex)."""
+  N, D = np.array([1e7, 1e8, 1e9]), np.array([1e9, 1e10, 1e11])
+  L = S.chinchilla_predict(S.EPOCH, N, D)
+  for fit in (S.fit_chinchilla, S.fit_chinchilla_vp, S.fit_farseer):
+    with pytest.raises(ValueError, match="cannot determine the law.*distinct"):
+      fit(N, D, L)
+  same_d = np.full_like(N8, 1e10)
+  with pytest.raises(ValueError, match="same D"):
+    S.fit_chinchilla(N8, same_d, S.chinchilla_predict(S.EPOCH, N8, same_d))
+  import dataclasses
+
+  with pytest.raises(ValueError, match="no compute-optimal allocation: A=-"):
+    S.optimal_allocation(dataclasses.replace(S.EPOCH, A=-S.EPOCH.A), 1e20)
