@@ -388,6 +388,8 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list):
       for r in rs:
         fh.write(json.dumps(dict(protocol=protocol, row=row, **r)) + "\n")
   records_file.with_suffix(".tmp").replace(records_file)
+  if (work / "judgeq" / "soft_emb.npy").is_file():  # the trained soft tokens behind the judgeq rows, beside them
+    shutil.copytree(work / "judgeq", out_path.with_name("real_model_judgeq"), dirs_exist_ok=True)
   out = dict(
     machine=machine(),
     date=time.strftime("%Y-%m-%d"),
@@ -462,6 +464,9 @@ def main(argv=None):
   work = Path(args.work)
   work.mkdir(parents=True, exist_ok=True)
   seeded = seed_work(work, Path(args.out).with_name("real_model_records.jsonl.gz"))
+  committed = Path(args.out).with_name("real_model_judgeq")  # the soft tokens the committed records used
+  if not (work / "judgeq" / "soft_emb.npy").is_file() and (committed / "soft_emb.npy").is_file():
+    shutil.copytree(committed, work / "judgeq", dirs_exist_ok=True)
   if seeded:
     print(f"resuming from {seeded} committed records")
   if args.markdown:

@@ -158,13 +158,14 @@ def train_and_evaluate(
   """
   from jaxeff.io import locked_folder
 
-  with locked_folder(workdir, "training"):
+  if config.distributed:  # every process of one multi-host run shares the workdir: one lock per process index
+    shard_lib.initialize_distributed()
+  name = f".jaxeff-{jax.process_index()}.lock" if config.distributed else ".jaxeff.lock"
+  with locked_folder(workdir, "training", name=name):
     return _train_and_evaluate(config, workdir, progress=progress, export=export, on_checkpoint=on_checkpoint)
 
 
 def _train_and_evaluate(config, workdir, *, progress, export, on_checkpoint):
-  if config.distributed:
-    shard_lib.initialize_distributed()
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   data = build_data(config, workdir)
