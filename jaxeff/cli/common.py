@@ -22,49 +22,27 @@ def _number(text: str, kind: type):
   return value
 
 
-def count(text: str) -> int:
-  """An integer >= 1 (sizes, lengths, counts, steps)."""
-  v = _number(text, int)
-  if v < 1:
-    raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-  return v
+def _ranged(name: str, kind: type, ok, words: str):
+  """An argparse ``type=`` that parses ``kind`` and requires ``ok(value)`` ("must be <words>" otherwise)."""
+
+  def check(text: str):
+    v = _number(text, kind)
+    if not ok(v):
+      raise argparse.ArgumentTypeError(f"must be {words}, got {v}")
+    return v
+
+  check.__name__ = check.__qualname__ = name
+  check.__doc__ = f"{'An integer' if kind is int else 'A finite number'} that must be {words}."
+  return check
 
 
-def nonneg_int(text: str) -> int:
-  v = _number(text, int)
-  if v < 0:
-    raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-  return v
-
-
-def seed(text: str) -> int:
-  """A PRNG seed: 0 <= seed < 2**32."""
-  v = _number(text, int)
-  if not 0 <= v < 2**32:
-    raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {v}")
-  return v
-
-
-def positive_float(text: str) -> float:
-  v = _number(text, float)
-  if v <= 0:
-    raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-  return v
-
-
-def nonneg_float(text: str) -> float:
-  v = _number(text, float)
-  if v < 0:
-    raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-  return v
-
-
-def unit_float(text: str) -> float:
-  """A number in (0, 1]."""
-  v = _number(text, float)
-  if not 0 < v <= 1:
-    raise argparse.ArgumentTypeError(f"must be in (0, 1], got {v}")
-  return v
+count = _ranged("count", int, lambda v: v >= 1, ">= 1")  # sizes, lengths, counts, steps
+nonneg_int = _ranged("nonneg_int", int, lambda v: v >= 0, ">= 0")
+seed = _ranged("seed", int, lambda v: 0 <= v < 2**32, "in [0, 2**32)")  # a PRNG seed
+positive_float = _ranged("positive_float", float, lambda v: v > 0, "> 0")
+nonneg_float = _ranged("nonneg_float", float, lambda v: v >= 0, ">= 0")
+unit_float = _ranged("unit_float", float, lambda v: 0 < v <= 1, "in (0, 1]")
+fraction = _ranged("fraction", float, lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
 def budget(text: str) -> float:
@@ -72,14 +50,6 @@ def budget(text: str) -> float:
   v = _number(text, float)
   if v <= 0 or (v > 1 and not v.is_integer()):
     raise argparse.ArgumentTypeError(f"must be a ratio in (0, 1] or a whole token count >= 1, got {text}")
-  return v
-
-
-def fraction(text: str) -> float:
-  """A number in [0, 1]."""
-  v = _number(text, float)
-  if not 0 <= v <= 1:
-    raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
   return v
 
 
