@@ -218,14 +218,14 @@ FIELD_TYPES: dict[str, str] = {
   "num_key_value_heads": "int+?",
   "max_position_embeddings": "int+",
   "head_dim": "int+?",
-  "sliding_window": "int+?",
+  "sliding_window": "id?",  # 0: no window (transformers writes 0 with use_sliding_window false)
   "max_window_layers": "int",
   "num_experts": "int",
   "num_local_experts": "int",
   "num_experts_per_tok": "int+",
   "moe_intermediate_size": "int+",
   "shared_expert_intermediate_size": "int?",
-  "decoder_sparse_step": "int+?",
+  "decoder_sparse_step": "id?",  # 0 reads as 1
   "bos_token_id": "id?",
   "eos_token_id": "ids?",
   "pad_token_id": "id?",
