@@ -64,7 +64,7 @@ from jaxeff import sharding as shard_lib
 from jaxeff.attention.dense import Dense
 from jaxeff.config import ModelConfig, rope_inv_freq
 from jaxeff.models import latent as latent_lib
-from jaxeff.models.layers import clip_qkv
+from jaxeff.models.layers import finish_head
 from jaxeff.models.layers import linear as linear  # the building blocks stay importable from here
 from jaxeff.models.layers import qk_norm as qk_norm
 from jaxeff.models.layers import rms_norm as rms_norm
@@ -222,18 +222,11 @@ def register_feed_forward(kind: str, fn: Callable[..., Array]) -> None:
 
 
 def qkv_projection(attn: dict[str, Array], h_btd: Array, positions_bt: Array, config: ModelConfig, inv_freq: Array):
-  """Project to q [B,T,N,H], k, v [B,T,K,H]; biases, q/k RMSNorm (Qwen3) and RoPE applied."""
-  q = linear(h_btd, attn["q"])  # [B, T, N, H]
-  k = linear(h_btd, attn["k"])  # [B, T, K, H]
-  v = linear(h_btd, attn["v"])
-  if "q_bias" in attn:
-    q, k, v = q + attn["q_bias"], k + attn["k_bias"], v + attn["v_bias"]
-  if "q_norm" in attn:
-    q = qk_norm(q, attn["q_norm"], config.rms_norm_eps)
-    k = qk_norm(k, attn["k_norm"], config.rms_norm_eps)
-  q, k, v = clip_qkv(q, config), clip_qkv(k, config), clip_qkv(v, config)
-  q = rope(q, positions_bt, inv_freq)
-  k = rope(k, positions_bt, inv_freq)
+  """Project to q [B,T,N,H], k, v [B,T,K,H]; biases, q/k RMSNorm (Qwen3), clamp and RoPE applied (``finish_head``)."""
+  eps, clip = config.rms_norm_eps, config.clip_qkv
+  q = finish_head(linear(h_btd, attn["q"]), attn.get("q_bias"), attn.get("q_norm"), eps, clip, positions_bt, inv_freq)
+  k = finish_head(linear(h_btd, attn["k"]), attn.get("k_bias"), attn.get("k_norm"), eps, clip, positions_bt, inv_freq)
+  v = finish_head(linear(h_btd, attn["v"]), attn.get("v_bias"), None, eps, clip)
   return q, k, v
 
 

@@ -23,7 +23,7 @@ import jax
 from jaxtyping import Array
 
 from jaxeff.config import ModelConfig
-from jaxeff.models.layers import clip_qkv, linear, qk_norm, rope
+from jaxeff.models.layers import finish_head, linear
 
 LATENT_LEAVES = ("kv_down", "k_up", "v_up")
 
@@ -78,26 +78,14 @@ class LatentKV:
   def rebuild(self, c_bsr: Array, positions_bs: Array) -> tuple[Array, Array]:
     """Keys and values [B, S, K, H] of latents ``c_bsr`` [B, S, r] at ``positions_bs`` (>= 0)."""
     k = linear(c_bsr, self.k_up)
-    v = linear(c_bsr, self.v_up)
-    if self.k_bias is not None:
-      k = k + self.k_bias
-    if self.v_bias is not None:
-      v = v + self.v_bias
-    if self.k_norm is not None:
-      k = qk_norm(k, self.k_norm, self.eps)
-    if self.clip is not None:
-      k, v = k.clip(-self.clip, self.clip), v.clip(-self.clip, self.clip)
-    return rope(k, positions_bs, self.inv_freq), v
+    k = finish_head(k, self.k_bias, self.k_norm, self.eps, self.clip, positions_bs, self.inv_freq)
+    return k, finish_head(linear(c_bsr, self.v_up), self.v_bias, None, self.eps, self.clip)
 
 
 def latent_projection(attn: dict[str, Array], h_btd: Array, positions_bt: Array, config: ModelConfig, inv_freq):
   """q [B, T, N, H] as usual; k, v rebuilt from c = A h; returns (q, k, v, LatentKV)."""
-  q = linear(h_btd, attn["q"])
-  if "q_bias" in attn:
-    q = q + attn["q_bias"]
-  if "q_norm" in attn:
-    q = qk_norm(q, attn["q_norm"], config.rms_norm_eps)
-  q = rope(clip_qkv(q, config), positions_bt, inv_freq)
+  eps, clip = config.rms_norm_eps, config.clip_qkv
+  q = finish_head(linear(h_btd, attn["q"]), attn.get("q_bias"), attn.get("q_norm"), eps, clip, positions_bt, inv_freq)
   record = LatentKV(
     c=linear(h_btd, attn["kv_down"]),
     k_up=attn["k_up"],
@@ -106,8 +94,8 @@ def latent_projection(attn: dict[str, Array], h_btd: Array, positions_bt: Array,
     v_bias=attn.get("v_bias"),
     k_norm=attn.get("k_norm"),
     inv_freq=inv_freq,
-    eps=config.rms_norm_eps,
-    clip=config.clip_qkv,
+    eps=eps,
+    clip=clip,
   )
   k, v = record.rebuild(record.c, positions_bt)
   return q, k, v, record

@@ -11,8 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from jaxeff.config import ModelConfig
-
 
 def rms_norm(x: Array, weight: Array, eps: float) -> Array:
   r"""y = w * x / sqrt(mean(x^2) + eps), statistics in float32 (as HF's LlamaRMSNorm)."""
@@ -43,9 +41,26 @@ def qk_norm(x_btnh: Array, w: Array, eps: float) -> Array:
   return w * y.astype(x_btnh.dtype)
 
 
-def clip_qkv(x: Array, config: ModelConfig) -> Array:
-  """Clamp q, k or v to [-c, c] with c = ``config.clip_qkv`` (OLMoE); the identity when it is ``None``."""
-  return x if config.clip_qkv is None else jnp.clip(x, -config.clip_qkv, config.clip_qkv)
+def finish_head(
+  x_btnh: Array,
+  bias: Array | None,
+  norm: Array | None,
+  eps: float,
+  clip: float | None,
+  positions_bt: Array | None = None,
+  inv_freq: Array | None = None,
+) -> Array:
+  """A projected q, k or v [B, T, heads, H] made ready for attention, in the order HF applies the steps:
+  + bias (Qwen2 / ``attention_bias``), q/k RMSNorm (Qwen3, OLMoE), clamp to [-clip, clip] (OLMoE ``clip_qkv``),
+  RoPE when ``positions_bt`` is given (queries and keys; never values). Each step is skipped when its argument is
+  ``None``. The one place the standard and the latent (CommonKV) projections share."""
+  if bias is not None:
+    x_btnh = x_btnh + bias
+  if norm is not None:
+    x_btnh = qk_norm(x_btnh, norm, eps)
+  if clip is not None:
+    x_btnh = jnp.clip(x_btnh, -clip, clip)
+  return x_btnh if positions_bt is None else rope(x_btnh, positions_bt, inv_freq)
 
 
 def linear(x: Array, w: Array, n_in: int = 1) -> Array:
