@@ -332,14 +332,11 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
 
 
 def unpack_codes(packed, bits: int):
-  """Inverse of ``pack_codes`` in jnp (shifts and masks): uint8 [b, ..., n/8] -> int32 codes [..., n]."""
-  packed = jnp.asarray(packed)
-  shifts = jnp.arange(7, -1, -1, dtype=jnp.uint8)
-  out = 0
-  for k in range(bits):
-    plane = (packed[k][..., None] >> shifts) & 1  # [..., n/8, 8] (packbits is big-endian within a byte)
-    out = out + (plane.astype(jnp.int32) << k)
-  return out.reshape(*packed.shape[1:-1], packed.shape[-1] * 8)
+  """Inverse of ``pack_codes`` in jnp: uint8 [b, ..., n/8] -> int32 codes [..., n]
+  (``kernels_pallas.dequant_matmul.reference.unpack``, the one bit-plane reader)."""
+  from kernels_pallas.dequant_matmul.reference import unpack
+
+  return unpack(packed, bits)
 
 
 def dequant_matmul(x, packed, scale, zero, bits: int, group_size: int):

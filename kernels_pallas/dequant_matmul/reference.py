@@ -11,11 +11,11 @@ import jax.numpy as jnp
 
 
 def unpack(planes, bits):
-  """Codes [R, C] (int32) from bit-planes [b, R, C/8]."""
+  """Codes [..., C] (int32) from bit-planes [b, ..., C/8] (numpy ``packbits`` order within a byte)."""
   shifts = jnp.arange(7, -1, -1, dtype=jnp.int32)
-  p = planes.astype(jnp.int32)
-  codes = sum(((p[k][..., None] >> shifts) & 1) << k for k in range(bits))  # [R, C/8, 8]
-  return codes.reshape(p.shape[1], -1)
+  p = jnp.asarray(planes).astype(jnp.int32)
+  codes = sum(((p[k][..., None] >> shifts) & 1) << k for k in range(bits))  # [..., C/8, 8]
+  return codes.reshape(*p.shape[1:-1], p.shape[-1] * 8)
 
 
 def dequantize(planes, scale, zero, *, bits: int, group: int):
