@@ -147,8 +147,8 @@ class Stack:
     bits = int(kv_cache[3:]) if kv_cache in ("int8", "int4") else kv_bits
     press = None
     if kv_press != "none":
-      budget = int(kv_budget) if kv_budget >= 1 and float(kv_budget).is_integer() and kv_budget != 1.0 else kv_budget
-      opts = dict(budget=float(budget) if isinstance(budget, float) else budget, window_size=kv_window)
+      budget = int(kv_budget) if kv_budget > 1 and float(kv_budget).is_integer() else float(kv_budget)
+      opts = dict(budget=budget, window_size=kv_window)
       if kv_press == "judgeq":
         if not judgeq:
           raise ValueError(

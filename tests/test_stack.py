@@ -129,6 +129,8 @@ def test_from_options_builds_what_the_flags_name_and_rejects_contradictions():
   cfg = ModelConfig.tiny()
   s = Stack.from_options(cfg, prefill_attention="proxy", kv_cache="int4", kv_press="h2o", kv_budget=32)
   assert s.kv_bits == 4 and not s.latent and s.press.scorer == "h2o" and s.press.budget == 32
+  one = Stack.from_options(cfg, kv_press="snapkv", kv_budget=1).press.budget  # 1 is the whole prompt, not 1 token
+  assert one == 1.0 and isinstance(one, float)
   assert type(s.attention).__name__ == "ProxyAttention"
   s = Stack.from_options(cfg, kv_cache="commonkv", kv_rank=8, kv_merge_rho=0.4)
   assert (s.latent_rank, s.latent_ratio, s.latent_merge_rho, s.kv_bits) == (8, None, 0.4, None)
