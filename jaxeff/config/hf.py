@@ -250,43 +250,30 @@ def _is_int(v) -> bool:
   return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _type_ok(v, kind: str) -> bool:
-  if v is None:
-    return kind.endswith("?")
-  kind = kind.rstrip("?")
-  if kind in ("int", "id"):
-    return _is_int(v) and (kind == "int" or v >= 0)
-  if kind == "int+":
-    return _is_int(v) and v > 0
-  if kind == "ids":
-    return _type_ok(v, "id") or (isinstance(v, list) and all(_type_ok(x, "id") for x in v))
-  if kind == "float+":
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-  if kind == "bool":
-    return isinstance(v, bool)
-  if kind == "str":
-    return isinstance(v, str)
-  if kind == "strs":
-    return isinstance(v, list) and all(isinstance(x, str) for x in v)
-  if kind == "ints":
-    return isinstance(v, list) and all(_is_int(x) for x in v)
-  if kind == "dict":
-    return isinstance(v, dict)
-  raise AssertionError(kind)
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-_KIND_WORDS = {
-  "int": "an integer",
-  "int+": "a positive integer",
-  "id": "a non-negative integer",
-  "ids": "a token id or a list of token ids",
-  "float+": "a finite positive number",
-  "bool": "true or false (a JSON boolean)",
-  "str": "a string",
-  "strs": "a list of strings",
-  "ints": "a list of integers",
-  "dict": "an object",
+# kind -> (test of a non-null value, what the error says it must be)
+_KINDS = {
+  "int": (_is_int, "an integer"),
+  "int+": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+  "id": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+  "ids": (
+    lambda v: (_is_int(v) and v >= 0) or (isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)),
+    "a token id or a list of token ids",
+  ),
+  "float+": (lambda v: _is_number(v) and v > 0, "a finite positive number"),
+  "bool": (lambda v: isinstance(v, bool), "true or false (a JSON boolean)"),
+  "str": (lambda v: isinstance(v, str), "a string"),
+  "strs": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+  "ints": (lambda v: isinstance(v, list) and all(_is_int(x) for x in v), "a list of integers"),
+  "dict": (lambda v: isinstance(v, dict), "an object"),
 }
+
+
+def _type_ok(v, kind: str) -> bool:
+  return kind.endswith("?") if v is None else _KINDS[kind.rstrip("?")][0](v)
 
 
 def field_type_problems(hf: Mapping[str, Any]) -> list[str]:
@@ -302,7 +289,7 @@ def field_type_problems(hf: Mapping[str, Any]) -> list[str]:
   for k, kind in FIELD_TYPES.items():
     if k in hf and not (k in _REQUIRED and hf[k] is None) and not _type_ok(hf[k], kind):
       null = " or null" if kind.endswith("?") else ""
-      out.append(f"{k}={hf[k]!r} must be {_KIND_WORDS[kind.rstrip('?')]}{null}")
+      out.append(f"{k}={hf[k]!r} must be {_KINDS[kind.rstrip('?')][1]}{null}")
   return out
 
 

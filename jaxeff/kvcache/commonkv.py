@@ -150,6 +150,7 @@ def compress(
     raise ValueError("parameters are already CommonKV-compressed")
   ranks = allocate_ranks(config, group_size, rank=rank, ratio=ratio, layer_scores=layer_scores, multiple=multiple)
   K, H = config.n_kv_heads, config.head_dim
+  down, k_up, v_up = LATENT_LEAVES  # the leaf names of jaxeff.models.latent
   layers = [dict(lp) for lp in params["layers"]]
   report = {"ranks": ranks, "rel_error": [], "tail_energy": []}
   for g, r in enumerate(ranks):
@@ -163,7 +164,6 @@ def compress(
     A_shared = jnp.asarray(A, dtype)  # one array for the whole group
     for j, i in enumerate(idx):
       attn = {k_: v_ for k_, v_ in layers[i]["attn"].items() if k_ not in ("k", "v")}
-      down, k_up, v_up = LATENT_LEAVES  # the table of jaxeff.models.latent
       attn[down] = A_shared
       attn[k_up] = jnp.asarray(Bk[j].reshape(K, H, r), dtype)
       attn[v_up] = jnp.asarray(Bv[j].reshape(K, H, r), dtype)

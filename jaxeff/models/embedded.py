@@ -45,21 +45,14 @@ def load_reference_model(name: str, dtype=jnp.float32):
   (e.g. ``"smollm2-135m-instruct"``, fetched once with ``jaxeff models fetch NAME``; otherwise a
   ``ModelNotFetchedError`` names that command).
   """
-  from jaxeff.models.hf_io import load_hf
   from jaxeff.models.registry import REAL_MODELS, load_real_model
-  from jaxeff.tokenizer import load_tokenizer
 
   if name in REAL_MODELS:
     return load_real_model(name, dtype)
   path = reference_model_path(name)
   if not (path / "config.json").is_file():
     raise FileNotFoundError(f"reference model {name!r} is not in this installation ({path})")
-  config, params = load_hf(path, dtype=dtype)
-  return (
-    config,
-    params,
-    load_tokenizer(path, config=config),
-  )
+  return _load_folder(path, dtype)
 
 
 def default_config() -> ModelConfig:
@@ -95,19 +88,25 @@ def load(name_or_path: str, dtype=jnp.float32):
     >>> config.n_layers, tok.encode("ab", add_bos=False)
     (4, [97, 98])
   """
-  from jaxeff.models.hf_io import load_hf
   from jaxeff.models.registry import REAL_MODELS
-  from jaxeff.tokenizer import load_tokenizer
 
   if not Path(name_or_path).exists():
     if name_or_path == "default":
       return default_model(dtype)
     if name_or_path in REFERENCE_MODELS or name_or_path in REAL_MODELS:
       return load_reference_model(name_or_path, dtype)
-  if not Path(name_or_path).exists() and "/" not in str(name_or_path):  # a bare unknown name, not a path
-    known = ", ".join(["default", *REFERENCE_MODELS, *REAL_MODELS])
-    raise FileNotFoundError(
-      f"{name_or_path!r} is neither a model folder (with config.json) nor a known model: {known}"
-    )
-  config, params = load_hf(name_or_path, dtype=dtype)
-  return config, params, load_tokenizer(name_or_path, config=config)
+    if "/" not in str(name_or_path):  # a bare unknown name, not a path (load_hf explains a missing path)
+      known = ", ".join(["default", *REFERENCE_MODELS, *REAL_MODELS])
+      raise FileNotFoundError(
+        f"{name_or_path!r} is neither a model folder (with config.json) nor a known model: {known}"
+      )
+  return _load_folder(name_or_path, dtype)
+
+
+def _load_folder(path, dtype):
+  """``(config, params, tokenizer)`` of an HF folder."""
+  from jaxeff.models.hf_io import load_hf
+  from jaxeff.tokenizer import load_tokenizer
+
+  config, params = load_hf(path, dtype=dtype)
+  return config, params, load_tokenizer(path, config=config)

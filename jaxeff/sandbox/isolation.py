@@ -40,9 +40,11 @@ _SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 _run_ids = itertools.count()
 
 
-def _host_paths() -> list[str]:
+@functools.cache
+def _host_paths() -> tuple[str, ...]:
   """bwrap arguments that expose the host's toolchains read-only: /usr, the merged-/usr symlinks (or the real
-  directories), this interpreter's prefixes (a venv and its base), the /etc files compilers and the JVM read."""
+  directories), this interpreter's prefixes (a venv and its base), the /etc files compilers and the JVM read.
+  Computed once per process (it scans ``sys.path`` and the file system; every run needs it)."""
   args = ["--ro-bind", "/usr", "/usr"]
   for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
     if os.path.islink(d):
@@ -60,7 +62,7 @@ def _host_paths() -> list[str]:
   etc += sorted(glob.glob("/etc/java*"))
   for e in etc:
     args += ["--ro-bind-try", e, e]
-  return args
+  return tuple(args)
 
 
 def _bwrap(work: Path, status_fd: int | None = None) -> list[str]:

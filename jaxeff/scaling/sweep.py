@@ -216,7 +216,7 @@ def point_settings(p: SweepPoint, **training: Any) -> str:
   import hashlib
   import json
 
-  blob = {"model": dataclasses.asdict(p.model), "point": dataclasses.asdict(p) | {"model": None}, **training}
+  blob = {"point": dataclasses.asdict(p), **training}  # asdict recurses into the model config
   return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
