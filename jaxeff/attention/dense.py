@@ -201,7 +201,8 @@ def _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block):
     p = jnp.exp(s - m)
     l = p.sum(-1, keepdims=True)
     o = jnp.einsum("bkgts,bksh->bkgth", p.astype(v.dtype), v[:, :, lo:e], preferred_element_type=jnp.float32)
-    outs.append(jnp.where(m > _NEG / 2, o / l, 0.0))  # a row with no visible key (padding) outputs 0
+    # a row with no visible key (padding) outputs 0; a NaN score stays NaN (m <= ... is False for NaN)
+    outs.append(jnp.where(m <= _NEG / 2, 0.0, o / l))
     lses.append((m + jnp.log(l))[..., 0])
   o = jnp.concatenate(outs, axis=3)
   return _flash_merge(o).astype(q_btnh.dtype), jnp.concatenate(lses, axis=3)

@@ -47,6 +47,6 @@ def latent_decode_reference(q, latent, pos, q_pos, k_up, v_up, inv_freq, *, wind
     ok &= q_pos[:, None] - pos < window
   s = jnp.where(ok[:, None, None, :], s, -jnp.inf)
   p = jax.nn.softmax(s, axis=-1)
-  p = jnp.where(jnp.isfinite(p), p, 0.0)
+  p = jnp.where(ok.any(-1)[:, None, None, None], p, 0.0)  # rows with no visible key: 0 (a NaN score stays NaN)
   pc = jnp.einsum("bkgs,bsr->bkgr", p, c)
   return jnp.einsum("bkgr,khr->bkgh", pc, v_up.astype(jnp.float32)).reshape(B, N, H)
