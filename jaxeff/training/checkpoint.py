@@ -11,6 +11,10 @@ import jax
 from jaxeff.training.config import TrainConfig
 
 
+class CheckpointDamaged(ValueError):
+  """No checkpoint of a run restores (each one is named with why)."""
+
+
 class Checkpointer:
   """Orbax ``CheckpointManager`` for (params, opt_state, data state, config); atomic commits, restore into
   an abstract target, stale ``*.orbax-checkpoint-tmp`` directories of killed saves removed on open."""
@@ -20,6 +24,7 @@ class Checkpointer:
 
     self._ocp = ocp
     directory = Path(directory).absolute()
+    self.directory = directory
     directory.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
       for stale in directory.glob("*.orbax-checkpoint-tmp*"):
@@ -55,6 +60,44 @@ class Checkpointer:
       ),
     )
     return out["params"], out["opt_state"], out["data"], out["config"]
+
+  def restore_latest_intact(self, abstract_params, abstract_opt_state, log=None):
+    """Restore the newest checkpoint that reads back whole: ``(step, params, opt_state, data, config)``, or
+    ``None`` when there is none. A checkpoint that fails to restore (a truncated file, a full disk during its
+    write, a missing item) is reported by step and moved aside to ``<checkpoints>/../damaged_checkpoints/``
+    (never deleted), and the previous one is tried; ``CheckpointDamaged`` names every damaged step when none
+    is intact. ``log``: where the report goes (default: standard error)."""
+    import sys
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    damaged = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return (step, *self.restore(step, abstract_params, abstract_opt_state))
+      except Exception as e:  # orbax / tensorstore raise many types for a damaged file
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        damaged.append(f"step {step} ({type(e).__name__}: {why})")
+        log(f"jaxeff: checkpoint step {step} in {self.directory} is damaged ({why}); trying the previous one")
+    if damaged:
+      raise CheckpointDamaged(
+        f"no intact checkpoint in {self.directory}: {'; '.join(damaged)}. Move the checkpoints folder away to start "
+        "the run over"
+      )
+    return None
+
+  def set_aside(self, step: int) -> Path:
+    """Move checkpoint ``step`` out of the manager's folder (to ``damaged_checkpoints/<step>`` beside it), so a
+    resumed run can save that step again; returns where it went."""
+    src = self.directory / str(step)
+    dst = self.directory.parent / "damaged_checkpoints" / str(step)
+    if jax.process_index() == 0 and src.exists():
+      dst.parent.mkdir(parents=True, exist_ok=True)
+      n = 1
+      while dst.exists():
+        dst, n = dst.with_name(f"{step}.{n}"), n + 1
+      shutil.move(str(src), str(dst))
+    self.manager.reload()
+    return dst
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -200,11 +201,13 @@ def _train_and_evaluate(config, workdir, *, progress, export, on_checkpoint):
       raise ValueError(f"trainable={config.trainable!r} matches no parameter")
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     start = 0
-    latest = ckpt.latest_step()
-    if latest is not None:
+    if ckpt.latest_step() is not None:
       abstract_opt = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), opt_state)
       abstract_p = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params)
-      params, opt_state, data_state, saved_cfg = ckpt.restore(latest, abstract_p, abstract_opt)
+      latest, params, opt_state, data_state, saved_cfg = ckpt.restore_latest_intact(abstract_p, abstract_opt)
+      for step in [s for s in ckpt.manager.all_steps() if s > latest]:  # damaged ones: kept aside, not deleted
+        where = ckpt.set_aside(step)
+        print(f"jaxeff: resuming from step {latest}; damaged step {step} moved to {where}", file=sys.stderr)
       if saved_cfg != json.loads(json.dumps(config.to_dict())):
         raise ValueError(f"{workdir} holds a run with a different config; use a new workdir")
       data.train.set_state(data_state)
