@@ -13,31 +13,157 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 
-def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict[str, Any]]:
-  """Objects of a JSONL file; every required key checked; errors name the line."""
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+  """The UTF-8 text of ``path``; a missing file or bytes that are not UTF-8 raise one error naming the file."""
   path = Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"no such file: {path}")
+    raise FileNotFoundError(f"{what} not found: {path}" if path.exists() is False else f"{path} is not a file")
+  try:
+    return path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    line = path.read_bytes()[: e.start].count(b"\n") + 1
+    raise ValueError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+
+
+# A record schema: key -> spec, where a spec is a type, a tuple of types, a one-element list ``[spec]`` (a list
+# whose items match spec) or a dict (a nested record). A key ending in "?" is optional. ``int`` never accepts a
+# bool; ``float`` accepts ints.
+Schema = Mapping[str, Any]
+
+
+def _spec_name(spec) -> str:
+  if isinstance(spec, list):
+    return f"a list of {_spec_name(spec[0])}"
+  if isinstance(spec, Mapping):
+    return "an object"
+  if isinstance(spec, tuple):
+    return " or ".join(_spec_name(t) for t in spec)
+  return {str: "a string", int: "an integer", float: "a number", bool: "true/false", dict: "an object"}.get(
+    spec, spec.__name__
+  )
+
+
+def _matches(value, spec) -> bool:
+  if isinstance(spec, tuple):
+    return any(_matches(value, t) for t in spec)
+  if spec is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if spec is float:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+  if isinstance(spec, type):
+    return isinstance(value, spec)
+  return True
+
+
+def record_problems(obj: Any, schema: Schema, where: str = "") -> list[str]:
+  """What is wrong with ``obj`` against ``schema`` (see ``Schema``): every problem, with its key path.
+
+  Example:
+    >>> schema = {"id": str, "tests": [{"input": str, "output": str}], "lang?": str}
+    >>> for p in record_problems({"id": 1, "tests": [{"input": 3}]}, schema):
+    ...   print(p)
+    id: expected a string, got 1
+    tests[0].input: expected a string, got 3
+    tests[0]: missing 'output'
+  """
+  if not isinstance(obj, dict):
+    return [f"{where or 'record'}: expected a JSON object, got {type(obj).__name__}"]
   out = []
-  for i, line in enumerate(path.read_text().splitlines(), 1):
+  for key, spec in schema.items():
+    optional = key.endswith("?")
+    key = key.rstrip("?")
+    path = f"{where}.{key}" if where else key
+    if key not in obj:
+      if not optional:
+        out.append(f"{where or 'record'}: missing {key!r}")
+      continue
+    out += _value_problems(obj[key], spec, path)
+  return out
+
+
+def _value_problems(value, spec, path: str) -> list[str]:
+  if isinstance(spec, Mapping):
+    return record_problems(value, spec, path)
+  if isinstance(spec, list):
+    if not isinstance(value, list):
+      return [f"{path}: expected {_spec_name(spec)}, got {json.dumps(value)[:60]}"]
+    return [p for i, v in enumerate(value) for p in _value_problems(v, spec[0], f"{path}[{i}]")]
+  if not _matches(value, spec):
+    return [f"{path}: expected {_spec_name(spec)}, got {json.dumps(value)[:60]}"]
+  return []
+
+
+def read_jsonl(
+  path: str | os.PathLike,
+  required: Sequence[str] | Schema = (),
+  *,
+  nonempty: bool = False,
+  check: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+  """Objects of a JSONL file, each checked before any is used; errors name the file and line.
+
+  ``required``: key names that must be present, or a ``Schema`` (key -> type / [item spec] / nested schema;
+  "key?" optional) that every record must match. ``check``: a further test of each record that raises
+  ``ValueError`` (its message gets the file and line). ``nonempty``: refuse a file without records."""
+  path = Path(path)
+  schema = required if isinstance(required, Mapping) else {k: object for k in required}
+  out = []
+  for i, line in enumerate(read_text(path, "JSONL file").splitlines(), 1):
     if not line.strip():
       continue
     try:
       obj = json.loads(line)
     except json.JSONDecodeError as e:
       raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-    if not isinstance(obj, dict):
-      raise ValueError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-    missing = [k for k in required if k not in obj]
-    if missing:
-      raise ValueError(f"{path}:{i}: missing keys {missing}")
+    problems = record_problems(obj, schema)
+    if problems:
+      more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+      raise ValueError(f"{path}:{i}: {'; '.join(problems[:3])}{more}")
+    if check is not None:
+      try:
+        check(obj)
+      except ValueError as e:
+        raise ValueError(f"{path}:{i}: {e}") from None
     out.append(obj)
+  if nonempty and not out:
+    raise ValueError(f"{path}: no records")
   return out
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
+  """Refuse, before any work, an output file path that is a folder or whose folder cannot be created or
+  written (the file itself is replaced atomically at the end)."""
+  path = Path(path)
+  if path.is_dir():
+    raise IsADirectoryError(f"{what} {path} is a folder; give a file path")
+  parent = path.parent
+  while not parent.exists():
+    parent = parent.parent
+  if not parent.is_dir():
+    raise NotADirectoryError(f"{what} {path}: {parent} is not a folder")
+  if not os.access(parent, os.W_OK):
+    raise PermissionError(f"{what} {path}: {parent} is not writable")
+  return path
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+  """Refuse, before any work, an output folder path that exists as a file or cannot be created or written."""
+  path = Path(path)
+  if path.exists() and not path.is_dir():
+    raise NotADirectoryError(f"{what} {path} exists and is not a folder")
+  probe = path
+  while not probe.exists():
+    probe = probe.parent
+  if not probe.is_dir():
+    raise NotADirectoryError(f"{what} {path}: {probe} is not a folder")
+  if not os.access(probe, os.W_OK):
+    raise PermissionError(f"{what} {path}: {probe} is not writable")
+  return path
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
@@ -73,9 +199,7 @@ def locked_folder(path: str | os.PathLike, what: str = "jaxeff", name: str = ".j
   """
   import fcntl
 
-  folder = Path(path)
-  if folder.exists() and not folder.is_dir():
-    raise NotADirectoryError(f"{folder} exists and is not a folder")
+  folder = check_output_folder(path)
   folder.mkdir(parents=True, exist_ok=True)
   fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
   try:
@@ -91,3 +215,16 @@ def locked_folder(path: str | os.PathLike, what: str = "jaxeff", name: str = ".j
     yield folder
   finally:
     os.close(fd)  # releases the lock
+
+
+def locked_file(path: str | os.PathLike, what: str = "jaxeff"):
+  """``locked_folder`` for one output file: the lock is ``.<name>.lock`` beside it (writers of other files in the
+  same folder do not wait), after ``check_output_file``.
+
+  Example:
+    >>> import tempfile, pathlib
+    >>> with locked_file(pathlib.Path(tempfile.mkdtemp()) / "out.jsonl") as folder:
+    ...   pass
+  """
+  path = check_output_file(path)
+  return locked_folder(path.parent, what, name=f".{path.name}.lock")

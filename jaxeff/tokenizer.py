@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from jaxeff.io import read_text
+
 
 class ByteTokenizer:
   """UTF-8 bytes as ids 0..255, then BOS=256, EOS=257, PAD=258 (vocab 259, models pad it to 272).
@@ -65,14 +67,19 @@ class HFTokenizer:
     from tokenizers import Tokenizer
 
     path = Path(path)
-    self._tok = Tokenizer.from_file(str(path))
+    try:
+      self._tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust library raises a bare Exception for a file it cannot parse
+      raise ValueError(f"corrupt {path}: {e}") from None
     cfg: dict[str, Any] = {}
     cfg_file = path.parent / "tokenizer_config.json"
     if cfg_file.is_file():
       try:
-        cfg = json.loads(cfg_file.read_text())
-      except json.JSONDecodeError as e:
+        cfg = json.loads(read_text(cfg_file))
+      except ValueError as e:
         raise ValueError(f"corrupt {cfg_file}: {e}") from None
+      if not isinstance(cfg, dict):
+        raise ValueError(f"corrupt {cfg_file}: expected a JSON object, got {type(cfg).__name__}")
     tok_id = lambda name: self._tok.token_to_id(name) if isinstance(name, str) else None
     self.bos_id = bos_id if bos_id is not None else tok_id(_token(cfg.get("bos_token")))
     self.eos_id = eos_id if eos_id is not None else tok_id(_token(cfg.get("eos_token")))
@@ -139,7 +146,11 @@ def load_tokenizer(folder: str | os.PathLike, bos_id: int | None = None, eos_id:
     return None
   if config is not None:
     cfg_file = Path(folder) / "tokenizer_config.json"
-    named = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    try:
+      named = json.loads(read_text(cfg_file)) if cfg_file.is_file() else {}
+    except ValueError as e:
+      raise ValueError(f"corrupt {cfg_file}: {e}") from None
+    named = named if isinstance(named, dict) else {}
     if bos_id is None and _token(named.get("bos_token")) is None:
       bos_id = config.bos_token_id
     if eos_id is None and _token(named.get("eos_token")) is None:

@@ -277,7 +277,7 @@ def test_seersc_cli_runs_methods_and_rejects_bad_input(tmp_path, capsys):
   for bad, needle in [
     (["seersc", "--max-samples", "0"], "must be >= 1"),
     (["seersc", "--thresholds", "2", "1"], "thresholds"),
-    (["seersc", "--data", str(tmp_path / "missing.jsonl")], "no such file"),
+    (["seersc", "--data", str(tmp_path / "missing.jsonl")], "JSONL file not found"),
     (["seersc", "--data", str(data)], "q.jsonl:2"),
   ]:
     assert cli.main(bad) == 2
@@ -325,35 +325,54 @@ def test_an_unexpected_exception_is_one_line_and_a_saved_traceback(monkeypatch, 
 
 
 def test_a_second_writer_of_an_output_folder_fails_at_once(tmp_path, capsys):
-  """The lock is held by another process (a child sleeping with it): training, Judge Q, the tour and a sweep into
-  the same folder refuse before any work, naming the holder's PID."""
+  """The locks are held by another process (a child sleeping with them): every command that writes an output
+  folder or file (train, sweep, camera, judgeq, theory, tour, codetrans train / augment, tcbench build / select)
+  refuses before any work, naming the holder's PID."""
   import subprocess
   import sys
   import time
 
   from jaxeff.training import train_and_evaluate
   from jaxeff.training.presets import smoke
+  from tests.bad_inputs import PAIR, PROBLEM
 
+  out = tmp_path / "out"
+  (tmp_path / "p.jsonl").write_text(json.dumps(PAIR) + "\n")
+  (tmp_path / "problems.jsonl").write_text(json.dumps(PROBLEM) + "\n")
+  names = [".jaxeff.lock", ".m.jsonl.lock", ".s.jsonl.lock", ".sa.jsonl.lock", ".results.csv.lock"]
   holder = subprocess.Popen(
     [
       sys.executable,
       "-c",
-      f"from jaxeff.io import locked_folder\nwith locked_folder({str(tmp_path)!r}):\n"
-      "  print('held', flush=True)\n  import time; time.sleep(60)",
+      "import contextlib, time\nfrom jaxeff.io import locked_folder\nwith contextlib.ExitStack() as st:\n"
+      f"  for n in {names!r}: st.enter_context(locked_folder({str(out)!r}, name=n))\n"
+      "  print('held', flush=True)\n  time.sleep(120)",
     ],
     stdout=subprocess.PIPE,
     text=True,
   )
+  commands = [
+    ["judgeq", "train", "--out", str(out)],
+    ["tour", "--out", str(out)],
+    ["theory", "run", "E1", "--out", str(out), "--small"],
+    ["camera", "prune", "--out", str(out)],
+    ["codetrans", "train", "--pairs", str(tmp_path / "p.jsonl"), "--sa", str(tmp_path / "p.jsonl"), "--out", str(out)],
+    ["codetrans", "augment", "--pairs", str(tmp_path / "p.jsonl"), "--out", str(out / "sa.jsonl")],
+    ["tcbench", "build", "--problems", str(tmp_path / "problems.jsonl"), "--matrices", str(out / "m.jsonl")],
+    ["tcbench", "select", "--matrices", str(tmp_path / "m.jsonl"), "--selections", str(out / "s.jsonl")],
+    ["sweep", "--workdir", str(out), "--sizes", "32x2", "--tokens", "1000"],
+    ["train", "--config", "preset:smoke", "--workdir", str(out), "--no-progress"],
+  ]
   try:
     assert holder.stdout.readline().strip() == "held"
-    t0 = time.perf_counter()
-    for argv in (["judgeq", "train", "--out", str(tmp_path)], ["tour", "--out", str(tmp_path)]):
-      assert cli.main(argv) == 2
+    for argv in commands:
+      t0 = time.perf_counter()
+      assert cli.main(argv) == 2, argv
       err = capsys.readouterr().err.strip()
-      assert f"PID {holder.pid}" in err and err.count("\n") == 0, err
+      assert f"PID {holder.pid}" in err and err.count("\n") == 0, (argv, err)
+      assert time.perf_counter() - t0 < 15, argv  # refused at once, no work done
     with pytest.raises(Exception, match=f"PID {holder.pid}"):
-      train_and_evaluate(smoke(), tmp_path, progress=False)
-    assert time.perf_counter() - t0 < 10  # refused at once, no work done
+      train_and_evaluate(smoke(), out, progress=False)
   finally:
     holder.kill()
     holder.wait()

@@ -90,6 +90,8 @@ def compare_attention(
   bad = [m for m in methods if m not in METHODS]
   if bad:
     raise ValueError(f"unknown methods {bad}; choose from {METHODS}")
+  if q_heads % kv_heads:
+    raise ValueError(f"q_heads ({q_heads}) must be a multiple of kv_heads ({kv_heads}) (grouped-query attention)")
   rows = []
   for L in lengths:
     key = jax.random.key(seed + L)

@@ -31,7 +31,14 @@ from jaxeff.io import FolderLocked
 from jaxeff.sandbox.isolation import SandboxUnavailable
 
 # Errors that describe bad input or a busy / unusable machine: one line, exit 2 (anything else is a bug: exit 1).
-CLEAR_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, NotImplementedError)
+CLEAR_ERRORS = (
+  ValueError,
+  FileNotFoundError,
+  NotADirectoryError,
+  IsADirectoryError,
+  PermissionError,
+  NotImplementedError,
+)
 CLEAR_ERRORS += (FolderLocked, SandboxUnavailable)
 
 REGISTER = (

@@ -73,6 +73,8 @@ def _cmd_camera(args) -> int:
   config, params, _ = load_model(args.model, "float32")
   if not config.n_experts:
     raise ValueError(f"{args.model} is not a mixture-of-experts model")
+  if args.calib_len > config.max_position_embeddings:
+    raise ValueError(f"--calib-len {args.calib_len} exceeds the model's {config.max_position_embeddings} positions")
   stream = np.concatenate(data_lib.tokenize_corpus("python", "train", ByteTokenizer()))
   calib = calibration_windows(stream, args.calib_windows, args.calib_len)
   ratio = args.ratio if args.action == "prune" else 0.0

@@ -75,43 +75,26 @@ def _cmd_codetrans(args) -> int:
       fails = [r["stem"] for r in rep["per_problem"] if r["c"] == 0]
       print(f"{rep['direction']}: {rep['problems']} problems, pass@k {rep['pass@k']}; failed: {fails[:20]}")
     return 0
-  from jaxeff.io import read_jsonl, write_jsonl
+  from jaxeff.io import check_output_folder, locked_file, read_jsonl
 
+  pair = {"src": str, "tgt": str, "src_lang?": str, "tgt_lang?": str}
   if args.action == "augment":
     if not (args.pairs and args.out):
       raise ValueError("codetrans augment needs --pairs and --out")
-    from jaxeff.codetrans.augment import SAGenerator
-    from jaxeff.generation import Sampler, SamplingParams
-
-    pairs = read_jsonl(args.pairs, ("src", "tgt"))
-    config, params, tok = load_model(args.model, "float32")
-    sampler = Sampler(config, params)
-
-    def llm(prompt: str) -> str:
-      import jax
-
-      ids = tok.encode(prompt)[-(config.max_position_embeddings - 512) :]
-      r = sampler.generate([ids], SamplingParams(max_new_tokens=512, temperature=0.0), jax.random.key(0))
-      return tok.decode(r.tokens[0, 0, : r.lengths[0, 0]])
-
-    langs = (pairs[0].get("src_lang", "python"), pairs[0].get("tgt_lang", "cpp"))
-    rep = SAGenerator(llm, src_lang=langs[0], tgt_lang=langs[1]).generate([(p["src"], p["tgt"]) for p in pairs])
-    write_jsonl(args.out, rep.pairs)
-    print(
-      f"{len(rep.pairs)} SA pairs from {rep.responses} programs ({rep.unparsable} unparsable, rejected {rep.rejected}, {rep.duplicates} duplicates) -> {args.out}"
-    )
-    return 0
+    with locked_file(args.out, "codetrans"):
+      return _augment(args, read_jsonl(args.pairs, pair, nonempty=True))
   if not (args.pairs and args.sa and args.out):
     raise ValueError("codetrans train needs --pairs (PA), --sa and --out")
-  from pathlib import Path
 
   from jaxeff.codetrans.train import TwoStage, build_examples, train_two_stage
   from jaxeff.training.presets import PRESETS
 
-  out = Path(args.out)
+  out = check_output_folder(args.out, "--out")
+  full = {**pair, "src_lang": str, "tgt_lang": str}
+  records = {name: read_jsonl(path, full, nonempty=True) for name, path in (("sa", args.sa), ("pa", args.pairs))}
   files = {}
-  for name, path in (("sa", args.sa), ("pa", args.pairs)):
-    build_examples(read_jsonl(path, ("src", "tgt", "src_lang", "tgt_lang")), out / f"{name}.npz", seq_len=args.seq_len)
+  for name, rows in records.items():
+    build_examples(rows, out / f"{name}.npz", seq_len=args.seq_len)
     files[name] = out / f"{name}.npz"
   import dataclasses
 
@@ -126,4 +109,28 @@ def _cmd_codetrans(args) -> int:
   order = tuple(args.order.split(","))
   res = train_two_stage(files, base, TwoStage(order=order, stage_steps=tuple(args.steps)), out)
   print(f"stages {order}: final validation {[r.final_eval.get('loss') for r in res]}; weights in {res[-1].export_dir}")
+  return 0
+
+
+def _augment(args, pairs) -> int:
+  from jaxeff.codetrans.augment import SAGenerator
+  from jaxeff.generation import Sampler, SamplingParams
+  from jaxeff.io import write_jsonl
+
+  config, params, tok = load_model(args.model, "float32")
+  sampler = Sampler(config, params)
+
+  def llm(prompt: str) -> str:
+    import jax
+
+    ids = tok.encode(prompt)[-(config.max_position_embeddings - 512) :]
+    r = sampler.generate([ids], SamplingParams(max_new_tokens=512, temperature=0.0), jax.random.key(0))
+    return tok.decode(r.tokens[0, 0, : r.lengths[0, 0]])
+
+  langs = (pairs[0].get("src_lang", "python"), pairs[0].get("tgt_lang", "cpp"))
+  rep = SAGenerator(llm, src_lang=langs[0], tgt_lang=langs[1]).generate([(p["src"], p["tgt"]) for p in pairs])
+  write_jsonl(args.out, rep.pairs)
+  print(
+    f"{len(rep.pairs)} SA pairs from {rep.responses} programs ({rep.unparsable} unparsable, rejected {rep.rejected}, {rep.duplicates} duplicates) -> {args.out}"
+  )
   return 0

@@ -142,13 +142,16 @@ def build_stack(args, config):
   return Stack.from_options(config, kv_bits=bits, **{k: getattr(args, k) for k in names})
 
 
-def floats(spec: str, what: str) -> list[float]:
+def floats(spec: str, what: str, *, whole: bool = False) -> list[float]:
+  """Comma-separated positive finite numbers (``whole``: whole numbers, e.g. token counts written 1e6)."""
   try:
     vals = [float(x) for x in spec.split(",") if x.strip()]
   except ValueError:
     raise ValueError(f"{what}: expected comma-separated numbers, got {spec!r}") from None
-  if not vals or any(v <= 0 for v in vals):
-    raise ValueError(f"{what}: expected positive numbers, got {spec!r}")
+  if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+    raise ValueError(f"{what}: expected positive finite numbers, got {spec!r}")
+  if whole and any(not v.is_integer() for v in vals):
+    raise ValueError(f"{what}: expected whole numbers, got {spec!r}")
   return vals
 
 

@@ -106,6 +106,11 @@ def _cmd_eval_long(args) -> int:
     raise ValueError(f"unknown tasks {bad}; choose from {', '.join(TASKS)}")
   if args.n < 1 or args.batch_size < 1:
     raise ValueError("--n and --batch-size must be >= 1")
+  from jaxeff.io import check_output_file
+
+  for flag, path in (("--out", args.out), ("--plot", args.plot)):
+    if path:
+      check_output_file(path, flag)
   config, params, tok = load_model(args.model, "float32")
   if tok is None:
     raise ValueError(

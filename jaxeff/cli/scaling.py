@@ -82,7 +82,10 @@ def _cmd_sweep(args) -> int:
     sizes.append((int(d), int(l)))
   if args.design == "grid":
     points = sw.grid_design(
-      sizes, [int(t) for t in floats(args.tokens, "--tokens")], corpus=args.corpus, eval_corpus=args.eval_corpus
+      sizes,
+      [int(t) for t in floats(args.tokens, "--tokens", whole=True)],
+      corpus=args.corpus,
+      eval_corpus=args.eval_corpus,
     )
   else:
     points = sw.isoflop_design(
@@ -113,6 +116,10 @@ def _cmd_fit(args) -> int:
   from jaxeff.scaling import laws
   from jaxeff.scaling.sweep import read_table, table_arrays
 
+  if args.plot:
+    from jaxeff.io import check_output_file
+
+    check_output_file(args.plot, "--plot")
   N, D, L = table_arrays([row for path in args.results.split(",") if path for row in read_table(path)])
   budgets = floats(args.budgets, "--budgets")
   if args.law == "chinchilla":

@@ -100,7 +100,8 @@ def _cmd_seersc(args) -> int:
   else:
     from jaxeff.io import read_jsonl
 
-    rows = read_jsonl(args.data, ("prompt",))[: args.n_problems + args.calibrate]
+    schema = {"prompt": str, "answer?": (str, int, float, type(None))}
+    rows = read_jsonl(args.data, schema)[: args.n_problems + args.calibrate]
     qs = [S.Query(i, r["prompt"], None if r.get("answer") is None else str(r["answer"])) for i, r in enumerate(rows)]
     dev, qs = qs[: args.calibrate], qs[args.calibrate :]
     if not qs:

@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 
 def _cmd_tcbench(args) -> int:
-  from jaxeff.io import read_jsonl, write_jsonl
+  from jaxeff.io import locked_file
   from jaxeff.tcbench import pipeline as tp
 
   need = {
@@ -58,8 +58,28 @@ def _cmd_tcbench(args) -> int:
   missing = [f"--{k}" for k in need[args.action] if not getattr(args, k)]
   if missing:
     raise ValueError(f"tcbench {args.action} needs {', '.join(missing)}")
+  if args.action in ("build", "select"):  # the output checked and locked before any work
+    with locked_file(args.matrices if args.action == "build" else args.selections, "tcbench"):
+      return _tcbench_write(args, tp)
+  res = tp.evaluate(
+    tp.read_selections(args.selections),
+    tp.read_problems(args.problems, args.limits),
+    tp.read_generated(args.generated),
+    seed=args.seed,
+    cache_dir=args.cache,
+    workers=args.workers,
+    limits=args.limits,
+    unsafe_no_isolation=args.unsafe_no_isolation,
+  )
+  print(json.dumps(res, indent=2))
+  return 0
+
+
+def _tcbench_write(args, tp) -> int:
+  from jaxeff.io import write_jsonl
+
   if args.action == "build":
-    problems = read_jsonl(args.problems, ("id", "tests", "wrong_codes"))
+    problems = tp.read_problems(args.problems, args.limits)
     out = tp.build(
       problems,
       cache_dir=args.cache,
@@ -72,20 +92,8 @@ def _cmd_tcbench(args) -> int:
     ok = [m for m in out if "rows" in m]
     print(f"{len(ok)} of {len(out)} problems kept; ranks {[m['rank'] for m in ok]} -> {args.matrices}")
   elif args.action == "select":
-    mats = read_jsonl(args.matrices, ("id",))
+    mats = tp.read_matrices(args.matrices)
     out = tp.select(mats, restarts=args.restarts, seed=args.seed)
     write_jsonl(args.selections, out)
     print(f"{len(out)} selections (objectives {[round(x['objective'], 4) for x in out]}) -> {args.selections}")
-  else:
-    res = tp.evaluate(
-      read_jsonl(args.selections, ("id", "codes")),
-      read_jsonl(args.problems, ("id", "tests", "wrong_codes")),
-      read_jsonl(args.generated, ("id", "tests")),
-      seed=args.seed,
-      cache_dir=args.cache,
-      workers=args.workers,
-      limits=args.limits,
-      unsafe_no_isolation=args.unsafe_no_isolation,
-    )
-    print(json.dumps(res, indent=2))
   return 0

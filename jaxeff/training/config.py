@@ -72,6 +72,8 @@ class TrainConfig(OptimizerConfig):
     for name in ("eval_every", "checkpoint_every", "warmup_steps", "passkey_rows"):
       if getattr(self, name) < 0:
         errors.append(f"{name} must be >= 0, got {getattr(self, name)}")
+    if not 0 <= self.seed < 2**32:
+      errors.append(f"seed must be in [0, 2**32), got {self.seed}")
     if not self.lr > 0:
       errors.append(f"lr must be > 0, got {self.lr}")
     if self.weight_decay < 0 or self.clip_norm < 0:
@@ -125,15 +127,26 @@ class TrainConfig(OptimizerConfig):
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from a plain mapping (a config file, a checkpoint's config.json): every field's type is
+    checked first (``jaxeff.config.typed``) and all problems are reported in one ``ValueError``."""
+    from jaxeff.config.typed import field_problems
+
+    if not isinstance(d, dict):
+      raise ValueError(f"invalid TrainConfig: expected a mapping of fields, got {type(d).__name__}")
     d = dict(d)
-    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"unknown TrainConfig keys: {', '.join(unknown)}")
+    for key in ("corpora", "weights"):
+      if key in d and isinstance(d[key], str | int | float) and not isinstance(d[key], bool):
+        d[key] = (d[key],)
+    problems = field_problems(cls, d)
+    if isinstance(d.get("model"), dict):
+      problems += field_problems(ModelConfig, d["model"], "model.")
+    if problems:
+      raise ValueError("invalid TrainConfig: " + "; ".join(problems))
     if isinstance(d.get("model"), dict):
       d["model"] = model_config_from_dict(d["model"])
     for key in ("corpora", "weights"):
-      if key in d and not isinstance(d[key], tuple):
-        d[key] = tuple(d[key]) if isinstance(d[key], list | tuple) else (d[key],)
+      if key in d:
+        d[key] = tuple(d[key])
     return cls(**d)
 
   def override(self, pairs: list[str]) -> TrainConfig:
@@ -167,11 +180,12 @@ class TrainConfig(OptimizerConfig):
 def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
   """``ModelConfig`` from a dict (a run's config.json); unknown keys raise ``ValueError`` listing them."""
   from jaxeff.config import RopeScaling
+  from jaxeff.config.typed import field_problems
 
+  problems = field_problems(ModelConfig, d)
+  if problems:
+    raise ValueError("invalid model config: " + "; ".join(problems))
   d = dict(d)
-  unknown = sorted(set(d) - {f.name for f in dataclasses.fields(ModelConfig)})
-  if unknown:
-    raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
   if isinstance(d.get("rope_scaling"), dict):
     d["rope_scaling"] = RopeScaling(**d["rope_scaling"])
   for k in ("layer_types", "eos_token_id"):

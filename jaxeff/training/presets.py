@@ -172,16 +172,29 @@ def load_train_config(path_or_preset: str, overrides: list[str] | None = None) -
       raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(PRESETS)}")
     cfg = PRESETS[name]()
   else:
+    from jaxeff.io import read_text
+
     path = Path(path_or_preset)
-    if not path.is_file():
-      raise FileNotFoundError(f"training config file not found: {path}")
-    text = path.read_text()
+    text = read_text(path, "training config file")
     if path.suffix in (".yaml", ".yml"):
       import yaml
 
-      raw = yaml.safe_load(text) or {}
+      try:
+        raw = yaml.safe_load(text)
+      except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     else:
-      raw = json.loads(text)
+      try:
+        raw = json.loads(text)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+      raise ValueError(f"{path}: a training config is a mapping of fields, got {type(raw).__name__}")
+    if not isinstance(raw.get("model", {}), dict | type(None)):
+      raise ValueError(f"{path}: model: expected a mapping of model fields, got {raw['model']!r}")
     base = TrainConfig().to_dict()
     model = dict(base["model"])
     model.update(raw.pop("model", {}) or {})

@@ -84,7 +84,7 @@ def test_build_select_evaluate_cli(tmp_path, capsys):
   bad.write_text('{"id": "x", "tests": [], "wrong_codes": []}\n{not json}\n')
   assert cli.main(["tcbench", "build", "--problems", str(bad), "--matrices", str(mats)]) == 2
   assert "bad.jsonl:2" in capsys.readouterr().err
-  with pytest.raises(ValueError, match="missing keys"):
+  with pytest.raises(ValueError, match="missing .tests."):
     bad.write_text('{"id": "x"}\n')
     tp.read_jsonl(bad, ("id", "tests"))
 
