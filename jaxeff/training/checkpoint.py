@@ -3,12 +3,32 @@ config), atomic commits, restore into an abstract target."""
 
 from __future__ import annotations
 
+import gc
 import shutil
+import sys
 from pathlib import Path
 
 import jax
 
 from jaxeff.training.config import TrainConfig
+
+
+def _quiet_orbax_leftovers() -> None:
+  """After a failed restore, orbax leaves read coroutines that raise the same error again when they are
+  garbage-collected ("Exception ignored in ... Traceback", dozens of lines after the real message): drop those
+  (and only those) from ``sys.unraisablehook``."""
+  previous = sys.unraisablehook
+  if getattr(previous, "_jaxeff_quiet", False):
+    return
+
+  def hook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and "orbax" in code.co_filename:
+      return
+    previous(unraisable)
+
+  hook._jaxeff_quiet = True
+  sys.unraisablehook = hook
 
 
 class CheckpointDamaged(ValueError):
@@ -67,15 +87,15 @@ class Checkpointer:
     write, a missing item) is reported by step and moved aside to ``<checkpoints>/../damaged_checkpoints/``
     (never deleted), and the previous one is tried; ``CheckpointDamaged`` names every damaged step when none
     is intact. ``log``: where the report goes (default: standard error)."""
-    import sys
-
     log = log or (lambda msg: print(msg, file=sys.stderr))
     damaged = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         return (step, *self.restore(step, abstract_params, abstract_opt_state))
       except Exception as e:  # orbax / tensorstore raise many types for a damaged file
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        _quiet_orbax_leftovers()
+        gc.collect()  # the failed restore's pending reads are finalised now, quietly
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(" See full TensorStore")[0][:200]
         damaged.append(f"step {step} ({type(e).__name__}: {why})")
         log(f"jaxeff: checkpoint step {step} in {self.directory} is damaged ({why}); trying the previous one")
     if damaged:

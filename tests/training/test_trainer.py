@@ -249,4 +249,4 @@ def test_resume_with_every_checkpoint_damaged_is_one_clear_error(tmp_path, capsy
   code = cli.main(["train", "--config", str(tmp_path / "c.json"), "--workdir", str(tmp_path / "run"), "--no-progress"])
   err = capsys.readouterr().err.strip().splitlines()
   assert code == 2 and "no intact checkpoint" in err[-1] and "step 8" in err[-1]
-  assert "Traceback" not in "\n".join(err)
+  assert "Traceback" not in "\n".join(err) and len(err) <= 2, err  # the step named, then the error: no wall
