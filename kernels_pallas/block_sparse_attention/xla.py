@@ -114,6 +114,28 @@ def block_sparse_attention_xla(
   return out.transpose(2, 1, 0, 3, 4).reshape(B, Hq, Lp, d).astype(q.dtype)
 
 
+def group_union(block_idx: jax.Array, block_cnt: jax.Array, r: int, nb: int) -> tuple[jax.Array, jax.Array]:
+  """The union of each kv head's ``r`` query heads' lists by a sorted merge: ids ``[B, Hkv, nb, U]`` ascending
+  (valid ones first, ``U = min(r Kmax, nb)``; slots past the count hold 0) and counts ``[B, Hkv, nb]``. Memory
+  O(nb r Kmax) per kv head: never an ``[nb, nb]`` mask nor a one-hot.
+
+  Example:
+    >>> idx = jnp.array([[[[2, 0]], [[1, 2]]]]); cnt = jnp.array([[[2], [1]]])  # heads {0, 2} and {1}
+    >>> ids, n = group_union(idx, cnt, r=2, nb=4)
+    >>> ids.tolist(), n.tolist()
+    ([[[[0, 1, 2, 0]]]], [[[3]]])
+  """
+  B, Hq, nbq, kmax = block_idx.shape
+  Hkv = Hq // r
+  valid = jnp.arange(kmax) < block_cnt[..., None]
+  ids = jnp.where(valid, block_idx, nb).reshape(B, Hkv, r, nbq, kmax)  # nb: an empty slot, sorts last
+  ids = jnp.sort(ids.transpose(0, 1, 3, 2, 4).reshape(B, Hkv, nbq, r * kmax), axis=-1)
+  dup = jnp.concatenate([jnp.zeros_like(ids[..., :1], bool), ids[..., 1:] == ids[..., :-1]], axis=-1)
+  ids = jnp.sort(jnp.where(dup, nb, ids), axis=-1)[..., : min(r * kmax, nb)]
+  n = (ids < nb).sum(-1).astype(jnp.int32)
+  return jnp.where(ids < nb, ids, 0).astype(jnp.int32), n
+
+
 @functools.partial(jax.jit, static_argnames=("block_size", "scale", "differentiable", "blocks_per_step"))
 def block_sparse_attention_xla_grouped(
   q,
@@ -129,9 +151,11 @@ def block_sparse_attention_xla_grouped(
   blocks_per_step: int = 4,
 ):
   """Like ``block_sparse_attention_xla`` but per (query block, kv head): the group's query heads walk the
-  UNION of their lists together, each key tile loaded once and scored by all ``r`` heads in one matmul
-  ([r*bs, d] x [d, bs]), heads masked to their own blocks. Work is ``r x |union|`` tiles: the same as per-head
-  walking when the group's lists are nested (ProxyAttn's heads share one ranking), more when they are not."""
+    UNION of their lists together, each key tile loaded once and scored by all ``r`` heads in one matmul
+    ([r*bs, d] x [d, bs]), heads masked to their own blocks. Work is ``r x |union|`` tiles: the same as per-head
+    walking when the group's lists are nested (ProxyAttn's heads share one ranking), more when they are not. The
+  union is a sorted merge of the lists (``group_union``) and head membership a comparison against each head's
+  list, so memory stays O(nb r Kmax) per kv head at any length."""
   B, Hq, Lp, d = q.shape
   Hkv = k.shape[1]
   r = Hq // Hkv
@@ -139,25 +163,24 @@ def block_sparse_attention_xla_grouped(
   nb = Lp // bs
   scale = d**-0.5 if scale is None else scale
   kmax = block_idx.shape[-1]
-  valid = jnp.arange(kmax) < block_cnt[..., None]
-  keep = (jax.nn.one_hot(block_idx, nb, dtype=jnp.int32) * valid[..., None]).sum(-2) > 0  # [B, Hq, nb, nb]
-  keep_g = keep.reshape(B, Hkv, r, nb, nb)
-  union = keep_g.any(2)  # [B, Hkv, nb(q), nb(k)]
-  C = max(1, min(blocks_per_step, nb))
-  steps = -(-nb // C)
-  order = jnp.argsort(~union, axis=-1, stable=True).astype(jnp.int32)  # kept ids first, ascending
-  order = jnp.pad(order, ((0, 0), (0, 0), (0, 0), (0, steps * C - nb)))
-  n_union = union.sum(-1).astype(jnp.int32)  # [B, Hkv, nb]
+  valid = jnp.arange(kmax) < block_cnt[..., None]  # [B, Hq, nb, Kmax]
+  head_ids = jnp.where(valid, block_idx, -1).reshape(B, Hkv, r, nb, kmax)  # -1: an empty slot
+  union, n_union = group_union(block_idx, block_cnt, r, nb)  # [B, Hkv, nb, U], [B, Hkv, nb]
+  U = union.shape[-1]
+  C = max(1, min(blocks_per_step, U))
+  steps = -(-U // C)
+  union = jnp.pad(union, ((0, 0), (0, 0), (0, 0), (0, steps * C - U)))  # pads are past n_union: never scored
   kb = k.reshape(B, Hkv, nb, bs, d)
   vb = v.reshape(B, Hkv, nb, bs, d)
-  qs = (q.astype(jnp.float32) * scale).astype(q.dtype).reshape(B, Hkv, r, Lp, d)
+  qs = q.reshape(B, Hkv, r, Lp, d)  # scaled per block below: no full-size copy of q
   b_ix = jnp.arange(B)
 
   def one(i, g):
     qi = jax.lax.dynamic_slice_in_dim(qs[:, g], i * bs, bs, axis=2)  # [B, r, bs, d]
-    ids_all = order[:, g, i]  # [B, nb]
+    qi = (qi.astype(jnp.float32) * scale).astype(q.dtype)
+    ids_all = union[:, g, i]  # [B, steps*C]
     cnt = n_union[:, g, i]  # [B]
-    keep_i = keep_g[:, g, :, i]  # [B, r, nb]
+    own = head_ids[:, g, :, i]  # [B, r, Kmax] each head's own list
     q_tok = i * bs + jnp.arange(bs)
 
     def body(j, carry):
@@ -168,7 +191,8 @@ def block_sparse_attention_xla_grouped(
       s = jnp.einsum("brqd,bsd->brqs", qi, kj, preferred_element_type=jnp.float32)
       k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
       slot_ok = (j * C + jnp.arange(C))[None] < cnt[:, None]  # [B, C]
-      head_ok = jnp.take_along_axis(keep_i, ids[:, None, :], axis=2) & slot_ok[:, None, :]  # [B, r, C]
+      # membership of each union id in each head's list: O(r C Kmax) compares, no [nb, nb] mask anywhere
+      head_ok = (ids[:, None, :, None] == own[:, :, None, :]).any(-1) & slot_ok[:, None, :]  # [B, r, C]
       head_ok = jnp.repeat(head_ok, bs, axis=2)  # [B, r, C*bs]
       ok = (k_tok[:, None, :] <= q_tok[None, :, None]) & (k_tok < kv_len[:, None])[:, None, :]  # [B, bs, C*bs]
       ok = ok[:, None] & head_ok[:, :, None, :]
@@ -193,9 +217,11 @@ def block_sparse_attention_xla_grouped(
       (m, l, acc), _ = jax.lax.scan(step, init, jnp.arange(steps))
     else:
       m, l, acc = jax.lax.fori_loop(0, (longest + C - 1) // C, body, init)
-    return acc / jnp.where(l > 0, l, 1.0)[..., None]  # [B, r, bs, d]
+    return (acc / jnp.where(l > 0, l, 1.0)[..., None]).astype(q.dtype)  # [B, r, bs, d]: the map holds q's dtype
 
-  out = jax.lax.map(
-    lambda i: jax.lax.map(lambda g: one(i, g), jnp.arange(Hkv)), jnp.arange(nb)
-  )  # [nb, Hkv, B, r, bs, d]
-  return out.transpose(2, 1, 3, 0, 4, 5).reshape(B, Hq, Lp, d).astype(q.dtype)
+  def write(t, out):  # each (query block, kv head) tile goes straight into its place: no stacked copy
+    i, g = t // Hkv, t % Hkv
+    return jax.lax.dynamic_update_slice(out, one(i, g)[:, None], (0, g, 0, i * bs, 0))
+
+  out = jax.lax.fori_loop(0, nb * Hkv, write, jnp.zeros((B, Hkv, r, Lp, d), q.dtype))
+  return out.reshape(B, Hq, Lp, d)  # head h = g r + j reads kv head g = h // r
