@@ -1,4 +1,5 @@
-"""ProxyAttn benchmark: speed at 8K/16K vs dense and the peers at matched density, and quality on tiny-recall.
+"""ProxyAttn benchmark: speed at 8K/16K vs dense and the peers at matched density, quality on tiny-recall, and
+the memory of one layer's prefill at 8K-128K.
 
   python benchmarks/bench_proxyattn.py                 # full: 8K and 16K, quality probe
   python benchmarks/bench_proxyattn.py --quick         # 2K only, fewer probe examples (a smoke run)
@@ -8,7 +9,9 @@ heads, head_dim 128): dense (jaxeff's blockwise flash attention in XLA) vs Proxy
 kernel, XLA path on CPU) vs XAttention vs FlexPrefill tuned to ProxyAttn's density. Part 2 (quality): the
 embedded ``tiny-recall`` model's needle accuracy and bits per byte on held-out stdlib code at long context with
 each backend (lowered minimum budget, block 64, so that the masks are sparse at these lengths).
-Writes ``benchmarks/results/proxyattn.json``.
+Part 3 (memory): XLA's memory analysis (compiled, not run) of one attention layer's whole forward for
+Llama-3.1-8B's and SmolLM2-135M's shapes at 8K-128K, ProxyAttn vs dense; a log-log figure
+``results/proxyattn_memory.png``. Writes ``benchmarks/results/proxyattn.json``.
 """
 
 from __future__ import annotations
@@ -79,12 +82,76 @@ def quality(lengths, n_needle: int, n_ppl: int, block_size: int, min_budget: int
   return out
 
 
+SHAPES = {  # one attention layer: (q heads, kv heads, head dim)
+  "llama-3.1-8b": (32, 8, 128),
+  "smollm2-135m": (9, 3, 64),
+}
+
+
+def memory(lengths, shapes=SHAPES, block_size: int = 128) -> list[dict]:
+  """XLA's memory analysis of one attention layer's whole prefill forward (ProxyAttn: estimation + mask +
+  block-sparse kernel; dense: blockwise flash attention), compiled for CPU without running: temporaries beyond
+  the arguments (q, k, v, positions) and the output, per length and shape, float32."""
+  from jaxeff.attention import Dense, ProxyAttention
+
+  rows = []
+  for shape, (hq, hkv, d) in shapes.items():
+    for L in lengths:
+      sd = jax.ShapeDtypeStruct
+      args = [sd((1, L, h, d), jnp.float32) for h in (hq, hkv, hkv)] + [sd((1, L), jnp.int32)] * 2
+      backends = (
+        ("proxy", ProxyAttention(gamma=0.95, block_size=block_size)),
+        ("proxy-assume-in-front", ProxyAttention(gamma=0.95, block_size=block_size, packing="assume_in_front")),
+        ("dense", Dense()),
+      )
+      for name, be in backends:
+        t0 = time.perf_counter()
+        compiled = jax.jit(lambda q, k, v, qp, kp, be=be: be(q, k, v, qp, kp)).lower(*args).compile()
+        ma = compiled.memory_analysis()
+        row = dict(
+          shape=shape,
+          length=L,
+          method=name,
+          temp_gib=ma.temp_size_in_bytes / 2**30,
+          args_gib=ma.argument_size_in_bytes / 2**30,
+          out_gib=ma.output_size_in_bytes / 2**30,
+          compile_s=time.perf_counter() - t0,
+        )
+        rows.append(row)
+        print(f"memory {shape} {L} {name}: temporaries {row['temp_gib']:.2f} GiB", flush=True)
+  return rows
+
+
+def plot_memory(rows, path) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for color, shape in zip(("C0", "C3", "C2"), sorted({r["shape"] for r in rows}), strict=False):
+    for method, style in (("proxy", "-o"), ("proxy-assume-in-front", ":^"), ("dense", "--s")):
+      pts = sorted((r["length"], r["temp_gib"]) for r in rows if r["shape"] == shape and r["method"] == method)
+      ax.plot([x for x, _ in pts], [y for _, y in pts], style, color=color, label=f"{method}, {shape}")
+  ax.set_xscale("log", base=2)
+  ax.set_yscale("log")
+  ax.set_xlabel("context length (tokens)")
+  ax.set_ylabel("XLA temporaries of one layer's prefill (GiB)")
+  ax.axhline(4.0, color="grey", lw=0.8)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--quick", action="store_true", help="2K tokens, fewer probe examples")
   ap.add_argument("--repeats", type=int, default=3, help="timed calls per method (medians)")
   ap.add_argument(
-    "--part", choices=("all", "speed", "quality"), default="all", help="run one part, merged into the results file"
+    "--part",
+    choices=("all", "speed", "quality", "memory"),
+    default="all",
+    help="run one part, merged into the results file",
   )
   args = ap.parse_args(argv)
   from benchmarks._common import merge_results
@@ -97,8 +164,9 @@ def main(argv=None):
     results["speed"] = speed
     for L in lengths:
       p = next(r for r in speed if r["length"] == L and r["method"] == "proxy")
-      name = f"ProxyAttn attention speedup vs dense at {L} (incl. estimation) / (0.6 / density)"
-      targets.append(target(name, p["speedup"] * p["density"] / 0.6, 1.0))
+      # the raw speedup against 0.8 / density (the share of the ideal sparse speedup the issue asks for)
+      name = f"ProxyAttn attention speedup vs dense at {L} (incl. estimation; density {p['density']:.3f})"
+      targets.append(target(name, p["speedup"], round(0.8 / p["density"], 4)))
       name = f"ProxyAttn estimation time / dense attention time at {L}"
       targets.append(target(name, p["estimate_share"], 0.10, higher_is_better=False))
   if args.part in ("all", "quality"):
@@ -114,6 +182,19 @@ def main(argv=None):
     dgap = min(float(np.mean(pd[L]) - np.mean(dd[L])) for L in dd)
     name = "tiny-recall mean per-digit accuracy, ProxyAttn gamma 0.95 minus dense (worst length)"
     targets.append(target(name, dgap, -0.01))
+  if args.part in ("all", "memory"):
+    m_lengths = [2048, 8192] if args.quick else [8192, 16384, 32768, 65536, 131072]
+    mem = memory(m_lengths)
+    results["memory"] = mem
+    from benchmarks._common import RESULTS
+
+    plot_memory(mem, RESULTS / "proxyattn_memory.png")
+    for shape in SHAPES:
+      for method in ("proxy", "proxy-assume-in-front"):
+        p = next(r for r in mem if r["shape"] == shape and r["method"] == method and r["length"] == max(m_lengths))
+        how = "default packing='auto'" if method == "proxy" else "packing='assume_in_front'"
+        name = f"ProxyAttn forward temporaries beyond q/k/v/o at {max(m_lengths)} tokens, {shape} layer, {how} (GiB)"
+        targets.append(target(name, p["temp_gib"], 4.0, higher_is_better=False))
   out = (write_results if args.part == "all" else merge_results)("proxyattn", results, targets)
   print("wrote", out)
 

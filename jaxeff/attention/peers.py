@@ -301,6 +301,7 @@ class _DensityControl(BlockSparseBackend):
   density: float = 0.5
 
   def __post_init__(self):
+    super().__post_init__()
     if not 0.0 < self.density <= 1.0:
       raise ValueError(f"density must be in (0, 1], got {self.density}")
 

@@ -140,11 +140,16 @@ def strided_block_scores(
   return out.transpose(1, 2, 0, 3, 4).reshape(B, G, nchunks * cb, nb)[:, :, :nb]
 
 
-def last_block_mass(q: jax.Array, k: jax.Array, lengths: jax.Array, *, block_size: int, scale: float) -> jax.Array:
+def last_block_mass(
+  q: jax.Array, k: jax.Array, lengths: jax.Array, *, block_size: int, scale: float, key_chunk_blocks: int | None = None
+) -> jax.Array:
   r"""Step 4.1-4.2: key-block attention mass of each head's last ``bs`` real queries.
 
   ``Ahat_i = softmax(Q_i[len-bs:len] K_i^T * scale)`` (causal, keys < len); ``a_i[n]`` = the mass of key block
   n summed over its keys and averaged over the (real) queries.
+
+  Computed over key chunks of ``key_chunk_blocks`` blocks (default: a chunk's scores hold ~2M floats), each
+  contributing its row max and per-block exp-sums, so memory is O(bs nb) per head at any length.
 
   Args:
     q: [B, Hq, Lp, d]; k: [B, Hkv, Lp, d] (contiguous GQA); lengths [B].
@@ -159,20 +164,33 @@ def last_block_mass(q: jax.Array, k: jax.Array, lengths: jax.Array, *, block_siz
   nb = Lp // bs
   start = jnp.maximum(lengths - bs, 0)
   q_last = jax.vmap(lambda qb, s0: jax.lax.dynamic_slice_in_dim(qb, s0, bs, axis=1))(q, start)  # [B,Hq,bs,d]
+  q_last = q_last.reshape(B, Hkv, r, bs, d).astype(jnp.float32)
   q_tok = start[:, None] + jnp.arange(bs)[None, :]  # [B, bs]
-  kpos = jnp.arange(Lp)
-  s = (
-    jnp.einsum(
-      "bkrqd,bksd->bkrqs", q_last.reshape(B, Hkv, r, bs, d).astype(jnp.float32), k.astype(jnp.float32)
-    ).reshape(B, Hq, bs, Lp)
-    * scale
-  )
-  ok = (kpos[None, None, :] <= q_tok[:, :, None]) & (kpos[None, None, :] < lengths[:, None, None])  # [B,bs,Lp]
-  s = jnp.where(ok[:, None], s, -jnp.inf)
-  p = jax.nn.softmax(s, axis=-1)
+  # Key chunks of ``cb`` blocks: each gives its per-row max and, per key block, the sum of exp(s - that max);
+  # the softmax over all keys is assembled from those (memory O(bs nb) per head, never [bs, L] scores).
+  cb = key_chunk_blocks or max(1, (1 << 21) // max(1, B * Hq * bs * bs))
+  cb = min(cb, nb)
+  nchunks = -(-nb // cb)
+  kc = jnp.pad(k, ((0, 0), (0, 0), (0, nchunks * cb * bs - Lp), (0, 0)))
+
+  def chunk(c):
+    kj = jax.lax.dynamic_slice_in_dim(kc, c * cb * bs, cb * bs, axis=2).astype(jnp.float32)  # [B,Hkv,cb*bs,d]
+    s = jnp.einsum("bkrqd,bksd->bkrqs", q_last, kj).reshape(B, Hq, bs, cb * bs) * scale
+    kpos = c * cb * bs + jnp.arange(cb * bs)
+    ok = (kpos[None, None, :] <= q_tok[:, :, None]) & (kpos[None, None, :] < lengths[:, None, None])
+    s = jnp.where(ok[:, None], s, -jnp.inf)
+    m = s.max(-1)  # [B, Hq, bs]
+    e = jnp.where(ok[:, None], jnp.exp(s - jnp.where(jnp.isfinite(m), m, 0.0)[..., None]), 0.0)
+    return m, e.reshape(B, Hq, bs, cb, bs).sum(-1)  # [B, Hq, bs], [B, Hq, bs, cb]
+
+  m_c, e_c = jax.lax.map(chunk, jnp.arange(nchunks))  # [n, B, Hq, bs], [n, B, Hq, bs, cb]
+  top = m_c.max(0)  # the row max over all keys (key 0 is always visible: finite)
+  w = jnp.where(jnp.isfinite(m_c), jnp.exp(m_c - top), 0.0)  # [n, B, Hq, bs]
+  e = (e_c * w[..., None]).transpose(1, 2, 3, 0, 4).reshape(B, Hq, bs, nchunks * cb)[..., :nb]
+  p = e / e.sum(-1, keepdims=True)  # per row: the softmax mass of each key block
   row_ok = q_tok < lengths[:, None]  # [B, bs]
   p = jnp.where(row_ok[:, None, :, None], p, 0.0)
-  mass = p.reshape(B, Hq, bs, nb, bs).sum(-1).sum(2) / row_ok.sum(-1)[:, None, None]
+  mass = p.sum(2) / row_ok.sum(-1)[:, None, None]
   return mass
 
 
@@ -352,6 +370,7 @@ class ProxyAttention(BlockSparseBackend):
 
   def __post_init__(self):
     # Validate eagerly: a clear error when the backend is built, before any model runs.
+    super().__post_init__()
     _check_options(
       block_size=self.block_size,
       stride=self.stride,

@@ -136,7 +136,7 @@ def group_union(block_idx: jax.Array, block_cnt: jax.Array, r: int, nb: int) -> 
   return jnp.where(ids < nb, ids, 0).astype(jnp.int32), n
 
 
-@functools.partial(jax.jit, static_argnames=("block_size", "scale", "differentiable", "blocks_per_step"))
+@functools.partial(jax.jit, static_argnames=("block_size", "scale", "differentiable", "blocks_per_step", "layout"))
 def block_sparse_attention_xla_grouped(
   q,
   k,
@@ -149,15 +149,22 @@ def block_sparse_attention_xla_grouped(
   scale: float | None = None,
   differentiable: bool = True,
   blocks_per_step: int = 4,
+  layout: str = "bhld",
 ):
   """Like ``block_sparse_attention_xla`` but per (query block, kv head): the group's query heads walk the
     UNION of their lists together, each key tile loaded once and scored by all ``r`` heads in one matmul
     ([r*bs, d] x [d, bs]), heads masked to their own blocks. Work is ``r x |union|`` tiles: the same as per-head
     walking when the group's lists are nested (ProxyAttn's heads share one ranking), more when they are not. The
   union is a sorted merge of the lists (``group_union``) and head membership a comparison against each head's
-  list, so memory stays O(nb r Kmax) per kv head at any length."""
-  B, Hq, Lp, d = q.shape
-  Hkv = k.shape[1]
+  list, so memory stays O(nb r Kmax) per kv head at any length.
+
+  ``layout="blhd"``: q [B, Lp, Hq, d], k / v [B, Lp, Hkv, d] and the output in that layout (the model's own),
+  read and written tile by tile, so no transposed copy of q, k, v or the output is ever made."""
+  if layout not in ("bhld", "blhd"):
+    raise ValueError(f"layout must be 'bhld' or 'blhd', got {layout!r}")
+  tm = layout == "blhd"  # token-major
+  B, Hq, Lp, d = (q.shape[0], q.shape[2], q.shape[1], q.shape[3]) if tm else q.shape
+  Hkv = k.shape[2] if tm else k.shape[1]
   r = Hq // Hkv
   bs = block_size
   nb = Lp // bs
@@ -170,13 +177,21 @@ def block_sparse_attention_xla_grouped(
   C = max(1, min(blocks_per_step, U))
   steps = -(-U // C)
   union = jnp.pad(union, ((0, 0), (0, 0), (0, 0), (0, steps * C - U)))  # pads are past n_union: never scored
-  kb = k.reshape(B, Hkv, nb, bs, d)
-  vb = v.reshape(B, Hkv, nb, bs, d)
-  qs = q.reshape(B, Hkv, r, Lp, d)  # scaled per block below: no full-size copy of q
+  if tm:
+    kb = k.reshape(B, nb, bs, Hkv, d)
+    vb = v.reshape(B, nb, bs, Hkv, d)
+    qs = q.reshape(B, Lp, Hkv, r, d)
+  else:
+    kb = k.reshape(B, Hkv, nb, bs, d)
+    vb = v.reshape(B, Hkv, nb, bs, d)
+    qs = q.reshape(B, Hkv, r, Lp, d)  # scaled per block below: no full-size copy of q
   b_ix = jnp.arange(B)
 
   def one(i, g):
-    qi = jax.lax.dynamic_slice_in_dim(qs[:, g], i * bs, bs, axis=2)  # [B, r, bs, d]
+    if tm:
+      qi = jax.lax.dynamic_slice(qs, (0, i * bs, g, 0, 0), (B, bs, 1, r, d))[:, :, 0].transpose(0, 2, 1, 3)
+    else:
+      qi = jax.lax.dynamic_slice_in_dim(qs[:, g], i * bs, bs, axis=2)  # [B, r, bs, d]
     qi = (qi.astype(jnp.float32) * scale).astype(q.dtype)
     ids_all = union[:, g, i]  # [B, steps*C]
     cnt = n_union[:, g, i]  # [B]
@@ -186,8 +201,12 @@ def block_sparse_attention_xla_grouped(
     def body(j, carry):
       m, l, acc = carry
       ids = jax.lax.dynamic_slice_in_dim(ids_all, j * C, C, axis=1)  # [B, C]
-      kj = kb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
-      vj = vb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
+      if tm:
+        kj = kb[b_ix[:, None], ids, :, g].reshape(B, C * bs, d)
+        vj = vb[b_ix[:, None], ids, :, g].reshape(B, C * bs, d)
+      else:
+        kj = kb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
+        vj = vb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
       s = jnp.einsum("brqd,bsd->brqs", qi, kj, preferred_element_type=jnp.float32)
       k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
       slot_ok = (j * C + jnp.arange(C))[None] < cnt[:, None]  # [B, C]
@@ -221,7 +240,10 @@ def block_sparse_attention_xla_grouped(
 
   def write(t, out):  # each (query block, kv head) tile goes straight into its place: no stacked copy
     i, g = t // Hkv, t % Hkv
+    if tm:
+      return jax.lax.dynamic_update_slice(out, one(i, g).transpose(0, 2, 1, 3)[:, :, None], (0, i * bs, g, 0, 0))
     return jax.lax.dynamic_update_slice(out, one(i, g)[:, None], (0, g, 0, i * bs, 0))
 
-  out = jax.lax.fori_loop(0, nb * Hkv, write, jnp.zeros((B, Hkv, r, Lp, d), q.dtype))
-  return out.reshape(B, Hq, Lp, d)  # head h = g r + j reads kv head g = h // r
+  shape = (B, Lp, Hkv, r, d) if tm else (B, Hkv, r, Lp, d)
+  out = jax.lax.fori_loop(0, nb * Hkv, write, jnp.zeros(shape, q.dtype))
+  return out.reshape((B, Lp, Hq, d) if tm else (B, Hq, Lp, d))  # head h = g r + j reads kv head g = h // r
