@@ -122,6 +122,24 @@ def memory(lengths, shapes=SHAPES, block_size: int = 128) -> list[dict]:
   return rows
 
 
+def backward_memory(length: int, shapes=SHAPES, block_size: int = 128) -> list[dict]:
+  """XLA temporaries of the gradient (q, k, v) of one ProxyAttn layer's prefill (the mask is data, not
+  differentiated), compiled for CPU without running."""
+  from jaxeff.attention import ProxyAttention
+
+  rows = []
+  for shape, (hq, hkv, d) in shapes.items():
+    sd = jax.ShapeDtypeStruct
+    args = [sd((1, length, h, d), jnp.float32) for h in (hq, hkv, hkv)]
+    pos = jnp.arange(length)[None]
+    be = ProxyAttention(gamma=0.95, block_size=block_size, packing="assume_in_front")
+    loss = lambda q, k, v: (be(q, k, v, pos, pos) ** 2).sum()
+    ma = jax.jit(jax.grad(loss, (0, 1, 2))).lower(*args).compile().memory_analysis()
+    rows.append(dict(shape=shape, length=length, temp_gib=ma.temp_size_in_bytes / 2**30))
+    print(f"backward memory {shape} {length}: temporaries {rows[-1]['temp_gib']:.2f} GiB", flush=True)
+  return rows
+
+
 def plot_memory(rows, path) -> None:
   import matplotlib
 
@@ -195,6 +213,11 @@ def main(argv=None):
         how = "default packing='auto'" if method == "proxy" else "packing='assume_in_front'"
         name = f"ProxyAttn forward temporaries beyond q/k/v/o at {max(m_lengths)} tokens, {shape} layer, {how} (GiB)"
         targets.append(target(name, p["temp_gib"], 4.0, higher_is_better=False))
+    bl = 4096 if args.quick else 16384
+    results["backward_memory"] = backward_memory(bl)
+    for row in results["backward_memory"]:
+      name = f"ProxyAttn backward (grad of q, k, v) temporaries at {bl} tokens, {row['shape']} layer (GiB)"
+      targets.append(target(name, row["temp_gib"], 4.0, higher_is_better=False))
   out = (write_results if args.part == "all" else merge_results)("proxyattn", results, targets)
   print("wrote", out)
 

@@ -2,9 +2,9 @@
 
 ``block_sparse_attention(q, k, v, block_idx, block_cnt, ...)`` pads the length to a multiple of the block
 size (padded keys are masked through ``kv_len``, padded query rows dropped), dispatches to the chosen
-implementation, and carries a ``custom_vjp`` whose backward pass differentiates the XLA path (recomputing the
-forward tile by tile), so prefill through a Pallas kernel can be differentiated (Pallas scalar-prefetch calls
-have no JVP rule).
+implementation, and carries a ``custom_vjp`` whose backward pass is a flash-style XLA backward (the forward and its log-sum-exp
+recomputed tile by tile, gradients per kept block: memory O(L d)), so prefill through a Pallas kernel can be
+differentiated (Pallas scalar-prefetch calls have no JVP rule).
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from kernels_pallas.block_sparse_attention.reference import (
   pad_indices,
 )
 from kernels_pallas.block_sparse_attention.tpu import block_sparse_attention_tpu
-from kernels_pallas.block_sparse_attention.xla import block_sparse_attention_xla, block_sparse_attention_xla_grouped
+from kernels_pallas.block_sparse_attention.xla import (
+  block_sparse_attention_xla,
+  block_sparse_attention_xla_bwd,
+  block_sparse_attention_xla_grouped,
+)
 
 IMPLEMENTATIONS = ("xla", "xla_per_head", "pallas_tpu", "pallas_gpu", "reference")
 
@@ -94,16 +98,14 @@ def _attend_fwd(q, k, v, idx, cnt, kv_len, impl, block_size, scale, interpret, b
 
 
 def _attend_bwd(impl, block_size, scale, interpret, blocks_per_step, layout, res, g):
+  # Flash-style: recompute O and the log-sum-exp tile by tile, then the gradients per kept block (memory O(L d)).
   q, k, v, idx, cnt, kv_len = res
-  f = lambda q_, k_, v_: block_sparse_attention_xla(
-    q_, k_, v_, idx, cnt, kv_len, block_size=block_size, blocks_per_step=blocks_per_step, scale=scale
+  bwd = lambda q_, k_, v_, g_: block_sparse_attention_xla_bwd(
+    q_, k_, v_, g_, idx, cnt, kv_len, block_size=block_size, scale=scale, blocks_per_step=blocks_per_step
   )
   if layout == "blhd":
-    _, vjp = jax.vjp(f, _T(q), _T(k), _T(v))
-    return (*(_T(x) for x in vjp(_T(g))), None, None, None)
-  _, vjp = jax.vjp(f, q, k, v)
-  dq, dk, dv = vjp(g)
-  return dq, dk, dv, None, None, None
+    return (*(_T(x) for x in bwd(_T(q), _T(k), _T(v), _T(g))), None, None, None)
+  return (*bwd(q, k, v, g), None, None, None)
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd)
