@@ -141,13 +141,18 @@ def check_output_file(path: str | os.PathLike, what: str = "output file") -> Pat
   path = Path(path)
   if path.is_dir():
     raise IsADirectoryError(f"{what} {path} is a folder; give a file path")
-  parent = path.parent
-  while not parent.exists():
-    parent = parent.parent
-  if not parent.is_dir():
-    raise NotADirectoryError(f"{what} {path}: {parent} is not a folder")
-  if not os.access(parent, os.W_OK):
-    raise PermissionError(f"{what} {path}: {parent} is not writable")
+  return _writable_from(path.parent, path, what)
+
+
+def _writable_from(start: Path, path: Path, what: str) -> Path:
+  """``path`` if its nearest existing ancestor from ``start`` up is a writable folder (so it can be created)."""
+  probe = start
+  while not probe.exists():
+    probe = probe.parent
+  if not probe.is_dir():
+    raise NotADirectoryError(f"{what} {path}: {probe} is not a folder")
+  if not os.access(probe, os.W_OK):
+    raise PermissionError(f"{what} {path}: {probe} is not writable")
   return path
 
 
@@ -156,14 +161,7 @@ def check_output_folder(path: str | os.PathLike, what: str = "output folder") ->
   path = Path(path)
   if path.exists() and not path.is_dir():
     raise NotADirectoryError(f"{what} {path} exists and is not a folder")
-  probe = path
-  while not probe.exists():
-    probe = probe.parent
-  if not probe.is_dir():
-    raise NotADirectoryError(f"{what} {path}: {probe} is not a folder")
-  if not os.access(probe, os.W_OK):
-    raise PermissionError(f"{what} {path}: {probe} is not writable")
-  return path
+  return _writable_from(path, path, what)
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
