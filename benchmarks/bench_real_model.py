@@ -53,6 +53,9 @@ BUDGETS = (0.05, 0.1, 0.2, 0.5)
 GROUPS = ("dense", "sparse", "latent", "presses", "judgeq", "stack")
 
 
+ZERO_TIE = "both score 0 points: a tie at zero, which resolves nothing (not counted as met)"
+
+
 def build_rows(config, params, groups, work: Path, n_soft: int = 32):
   """``{name: (group, Method)}`` for the requested groups (CommonKV / Palu factorise the params once here)."""
   from jaxeff.attention import ProxyAttention
@@ -203,22 +206,26 @@ def _cell_file(work: Path, protocol: str, length: int, task: str, row: str) -> P
 
 def _cell_done(f: Path, exs) -> int:
   """How many of the cell's examples ``f`` already holds: the longest prefix of ``exs`` (by index) recorded in
-  order; anything else (a cell from another seed, a torn last line) is discarded and rerun."""
+  order. Records past ``exs`` (an earlier run with a larger ``--n``) are kept; only a record that contradicts the
+  examples (another seed) or a torn line, and everything after it, is moved aside to ``<cell>.stale`` (never
+  deleted) and rerun."""
   if not f.is_file():
     return 0
   lines = f.read_text().splitlines()
-  keep = []
-  for line, ex in zip(lines, exs):
+  good = 0
+  for i, line in enumerate(lines):
     try:
       r = json.loads(line)
     except json.JSONDecodeError:
       break
-    if r.get("index") != ex.index:
+    if i < len(exs) and r.get("index") != exs[i].index:
       break
-    keep.append(line)
-  if len(keep) != len(lines):
-    f.write_text("".join(k + "\n" for k in keep))
-  return len(keep)
+    good += 1
+  if good != len(lines):
+    with f.with_name(f.name + ".stale").open("a") as fh:
+      fh.write("".join(x + "\n" for x in lines[good:]))
+    f.write_text("".join(x + "\n" for x in lines[:good]))
+  return min(good, len(exs))
 
 
 def _load_records(work: Path):
@@ -267,7 +274,8 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list):
     if not keys:
       return None
     d, lo, hi = paired_difference([ra[k] for k in keys], [rb[k] for k in keys])
-    return dict(diff=100 * d, lo=100 * lo, hi=100 * hi, n=len(keys))
+    both_zero = not any(ra[k] for k in keys) and not any(rb[k] for k in keys)
+    return dict(diff=100 * d, lo=100 * lo, hi=100 * hi, n=len(keys), both_zero=both_zero)
 
   comparisons, targets = {}, []
   lengths = sorted({r["length"] for r in table})
@@ -319,9 +327,13 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list):
             hi=round(c["hi"], 2),
             n=c["n"],
             density=None if dens is None else round(dens, 3),
+            **(dict(note=ZERO_TIE, tie_at_zero=True) if c["both_zero"] else {}),
           )
         )
-    ok = any(v["density"] is not None and v["density"] <= 0.5 and v["diff"] >= -2 for v in variants)
+    ok = any(
+      v["density"] is not None and v["density"] <= 0.5 and v["diff"] >= -2 and not v.get("tie_at_zero")
+      for v in variants
+    )
     targets.append(
       dict(
         name=f"ProxyAttn at density <= 0.5 within 2 points of dense at {L} (aware, tasks pooled; "
@@ -340,9 +352,15 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list):
         name=f"CommonKV 50 % within 2 points of dense at {L} ({proto if c else 'not run'})",
         measured=None
         if c is None
-        else dict(diff=round(c["diff"], 2), lo=round(c["lo"], 2), hi=round(c["hi"], 2), n=c["n"]),
+        else dict(
+          diff=round(c["diff"], 2),
+          lo=round(c["lo"], 2),
+          hi=round(c["hi"], 2),
+          n=c["n"],
+          **(dict(note=ZERO_TIE, tie_at_zero=True) if c["both_zero"] else {}),
+        ),
         target=">= -2 points",
-        met=bool(c is not None and c["diff"] >= -2),
+        met=bool(c is not None and c["diff"] >= -2 and not c["both_zero"]),
       )
     )
   for b in BUDGETS:
@@ -358,8 +376,9 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list):
         and r["method"] in (f"judgeq-{int(b * 100)}", f"snapkv-{int(b * 100)}")
       ]
       if both and max(both) == 0:
-        v["note"] = "both score 0 points: a tie at zero, which resolves nothing (not counted as met)"
+        v["note"] = ZERO_TIE
         v["tie_at_zero"] = True
+      v.pop("both_zero", None)
     targets.append(
       dict(
         name=f"Judge Q >= SnapKV at budget {int(b * 100)} % (agnostic)",
