@@ -423,12 +423,17 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list):
   return out
 
 
-def markdown_table(work: Path, rows_meta: dict) -> str:
-  """README table: per method, the mean score over every recorded example of each (protocol, length), with its
-  bootstrap 95 % interval and n (tasks pooled; the same examples for every method of a column)."""
+NEEDLE_TASKS = ("niah_single", "niah_multikey")
+
+
+def markdown_table(work: Path, rows_meta: dict, tasks=NEEDLE_TASKS) -> str:
+  """README table: per method, the mean score over the recorded examples of ``tasks`` at each (protocol,
+  length), with its bootstrap 95 % interval and n (tasks pooled; a row's examples are the first n of the
+  column's, so rows with equal n ran the same examples)."""
   from jaxeff.evals import bootstrap_ci
 
-  recs = _load_records(work)
+  recs = {k: [r for r in rs if r["task"] in tasks] for k, rs in _load_records(work).items()}
+  recs = {k: rs for k, rs in recs.items() if rs}
   cols = sorted({(p, r["length"]) for (p, _), rs in recs.items() for r in rs}, key=lambda c: (c[1], c[0]))
   names = sorted({m for _, m in recs}, key=lambda m: (list(rows_meta).index(m) if m in rows_meta else 999, m))
   head = "| method | " + " | ".join(f"{p} {L}" for p, L in cols) + " |"
@@ -490,7 +495,11 @@ def main(argv=None):
     print(f"resuming from {seeded} committed records")
   if args.markdown:
     meta_file = work / "rows.json"
-    print(markdown_table(work, json.loads(meta_file.read_text()) if meta_file.is_file() else {}))
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    print(markdown_table(work, meta))
+    other = tuple(t for t in TASKS if t not in NEEDLE_TASKS)
+    print(f"\nOther tasks ({', '.join(other)}), pooled:\n")
+    print(markdown_table(work, meta, other))
     return
   config, params, tok = load_real_model(MODEL)
   if args.judgeq_resume or (args.train_judgeq and not (work / "judgeq" / "soft_emb.npy").is_file()):
