@@ -157,8 +157,12 @@ class Stack:
         press = JudgeQPress(SoftTokens.load(judgeq), **opts)
       else:
         press = Press(kv_press, **opts)
+    # jaxeff's sampler right-pads prompts, so valid tokens come first unless Judge Q appends its soft tokens
+    # after the padding: without that press the block-sparse backends skip the run-time packing branch
+    # (its copies of q, k, v and the output are most of the prefill's memory at long context).
+    packing = {} if prefill_attention == "dense" or kv_press == "judgeq" else {"packing": "assume_in_front"}
     attention = make_prefill_backend(
-      prefill_attention, config, gamma=gamma, block_size=block_size, min_budget_tokens=min_budget_tokens
+      prefill_attention, config, gamma=gamma, block_size=block_size, min_budget_tokens=min_budget_tokens, **packing
     )
     return cls(
       attention=attention,

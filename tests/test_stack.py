@@ -132,6 +132,9 @@ def test_from_options_builds_what_the_flags_name_and_rejects_contradictions():
   one = Stack.from_options(cfg, kv_press="snapkv", kv_budget=1).press.budget  # 1 is the whole prompt, not 1 token
   assert one == 1.0 and isinstance(one, float)
   assert type(s.attention).__name__ == "ProxyAttention"
+  # without Judge Q's soft tokens after the padding, the sampler's layout has valid tokens first: no packing
+  assert s.attention.packing == "assume_in_front"
+  assert Stack.from_options(cfg, prefill_attention="xattention").attention.packing == "assume_in_front"
   s = Stack.from_options(cfg, kv_cache="commonkv", kv_rank=8, kv_merge_rho=0.4)
   assert (s.latent_rank, s.latent_ratio, s.latent_merge_rho, s.kv_bits) == (8, None, 0.4, None)
   with pytest.raises(ValueError, match="kv_cache must be"):
@@ -140,3 +143,12 @@ def test_from_options_builds_what_the_flags_name_and_rejects_contradictions():
     Stack.from_options(cfg, kv_bits=4)
   with pytest.raises(ValueError, match="judgeq"):
     Stack.from_options(cfg, kv_press="judgeq")
+
+
+def test_judgeq_press_keeps_the_packing_check(dense, tmp_path):
+  """Judge Q appends soft tokens after a padded prompt: with that press the block-sparse backend keeps its
+  run-time packing check."""
+  cfg, params, soft, prompts = dense
+  soft.save(tmp_path / "jq")
+  s = Stack.from_options(cfg, prefill_attention="proxy", kv_press="judgeq", judgeq=str(tmp_path / "jq"), kv_budget=0.3)
+  assert s.attention.packing == "auto"
