@@ -22,7 +22,7 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
   """The UTF-8 text of ``path``; a missing file or bytes that are not UTF-8 raise one error naming the file."""
   path = Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"{what} not found: {path}" if path.exists() is False else f"{path} is not a file")
+    raise FileNotFoundError(f"{what} not found: {path}" if not path.exists() else f"{path} is not a file")
   try:
     return path.read_text(encoding="utf-8")
   except UnicodeDecodeError as e:
@@ -103,13 +103,14 @@ def read_jsonl(
   required: Sequence[str] | Schema = (),
   *,
   nonempty: bool = False,
-  check: Callable[[dict[str, Any]], None] | None = None,
+  check: Callable[[dict[str, Any]], object] | None = None,
 ) -> list[dict[str, Any]]:
   """Objects of a JSONL file, each checked before any is used; errors name the file and line.
 
   ``required``: key names that must be present, or a ``Schema`` (key -> type / [item spec] / nested schema;
   "key?" optional) that every record must match. ``check``: a further test of each record that raises
-  ``ValueError`` (its message gets the file and line). ``nonempty``: refuse a file without records."""
+  ``ValueError`` (its message gets the file and line; its return value is ignored). ``nonempty``: refuse a file
+  without records."""
   path = Path(path)
   schema = required if isinstance(required, Mapping) else {k: object for k in required}
   out = []

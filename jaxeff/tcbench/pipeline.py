@@ -47,7 +47,7 @@ GENERATED_SCHEMA = {"id": _ID, "tests": [{"input": str, "output?": (str, int, fl
 
 def read_problems(path, limits: str = "tcbench") -> list[dict[str, Any]]:
   """Problems JSONL, every record checked against ``PROBLEM_SCHEMA`` and its limits (before any execution)."""
-  return read_jsonl(path, PROBLEM_SCHEMA, nonempty=True, check=lambda p: problem_limits(p, limits) and None)
+  return read_jsonl(path, PROBLEM_SCHEMA, nonempty=True, check=lambda p: problem_limits(p, limits))
 
 
 def _check_matrix_record(m: dict[str, Any]) -> None:

@@ -2,9 +2,9 @@
 
 ``block_sparse_attention(q, k, v, block_idx, block_cnt, ...)`` pads the length to a multiple of the block
 size (padded keys are masked through ``kv_len``, padded query rows dropped), dispatches to the chosen
-implementation, and carries a ``custom_vjp`` whose backward pass is a flash-style XLA backward (the forward and its log-sum-exp
-recomputed tile by tile, gradients per kept block: memory O(L d)), so prefill through a Pallas kernel can be
-differentiated (Pallas scalar-prefetch calls have no JVP rule).
+implementation, and carries a ``custom_vjp`` whose backward pass is a flash-style XLA backward (the forward and
+its log-sum-exp recomputed tile by tile, gradients per kept block: memory O(L d)), so prefill through a Pallas
+kernel can be differentiated (Pallas scalar-prefetch calls have no JVP rule).
 """
 
 from __future__ import annotations

@@ -136,6 +136,33 @@ def group_union(block_idx: jax.Array, block_cnt: jax.Array, r: int, nb: int) -> 
   return jnp.where(ids < nb, ids, 0).astype(jnp.int32), n
 
 
+def _group_walk(block_idx, block_cnt, r: int, nb: int, blocks_per_step: int):
+  """What the grouped forward and backward walk, per (kv head, query block): each head's own list ``[B, Hkv, r,
+  nb, Kmax]`` (-1 for an empty slot), the union padded to whole steps ``[B, Hkv, nb, steps * C]`` (pads lie past
+  the count: never scored), its count ``[B, Hkv, nb]`` and the step width ``C``."""
+  B, Hq, _, kmax = block_idx.shape
+  valid = jnp.arange(kmax) < block_cnt[..., None]
+  head_ids = jnp.where(valid, block_idx, -1).reshape(B, Hq // r, r, nb, kmax)
+  union, n_union = group_union(block_idx, block_cnt, r, nb)
+  U = union.shape[-1]
+  C = max(1, min(blocks_per_step, U))
+  union = jnp.pad(union, ((0, 0), (0, 0), (0, 0), (0, -(-U // C) * C - U)))
+  return head_ids, union, n_union, C
+
+
+def _tile_mask(ids, j, C: int, cnt, own, q_tok, kv_len, bs: int):
+  """Which key tokens of the step's union ids ``[B, C]`` each head's queries see: ``[B, r, bs, C bs]``. A key
+  counts if its block is in the head's own list (``own [B, r, Kmax]``: O(r C Kmax) compares, no ``[nb, nb]``
+  mask anywhere), its slot is below the union's count, it is causal (``<= q_tok``) and real (``< kv_len``)."""
+  B = ids.shape[0]
+  k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
+  slot_ok = (j * C + jnp.arange(C))[None] < cnt[:, None]  # [B, C]
+  head_ok = (ids[:, None, :, None] == own[:, :, None, :]).any(-1) & slot_ok[:, None, :]  # [B, r, C]
+  head_ok = jnp.repeat(head_ok, bs, axis=2)  # [B, r, C*bs]
+  ok = (k_tok[:, None, :] <= q_tok[None, :, None]) & (k_tok < kv_len[:, None])[:, None, :]  # [B, bs, C*bs]
+  return ok[:, None] & head_ok[:, :, None, :]
+
+
 @functools.partial(
   jax.jit, static_argnames=("block_size", "scale", "differentiable", "blocks_per_step", "layout", "return_lse")
 )
@@ -155,9 +182,9 @@ def block_sparse_attention_xla_grouped(
   return_lse: bool = False,
 ):
   """Like ``block_sparse_attention_xla`` but per (query block, kv head): the group's query heads walk the
-    UNION of their lists together, each key tile loaded once and scored by all ``r`` heads in one matmul
-    ([r*bs, d] x [d, bs]), heads masked to their own blocks. Work is ``r x |union|`` tiles: the same as per-head
-    walking when the group's lists are nested (ProxyAttn's heads share one ranking), more when they are not. The
+  UNION of their lists together, each key tile loaded once and scored by all ``r`` heads in one matmul
+  ([r*bs, d] x [d, bs]), heads masked to their own blocks. Work is ``r x |union|`` tiles: the same as per-head
+  walking when the group's lists are nested (ProxyAttn's heads share one ranking), more when they are not. The
   union is a sorted merge of the lists (``group_union``) and head membership a comparison against each head's
   list, so memory stays O(nb r Kmax) per kv head at any length.
 
@@ -174,14 +201,8 @@ def block_sparse_attention_xla_grouped(
   bs = block_size
   nb = Lp // bs
   scale = d**-0.5 if scale is None else scale
-  kmax = block_idx.shape[-1]
-  valid = jnp.arange(kmax) < block_cnt[..., None]  # [B, Hq, nb, Kmax]
-  head_ids = jnp.where(valid, block_idx, -1).reshape(B, Hkv, r, nb, kmax)  # -1: an empty slot
-  union, n_union = group_union(block_idx, block_cnt, r, nb)  # [B, Hkv, nb, U], [B, Hkv, nb]
-  U = union.shape[-1]
-  C = max(1, min(blocks_per_step, U))
-  steps = -(-U // C)
-  union = jnp.pad(union, ((0, 0), (0, 0), (0, 0), (0, steps * C - U)))  # pads are past n_union: never scored
+  head_ids, union, n_union, C = _group_walk(block_idx, block_cnt, r, nb, blocks_per_step)
+  steps = union.shape[-1] // C
   if tm:
     kb = k.reshape(B, nb, bs, Hkv, d)
     vb = v.reshape(B, nb, bs, Hkv, d)
@@ -213,13 +234,7 @@ def block_sparse_attention_xla_grouped(
         kj = kb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
         vj = vb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
       s = jnp.einsum("brqd,bsd->brqs", qi, kj, preferred_element_type=jnp.float32)
-      k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
-      slot_ok = (j * C + jnp.arange(C))[None] < cnt[:, None]  # [B, C]
-      # membership of each union id in each head's list: O(r C Kmax) compares, no [nb, nb] mask anywhere
-      head_ok = (ids[:, None, :, None] == own[:, :, None, :]).any(-1) & slot_ok[:, None, :]  # [B, r, C]
-      head_ok = jnp.repeat(head_ok, bs, axis=2)  # [B, r, C*bs]
-      ok = (k_tok[:, None, :] <= q_tok[None, :, None]) & (k_tok < kv_len[:, None])[:, None, :]  # [B, bs, C*bs]
-      ok = ok[:, None] & head_ok[:, :, None, :]
+      ok = _tile_mask(ids, j, C, cnt, own, q_tok, kv_len, bs)
       s = jnp.where(ok, s, _NEG)
       m_new = jnp.maximum(m, s.max(-1))
       p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
@@ -295,14 +310,7 @@ def block_sparse_attention_xla_bwd(
   f32 = jnp.float32
   delta = (do.astype(f32) * o.astype(f32)).sum(-1).reshape(B, Hkv, r, Lp)  # rowsum(dO * O)
   lse = lse.reshape(B, Hkv, r, Lp)
-  kmax = block_idx.shape[-1]
-  valid = jnp.arange(kmax) < block_cnt[..., None]
-  head_ids = jnp.where(valid, block_idx, -1).reshape(B, Hkv, r, nb, kmax)
-  union, n_union = group_union(block_idx, block_cnt, r, nb)
-  U = union.shape[-1]
-  C = max(1, min(blocks_per_step, U))
-  steps = -(-U // C)
-  union = jnp.pad(union, ((0, 0), (0, 0), (0, 0), (0, steps * C - U)))
+  head_ids, union, n_union, C = _group_walk(block_idx, block_cnt, r, nb, blocks_per_step)
   kb = k.astype(f32).reshape(B, Hkv, nb, bs, d)
   vb = v.astype(f32).reshape(B, Hkv, nb, bs, d)
   qs = q.reshape(B, Hkv, r, Lp, d)
@@ -325,12 +333,7 @@ def block_sparse_attention_xla_bwd(
       kj = kb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
       vj = vb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
       s = jnp.einsum("brqd,bsd->brqs", qi, kj)
-      k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
-      slot_ok = (j * C + jnp.arange(C))[None] < cnt[:, None]
-      head_ok = (ids[:, None, :, None] == own[:, :, None, :]).any(-1) & slot_ok[:, None, :]
-      head_ok = jnp.repeat(head_ok, bs, axis=2)
-      ok = (k_tok[:, None, :] <= q_tok[None, :, None]) & (k_tok < kv_len[:, None])[:, None, :]
-      ok = ok[:, None] & head_ok[:, :, None, :]
+      ok = _tile_mask(ids, j, C, cnt, own, q_tok, kv_len, bs)
       p = jnp.where(ok, jnp.exp(s - lse_i[..., None]), 0.0)  # [B, r, bs, C*bs]
       dv_j = jnp.einsum("brqs,brqd->bsd", p, doi)
       dp = jnp.einsum("brqd,bsd->brqs", doi, vj)
