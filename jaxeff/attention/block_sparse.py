@@ -135,8 +135,9 @@ class BlockSparseBackend:
   It assumes the prefill layout jaxeff builds (positions ``0..n-1`` then padding ``-1`` on the right); the
   real length of each row is the count of non-negative key positions. Rows whose valid tokens are not all in
   front (a padded prompt followed by Judge Q's soft tokens) are packed to that layout and back (``lax.cond``:
-  the common layout pays nothing). Chunks over an existing cache
-  (``T != S``), sliding-window layers, and prompts of at most ``dense_below`` tokens go to ``Dense``.
+  the common layout pays nothing). A sliding-window layer intersects its window with the estimated mask (a
+  window at least the prompt's length is no window: plain sparse). Chunks over an existing cache (``T != S``)
+  and prompts of at most ``dense_below`` tokens go to ``Dense``.
 
   ``packing``: ``"auto"`` (default) checks the layout at run time and packs when needed; the packing branch's
   copies of q, k, v and the output count in the compiled program's memory (5 GiB of the 8 GiB of temporaries at
@@ -158,10 +159,11 @@ class BlockSparseBackend:
   def mask(self, q_bhld, k_bhld, lengths) -> BlockSparseMask:  # pragma: no cover - abstract
     raise NotImplementedError
 
-  def attend(self, q_bhld, k_bhld, v_bhld, lengths, *, layout: str = "bhld"):
+  def attend(self, q_bhld, k_bhld, v_bhld, lengths, *, layout: str = "bhld", window: int | None = None):
     """Estimate, then run the block-sparse kernel; [B, Hq, L, d] in, [B, Hq, L, d] out, and the mask.
     ``layout="blhd"``: q, k, v and the output are [B, L, H, d] (the model's layout; the kernel reads it in place,
-    the estimator sees transposed views)."""
+    the estimator sees transposed views). ``window``: a sliding-window layer's window, intersected with the
+    estimated mask (the estimator ranks the whole causal range; blocks outside the window are then dropped)."""
     t = (lambda x: x) if layout == "bhld" else (lambda x: x.transpose(0, 2, 1, 3))
     m = self.mask(t(q_bhld), t(k_bhld), lengths)
     out = block_sparse_attention(
@@ -176,6 +178,7 @@ class BlockSparseBackend:
       interpret=self.interpret,
       blocks_per_step=self.blocks_per_step,
       layout=layout,
+      window=window,
     )
     return out, m
 
@@ -183,13 +186,15 @@ class BlockSparseBackend:
     from jaxeff.attention.dense import Dense
 
     T, S = q_btnh.shape[1], k_bskh.shape[1]
-    if T != S or window is not None or T <= max(self.block_size, self.dense_below):
+    if T != S or T <= max(self.block_size, self.dense_below):
       return Dense()(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, layer=layer)
+    if window is not None and window >= T:
+      window = None  # wider than the prompt: no window
     valid = k_pos_bs >= 0
     lengths = jnp.maximum(valid.sum(-1), 1).astype(jnp.int32)
 
     def run(q, k, v):  # in the model's [B, T, H, d] layout: no transposed copies of q, k, v or the output
-      return self.attend(q, k, v, lengths, layout="blhd")[0]
+      return self.attend(q, k, v, lengths, layout="blhd", window=window)[0]
 
     def packed(q, k, v):
       # Valid tokens not all in front (e.g. Judge Q's soft tokens after a padded prompt): move them to the front

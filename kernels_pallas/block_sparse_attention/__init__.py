@@ -11,3 +11,4 @@ from kernels_pallas.block_sparse_attention.reference import (
 from kernels_pallas.block_sparse_attention.reference import indices_to_mask as indices_to_mask
 from kernels_pallas.block_sparse_attention.reference import mask_to_indices as mask_to_indices
 from kernels_pallas.block_sparse_attention.reference import pad_indices as pad_indices
+from kernels_pallas.block_sparse_attention.reference import window_indices as window_indices

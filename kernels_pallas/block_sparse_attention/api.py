@@ -20,6 +20,7 @@ from kernels_pallas.block_sparse_attention.reference import (
   block_sparse_attention_reference,
   indices_to_mask,
   pad_indices,
+  window_indices,
 )
 from kernels_pallas.block_sparse_attention.tpu import block_sparse_attention_tpu
 from kernels_pallas.block_sparse_attention.xla import (
@@ -52,7 +53,7 @@ def default_implementation() -> str:
 _T = lambda x: x.transpose(0, 2, 1, 3)  # [B, L, H, d] <-> [B, H, L, d]
 
 
-def _run(impl, q, k, v, idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step, layout="bhld"):
+def _run(impl, q, k, v, idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step, layout="bhld", window=None):
   if impl == "xla":  # per kv head over the union of its query heads' lists (forward only; see _attend_bwd)
     return block_sparse_attention_xla_grouped(
       q,
@@ -66,42 +67,49 @@ def _run(impl, q, k, v, idx, cnt, kv_len, block_size, scale, interpret, blocks_p
       scale=scale,
       differentiable=False,
       layout=layout,
+      window=window,
     )
   if layout == "blhd":  # the other paths are head-major: transpose in and out
-    out = _run(impl, _T(q), _T(k), _T(v), idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step)
+    out = _run(
+      impl, _T(q), _T(k), _T(v), idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step, "bhld", window
+    )
     return _T(out)
+  kw = dict(block_size=block_size, scale=scale, window=window)
   if impl == "xla_per_head":
-    return block_sparse_attention_xla(
-      q, k, v, idx, cnt, kv_len, block_size=block_size, blocks_per_step=blocks_per_step, scale=scale
-    )
+    return block_sparse_attention_xla(q, k, v, idx, cnt, kv_len, blocks_per_step=blocks_per_step, **kw)
   if impl == "pallas_tpu":
-    return block_sparse_attention_tpu(
-      q, k, v, idx, cnt, kv_len, block_size=block_size, scale=scale, interpret=interpret
-    )
+    return block_sparse_attention_tpu(q, k, v, idx, cnt, kv_len, interpret=interpret, **kw)
   if impl == "pallas_gpu":
-    return block_sparse_attention_gpu(
-      q, k, v, idx, cnt, kv_len, block_size=block_size, scale=scale, interpret=interpret
-    )
+    return block_sparse_attention_gpu(q, k, v, idx, cnt, kv_len, interpret=interpret, **kw)
   mask = indices_to_mask(idx, cnt, q.shape[2] // block_size)
-  out = block_sparse_attention_reference(q, k, v, mask, block_size=block_size, kv_len=kv_len, scale=scale)
-  return out.astype(q.dtype)
+  return block_sparse_attention_reference(q, k, v, mask, kv_len=kv_len, **kw).astype(q.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10, 11))
-def _attend(q, k, v, idx, cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step, layout):
-  return _run(impl, q, k, v, idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step, layout)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10, 11, 12))
+def _attend(q, k, v, idx, cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step, layout, window):
+  return _run(impl, q, k, v, idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step, layout, window)
 
 
-def _attend_fwd(q, k, v, idx, cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step, layout):
-  out = _run(impl, q, k, v, idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step, layout)
+def _attend_fwd(q, k, v, idx, cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step, layout, window):
+  out = _run(impl, q, k, v, idx, cnt, kv_len, block_size, scale, interpret, blocks_per_step, layout, window)
   return out, (q, k, v, idx, cnt, kv_len)
 
 
-def _attend_bwd(impl, block_size, scale, interpret, blocks_per_step, layout, res, g):
+def _attend_bwd(impl, block_size, scale, interpret, blocks_per_step, layout, window, res, g):
   # Flash-style: recompute O and the log-sum-exp tile by tile, then the gradients per kept block (memory O(L d)).
   q, k, v, idx, cnt, kv_len = res
   bwd = lambda q_, k_, v_, g_: block_sparse_attention_xla_bwd(
-    q_, k_, v_, g_, idx, cnt, kv_len, block_size=block_size, scale=scale, blocks_per_step=blocks_per_step
+    q_,
+    k_,
+    v_,
+    g_,
+    idx,
+    cnt,
+    kv_len,
+    block_size=block_size,
+    scale=scale,
+    blocks_per_step=blocks_per_step,
+    window=window,
   )
   if layout == "blhd":
     return (*(_T(x) for x in bwd(_T(q), _T(k), _T(v), _T(g))), None, None, None)
@@ -126,11 +134,12 @@ def block_sparse_attention(
   blocks_per_step: int | None = None,
   block_sizes: BlockSizes = BlockSizes(),
   layout: str = "bhld",
+  window: int | None = None,
 ) -> jax.Array:
   r"""Causal attention restricted to kept key blocks: for query t in block i,
 
     o_t = \sum_{s \in S(t)} softmax_s(q_t . k_s * scale) v_s,
-    S(t) = {s : s // bs in block_idx[i, :block_cnt[i]],  s <= t,  s < kv_len},
+    S(t) = {s : s // bs in block_idx[i, :block_cnt[i]],  s <= t,  s < kv_len,  t - s < window},
 
   with GQA (query head h reads kv head h // (Hq // Hkv); K/V are never repeated in memory). Padded slots
   (``j >= block_cnt``) are ignored whatever id they hold; repeated ids among valid slots are the caller's
@@ -152,6 +161,9 @@ def block_sparse_attention(
       [B, L, Hq, d]: the model's layout). The XLA path reads and writes it tile by tile, so no transposed copy
       of q, k, v or the output is made (at 128K tokens of Llama-3.1-8B's layer those copies are 5 GiB); the
       other paths transpose.
+    window: sliding window (a sliding-window layer): the block mask and the window intersect. Blocks wholly
+      outside the window are dropped from the lists before the kernel runs (``window_indices``), the window's
+      edge block is masked at token level. None = full causal.
 
   Returns:
     [B, Hq, L, d] in q's dtype; a query with no visible key gives zeros.
@@ -184,6 +196,10 @@ def block_sparse_attention(
       f"block_idx must be [B, Hq, nb, Kmax] = [{B}, {Hq}, {nb}, Kmax] and block_cnt [{B}, {Hq}, {nb}], got "
       f"{block_idx.shape} and {block_cnt.shape}"
     )
+  if window is not None:
+    if isinstance(window, bool) or not hasattr(window, "__index__") or window < 1:
+      raise ValueError(f"window must be a positive int or None, got {window!r}")
+    window = int(window)
   if blocks_per_step is None:
     blocks_per_step = block_sizes.blocks_per_step
   impl = implementation or default_implementation()
@@ -196,5 +212,7 @@ def block_sparse_attention(
     q, k, v = jnp.pad(q, padw), jnp.pad(k, padw), jnp.pad(v, padw)
   block_cnt = jnp.asarray(block_cnt, jnp.int32)
   idx = pad_indices(jnp.asarray(block_idx, jnp.int32), block_cnt)
-  out = _attend(q, k, v, idx, block_cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step, layout)
+  if window is not None:
+    idx, block_cnt = window_indices(idx, block_cnt, window, block_size)
+  out = _attend(q, k, v, idx, block_cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step, layout, window)
   return out[:, :L] if tm else out[:, :, :L]

@@ -1,7 +1,7 @@
 """Pallas GPU (Triton) kernel: each program owns one (batch, query head, query block) and loops over its
 index list in-kernel (``fori_loop(0, cnt)``), loading key/value tiles with ``pl.ds(id * bs, bs)`` from its
 kv head (no scalar prefetch on GPU backends). Online softmax in registers; causal diagonal and right padding
-masked at token level. Triton needs power-of-two tile shapes: ``block_size``, ``d`` and the index-list width
+masked at token level, and a sliding window if given. Triton needs power-of-two tile shapes: ``block_size``, ``d`` and the index-list width
 (padded here) must be powers of two.
 """
 
@@ -16,7 +16,7 @@ from jax.experimental import pallas as pl
 _NEG = -1e30
 
 
-def _kernel(idx_ref, cnt_ref, kvlen_ref, q_ref, k_ref, v_ref, o_ref, *, bs, scale):
+def _kernel(idx_ref, cnt_ref, kvlen_ref, q_ref, k_ref, v_ref, o_ref, *, bs, scale, window):
   i = pl.program_id(2)
   q = q_ref[...]
   cnt = cnt_ref[0]
@@ -32,6 +32,8 @@ def _kernel(idx_ref, cnt_ref, kvlen_ref, q_ref, k_ref, v_ref, o_ref, *, bs, scal
     s = jax.lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32) * scale
     k_tok = kblk * bs + jax.lax.broadcasted_iota(jnp.int32, (bs, bs), 1)
     ok = (k_tok <= q_tok) & (k_tok < kv_len)
+    if window is not None:
+      ok = ok & (q_tok - k_tok < window)
     s = jnp.where(ok, s, _NEG)
     m_new = jnp.maximum(m, jnp.max(s, axis=1))
     p = jnp.where(ok, jnp.exp(s - m_new[:, None]), 0.0)
@@ -44,7 +46,7 @@ def _kernel(idx_ref, cnt_ref, kvlen_ref, q_ref, k_ref, v_ref, o_ref, *, bs, scal
   o_ref[...] = (acc / jnp.where(l > 0, l, 1.0)[:, None]).astype(o_ref.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("block_size", "scale", "interpret", "num_warps", "num_stages"))
+@functools.partial(jax.jit, static_argnames=("block_size", "scale", "interpret", "num_warps", "num_stages", "window"))
 def block_sparse_attention_gpu(
   q,
   k,
@@ -58,8 +60,9 @@ def block_sparse_attention_gpu(
   interpret: bool = False,
   num_warps: int = 4,
   num_stages: int = 2,
+  window: int | None = None,
 ):
-  """Pallas GPU block-sparse attention (Triton backend). Shapes as ``block_sparse_attention_xla``."""
+  """Pallas GPU block-sparse attention (Triton backend). Shapes and ``window`` as ``block_sparse_attention_xla``."""
   from jax.experimental.pallas import triton as pltr
 
   B, Hq, Lp, d = q.shape
@@ -71,7 +74,7 @@ def block_sparse_attention_gpu(
   kpow = 1 << max(0, (kmax - 1).bit_length())
   idx = jnp.pad(block_idx.astype(jnp.int32), ((0, 0), (0, 0), (0, 0), (0, kpow - kmax)))
   scale = d**-0.5 if scale is None else scale
-  kernel = functools.partial(_kernel, bs=bs, scale=scale)
+  kernel = functools.partial(_kernel, bs=bs, scale=scale, window=window)
   return pl.pallas_call(
     kernel,
     grid=(B, Hq, nq),

@@ -6,9 +6,9 @@ contiguous GQA (query head h reads kv head ``h // (Hq // Hkv)``); the block mask
 ``block_cnt [B, Hq, nb]`` (slots ``j >= cnt`` are padding and ignored, whatever id they hold). Key ``s`` is
 visible to query ``t`` iff
 
-  block (t // bs, s // bs) is kept  and  s <= t  and  s < kv_len[b],
+  block (t // bs, s // bs) is kept  and  s <= t  and  s < kv_len[b]  (and t - s < window, if given),
 
-and a query with no visible key returns zeros.
+and a query with no visible key returns zeros. A sliding window combines with the block mask by intersection.
 """
 
 from __future__ import annotations
@@ -44,11 +44,32 @@ def pad_indices(block_idx: jax.Array, block_cnt: jax.Array) -> jax.Array:
   return jnp.where(jnp.arange(kmax) < block_cnt[..., None], block_idx, last).astype(jnp.int32)
 
 
-def token_mask(block_mask: jax.Array, length: int, block_size: int, kv_len: jax.Array | None = None) -> jax.Array:
-  """Token-level bool ``[B, H, L, L]`` from a block mask: kept block, causal, and key < kv_len."""
+def window_indices(block_idx: jax.Array, block_cnt: jax.Array, window: int, block_size: int):
+  """Drop from each query block's list the key blocks wholly outside a sliding ``window`` (query block ``i``
+  sees keys from token ``i bs - window + 1`` on): ``(block_idx, block_cnt)`` with the survivors first, in
+  ascending order, padded as ``pad_indices`` does. O(nb Kmax) memory per head."""
+  nq, kmax = block_idx.shape[-2:]
+  lo = jnp.maximum(0, (jnp.arange(nq) * block_size - window + 1) // block_size)[:, None]  # [nq, 1]
+  keep = (jnp.arange(kmax) < block_cnt[..., None]) & (block_idx >= lo)
+  big = jnp.iinfo(jnp.int32).max
+  ids = jnp.sort(jnp.where(keep, block_idx, big), axis=-1)
+  cnt = keep.sum(-1).astype(jnp.int32)
+  return pad_indices(jnp.where(ids == big, 0, ids), cnt), cnt
+
+
+def token_mask(
+  block_mask: jax.Array,
+  length: int,
+  block_size: int,
+  kv_len: jax.Array | None = None,
+  window: int | None = None,
+) -> jax.Array:
+  """Token-level bool ``[B, H, L, L]`` from a block mask: kept block, causal, key < kv_len, inside the window."""
   t = jnp.arange(length)
   blk = jnp.repeat(jnp.repeat(block_mask, block_size, axis=-2), block_size, axis=-1)[..., :length, :length]
   m = blk & (t[None, :] <= t[:, None])
+  if window is not None:
+    m = m & (t[:, None] - t[None, :] < window)
   if kv_len is not None:
     m = m & (t[None, None, None, :] < kv_len[:, None, None, None])
   return m
@@ -63,6 +84,7 @@ def block_sparse_attention_reference(
   block_size: int,
   kv_len: jax.Array | None = None,
   scale: float | None = None,
+  window: int | None = None,
 ) -> jax.Array:
   """Dense float32 attention under the token mask of ``block_mask`` (see module docstring).
 
@@ -72,6 +94,7 @@ def block_sparse_attention_reference(
     block_size: tile edge (query and key blocks are equal).
     kv_len: optional [B] number of real keys per row (right padding); default L.
     scale: score scale, default 1/sqrt(d).
+    window: sliding window (key ``s`` visible to ``t`` only if ``t - s < window``); None = full causal.
 
   Returns:
     [B, Hq, L, d] float32.
@@ -83,7 +106,7 @@ def block_sparse_attention_reference(
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   kr, vr = jnp.repeat(f32(k), r, axis=1), jnp.repeat(f32(v), r, axis=1)
   s = jnp.einsum("bhtd,bhsd->bhts", f32(q), kr) * scale
-  m = token_mask(block_mask, L, block_size, kv_len)
+  m = token_mask(block_mask, L, block_size, kv_len, window)
   s = jnp.where(m, s, -jnp.inf)
   mx = jnp.max(s, axis=-1, keepdims=True)
   p = jnp.where(m, jnp.exp(s - jnp.where(jnp.isfinite(mx), mx, 0.0)), 0.0)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 _NEG = -1e30
 
 
-@functools.partial(jax.jit, static_argnames=("block_size", "blocks_per_step", "scale", "differentiable"))
+@functools.partial(jax.jit, static_argnames=("block_size", "blocks_per_step", "scale", "differentiable", "window"))
 def block_sparse_attention_xla(
   q: jax.Array,
   k: jax.Array,
@@ -31,6 +31,7 @@ def block_sparse_attention_xla(
   blocks_per_step: int = 1,
   scale: float | None = None,
   differentiable: bool = True,
+  window: int | None = None,
 ) -> jax.Array:
   """Block-sparse causal attention from index lists.
 
@@ -83,7 +84,7 @@ def block_sparse_attention_xla(
       s = jnp.einsum("bqd,bsd->bqs", qi, kj, preferred_element_type=jnp.float32)
       k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
       ok = jnp.repeat(slots[None] < cnt_i[:, None], bs, axis=1) & (k_tok < kv_len[:, None])  # [B, C*bs]
-      ok = ok[:, None, :] & (k_tok[:, None, :] <= q_tok[None, :, None])  # [B, bs, C*bs]
+      ok = ok[:, None, :] & _causal(k_tok[:, None, :], q_tok[None, :, None], window)  # [B, bs, C*bs]
       s = jnp.where(ok, s, _NEG)
       m_new = jnp.maximum(m, s.max(-1))
       p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
@@ -150,7 +151,13 @@ def _group_walk(block_idx, block_cnt, r: int, nb: int, blocks_per_step: int):
   return head_ids, union, n_union, C
 
 
-def _tile_mask(ids, j, C: int, cnt, own, q_tok, kv_len, bs: int):
+def _causal(k_tok, q_tok, window):
+  """Key visible to query: causal, and inside the sliding window if one is given."""
+  ok = k_tok <= q_tok
+  return ok if window is None else ok & (q_tok - k_tok < window)
+
+
+def _tile_mask(ids, j, C: int, cnt, own, q_tok, kv_len, bs: int, window=None):
   """Which key tokens of the step's union ids ``[B, C]`` each head's queries see: ``[B, r, bs, C bs]``. A key
   counts if its block is in the head's own list (``own [B, r, Kmax]``: O(r C Kmax) compares, no ``[nb, nb]``
   mask anywhere), its slot is below the union's count, it is causal (``<= q_tok``) and real (``< kv_len``)."""
@@ -159,12 +166,13 @@ def _tile_mask(ids, j, C: int, cnt, own, q_tok, kv_len, bs: int):
   slot_ok = (j * C + jnp.arange(C))[None] < cnt[:, None]  # [B, C]
   head_ok = (ids[:, None, :, None] == own[:, :, None, :]).any(-1) & slot_ok[:, None, :]  # [B, r, C]
   head_ok = jnp.repeat(head_ok, bs, axis=2)  # [B, r, C*bs]
-  ok = (k_tok[:, None, :] <= q_tok[None, :, None]) & (k_tok < kv_len[:, None])[:, None, :]  # [B, bs, C*bs]
+  ok = _causal(k_tok[:, None, :], q_tok[None, :, None], window) & (k_tok < kv_len[:, None])[:, None, :]
   return ok[:, None] & head_ok[:, :, None, :]
 
 
 @functools.partial(
-  jax.jit, static_argnames=("block_size", "scale", "differentiable", "blocks_per_step", "layout", "return_lse")
+  jax.jit,
+  static_argnames=("block_size", "scale", "differentiable", "blocks_per_step", "layout", "return_lse", "window"),
 )
 def block_sparse_attention_xla_grouped(
   q,
@@ -180,6 +188,7 @@ def block_sparse_attention_xla_grouped(
   blocks_per_step: int = 4,
   layout: str = "bhld",
   return_lse: bool = False,
+  window: int | None = None,
 ):
   """Like ``block_sparse_attention_xla`` but per (query block, kv head): the group's query heads walk the
   UNION of their lists together, each key tile loaded once and scored by all ``r`` heads in one matmul
@@ -191,7 +200,8 @@ def block_sparse_attention_xla_grouped(
   ``layout="blhd"``: q [B, Lp, Hq, d], k / v [B, Lp, Hkv, d] and the output in that layout (the model's own),
   read and written tile by tile, so no transposed copy of q, k, v or the output is ever made.
   ``return_lse``: also return the log-sum-exp of each query row, float32 [B, Hq, Lp] (what the flash-style
-  backward ``block_sparse_attention_xla_bwd`` recomputes from); rows with no visible key get -1e30."""
+  backward ``block_sparse_attention_xla_bwd`` recomputes from); rows with no visible key get -1e30.
+  ``window``: sliding window intersected with the block mask (as ``block_sparse_attention_xla``)."""
   if layout not in ("bhld", "blhd"):
     raise ValueError(f"layout must be 'bhld' or 'blhd', got {layout!r}")
   tm = layout == "blhd"  # token-major
@@ -234,7 +244,7 @@ def block_sparse_attention_xla_grouped(
         kj = kb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
         vj = vb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
       s = jnp.einsum("brqd,bsd->brqs", qi, kj, preferred_element_type=jnp.float32)
-      ok = _tile_mask(ids, j, C, cnt, own, q_tok, kv_len, bs)
+      ok = _tile_mask(ids, j, C, cnt, own, q_tok, kv_len, bs, window)
       s = jnp.where(ok, s, _NEG)
       m_new = jnp.maximum(m, s.max(-1))
       p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
@@ -276,9 +286,20 @@ def block_sparse_attention_xla_grouped(
   return (out, lse.reshape(B, Hq, Lp)) if return_lse else out
 
 
-@functools.partial(jax.jit, static_argnames=("block_size", "scale", "blocks_per_step"))
+@functools.partial(jax.jit, static_argnames=("block_size", "scale", "blocks_per_step", "window"))
 def block_sparse_attention_xla_bwd(
-  q, k, v, do, block_idx, block_cnt, kv_len, *, block_size: int, scale: float | None = None, blocks_per_step: int = 2
+  q,
+  k,
+  v,
+  do,
+  block_idx,
+  block_cnt,
+  kv_len,
+  *,
+  block_size: int,
+  scale: float | None = None,
+  blocks_per_step: int = 2,
+  window: int | None = None,
 ):
   r"""Flash-style backward of block-sparse attention (head-major [B, H, L, d]): the forward is recomputed per
   (query block, kv head) tile to get O and the row log-sum-exp L, then for every kept key block
@@ -306,6 +327,7 @@ def block_sparse_attention_xla_bwd(
     differentiable=False,
     blocks_per_step=blocks_per_step,
     return_lse=True,
+    window=window,
   )
   f32 = jnp.float32
   delta = (do.astype(f32) * o.astype(f32)).sum(-1).reshape(B, Hkv, r, Lp)  # rowsum(dO * O)
@@ -333,7 +355,7 @@ def block_sparse_attention_xla_bwd(
       kj = kb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
       vj = vb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
       s = jnp.einsum("brqd,bsd->brqs", qi, kj)
-      ok = _tile_mask(ids, j, C, cnt, own, q_tok, kv_len, bs)
+      ok = _tile_mask(ids, j, C, cnt, own, q_tok, kv_len, bs, window)
       p = jnp.where(ok, jnp.exp(s - lse_i[..., None]), 0.0)  # [B, r, bs, C*bs]
       dv_j = jnp.einsum("brqs,brqd->bsd", p, doi)
       dp = jnp.einsum("brqd,bsd->brqs", doi, vj)

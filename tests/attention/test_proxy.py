@@ -295,6 +295,32 @@ def test_model_forward_with_full_budget_equals_dense():
   assert bool(jnp.isfinite(sparse).all())
 
 
+def test_sliding_window_layers_run_sparse_and_full_budget_equals_dense():
+  """A model with sliding-window layers (window 100 < prompt 300) goes through the sparse path on every layer;
+  at full budget it equals dense windowed attention, and a smaller budget changes the windowed layers too."""
+  from jaxeff.config import ModelConfig
+  from jaxeff.models.decoder import forward, init_params
+
+  cfg = ModelConfig.tiny(sliding_window=100, layer_types=("sliding_attention", "full_attention"))
+  params = init_params(cfg, jax.random.key(0))
+  toks = jax.random.randint(jax.random.key(1), (2, 300), 0, cfg.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(300), (2, 300))
+  dense, _ = forward(params, toks, pos, config=cfg, attention=Dense())
+  full, _ = forward(
+    params, toks, pos, config=cfg, attention=proxy.ProxyAttention(block_size=64, min_budget_tokens=512)
+  )
+  np.testing.assert_allclose(np.asarray(full), np.asarray(dense), atol=1e-4, rtol=1e-4)
+  calls = []
+
+  class Spy(proxy.ProxyAttention):
+    def attend(self, *a, **kw):
+      calls.append(kw.get("window"))
+      return super().attend(*a, **kw)
+
+  forward(params, toks, pos, config=cfg, attention=Spy(block_size=64, gamma=0.5, min_budget_tokens=64))
+  assert set(calls) == {100, None}, calls  # each layer traced once per packing branch
+
+
 def test_default_num_proxies_per_model():
   from jaxeff.config import ModelConfig
 

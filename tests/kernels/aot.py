@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 _TEMPLATE = """
 import jax, jax.numpy as jnp
 from jax.experimental import topologies
-topo = topologies.get_topology_desc("v5e:2x2", "tpu")
+topo = topologies.get_topology_desc({topology!r}, "tpu")
 sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
 {body}
 args = [jax.ShapeDtypeStruct(s, t, sharding=sh) for s, t in specs]
@@ -25,9 +25,13 @@ def has_libtpu() -> bool:
   return importlib.util.find_spec("libtpu") is not None
 
 
-def compile_for_tpu(body: str) -> None:
+def compile_for_tpu(body: str, topology: str = "v5e:2x2") -> None:
   """``body`` defines ``specs`` (list of (shape, dtype)) and ``f``; asserts that the TPU compile succeeds."""
-  code = _TEMPLATE.format(body=textwrap.dedent(body))
+  run_tpu_aot(_TEMPLATE.format(body=textwrap.dedent(body), topology=topology), expect=["COMPILED"])
+
+
+def run_tpu_aot(code: str, expect: list[str]) -> str:
+  """Runs ``code`` in a subprocess with libtpu's environment; asserts every line of ``expect`` is printed."""
   env = dict(
     os.environ,
     JAX_PLATFORMS="cpu",
@@ -35,5 +39,7 @@ def compile_for_tpu(body: str) -> None:
     TPU_ACCELERATOR_TYPE="v5litepod-4",
     TPU_WORKER_HOSTNAMES="localhost",
   )
-  res = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert "COMPILED" in res.stdout, res.stderr[-3000:]
+  res = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  missing = [e for e in expect if e not in res.stdout]
+  assert not missing, f"not compiled: {missing}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+  return res.stdout
