@@ -68,6 +68,63 @@ def masked_attention(
   return o.reshape(B, T, N, H).astype(q_btnh.dtype)
 
 
+def tiled_cache_attention(
+  q_btnh: Float[Array, "B T N H"],
+  load_tile,
+  n_tiles,
+  q_pos_bt: Int[Array, "B T"],
+  *,
+  window: int | None = None,
+  scale: float | None = None,
+) -> Float[Array, "B T N H"]:
+  r"""Attention over a cache read one tile at a time: ``load_tile(j) -> (k [B, bt, K, H], v [B, bt, K, H],
+  pos [B, bt])`` gives tile ``j`` (dequantized there, so a quantized cache is never expanded whole), and an
+  online softmax folds ``n_tiles`` tiles (may be traced: a loop bounded by the filled length),
+
+    m' = max(m, max_s s_s),  l' = l e^{m - m'} + \sum_s e^{s_s - m'},  acc' = acc e^{m - m'} + \sum_s e^{s_s - m'} v_s,
+
+  with the visibility rule of ``position_mask``. Scores in float32.
+
+  Args:
+    q_btnh: [B, T, N, H]; q_pos_bt: [B, T]; n_tiles: int or traced int.
+
+  Returns:
+    [B, T, N, H] in the query dtype (zeros for a query that sees nothing).
+
+  Example:
+    >>> k = v = jnp.ones((1, 8, 1, 4)); pos = jnp.arange(8)[None]
+    >>> load = lambda j: (jax.lax.dynamic_slice_in_dim(k, j * 4, 4, 1), jax.lax.dynamic_slice_in_dim(v, j * 4, 4, 1),
+    ...                   jax.lax.dynamic_slice_in_dim(pos, j * 4, 4, 1))
+    >>> tiled_cache_attention(jnp.ones((1, 1, 2, 4)), load, 2, jnp.array([[7]])).shape
+    (1, 1, 2, 4)
+
+  Reference: the online softmax of FlashAttention (Dao et al. 2022) applied to decode over a cache.
+  """
+  B, T, N, H = q_btnh.shape
+  scale = H**-0.5 if scale is None else scale
+
+  def step(j, carry):
+    m, l, acc = carry
+    k, v, pos = load_tile(j)
+    K = k.shape[2]
+    q = q_btnh.reshape(B, T, K, N // K, H).astype(jnp.float32) * scale
+    s = jnp.einsum("btkgh,bskh->bkgts", q, k.astype(jnp.float32))
+    ok = position_mask(q_pos_bt, pos, window)[:, None, None]  # [B, 1, 1, T, bt]
+    s = jnp.where(ok, s, _NEG)
+    m_new = jnp.maximum(m, s.max(-1))
+    p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
+    corr = jnp.exp(m - m_new)
+    pv = jnp.einsum("bkgts,bskh->bkgth", p, v.astype(jnp.float32))
+    return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
+
+  K = jax.eval_shape(load_tile, 0)[0].shape[2]
+  G = N // K
+  init = (jnp.full((B, K, G, T), _NEG), jnp.zeros((B, K, G, T)), jnp.zeros((B, K, G, T, H)))
+  m, l, acc = jax.lax.fori_loop(0, n_tiles, step, init)
+  o = acc / jnp.where(l > 0, l, 1.0)[..., None]
+  return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q_btnh.dtype)
+
+
 def reference_attention(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=None):
   """Plain float32 oracle: exact attention under the position mask (used by tests and kernels)."""
   f32 = lambda x: jnp.asarray(x, jnp.float32)

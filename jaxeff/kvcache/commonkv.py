@@ -179,13 +179,15 @@ VALUE_MODES = ("rebuild", "absorb")
 @flax.struct.dataclass
 class LatentLayer:
   """One layer's latents ``c [B, S, r]`` (or uint8 codes, ``r/2`` bytes for int4, with per-token ``scale``
-  and ``minimum`` [B, S]), slot positions ``[B, S]`` and fill ``[B]``."""
+  and ``minimum`` [B, S]), slot positions ``[B, S]`` and fill ``[B]``; with selective reconstruction also
+  ``landmark [B, ceil(S / tile), K, H]``: the sum of each tile's (RoPE'd) keys."""
 
   latent: jax.Array
   pos: jax.Array
   length: jax.Array
   scale: jax.Array | None = None
   minimum: jax.Array | None = None
+  landmark: jax.Array | None = None
 
 
 @flax.struct.dataclass
@@ -195,7 +197,17 @@ class LatentCache:
   ``attend`` rebuilds keys ``RoPE(Bk c)`` at the cached positions (RoPE sits after the rebuild, so ``Bk`` cannot
   be absorbed into the query) and either rebuilds values ``Bv c`` (``value_mode='rebuild'``) or attends over
   the latents and applies ``Bv`` to the weighted latent (``'absorb'``: ``sum_t p_t Bv c_t = Bv sum_t p_t c_t``,
-  the value never exists per token; equivalent to fusing ``Bv`` into the output projection).
+  the value never exists per token; equivalent to fusing ``Bv`` into the output projection; the default).
+
+  Selective reconstruction (``select_tiles``, after ShadowKV / xKV): rebuilding every cached key at every step
+  costs ``r K H`` MACs per token, about 16x the attention itself, which made latent decode slower than the full
+  cache. With ``select_tiles=n`` the cache also keeps, per tile of ``tile`` slots, the sum of its keys (the
+  "landmark", ``K H / tile`` floats per token: 1/64 of a full cache's keys at the default tile 64). A decode
+  step scores each tile by ``max_heads q . mean_t k_t`` (exactly the tile's mean attention logit: RoPE is
+  linear), keeps the ``n`` best tiles (the first tile, a sink, and the newest one always), and rebuilds keys
+  (and dequantizes quantized latents) for those tiles only: work and reads bounded by ``n tile`` tokens
+  whatever the context. ``n >= ceil(S / tile)`` gives exact attention. One-token decode steps only (prefill
+  and multi-token chunks attend over everything).
 
   Example:
     >>> from jaxeff.config import ModelConfig
@@ -206,9 +218,11 @@ class LatentCache:
 
   layers: tuple[LatentLayer, ...]
   spec: LatentSpec = flax.struct.field(pytree_node=False, default=None)
-  value_mode: str = flax.struct.field(pytree_node=False, default="rebuild")
+  value_mode: str = flax.struct.field(pytree_node=False, default="absorb")
   kernel: str | None = flax.struct.field(pytree_node=False, default=None)
   bits: int | None = flax.struct.field(pytree_node=False, default=None)
+  select_tiles: int | None = flax.struct.field(pytree_node=False, default=None)
+  tile: int = flax.struct.field(pytree_node=False, default=64)
 
   @classmethod
   def init(
@@ -219,16 +233,21 @@ class LatentCache:
     max_len: int,
     dtype=jnp.float32,
     *,
-    value_mode: str = "rebuild",
+    value_mode: str = "absorb",
     kernel: str | None = None,
     bits: int | None = None,
+    select_tiles: int | None = None,
+    tile: int = 64,
   ) -> LatentCache:
     """``kernel``: None (jnp attention over rebuilt keys) or an implementation of
     ``kernels_pallas.latent_attention`` ('xla', 'pallas_tpu', 'pallas_gpu') for one-token decode steps
     (values absorbed in-kernel; layers with k/v biases or q/k norms use the jnp path). ``bits`` (8 or 4)
-    stores the latents quantized per token (CommonKV composed with quantization)."""
+    stores the latents quantized per token (CommonKV composed with quantization). ``select_tiles`` / ``tile``:
+    selective reconstruction (class docstring); None rebuilds every cached key."""
     if bits not in (None, 8, 4):
       raise ValueError(f"bits must be None, 8 or 4, got {bits}")
+    if select_tiles is not None and (select_tiles < 2 or tile < 1):
+      raise ValueError(f"select_tiles must be >= 2 (sink + newest tile) and tile >= 1, got {select_tiles}, {tile}")
     if value_mode not in VALUE_MODES:
       raise ValueError(f"value_mode must be one of {VALUE_MODES}, got {value_mode!r}")
     if config.n_layers != spec.group_size * len(spec.ranks):
@@ -236,36 +255,75 @@ class LatentCache:
         f"LatentSpec covers {spec.group_size * len(spec.ranks)} layers; the model has {config.n_layers}"
       )
 
+    landmark = None
+    if select_tiles is not None:
+      landmark = jnp.zeros((batch, -(-max_len // tile), config.n_kv_heads, config.head_dim), jnp.float32)
+
     def layer(r):
+      pos, length = jnp.full((batch, max_len), -1, jnp.int32), jnp.zeros((batch,), jnp.int32)
       if bits is None:
-        return LatentLayer(
-          jnp.zeros((batch, max_len, r), dtype),
-          jnp.full((batch, max_len), -1, jnp.int32),
-          jnp.zeros((batch,), jnp.int32),
-        )
+        return LatentLayer(jnp.zeros((batch, max_len, r), dtype), pos, length, landmark=landmark)
       if bits == 4 and r % 2:
         raise ValueError(f"int4 latents need an even rank, got {r}")
       width = r // 2 if bits == 4 else r
-      return LatentLayer(
-        jnp.zeros((batch, max_len, width), jnp.uint8),
-        jnp.full((batch, max_len), -1, jnp.int32),
-        jnp.zeros((batch,), jnp.int32),
-        jnp.zeros((batch, max_len), jnp.float32),
-        jnp.zeros((batch, max_len), jnp.float32),
-      )
+      stats = jnp.zeros((batch, max_len), jnp.float32)
+      return LatentLayer(jnp.zeros((batch, max_len, width), jnp.uint8), pos, length, stats, stats, landmark)
 
     layers = tuple(layer(spec.rank_of(i)) for i in range(config.n_layers))
-    return cls(layers=layers, spec=spec, value_mode=value_mode, kernel=kernel, bits=bits)
+    return cls(
+      layers=layers,
+      spec=spec,
+      value_mode=value_mode,
+      kernel=kernel,
+      bits=bits,
+      select_tiles=select_tiles,
+      tile=tile,
+    )
 
   def latent_values(self, layer: int) -> jax.Array:
     """Layer ``layer``'s latents as floats [B, S, r] (dequantized when stored quantized)."""
     e = self.layers[layer]
+    return self._floats(e.latent, e.scale, e.minimum)
+
+  def _floats(self, latent, scale, minimum):
     if self.bits is None:
-      return e.latent
+      return latent
     from jaxeff.kvcache.quantized import unpack_int4
 
-    codes = unpack_int4(e.latent) if self.bits == 4 else e.latent
-    return e.minimum[..., None] + e.scale[..., None] * codes.astype(jnp.float32)
+    codes = unpack_int4(latent) if self.bits == 4 else latent
+    return minimum[..., None] + scale[..., None] * codes.astype(jnp.float32)
+
+  def selected(self, layer: int, q_btnh, q_pos_bt, window=None) -> tuple[jax.Array, jax.Array]:
+    """Selective reconstruction's read of one decode step: the latents (as floats, only these dequantized)
+    and positions of the ``select_tiles`` best tiles, ``[B, n tile, r]`` and ``[B, n tile]`` (-1 for slots
+    past the cache or empty). Tile score: ``max_heads q . landmark / count`` (the tile's mean logit); the first
+    tile and the newest one are always kept; empty or out-of-window tiles never outrank a filled one."""
+    e = self.layers[layer]
+    B, S = e.pos.shape
+    nt, K, H = e.landmark.shape[1:]
+    n = min(self.select_tiles, nt)
+    tok = jnp.arange(nt * self.tile)
+    pos_t = jnp.where(tok < S, jnp.take(e.pos, jnp.minimum(tok, S - 1), axis=1), -1).reshape(B, nt, self.tile)
+    qp = q_pos_bt[:, :1, None]
+    ok = (pos_t >= 0) & (pos_t <= qp)
+    if window is not None:
+      ok &= qp - pos_t < window
+    filled = (pos_t >= 0).sum(-1)  # [B, nt] tokens the landmark sums
+    q = q_btnh[:, 0].reshape(B, K, -1, H).astype(jnp.float32)
+    mean = e.landmark / jnp.maximum(filled, 1)[..., None, None]
+    score = jnp.einsum("bkgh,btkh->btkg", q, mean).max((-1, -2))  # [B, nt]
+    newest = jnp.max(jnp.where(pos_t >= 0, tok.reshape(nt, self.tile), -1), axis=(1, 2)) // self.tile  # [B]
+    forced = (jnp.arange(nt) == 0) | (jnp.arange(nt) == newest[:, None])
+    live = ok.any(-1)
+    score = jnp.where(live, jnp.where(forced, jnp.inf, score), -jnp.inf)
+    _, idx = jax.lax.top_k(score, n)  # [B, n]
+    tok_sel = (idx[..., None] * self.tile + jnp.arange(self.tile)).reshape(B, n * self.tile)
+    inside = tok_sel < S
+    take = lambda x: jnp.take_along_axis(x, jnp.minimum(tok_sel, S - 1).reshape((B, -1) + (1,) * (x.ndim - 2)), 1)
+    pos = jnp.where(inside & jnp.take_along_axis(live, idx, 1).repeat(self.tile, 1), take(e.pos), -1)
+    if self.bits is None:
+      return take(e.latent), pos
+    return self._floats(take(e.latent), take(e.scale), take(e.minimum)), pos
 
   @property
   def length(self):
@@ -275,15 +333,21 @@ class LatentCache:
   def max_len(self) -> int:
     return self.layers[0].pos.shape[1]
 
-  def _write(self, layer, positions_bt, latent):
+  def _write(self, layer, positions_bt, latent, k_btkh=None):
     e = self.layers[layer]
     extra = {}
+    if e.landmark is not None:  # add the new keys into their tiles' sums (padding adds nothing)
+      valid = positions_bt >= 0
+      slot = e.length[:, None] + jnp.cumsum(valid, axis=1) - 1
+      t = jnp.clip(slot // self.tile, 0, e.landmark.shape[1] - 1)
+      add = jnp.where(valid[..., None, None], k_btkh.astype(jnp.float32), 0.0)
+      extra["landmark"] = e.landmark.at[jnp.arange(t.shape[0])[:, None], t].add(add)
     if self.bits is not None:
       from jaxeff.kvcache.quantized import pack_int4, quantize
 
       codes, sc, mn = quantize(latent, self.bits, axis=-1, group_size=latent.shape[-1])  # per token
       latent = pack_int4(codes) if self.bits == 4 else codes
-      extra = dict(
+      extra.update(
         scale=_write_rows(e.scale, sc[..., 0], e.length), minimum=_write_rows(e.minimum, mn[..., 0], e.length)
       )
     new = LatentLayer(
@@ -297,21 +361,25 @@ class LatentCache:
     return self.replace(layers=tuple(layers))
 
   def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, latent: LatentKV | None = None, **_) -> LatentCache:
-    return self._write(layer, positions_bt, _latents(latent, "LatentCache"))
+    return self._write(layer, positions_bt, _latents(latent, "LatentCache"), k_btkh)
 
   def append(self, layer, k_btkh, v_btkh, positions_bt, *, latent: LatentKV | None = None, **_) -> LatentCache:
-    return self._write(layer, positions_bt, _latents(latent, "LatentCache"))
+    return self._write(layer, positions_bt, _latents(latent, "LatentCache"), k_btkh)
 
   def attend(self, layer, q_btnh, q_pos_bt, *, window=None, latent: LatentKV | None = None, **_):
     _latents(latent, "LatentCache")
     e = self.layers[layer]
+    if self.select_tiles is not None and q_btnh.shape[1] == 1:
+      lat, pos = self.selected(layer, q_btnh, q_pos_bt, window)
+    else:
+      lat, pos = self.latent_values(layer), e.pos
     if self.kernel is not None and q_btnh.shape[1] == 1 and latent.absorbable:
       from kernels_pallas.latent_attention import latent_decode_attention
 
       out = latent_decode_attention(
         q_btnh[:, 0],
-        self.latent_values(layer),
-        e.pos,
+        lat,
+        pos,
         q_pos_bt[:, 0],
         latent.k_up,
         latent.v_up,
@@ -320,7 +388,7 @@ class LatentCache:
         implementation=self.kernel,
       )
       return out[:, None].astype(q_btnh.dtype)
-    return _latent_attention(q_btnh, self.latent_values(layer), e.pos, q_pos_bt, latent, window, self.value_mode)
+    return _latent_attention(q_btnh, lat, pos, q_pos_bt, latent, window, self.value_mode)
 
   def repeat(self, n: int) -> LatentCache:
     return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), self)
@@ -329,10 +397,11 @@ class LatentCache:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self))
 
   def bytes_per_token(self) -> float:
-    """Analytic bytes per cached token: latents (codes + per-token scale/min when quantized); positions
-    excluded."""
+    """Analytic bytes per cached token: latents (codes + per-token scale/min when quantized) and, with selective
+    reconstruction, the landmarks (``4 K H / tile``); positions excluded."""
     stats = 0 if self.bits is None else 8
-    return float(sum(e.latent.shape[-1] * e.latent.dtype.itemsize + stats for e in self.layers))
+    marks = lambda e: 0 if e.landmark is None else 4 * e.landmark.shape[2] * e.landmark.shape[3] / self.tile
+    return float(sum(e.latent.shape[-1] * e.latent.dtype.itemsize + stats + marks(e) for e in self.layers))
 
 
 def _latents(latent: LatentKV | None, who: str) -> jax.Array:
@@ -387,7 +456,7 @@ class MergedLatentCache:
   pos: jax.Array  # [B, S]
   length: jax.Array  # [B]
   spec: LatentSpec = flax.struct.field(pytree_node=False, default=None)
-  value_mode: str = flax.struct.field(pytree_node=False, default="rebuild")
+  value_mode: str = flax.struct.field(pytree_node=False, default="absorb")
 
   @property
   def max_len(self) -> int:
@@ -571,6 +640,7 @@ class CommonKV:
 
   The merged cache's static capacity is ``min(S, ceil(slack * rho * P) + n_sink + n_recent + M)`` for a prompt
   of ``P`` padded tokens and ``M`` new tokens (a group needing more merges its most similar candidates).
+  ``select_tiles`` / ``tile``: selective reconstruction at decode (``LatentCache``); not with ``merge``.
   """
 
   spec: LatentSpec
@@ -582,11 +652,26 @@ class CommonKV:
   weights: tuple[tuple[float, ...], ...] | None = None
   slack: float = 1.0
   kernel: str | None = None
-  value_mode: str = "rebuild"
+  value_mode: str = "absorb"
+  select_tiles: int | None = None
+  tile: int = 64
+
+  def __post_init__(self):
+    if self.merge and self.select_tiles is not None:
+      raise ValueError("CommonKV: select_tiles (selective reconstruction) is not available with merge=True")
 
   def init(self, config, batch, max_len, dtype=jnp.float32):
     return LatentCache.init(
-      config, self.spec, batch, max_len, dtype, value_mode=self.value_mode, kernel=self.kernel, bits=self.bits
+      config,
+      self.spec,
+      batch,
+      max_len,
+      dtype,
+      value_mode=self.value_mode,
+      kernel=self.kernel,
+      bits=self.bits,
+      select_tiles=self.select_tiles,
+      tile=self.tile,
     )
 
   def after_prefill(self, cache, *, max_new_tokens: int):

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from jaxeff.attention.dense import masked_attention, position_mask
+from jaxeff.attention.dense import masked_attention, position_mask, tiled_cache_attention
 from jaxeff.config import ModelConfig
 from jaxeff.kvcache.base import _write_rows
 
@@ -194,8 +194,24 @@ class QuantizedCache:
       e = _append_one_per_channel(e, k_btkh[:, t : t + 1], v_btkh[:, t : t + 1], positions_bt[:, t : t + 1])
     return self._replace_layer(layer, e)
 
-  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **_) -> Array:
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, tile: int = 256, **_) -> Array:
+    """Per-token layouts are read ``tile`` slots at a time, each tile dequantized inside the attention loop
+    (never the whole cache), up to the last filled slot; per-channel keys (groups along the slots, plus the
+    residual) are dequantized whole."""
     e = self.layers[layer]
+    S = e.pos.shape[1]
+    if e.key_mode == "per_token":
+      bt = min(tile, S)
+
+      def load(j):
+        start = jnp.minimum(j * bt, S - bt)  # the last tile is shifted back; its repeated slots are masked
+        sl = lambda x: jax.lax.dynamic_slice_in_dim(x, start, bt, axis=1)
+        k = _decode_tokens(sl(e.k_codes), sl(e.k_scale), sl(e.k_min), e.bits, e.group_size)
+        v = _decode_tokens(sl(e.v_codes), sl(e.v_scale), sl(e.v_min), e.bits, e.group_size)
+        return k, v, jnp.where(start + jnp.arange(bt) >= j * bt, sl(e.pos), -1)
+
+      filled = jnp.max(jnp.where(e.pos >= 0, jnp.arange(S) + 1, 0))
+      return tiled_cache_attention(q_btnh, load, (filled + bt - 1) // bt, q_pos_bt, window=window)
     k, v = self.dequantized(layer, q_btnh.dtype)
     return masked_attention(q_btnh, k, v, position_mask(q_pos_bt, e.pos, window))
 

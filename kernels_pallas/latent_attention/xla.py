@@ -1,5 +1,6 @@
 """XLA latent decode: tiles of ``block`` cached tokens, keys rebuilt and rotated per tile, online softmax over
-tiles, values absorbed (``Bv`` applied once at the end). Memory stays at one tile of rebuilt keys."""
+tiles, values absorbed (``Bv`` applied once at the end). Memory stays at one tile of rebuilt keys, and the loop
+stops after the last filled tile (a cache allocated for 32K tokens holding 2K costs 2K)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def latent_decode_xla(q, latent, pos, q_pos, k_up, v_up, inv_freq, *, block=512,
   qg = q.astype(jnp.float32).reshape(B, K, G, H) * scale
   kup = k_up.astype(jnp.float32)
 
-  def step(carry, j):
+  def step(j, carry):
     m, l, acc = carry
     c = jax.lax.dynamic_slice_in_dim(latent, j * block, block, axis=1).astype(jnp.float32)  # [B, bt, r]
     p_ = jax.lax.dynamic_slice_in_dim(pos, j * block, block, axis=1)
@@ -37,9 +38,10 @@ def latent_decode_xla(q, latent, pos, q_pos, k_up, v_up, inv_freq, *, block=512,
     m_new = jnp.maximum(m, s.max(-1))
     p = jnp.where(ok[:, None, None, :], jnp.exp(s - m_new[..., None]), 0.0)
     corr = jnp.exp(m - m_new)
-    return (m_new, l * corr + p.sum(-1), acc * corr[..., None] + jnp.einsum("bkgs,bsr->bkgr", p, c)), None
+    return m_new, l * corr + p.sum(-1), acc * corr[..., None] + jnp.einsum("bkgs,bsr->bkgr", p, c)
 
   init = (jnp.full((B, K, G), _NEG), jnp.zeros((B, K, G)), jnp.zeros((B, K, G, r)))
-  (m, l, acc), _ = jax.lax.scan(step, init, jnp.arange(S // block))
+  filled = jnp.max(jnp.where(pos >= 0, jnp.arange(S) + 1, 0))  # past the last filled slot of any row
+  m, l, acc = jax.lax.fori_loop(0, (filled + block - 1) // block, step, init)
   pc = acc / jnp.where(l > 0, l, 1.0)[..., None]
   return jnp.einsum("bkgr,khr->bkgh", pc, v_up.astype(jnp.float32)).reshape(B, N, H)

@@ -150,3 +150,15 @@ def test_block_sizes_choose_the_tile_and_are_validated():
   assert BlockSizes().for_implementation("pallas_gpu") == 64 and BlockSizes(slots=8).for_implementation("xla") == 8
   with pytest.raises(ValueError, match="slots must be"):
     BlockSizes(slots=0)
+
+
+def test_xla_path_stops_at_the_last_filled_tile():
+  """A cache allocated for 1024 slots holding 40 (row 0) and 90 (row 1, with a hole at 10-19) tokens: the XLA
+  loop walks only the filled tiles and gives the reference's result."""
+  q, c, _, _, ku, vu, f = _inputs((2, 8, 2, 32, 48, 1024, 64))
+  s = jnp.arange(1024)[None]
+  pos = jnp.where(s < jnp.array([[40], [90]]), s, -1).at[1, 10:20].set(-1)
+  q_pos = jnp.array([39, 89])
+  want = latent_decode_reference(q, c, pos, q_pos, ku, vu, f)
+  got = latent_decode_attention(q, c, pos, q_pos, ku, vu, f, implementation="xla", block=64)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

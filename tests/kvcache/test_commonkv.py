@@ -216,3 +216,56 @@ def test_calibration_fisher_and_layer_sensitivity():
   w = layer_sensitivity(cfg, pc, spec, batches)
   assert len(w) == 2 and all(abs(sum(g) - 1) < 1e-9 for g in w)
   assert w[1][0] < 0.05 < w[1][1]  # layer 2 (first of group 1) is insensitive
+
+
+@pytest.mark.parametrize("bits", [None, 8, 4])
+@pytest.mark.parametrize("kernel", [None, "xla"])
+def test_selective_reconstruction_with_every_tile_is_exact(bits, kernel):
+  """select_tiles >= the tile count keeps every tile: the same logits as rebuilding every key (an identity),
+  for float and int8/int4 latents, through the jnp path and the XLA latent kernel."""
+  _, pc, spec, _ = compress(CFG, _params(), group_size=2, rank=32)
+  ref, _ = _decode(pc, LatentCache.init(CFG, spec, 2, 64, bits=bits, kernel=kernel))
+  got, c = _decode(pc, LatentCache.init(CFG, spec, 2, 64, bits=bits, kernel=kernel, select_tiles=8, tile=8))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5 * float(jnp.abs(ref).max()))
+  assert c.bytes_per_token() > LatentCache.init(CFG, spec, 2, 64, bits=bits).bytes_per_token()  # + landmarks
+
+
+def test_landmarks_are_tile_sums_of_the_rebuilt_keys_and_selection_follows_them():
+  """Oracle: rebuild every cached key from its latent (LatentKV.rebuild at its position) and sum per tile; the
+  cache's landmarks after a padded prefill and decode steps equal that. ``selected`` keeps the sink, the newest
+  tile and the tiles of highest mean logit (computed here from the rebuilt keys), nothing else."""
+  from jaxeff.models.latent import latent_projection
+
+  _, pc, spec, _ = compress(CFG, _params(2), group_size=2, rank=32)
+  cache = LatentCache.init(CFG, spec, 2, 64, select_tiles=3, tile=8)
+  _, cache = _decode(pc, cache)  # 28-token prompt (row 1 padded to 24), 12 decode steps
+  inv = jnp.asarray(rope_inv_freq(CFG))
+  h = jax.random.normal(jax.random.key(5), (2, 1, CFG.d_model))
+  q, _, _, rec = latent_projection(pc["layers"][1]["attn"], h, jnp.array([[40], [36]]), CFG, inv)
+  e = cache.layers[1]
+  k, _ = rec.rebuild(e.latent, jnp.maximum(e.pos, 0))  # [B, S, K, H]
+  k = jnp.where((e.pos >= 0)[..., None, None], k, 0.0)
+  np.testing.assert_allclose(np.asarray(e.landmark), np.asarray(k.reshape(2, 8, 8, 2, 16).sum(2)), atol=1e-4)
+  cnt = (e.pos >= 0).reshape(2, 8, 8).sum(-1)
+  mean_logit = jnp.einsum(
+    "bkgh,btkh->btkg", q[:, 0].reshape(2, 2, -1, 16), e.landmark / jnp.maximum(cnt, 1)[..., None, None]
+  )
+  lat, pos = cache.selected(1, q, jnp.array([[40], [36]]))
+  assert lat.shape == (2, 24, 32) and pos.shape == (2, 24)
+  for b, n in enumerate((40, 36)):  # tokens cached per row
+    newest = (n - 1) // 8
+    live = [t for t in range(8) if cnt[b, t] > 0]
+    rest = sorted((t for t in live if t not in (0, newest)), key=lambda t: -float(mean_logit[b, t].max()))
+    want = {0, newest, rest[0]}
+    got = {int(p) // 8 for p in np.asarray(pos[b]) if p >= 0}
+    assert got == want, (b, got, want)
+
+
+def test_selective_reconstruction_rejects_bad_settings():
+  _, pc, spec, _ = compress(CFG, _params(), group_size=2, rank=32)
+  with pytest.raises(ValueError, match="select_tiles"):
+    LatentCache.init(CFG, spec, 1, 16, select_tiles=1)
+  from jaxeff.kvcache import CommonKV
+
+  with pytest.raises(ValueError, match="merge"):
+    CommonKV(spec, merge=True, select_tiles=4)

@@ -99,3 +99,22 @@ def test_bad_settings_fail():
     QuantizedCache.init(cfg, 1, 64, key_mode="per_head")
   with pytest.raises(ValueError, match="multiple of group_size"):
     QuantizedCache.init(cfg, 1, 60, key_mode="per_channel", group_size=16)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_tiled_attention_equals_attention_over_the_whole_dequantized_cache(bits):
+  """Per-tile dequantization inside the loop (tile 16 over 50 slots: a shifted last tile; 37 filled, a hole)
+  gives what dequantizing the whole cache and attending over it gives (an identity, float32)."""
+  from jaxeff.attention.dense import masked_attention, position_mask
+
+  cfg = ModelConfig.tiny()
+  c = QuantizedCache.init(cfg, batch=2, max_len=50, bits=bits)
+  kv = jax.random.normal(jax.random.key(0), (2, 37, cfg.n_kv_heads, cfg.head_dim))
+  pos = jnp.broadcast_to(jnp.arange(37), (2, 37)).at[1, 30:].set(-1)
+  c = c.prefill(0, kv, kv * 0.5 + 1, pos)
+  q = jax.random.normal(jax.random.key(1), (2, 1, cfg.n_heads, cfg.head_dim))
+  qp = jnp.array([[36], [29]])
+  k, v = c.dequantized(0)
+  want = masked_attention(q, k, v, position_mask(qp, c.layers[0].pos, 12))
+  got = c.attend(0, q, qp, window=12, tile=16)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
