@@ -10,7 +10,7 @@ cache (context prefilled and compressed, continuation decoded): bits per byte of
 ``tiny-code`` and pass-key accuracy on ``tiny-recall``. Decode step time at 2K / 8K / 32K context for two
 shapes with random weights (``bench-512``: d_model 512, 8 layers, 8 query / 2 kv heads of 64; SmolLM2-135M's: 30
 layers, 9 / 3 heads): full cache vs int8 / int4 (dequantized per tile inside attention) vs CommonKV 50 % (jnp
-absorbed path, XLA latent kernel, selective reconstruction of 8 tiles of 64, int4 latents). Writes
+absorbed path, XLA latent kernel, selective reconstruction of 16 tiles of 32, int4 latents). Writes
 ``benchmarks/results/kvcache.json``; ``--part decode`` / ``--part quality`` merge one part into it.
 """
 
@@ -64,7 +64,7 @@ def cache_bytes_per_slot(config, params, factory, context: int, follow: int) -> 
   return sum(x.size * x.dtype.itemsize for x in leaves) / (context + follow)
 
 
-SELECT = dict(select_tiles=8, tile=64)  # selective reconstruction: 512 tokens' keys rebuilt per step
+SELECT = dict(select_tiles=16, tile=32)  # selective reconstruction: 512 tokens' keys rebuilt per step
 
 DECODE_SHAPES = {  # name -> ModelConfig.tiny overrides (random weights: only the shapes matter for time)
   "bench-512": dict(vocab_size=272, d_model=512, n_layers=8, n_heads=8, n_kv_heads=2, head_dim=64, d_ff=1536),

@@ -230,10 +230,10 @@ def test_selective_reconstruction_with_every_tile_is_exact(bits, kernel):
   assert c.bytes_per_token() > LatentCache.init(CFG, spec, 2, 64, bits=bits).bytes_per_token()  # + landmarks
 
 
-def test_landmarks_are_tile_sums_of_the_rebuilt_keys_and_selection_follows_them():
-  """Oracle: rebuild every cached key from its latent (LatentKV.rebuild at its position) and sum per tile; the
-  cache's landmarks after a padded prefill and decode steps equal that. ``selected`` keeps the sink, the newest
-  tile and the tiles of highest mean logit (computed here from the rebuilt keys), nothing else."""
+def test_tile_bounds_are_max_and_min_of_the_rebuilt_keys_and_selection_follows_them():
+  """Oracle: rebuild every cached key from its latent (LatentKV.rebuild at its position) and take each tile's
+  channel-wise max / min; the cache's bounds after a padded prefill and decode steps equal that. ``selected``
+  keeps the sink, the newest tile and the tile of highest Quest bound (computed here from the rebuilt keys)."""
   from jaxeff.models.latent import latent_projection
 
   _, pc, spec, _ = compress(CFG, _params(2), group_size=2, rank=32)
@@ -244,21 +244,28 @@ def test_landmarks_are_tile_sums_of_the_rebuilt_keys_and_selection_follows_them(
   q, _, _, rec = latent_projection(pc["layers"][1]["attn"], h, jnp.array([[40], [36]]), CFG, inv)
   e = cache.layers[1]
   k, _ = rec.rebuild(e.latent, jnp.maximum(e.pos, 0))  # [B, S, K, H]
-  k = jnp.where((e.pos >= 0)[..., None, None], k, 0.0)
-  np.testing.assert_allclose(np.asarray(e.landmark), np.asarray(k.reshape(2, 8, 8, 2, 16).sum(2)), atol=1e-4)
-  cnt = (e.pos >= 0).reshape(2, 8, 8).sum(-1)
-  mean_logit = jnp.einsum(
-    "bkgh,btkh->btkg", q[:, 0].reshape(2, 2, -1, 16), e.landmark / jnp.maximum(cnt, 1)[..., None, None]
-  )
+  valid = (e.pos >= 0)[..., None, None]
+  kmax = jnp.where(valid, k, -jnp.inf).reshape(2, 8, 8, 2, 16).max(2)
+  kmin = jnp.where(valid, k, jnp.inf).reshape(2, 8, 8, 2, 16).min(2)
+  np.testing.assert_allclose(np.asarray(e.key_max), np.asarray(kmax), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(e.key_min), np.asarray(kmin), atol=1e-5)
+  qg = np.asarray(q[:, 0].reshape(2, 2, -1, 16))
   lat, pos = cache.selected(1, q, jnp.array([[40], [36]]))
   assert lat.shape == (2, 24, 32) and pos.shape == (2, 24)
   for b, n in enumerate((40, 36)):  # tokens cached per row
     newest = (n - 1) // 8
-    live = [t for t in range(8) if cnt[b, t] > 0]
-    rest = sorted((t for t in live if t not in (0, newest)), key=lambda t: -float(mean_logit[b, t].max()))
-    want = {0, newest, rest[0]}
+    live = [t for t in range(8) if t * 8 < n]
+    bound = {
+      t: max(
+        float(np.maximum(qg[b, kk, g] * kmax[b, t, kk], qg[b, kk, g] * kmin[b, t, kk]).sum())
+        for kk in range(2)
+        for g in range(2)
+      )
+      for t in live
+    }
+    rest = sorted((t for t in live if t not in (0, newest)), key=lambda t: -bound[t])
     got = {int(p) // 8 for p in np.asarray(pos[b]) if p >= 0}
-    assert got == want, (b, got, want)
+    assert got == {0, newest, rest[0]}, (b, got, rest)
 
 
 def test_selective_reconstruction_rejects_bad_settings():
