@@ -159,19 +159,26 @@ class BlockSparseBackend:
   def mask(self, q_bhld, k_bhld, lengths) -> BlockSparseMask:  # pragma: no cover - abstract
     raise NotImplementedError
 
-  def attend(self, q_bhld, k_bhld, v_bhld, lengths, *, layout: str = "bhld", window: int | None = None):
+  def attend(
+    self, q_bhld, k_bhld, v_bhld, lengths, *, layout: str = "bhld", window: int | None = None, first_row: int = 0
+  ):
     """Estimate, then run the block-sparse kernel; [B, Hq, L, d] in, [B, Hq, L, d] out, and the mask.
     ``layout="blhd"``: q, k, v and the output are [B, L, H, d] (the model's layout; the kernel reads it in place,
     the estimator sees transposed views). ``window``: a sliding-window layer's window, intersected with the
-    estimated mask (the estimator ranks the whole causal range; blocks outside the window are then dropped)."""
+    estimated mask (the estimator ranks the whole causal range; blocks outside the window are then dropped).
+    ``first_row``: query rows before it are not wanted (a prefill chunk's zero padding): the query blocks
+    wholly before it get empty lists, so the kernel skips them (their outputs are zeros)."""
     t = (lambda x: x) if layout == "bhld" else (lambda x: x.transpose(0, 2, 1, 3))
     m = self.mask(t(q_bhld), t(k_bhld), lengths)
+    cnt = m.block_cnt
+    if first_row:
+      cnt = jnp.where(jnp.arange(cnt.shape[-1]) < first_row // self.block_size, 0, cnt)
     out = block_sparse_attention(
       q_bhld,
       k_bhld,
       v_bhld,
       m.block_idx,
-      m.block_cnt,
+      cnt,
       block_size=self.block_size,
       kv_len=lengths,
       implementation=self.implementation,
@@ -186,15 +193,18 @@ class BlockSparseBackend:
     from jaxeff.attention.dense import Dense
 
     T, S = q_btnh.shape[1], k_bskh.shape[1]
-    if T != S or T <= max(self.block_size, self.dense_below):
+    if T > S or T < self.block_size or S <= max(self.block_size, self.dense_below):
       return Dense()(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, layer=layer)
-    if window is not None and window >= T:
-      window = None  # wider than the prompt: no window
+    if window is not None and window >= S:
+      window = None  # wider than the context: no window
     valid = k_pos_bs >= 0
     lengths = jnp.maximum(valid.sum(-1), 1).astype(jnp.int32)
+    off = S - T  # a prefill chunk over a cache: its queries are the last T of the S keys
 
     def run(q, k, v):  # in the model's [B, T, H, d] layout: no transposed copies of q, k, v or the output
-      return self.attend(q, k, v, lengths, layout="blhd", window=window)[0]
+      if off:  # the chunk's queries at their key indices; the query blocks before the chunk are skipped
+        q = jnp.pad(q, ((0, 0), (off, 0), (0, 0), (0, 0)))
+      return self.attend(q, k, v, lengths, layout="blhd", window=window, first_row=off)[0][:, off:]
 
     def packed(q, k, v):
       # Valid tokens not all in front (e.g. Judge Q's soft tokens after a padded prompt): move them to the front
@@ -204,7 +214,10 @@ class BlockSparseBackend:
       out = run(gather(q, order), gather(k, order), gather(v, order))
       return gather(out, jnp.argsort(order, axis=1))
 
+    def dense(q, k, v):
+      return Dense()(q, k, v, q_pos_bt, k_pos_bs, window=window, layer=layer).astype(q.dtype)
+
     if self.packing == "assume_in_front":
       return run(q_btnh, k_bskh, v_bskh)
     in_front = jnp.all(valid == (jnp.arange(S)[None] < valid.sum(-1, keepdims=True)))
-    return jax.lax.cond(in_front, run, packed, q_btnh, k_bskh, v_bskh)
+    return jax.lax.cond(in_front, run, packed if T == S else dense, q_btnh, k_bskh, v_bskh)

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import jax
+import jax.numpy as jnp
 from jaxtyping import Array
 
 from jaxeff.config import ModelConfig
@@ -68,6 +70,66 @@ def after_prefill(factory: Any, cache: Any, *, max_new_tokens: int):
 def changes_prefill(factory: Any) -> bool:
   """Whether the factory changes the prefill itself (so a recorded dense prefill cannot stand in for it)."""
   return getattr(factory, "extend_prompt", None) is not None
+
+
+def chunked_prefill(
+  params: Any,
+  tokens_bt: Array,
+  positions_bt: Array,
+  cache: Any,
+  *,
+  config: ModelConfig,
+  chunk: int,
+  attention: Any = None,
+  logits_index: Array | None = None,
+):
+  """Prefill a ``FullCache`` ``chunk`` tokens at a time: chunk ``j`` attends over the cache's slots
+  ``0 .. (j+1) chunk - 1`` (``forward(..., chunk_offset=j chunk)``), so attention memory is bounded by the chunk
+  and a block-sparse backend stays sparse over the cache (``BlockSparseBackend``).
+
+  Args:
+    tokens_bt, positions_bt: [B, T] prompt in jaxeff's layout (real tokens in front, padding -1 after).
+    cache: an empty ``FullCache`` with at least ``T`` slots; chunk: tokens per step (> 0).
+    attention: the backend (default ``Dense()``); logits_index: [B] the one position per row whose logits
+      are returned (default: the last chunk's logits).
+
+  Returns:
+    (logits [B, 1, V] at ``logits_index`` or the last chunk's [B, chunk', V], the filled cache).
+
+  Example:
+    >>> from jaxeff.kvcache import FullCache
+    >>> from jaxeff.models.decoder import init_params
+    >>> cfg = ModelConfig.tiny(); p = init_params(cfg, jax.random.key(0))
+    >>> toks = jnp.zeros((1, 10), jnp.int32); pos = jnp.arange(10)[None]
+    >>> lg, c = chunked_prefill(p, toks, pos, FullCache.init(cfg, 1, 16), config=cfg, chunk=4)
+    >>> int(c.length[0]), lg.shape[1]
+    (10, 2)
+  """
+  from jaxeff.attention.dense import Dense
+  from jaxeff.models.decoder import forward
+
+  if chunk < 1:
+    raise ValueError(f"chunk must be >= 1, got {chunk}")
+  attention = attention if attention is not None else Dense()
+  T = tokens_bt.shape[1]
+  picked = None
+  for a in range(0, T, chunk):
+    e = min(a + chunk, T)
+    logits, cache = forward(
+      params,
+      tokens_bt[:, a:e],
+      positions_bt[:, a:e],
+      cache,
+      config=config,
+      attention=attention,
+      is_prefill=True,
+      chunk_offset=a,
+    )
+    if logits_index is not None:  # keep the rows whose wanted position falls in this chunk
+      inside = (logits_index >= a) & (logits_index < e)
+      row = jnp.take_along_axis(logits, jnp.clip(logits_index - a, 0, e - a - 1)[:, None, None], axis=1)
+      picked = row if picked is None else jnp.where(inside[:, None, None], row, picked)
+  return (picked if logits_index is not None else logits), cache
 
 
 def prefill_with(
@@ -117,4 +179,12 @@ def prefill_with(
   return logits, cache
 
 
-__all__ = ["KVCache", "CacheFactory", "extend_prompt", "after_prefill", "changes_prefill", "prefill_with"]
+__all__ = [
+  "KVCache",
+  "CacheFactory",
+  "extend_prompt",
+  "after_prefill",
+  "changes_prefill",
+  "prefill_with",
+  "chunked_prefill",
+]

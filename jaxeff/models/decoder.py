@@ -262,6 +262,7 @@ def forward(
   is_prefill: bool | None = None,
   logits_index: Int[Array, " B"] | None = None,
   input_offset: Float[Array, "B T D"] | None = None,
+  chunk_offset: int | None = None,
 ) -> tuple[Float[Array, "B T V"], Any]:
   r"""Pure forward pass; returns float32 logits and the new cache.
 
@@ -272,6 +273,10 @@ def forward(
   * ``cache is None`` (training / scoring): the backend attends within the chunk.
   * prefill (``is_prefill``, default ``T > 1``): the backend attends within the chunk (ProxyAttn plugs in
     here) and k/v go to ``cache.prefill``. Assumes the cache held nothing for these rows before.
+  * chunked prefill (``chunk_offset=c``, static): the tokens are a prompt's slots ``c .. c+T-1`` and a
+    ``FullCache`` holds its slots ``0 .. c-1`` (the earlier chunks, written the same way): k/v go to
+    ``cache.prefill`` and the backend attends over the cache's first ``c + T`` slots (``T < S``: block-sparse
+    backends run sparse, ``BlockSparseBackend``). ``jaxeff.models.cache.chunked_prefill`` drives it.
   * decode (``is_prefill=False``): k/v go to ``cache.append`` and the queries attend over the cache with
     ``cache.attend`` (also correct for chunked prefill continuing a non-empty cache).
 
@@ -287,6 +292,7 @@ def forward(
       skips the output head for the rest of a prompt (the sampler's prefill needs the last token only).
     input_offset: optional [B, T, D] added to the token embeddings (gradients with respect to input
       embeddings, e.g. GradS's demonstration scores, are gradients with respect to this offset at 0).
+    chunk_offset: see chunked prefill above (``None``: not a continuation chunk).
 
   Returns:
     ``(logits [B, T, V] float32, cache)`` (and hidden states when requested).
@@ -301,6 +307,14 @@ def forward(
   B, T = tokens_bt.shape
   if positions_bt.shape != (B, T):
     raise ValueError(f"positions shape {positions_bt.shape} does not match tokens shape {(B, T)}")
+  if chunk_offset is not None:  # duck-typed: the substrate does not import jaxeff.kvcache
+    layers = getattr(cache, "layers", None) or ()
+    if not layers or not all(hasattr(e, "k") and hasattr(e, "v") and hasattr(e, "pos") for e in layers):
+      raise ValueError(
+        f"chunked prefill (chunk_offset) needs a cache that keeps full k/v (FullCache), got {type(cache).__name__}"
+      )
+    if not 0 <= chunk_offset <= cache.max_len - T:
+      raise ValueError(f"chunk_offset {chunk_offset} + {T} tokens does not fit the cache's {cache.max_len} slots")
   if is_prefill is None:
     is_prefill = T > 1
   inv_freq = jnp.asarray(rope_inv_freq(config))
@@ -317,6 +331,12 @@ def forward(
     q = shard_lib.constrain(q, ("batch", "seq", "act_heads", None))
     if cache is None:
       out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i)
+    elif chunk_offset is not None:
+      cache = cache.prefill(i, k, v, positions_bt)
+      e, n = cache.layers[i], chunk_offset + T
+      out = attention(
+        q, e.k[:, :n].astype(q.dtype), e.v[:, :n].astype(q.dtype), positions_bt, e.pos[:, :n], window=window, layer=i
+      )
     elif is_prefill:
       out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i)
       cache = cache.prefill(i, k, v, positions_bt, q=q, **extra)  # q: eviction presses score with it

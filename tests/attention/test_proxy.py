@@ -372,3 +372,71 @@ def test_packing_assume_in_front_equals_auto_on_the_prefill_layout():
   np.testing.assert_array_equal(np.asarray(fast(q, k, v, pos, pos)), np.asarray(auto(q, k, v, pos, pos)))
   with pytest.raises(ValueError, match="packing"):
     proxy.ProxyAttention(packing="sometimes")
+
+
+def test_chunked_prefill_dense_and_full_budget_sparse_equal_one_shot_prefill():
+  """Chunked prefill over a FullCache (chunks of 96 over a 300-token right-padded batch): with Dense it gives
+  one-shot prefill's last logits and cache (an identity); ProxyAttention at full budget runs sparse on every
+  chunk (the backend sees T < S) and gives the same (full budget = dense)."""
+  from jaxeff.config import ModelConfig
+  from jaxeff.kvcache import FullCache
+  from jaxeff.models.cache import chunked_prefill
+  from jaxeff.models.decoder import forward, init_params
+
+  cfg = ModelConfig.tiny()
+  params = init_params(cfg, jax.random.key(0))
+  toks = jax.random.randint(jax.random.key(1), (2, 300), 0, cfg.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(300), (2, 300)).at[1, 250:].set(-1)
+  last = jnp.array([299, 249])
+  want, c0 = forward(params, toks, pos, FullCache.init(cfg, 2, 320), config=cfg, logits_index=last)
+  got, c1 = chunked_prefill(params, toks, pos, FullCache.init(cfg, 2, 320), config=cfg, chunk=96, logits_index=last)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)
+  np.testing.assert_array_equal(np.asarray(c1.length), np.asarray(c0.length))
+  np.testing.assert_allclose(np.asarray(c1.layers[1].k[:, :250]), np.asarray(c0.layers[1].k[:, :250]), atol=1e-5)
+  seen = []
+
+  class Spy(proxy.ProxyAttention):
+    def attend(self, q, *a, **kw):
+      seen.append((q.shape[1], kw.get("first_row")))
+      return super().attend(q, *a, **kw)
+
+  full = Spy(block_size=32, gamma=1.0, min_budget_tokens=0, packing="assume_in_front")
+  got_sparse, _ = chunked_prefill(
+    params, toks, pos, FullCache.init(cfg, 2, 320), config=cfg, chunk=96, logits_index=last, attention=full
+  )
+  np.testing.assert_allclose(np.asarray(got_sparse), np.asarray(want), atol=1e-4, rtol=1e-4)
+  # chunks 2 and 3 ran sparse over the cache; the last one (12 tokens, under a block) goes to Dense
+  assert set(seen) == {(96, 0), (192, 96), (288, 192)}, seen
+
+
+def test_sparse_chunk_over_a_cache_equals_the_reference_under_its_mask():
+  """A chunk's queries (the last 100 of 260 keys) through ProxyAttention equal dense f32 attention under the
+  estimated block mask for the zero-padded square, on the chunk's rows; the blocks before the chunk are empty."""
+  from kernels_pallas.block_sparse_attention import block_sparse_attention_reference
+
+  B, Hq, Hkv, S, T, d, bs = 1, 4, 2, 260, 100, 16, 32
+  rng = np.random.default_rng(7)
+  q = jnp.asarray(rng.normal(size=(B, T, Hq, d)), jnp.float32)
+  k, v = (jnp.asarray(rng.normal(size=(B, S, Hkv, d)), jnp.float32) for _ in range(2))
+  att = proxy.ProxyAttention(block_size=bs, gamma=0.6, min_budget_tokens=32, packing="assume_in_front")
+  kpos = jnp.arange(S)[None]
+  got = att(q, k, v, kpos[:, S - T :], kpos)
+  qf = jnp.pad(q, ((0, 0), (S - T, 0), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+  est = att.mask(qf, k.transpose(0, 2, 1, 3), jnp.array([S]))
+  want = block_sparse_attention_reference(
+    qf, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), est.block_mask, block_size=bs
+  )
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want.transpose(0, 2, 1, 3)[:, S - T :]), atol=1e-5)
+  assert float(est.density(jnp.array([S]))) < 1.0  # a sparse mask, not the dense identity
+
+
+def test_chunked_prefill_refuses_caches_without_full_kv():
+  from jaxeff.config import ModelConfig
+  from jaxeff.kvcache import Quantized
+  from jaxeff.models.decoder import forward, init_params
+
+  cfg = ModelConfig.tiny()
+  params = init_params(cfg, jax.random.key(0))
+  toks = jnp.zeros((1, 8), jnp.int32)
+  with pytest.raises(ValueError, match="FullCache"):
+    forward(params, toks, jnp.arange(8)[None], Quantized(bits=8).init(cfg, 1, 16), config=cfg, chunk_offset=0)
