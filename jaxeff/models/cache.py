@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
@@ -97,6 +96,7 @@ def chunked_prefill(
     (logits [B, 1, V] at ``logits_index`` or the last chunk's [B, chunk', V], the filled cache).
 
   Example:
+    >>> import jax
     >>> from jaxeff.kvcache import FullCache
     >>> from jaxeff.models.decoder import init_params
     >>> cfg = ModelConfig.tiny(); p = init_params(cfg, jax.random.key(0))
