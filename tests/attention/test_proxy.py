@@ -276,32 +276,15 @@ def test_bad_inputs_fail_before_work():
     proxy.ProxyAttention(gamma=0.0)
 
 
-def test_model_forward_with_full_budget_equals_dense():
+@pytest.mark.parametrize("window", [None, 100], ids=["full-attention", "sliding-window"])
+def test_model_forward_with_full_budget_equals_dense(window):
+  """At full budget ProxyAttention equals dense attention through the whole model; with sliding-window layers
+  (window 100 < prompt 300) every layer goes through the sparse path, the windowed one with its window."""
   from jaxeff.config import ModelConfig
   from jaxeff.models.decoder import forward, init_params
 
-  cfg = ModelConfig.tiny()
-  params = init_params(cfg, jax.random.key(0))
-  toks = jax.random.randint(jax.random.key(1), (2, 300), 0, cfg.vocab_size)
-  pos = jnp.broadcast_to(jnp.arange(300), (2, 300))
-  dense, _ = forward(params, toks, pos, config=cfg, attention=Dense())
-  full, _ = forward(
-    params, toks, pos, config=cfg, attention=proxy.ProxyAttention(block_size=64, min_budget_tokens=512)
-  )
-  np.testing.assert_allclose(np.asarray(full), np.asarray(dense), atol=1e-4, rtol=1e-4)
-  sparse, _ = forward(
-    params, toks, pos, config=cfg, attention=proxy.ProxyAttention(block_size=64, gamma=0.5, min_budget_tokens=64)
-  )
-  assert bool(jnp.isfinite(sparse).all())
-
-
-def test_sliding_window_layers_run_sparse_and_full_budget_equals_dense():
-  """A model with sliding-window layers (window 100 < prompt 300) goes through the sparse path on every layer;
-  at full budget it equals dense windowed attention, and a smaller budget changes the windowed layers too."""
-  from jaxeff.config import ModelConfig
-  from jaxeff.models.decoder import forward, init_params
-
-  cfg = ModelConfig.tiny(sliding_window=100, layer_types=("sliding_attention", "full_attention"))
+  kw = {} if window is None else dict(sliding_window=window, layer_types=("sliding_attention", "full_attention"))
+  cfg = ModelConfig.tiny(**kw)
   params = init_params(cfg, jax.random.key(0))
   toks = jax.random.randint(jax.random.key(1), (2, 300), 0, cfg.vocab_size)
   pos = jnp.broadcast_to(jnp.arange(300), (2, 300))
@@ -317,8 +300,9 @@ def test_sliding_window_layers_run_sparse_and_full_budget_equals_dense():
       calls.append(kw.get("window"))
       return super().attend(*a, **kw)
 
-  forward(params, toks, pos, config=cfg, attention=Spy(block_size=64, gamma=0.5, min_budget_tokens=64))
-  assert set(calls) == {100, None}, calls  # each layer traced once per packing branch
+  sparse, _ = forward(params, toks, pos, config=cfg, attention=Spy(block_size=64, gamma=0.5, min_budget_tokens=64))
+  assert bool(jnp.isfinite(sparse).all())
+  assert set(calls) == ({None} if window is None else {window, None}), calls  # traced once per packing branch
 
 
 def test_default_num_proxies_per_model():
