@@ -136,8 +136,13 @@ class BlockSparseBackend:
   real length of each row is the count of non-negative key positions. Rows whose valid tokens are not all in
   front (a padded prompt followed by Judge Q's soft tokens) are packed to that layout and back (``lax.cond``:
   the common layout pays nothing). A sliding-window layer intersects its window with the estimated mask (a
-  window at least the prompt's length is no window: plain sparse). Chunks over an existing cache (``T != S``)
-  and prompts of at most ``dense_below`` tokens go to ``Dense``.
+  window at least the context's length is no window: plain sparse). A prefill chunk over a cache that holds the
+  earlier chunks (``T < S``: the queries are the last ``T`` of the ``S`` keys, ``forward(..., chunk_offset=)``)
+  runs sparse too: the queries are placed at their key indices (zeros before them), the estimator ranks as for
+  a prompt of ``S`` tokens (its cost is that of the whole length; the budget comes from the chunk's last query
+  block), and the query blocks before the chunk are skipped by the kernel; with ``packing="auto"`` a chunk
+  whose keys are not in front goes to ``Dense``. Chunks shorter than a block and contexts of at most
+  ``dense_below`` tokens go to ``Dense``.
 
   ``packing``: ``"auto"`` (default) checks the layout at run time and packs when needed; the packing branch's
   copies of q, k, v and the output count in the compiled program's memory (5 GiB of the 8 GiB of temporaries at
