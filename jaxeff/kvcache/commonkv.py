@@ -302,8 +302,8 @@ class LatentCache:
     """Selective reconstruction's read of one decode step: the latents (as floats, only these dequantized)
     and positions of the ``select_tiles`` best tiles, ``[B, n tile, r]`` and ``[B, n tile]`` (-1 for slots
     past the cache or empty). Tile score: ``max_heads sum_i max(q_i kmax_i, q_i kmin_i)`` (a bound of the tile's
-    largest logit, Quest's); the first
-    tile and the newest one are always kept; empty or out-of-window tiles never outrank a filled one."""
+    largest logit, Quest's); the first tile and the newest one are always kept; empty or out-of-window tiles
+    never outrank a filled one."""
     e = self.layers[layer]
     B, S = e.pos.shape
     nt, K, H = e.key_max.shape[1:]
