@@ -174,7 +174,8 @@ def plot_scaling(results, path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("context length (tokens)")
-    ax.legend(fontsize=7)
+  ax_t.legend(fontsize=7)
+  ax_m.legend(fontsize=6, loc="lower right", ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 
