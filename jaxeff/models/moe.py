@@ -130,12 +130,12 @@ def moe_packed(mlp: dict[str, Array], x_td: Array, config: ModelConfig, dequant:
   for g in mlp["packed"]:
     bits = g["gate"].shape[0]
     group = D // g["gate_scale"].shape[1]
+    f32 = lambda n, g=g: (g[n + "_scale"].astype(jnp.float32), g[n + "_zero"].astype(jnp.float32))  # stored f16
     gate, up = (
-      dequant_matmul(x_td, g[n], g[n + "_scale"], g[n + "_zero"], bits=bits, group=group, implementation=dequant)
-      for n in ("gate", "up")
+      dequant_matmul(x_td, g[n], *f32(n), bits=bits, group=group, implementation=dequant) for n in ("gate", "up")
     )
     h = jax.nn.silu(gate) * up * A[:, g["owner"]]
-    y = y + h @ dequantize(g["down"], g["down_scale"], g["down_zero"], bits=bits, group=group)  # [C_b, D] rows
+    y = y + h @ dequantize(g["down"], *f32("down"), bits=bits, group=group)  # [C_b, D] rows
   return y.astype(x_td.dtype)
 
 

@@ -32,11 +32,14 @@ from jaxeff.config import ModelConfig
 
 # ------------------------------------------------------------------------------------------------ grids
 def _grid(w: np.ndarray, bits: int):
-  """Asymmetric min-max grid over the last axis: (scale, zero) with w's leading shape."""
+  """Asymmetric min-max grid over the last axis: (scale, zero) with w's leading shape. The scale is rounded to
+  float16 (the stored precision, ``pack_layer``) so the fake-quantized and the packed model are the same model;
+  the zero is an integer in [0, 2^b - 1] (exact in float16)."""
   lo, hi = np.minimum(w.min(-1), 0.0), np.maximum(w.max(-1), 0.0)
   qmax = 2**bits - 1
   scale = (hi - lo) / qmax
   scale = np.where(scale > 0, scale, 1.0)
+  scale = np.clip(scale, 2.0**-14, 65504.0).astype(np.float16).astype(np.float64)
   zero = np.round(-lo / scale)
   return scale, zero
 
@@ -259,8 +262,10 @@ def quantize_layer(mlp: dict[str, Any], bits_n: np.ndarray, qc: QuantConfig, x_t
 def pack_layer(mlp: dict[str, Any], bits_n: np.ndarray, qc: QuantConfig, x_td=None, config: ModelConfig = None):
   """CAMERA-Q with real storage: the layer becomes ``{router, [shared_gate], packed: (group, ...)}``, one flat
   group per bit-width holding that group's channels (any expert, or the shared one) as bit-plane packed gate /
-  up / down rows with float16-range scale and zero per ``group_size`` values and an ``owner`` id per channel
-  (``jaxeff.models.moe.moe_packed`` runs it). Bytes scale with the bits; outputs equal ``quantize_layer``'s."""
+  up / down rows with a float16 scale and zero per ``group_size`` values and an ``owner`` id per channel
+  (``jaxeff.models.moe.moe_packed`` runs it). Stored bits per weight: ``b + 32 / group_size`` plus the owner
+  ids (``packed_bits_per_weight``): 2.25-bit codes are 3.25 bits at group 32 and 2.5 at group 128. Outputs equal
+  ``quantize_layer``'s up to the float16 rounding of the scales (relative 2^-11)."""
   if any(b >= 16 for b in qc.bits) or mlp["gate"].shape[-1] % 8:
     raise ValueError("packing needs bit-widths below 16 and d_model a multiple of 8")
   ch = quantize_channels(mlp, bits_n, qc, x_td, config)
@@ -271,13 +276,37 @@ def pack_layer(mlp: dict[str, Any], bits_n: np.ndarray, qc: QuantConfig, x_td=No
     for name in ("gate", "up", "down"):
       _, codes, sc, z = ch[name]
       g[name] = jnp.asarray(pack_codes(codes[rows], b))
-      g[name + "_scale"] = jnp.asarray(sc[rows], jnp.float32)
-      g[name + "_zero"] = jnp.asarray(z[rows], jnp.float32)
+      g[name + "_scale"] = jnp.asarray(sc[rows], jnp.float16)
+      g[name + "_zero"] = jnp.asarray(z[rows], jnp.float16)
     groups.append(g)
   out = {"router": mlp["router"], "packed": tuple(groups)}
   if "shared_gate" in mlp:
     out["shared_gate"] = mlp["shared_gate"]
   return out
+
+
+def packed_bits_per_weight(params: dict[str, Any]) -> float:
+  """Stored bits per quantized weight over every packed MoE layer (``pack_layer``): bit-planes, float16 scales
+  and zeros, and the int32 owner id of each channel, divided by the weights they encode (3 D per channel).
+
+  Example:
+    >>> import jax
+    >>> from jaxeff.models import init_params
+    >>> cfg = ModelConfig.tiny(model_type="mixtral", n_experts=4, experts_per_token=2, d_expert=16, d_ff=16)
+    >>> qc = QuantConfig(bits=(2,), ratios=(1.0,), group_size=32, method="rtn")
+    >>> q = quantize_model(init_params(cfg, jax.random.key(0)), cfg, {0: np.arange(64.0)}, qc, packed=True)
+    >>> round(packed_bits_per_weight(q), 3)  # 2 + (16 + 16) / 32, plus 32 owner bits per 3 x 64 weights
+    3.167
+  """
+  bits = weights = 0
+  for lp in params["layers"]:
+    for g in lp["mlp"].get("packed", ()) if isinstance(lp.get("mlp"), dict) else ():
+      bits += 8 * sum(int(np.prod(v.shape)) * v.dtype.itemsize for v in g.values())
+      channels, d8 = g["gate"].shape[1], g["gate"].shape[2]
+      weights += 3 * channels * d8 * 8
+  if not weights:
+    raise ValueError("no packed MoE layer in these parameters (quantize_model(..., packed=True))")
+  return bits / weights
 
 
 def quantize_model(

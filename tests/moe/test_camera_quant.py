@@ -24,11 +24,15 @@ def test_rtn_round_trip_within_half_a_step_and_error_falls_with_bits():
   w = np.random.RandomState(0).randn(6, 64)
   errs = []
   for b in (1, 2, 3, 4, 8):
-    codes, d = rtn(w, b, 16)
+    codes, d, scale, _ = rtn(w, b, 16, return_grids=True)
     assert codes.min() >= 0 and codes.max() <= 2**b - 1
     g = w.reshape(6, 4, 16)
     step = (np.maximum(g.max(-1), 0) - np.minimum(g.min(-1), 0)) / (2**b - 1)
-    assert np.all(np.abs(g - d.reshape(6, 4, 16)) <= step[..., None] / 2 + 1e-9)
+    np.testing.assert_allclose(scale, step, rtol=2.0**-11)  # the stored scale: float16
+    assert np.array_equal(scale, scale.astype(np.float16))
+    # half a stored step, plus what the float16 rounding of the step can push past the grid's end
+    tol = scale / 2 + (2**b - 1) * np.abs(step - scale) + 1e-9
+    assert np.all(np.abs(g - d.reshape(6, 4, 16)) <= tol[..., None])
     errs.append(np.abs(w - d).mean())
   assert all(a > b for a, b in zip(errs, errs[1:]))
   assert np.array_equal(rtn(w, 16, 16)[1], w)  # 16 bits: no-op
@@ -92,11 +96,7 @@ def test_bit_plane_packing_round_trip_and_dequant_matmul(bits):
   assert packed.nbytes == bits * codes.size // 8
   np.testing.assert_array_equal(np.asarray(unpack_codes(packed, bits)), codes)
   w = rng.randn(6, 32)
-  c, d = rtn(w, bits, 16)
-  g = w.reshape(6, 2, 16)
-  lo, hi = np.minimum(g.min(-1), 0), np.maximum(g.max(-1), 0)
-  scale = (hi - lo) / (2**bits - 1)
-  zero = np.round(-lo / scale)
+  c, d, scale, zero = rtn(w, bits, 16, return_grids=True)  # the grids as stored (float16 scale)
   x = jnp.asarray(rng.randn(3, 32), jnp.float32)
   y = dequant_matmul(x, pack_codes(c, bits), jnp.asarray(scale, jnp.float32), jnp.asarray(zero, jnp.float32), bits, 16)
   np.testing.assert_allclose(np.asarray(y), np.asarray(x) @ d.T, atol=1e-4)
@@ -145,3 +145,24 @@ def test_packed_layer_equals_fake_quantized_layer_and_shrinks(method):
   assert nbytes(packed) < 0.5 * nbytes(mlp)  # 2.25-bit codes + f32 scale/zero per 16 values vs 32-bit floats
   with pytest.raises(ValueError, match="below 16"):
     pack_layer(mlp, np.full(80, 16), QuantConfig(bits=(16,), ratios=(1.0,), method="rtn"))
+
+
+def test_packed_bits_per_weight_count_codes_scales_and_owners():
+  """Stored bits per weight of a packed CAMERA-Q model: b-bit planes, a float16 scale and zero per group of the
+  three vectors of each channel, and an int32 owner per channel, over 3 D weights per channel."""
+  from jaxeff.moe.quant import packed_bits_per_weight, quantize_model
+
+  cfg = ModelConfig.tiny(model_type="mixtral", n_experts=4, experts_per_token=2, d_expert=16, d_ff=16)
+  params = init_params(cfg, jax.random.key(0))
+  D = cfg.d_model
+  for gs in (16, 32):
+    qc = QuantConfig(group_size=gs, method="rtn")
+    q = quantize_model(params, cfg, {0: np.arange(64.0)}, qc, packed=True)
+    groups = q["layers"][0]["mlp"]["packed"]
+    assert all(g[n].dtype == jnp.float16 for g in groups for n in ("gate_scale", "up_zero", "down_scale"))
+    num = sum(3 * len(g["owner"]) * (g["gate"].shape[0] * D + 2 * 16 * D // gs) + 32 * len(g["owner"]) for g in groups)
+    den = sum(3 * len(g["owner"]) * D for g in groups)
+    assert packed_bits_per_weight(q) == pytest.approx(num / den)
+    assert packed_bits_per_weight(q) == pytest.approx(qc.mean_bits + 32 / gs + 32 / (3 * D), abs=0.2)
+  with pytest.raises(ValueError, match="no packed"):
+    packed_bits_per_weight(params)
