@@ -542,7 +542,17 @@ def main(argv=None):
           for m in ms:
             if isinstance(m.attention, Metered):
               m.attention.densities.clear()
-          recs = run_methods(
+
+          def save(batch_recs, protocol=protocol, L=L, task=task):
+            # appended per batch, so an interrupted cell resumes after its last finished batch (examples are
+            # seeded by index: the cell's first `done` records stay valid)
+            for name, new in batch_recs.items():
+              f = _cell_file(work, protocol, L, task, name)
+              f.parent.mkdir(parents=True, exist_ok=True)
+              with open(f, "a") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in new)
+
+          run_methods(
             config,
             params,
             ms,
@@ -551,13 +561,9 @@ def main(argv=None):
             protocol=protocol,
             batch_size=args.batch_size,
             progress=lambda s: print(f"  {protocol} {L} {task} (from {done}): {s}", flush=True),
+            on_batch=save,
           )
           for m in ms:
-            f = _cell_file(work, protocol, L, task, m.name)
-            f.parent.mkdir(parents=True, exist_ok=True)
-            with open(f, "a") as fh:  # the cell's first `done` examples are kept: examples are seeded by index
-              for r in recs[m.name]:
-                fh.write(json.dumps(r) + "\n")
             if isinstance(m.attention, Metered) and m.attention.densities:
               d = rows_meta[m.name].setdefault("density_by_length", {})
               c = rows_meta[m.name].setdefault("density_calls", {})

@@ -191,8 +191,11 @@ def run_methods(
   batch_size: int = 1,
   feed_pad: int = 16,
   progress: Callable[[str], None] | None = None,
+  on_batch: Callable[[dict[str, list[dict]]], None] | None = None,
 ) -> dict[str, list[dict]]:
   """Run every method on every example (same examples for every method); returns ``{method: [record, ...]}``.
+  ``on_batch`` receives each batch's new records ``{method: [record, ...]}`` as soon as the batch is done (a
+  long run can save them and resume from the last finished batch).
 
   A record is ``{task, length, index, score, prediction, tokens, seconds}`` (``tokens``: the answer's ids up to
   the first stop token). Methods that compress after a dense
@@ -237,6 +240,8 @@ def run_methods(
       first, preds = run(m.params, jnp.asarray(toks), jnp.asarray(pos), *args)
       gen = _answers(first, jax.block_until_ready(preds), n_feed, new)
       _collect(out[m.name], real, gen, tokenizer, stops, (time.perf_counter() - t0) / len(real))
+    if on_batch is not None:
+      on_batch({name: recs[-len(real) :] for name, recs in out.items()})
     if progress is not None:
       progress(f"{min(a + batch_size, len(examples))}/{len(examples)}")
   return out

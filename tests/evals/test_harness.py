@@ -48,9 +48,22 @@ def test_both_protocols_equal_an_uncached_greedy_loop_with_a_full_cache(setup, b
     want = _greedy_uncached(params, cfg, ex.prompt, new)
     wants.append(want[: next((i for i, t in enumerate(want) if t in stops), len(want))])
   for protocol in ("aware", "agnostic"):
-    recs = run_methods(cfg, params, [Method("full", params)], exs, tok, protocol=protocol, batch_size=batch_size)
+    batches = []
+    recs = run_methods(
+      cfg,
+      params,
+      [Method("full", params)],
+      exs,
+      tok,
+      protocol=protocol,
+      batch_size=batch_size,
+      on_batch=batches.append,
+    )
     assert [r["tokens"] for r in recs["full"]] == wants, protocol
     assert [r["index"] for r in recs["full"]] == [e.index for e in exs]
+    # each batch's records handed over as it finishes (what the benchmark saves to resume mid-cell)
+    assert [len(b["full"]) for b in batches] == [len(exs[a : a + batch_size]) for a in range(0, len(exs), batch_size)]
+    assert [r for b in batches for r in b["full"]] == recs["full"]
 
 
 def test_full_budget_press_is_the_full_cache_and_small_budgets_differ(setup):
