@@ -59,6 +59,9 @@ class Stack:
     latent_group: layers sharing one latent (CommonKV group size; must divide the number of layers).
     latent_merge_rho: merge the latents across each group's layers after prefill, keeping this least-similar
       fraction unmerged (CommonKV's cross-layer merge; None = off; not with a press).
+    latent_select_tiles: CommonKV selective reconstruction at decode: rebuild keys only for this many tiles of
+      32 slots per step, chosen by their key bound (``jaxeff.kvcache.LatentCache``; None = every key; not with
+      the merge or a press).
     press: an eviction press (``Press``, ``JudgeQPress``); composed with a latent or quantized cache it keeps one
       set of entries for all kv heads (``per_head=False``, set here).
     kv_bits: 4 or 8 to quantize the cached latents (CommonKV) or keys/values; None keeps full precision.
@@ -74,6 +77,7 @@ class Stack:
   latent_ratio: float | None = None
   latent_group: int = 2
   latent_merge_rho: float | None = None
+  latent_select_tiles: int | None = None
   press: Any = None
   kv_bits: int | None = None
   quant_group: int = 32
@@ -94,6 +98,11 @@ class Stack:
       errors.append("the cross-layer latent merge and an eviction press do not compose in this version")
     if self.latent_group < 1:
       errors.append(f"latent_group must be >= 1, got {self.latent_group}")
+    if self.latent_select_tiles is not None:
+      if not self.latent or self.latent_select_tiles < 2:
+        errors.append(f"latent_select_tiles needs a latent and a value >= 2, got {self.latent_select_tiles}")
+      if self.latent_merge_rho is not None or self.press is not None:
+        errors.append("latent_select_tiles does not compose with the latent merge or a press in this version")
     if self.kv_bits not in BITS:
       errors.append(f"kv_bits must be None, 4 or 8, got {self.kv_bits}")
     if self.press is not None and not isinstance(self.press, Press):
@@ -121,13 +130,14 @@ class Stack:
     kv_budget: float = 0.2,
     kv_window: int = 8,
     judgeq: str | None = None,
+    kv_select_tiles: int | None = None,
   ) -> Stack:
     """The stack named by flat options (the ``--prefill-attention`` / ``--kv-*`` flags of ``jaxeff generate`` and
     ``jaxeff eval long``; each option's meaning is in their ``--help``).
 
     ``kv_cache``: 'full', 'int8' / 'int4' (quantized keys and values) or 'commonkv' (latents of rank ``kv_rank``,
     default half the group's maximum, quantized to ``kv_bits`` if given, merged across layers with
-    ``kv_merge_rho``); ``kv_press``: 'none' or a ``Press`` scorer ('judgeq' needs ``judgeq``, a folder of soft
+    ``kv_merge_rho``, decoded with selective reconstruction of ``kv_select_tiles`` tiles); ``kv_press``: 'none' or a ``Press`` scorer ('judgeq' needs ``judgeq``, a folder of soft
     tokens); ``kv_budget``: a ratio in (0, 1] or a token count when >= 1 and integral.
 
     Example:
@@ -170,6 +180,7 @@ class Stack:
       latent_ratio=0.5 if latent and kv_rank is None else None,
       latent_group=kv_group,
       latent_merge_rho=kv_merge_rho if latent else None,
+      latent_select_tiles=kv_select_tiles if latent else None,
       press=press,
       kv_bits=bits,
     )
@@ -190,7 +201,13 @@ class Stack:
         config, params, group_size=self.latent_group, rank=self.latent_rank, ratio=self.latent_ratio
       )
       merge = self.latent_merge_rho is not None
-      inner = CommonKV(spec, bits=self.kv_bits, merge=merge, rho=self.latent_merge_rho if merge else 0.4)
+      inner = CommonKV(
+        spec,
+        bits=self.kv_bits,
+        merge=merge,
+        rho=self.latent_merge_rho if merge else 0.4,
+        select_tiles=self.latent_select_tiles,
+      )
     elif self.kv_bits is not None:
       inner = Quantized(bits=self.kv_bits, group_size=min(self.quant_group, config.head_dim))
     else:
@@ -215,6 +232,8 @@ class Stack:
       parts.append(type(self.attention).__name__.lower().replace("attention", "attn"))
     if self.latent:
       parts.append(f"commonkv(r={self.latent_rank})" if self.latent_rank else f"commonkv({self.latent_ratio:g})")
+      if self.latent_select_tiles is not None:
+        parts[-1] += f"+select{self.latent_select_tiles}"
     if self.press is not None:
       parts.append(f"{self.press.scorer}({self.press.budget:g})")
     if self.kv_bits is not None:

@@ -199,10 +199,12 @@ def test_generate_with_compressed_kv_caches(capsys):
     ("ckv_full_rank", ["--kv-cache", "commonkv", "--kv-rank", "128"]),
     ("int4", ["--kv-cache", "int4"]),
     ("ckv_low", ["--kv-cache", "commonkv", "--kv-rank", "32", "--kv-bits", "4", "--kv-merge-rho", "0.3"]),
+    # selective reconstruction with more tiles than the prompt has: every key, so the full-rank tokens again
+    ("ckv_select", ["--kv-cache", "commonkv", "--kv-rank", "128", "--kv-select-tiles", "64"]),
   ]:
     assert cli.main(common + extra) == 0, name
     outs[name] = json.loads(capsys.readouterr().out)["token_ids"]
-  assert outs["ckv_full_rank"] == outs["full"]
+  assert outs["ckv_full_rank"] == outs["full"] == outs["ckv_select"]
   assert all(len(v[0][0]) == 6 for v in outs.values())
 
 

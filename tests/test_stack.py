@@ -137,6 +137,13 @@ def test_from_options_builds_what_the_flags_name_and_rejects_contradictions():
   assert Stack.from_options(cfg, prefill_attention="xattention").attention.packing == "assume_in_front"
   s = Stack.from_options(cfg, kv_cache="commonkv", kv_rank=8, kv_merge_rho=0.4)
   assert (s.latent_rank, s.latent_ratio, s.latent_merge_rho, s.kv_bits) == (8, None, 0.4, None)
+  s = Stack.from_options(cfg, kv_cache="commonkv", kv_bits=4, kv_select_tiles=16)
+  assert s.describe() == "dense + commonkv(0.5)+select16 + int4"
+  _, factory = s.prepare(cfg, init_params(cfg, jax.random.key(0)))
+  assert (factory.select_tiles, factory.bits) == (16, 4)
+  with pytest.raises(ValueError, match="latent_select_tiles"):
+    Stack.from_options(cfg, kv_cache="commonkv", kv_select_tiles=8, kv_merge_rho=0.4)
+  assert Stack.from_options(cfg, kv_select_tiles=8).latent_select_tiles is None  # only for latents
   with pytest.raises(ValueError, match="kv_cache must be"):
     Stack.from_options(cfg, kv_cache="int2")
   with pytest.raises(ValueError, match="quantizes CommonKV latents"):

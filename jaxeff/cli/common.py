@@ -103,6 +103,14 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
     "fraction unmerged (e.g. 0.4; default: no merge)",
   )
   p.add_argument(
+    "--kv-select-tiles",
+    type=count,
+    default=None,
+    help="CommonKV selective reconstruction: at each decode step rebuild keys only for this many 32-slot tiles, "
+    "those whose key bound is highest (plus the first and newest): decode work bounded whatever the context "
+    "(e.g. 16; default: every cached key)",
+  )
+  p.add_argument(
     "--kv-press",
     choices=("none", "snapkv", "pyramidkv", "h2o", "streaming", "recent", "random", "judgeq"),
     default="none",
@@ -137,7 +145,7 @@ def build_stack(args, config):
   from jaxeff.stack import Stack
 
   names = ("prefill_attention", "gamma", "block_size", "min_budget_tokens", "kv_cache", "kv_rank", "kv_group")
-  names += ("kv_merge_rho", "kv_press", "kv_budget", "kv_window", "judgeq")
+  names += ("kv_merge_rho", "kv_select_tiles", "kv_press", "kv_budget", "kv_window", "judgeq")
   bits = args.kv_bits if args.kv_cache == "commonkv" else None  # the flag only applies to latents
   return Stack.from_options(config, kv_bits=bits, **{k: getattr(args, k) for k in names})
 
