@@ -1,5 +1,5 @@
 """Pallas GPU (Triton) latent decode: one program per (batch row, kv head) loops over latent tiles in-kernel
-(``fori_loop``), rebuilding and rotating each tile's keys and accumulating ``p c``; ``Bv`` at the end. Query
+(``fori_loop`` up to the row's last filled tile), rebuilding and rotating each tile's keys and accumulating ``p c``; ``Bv`` at the end. Query
 heads of the group are padded to 16 rows (Triton's minimum dot size); shapes must be powers of two."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from kernels_pallas.latent_attention.tpu import rotate_half_matrix
 _NEG = -1e30
 
 
-def _kernel(qpos_ref, q_ref, c_ref, pos_ref, kup_ref, vup_ref, freq_ref, rt_ref, o_ref, *, block, nt, scale, window):
+def _kernel(qpos_ref, q_ref, c_ref, pos_ref, kup_ref, vup_ref, freq_ref, rt_ref, o_ref, *, block, scale, window):
   q = q_ref[...].astype(jnp.float32)  # [Gp, H]
-  qp = qpos_ref[0]
+  qp, nfill = qpos_ref[0], qpos_ref[1]  # the query's position; the row's tiles through its last filled slot
   kup = kup_ref[...].astype(jnp.float32)
   freq = freq_ref[...]
   rt = rt_ref[...]
@@ -42,7 +42,7 @@ def _kernel(qpos_ref, q_ref, c_ref, pos_ref, kup_ref, vup_ref, freq_ref, rt_ref,
     return m_new, l * corr + p.sum(axis=1), acc * corr[:, None] + jnp.dot(p, c, preferred_element_type=jnp.float32)
 
   init = (jnp.full((gp,), _NEG, jnp.float32), jnp.zeros((gp,), jnp.float32), jnp.zeros((gp, r), jnp.float32))
-  m, l, acc = jax.lax.fori_loop(0, nt, body, init)
+  m, l, acc = jax.lax.fori_loop(0, nfill, body, init)
   pc = acc / jnp.where(l > 0, l, 1.0)[:, None]
   out = jax.lax.dot_general(
     pc, vup_ref[...].astype(jnp.float32), (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
@@ -65,12 +65,14 @@ def latent_decode_gpu(
   qg = jnp.pad(q.reshape(B, K, G, H), ((0, 0), (0, 0), (0, Gp - G), (0, 0)))
   scale = H**-0.5 if scale is None else scale
   freq = jnp.concatenate([inv_freq, inv_freq]).astype(jnp.float32)[:, None]
-  kernel = functools.partial(_kernel, block=block, nt=S // block, scale=scale, window=window)
+  kernel = functools.partial(_kernel, block=block, scale=scale, window=window)
+  last = jnp.max(jnp.where(pos >= 0, jnp.arange(S) + 1, 0), axis=1)
+  qinfo = jnp.stack([q_pos.astype(jnp.int32), ((last + block - 1) // block).astype(jnp.int32)], axis=1)  # [B, 2]
   out = pl.pallas_call(
     kernel,
     grid=(B, K),
     in_specs=[
-      pl.BlockSpec((None, 1), lambda b, k: (b, 0)),
+      pl.BlockSpec((None, 2), lambda b, k: (b, 0)),
       pl.BlockSpec((None, None, Gp, H), lambda b, k: (b, k, 0, 0)),
       pl.BlockSpec((None, S, r), lambda b, k: (b, 0, 0)),
       pl.BlockSpec((None, 1, S), lambda b, k: (b, 0, 0)),
@@ -84,7 +86,7 @@ def latent_decode_gpu(
     compiler_params=pltr.CompilerParams(num_warps=num_warps, num_stages=2),
     interpret=interpret,
   )(
-    q_pos.astype(jnp.int32)[:, None],
+    qinfo,
     qg,
     latent,
     pos.astype(jnp.int32)[:, None, :],

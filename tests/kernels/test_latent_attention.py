@@ -152,13 +152,14 @@ def test_block_sizes_choose_the_tile_and_are_validated():
     BlockSizes(slots=0)
 
 
-def test_xla_path_stops_at_the_last_filled_tile():
+@pytest.mark.parametrize("impl", ["xla", "pallas_tpu", "pallas_gpu"])
+def test_kernels_stop_at_the_last_filled_tile(impl):
   """A cache allocated for 1024 slots holding 40 (row 0) and 90 (row 1, with a hole at 10-19) tokens: the XLA
-  loop walks only the filled tiles and gives the reference's result."""
-  q, c, _, _, ku, vu, f = _inputs((2, 8, 2, 32, 48, 1024, 64))
+  loop and the TPU kernel's grid (per row) visit only the filled tiles and give the reference's result."""
+  q, c, _, _, ku, vu, f = _inputs((2, 8, 2, 32, 64 if impl == "pallas_gpu" else 48, 1024, 64))  # Triton: 2^n
   s = jnp.arange(1024)[None]
   pos = jnp.where(s < jnp.array([[40], [90]]), s, -1).at[1, 10:20].set(-1)
   q_pos = jnp.array([39, 89])
   want = latent_decode_reference(q, c, pos, q_pos, ku, vu, f)
-  got = latent_decode_attention(q, c, pos, q_pos, ku, vu, f, implementation="xla", block=64)
+  got = latent_decode_attention(q, c, pos, q_pos, ku, vu, f, implementation=impl, block=64, interpret=True)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
