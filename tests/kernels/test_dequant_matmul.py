@@ -16,11 +16,7 @@ from tests.kernels.aot import compile_for_tpu, has_libtpu
 def _case(bits, R=64, C=128, M=5, group=32, seed=0):
   rng = np.random.RandomState(seed)
   w = rng.randn(R, C)
-  codes, dq = rtn(w, bits, group)
-  g = w.reshape(R, C // group, group)
-  lo, hi = np.minimum(g.min(-1), 0), np.maximum(g.max(-1), 0)
-  scale = np.where(hi > lo, (hi - lo) / (2**bits - 1), 1.0)
-  zero = np.round(-lo / scale)
+  codes, dq, scale, zero = rtn(w, bits, group, return_grids=True)  # the grids as stored (float16 scale)
   x = rng.randn(M, C).astype(np.float32)
   args = (
     jnp.asarray(x),
