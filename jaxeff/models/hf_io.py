@@ -18,7 +18,6 @@ import re
 import struct
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -237,32 +236,6 @@ class SafetensorsFile:
       return np.zeros(shape, dtype)
     return self._mm[self._base + begin : self._base + end].view(dtype).reshape(shape)
 
-  def get_aligned(self, name: str) -> np.ndarray:
-    """Tensor ``name`` at a 64-byte aligned address: the zero-copy view when the file puts it on such a
-    boundary (files ``save_hf`` writes), else one read of its bytes into a fresh aligned buffer (files written
-    elsewhere put tensors at arbitrary offsets; XLA:CPU would copy such a view, after faulting its pages in,
-    about 2x slower than reading it)."""
-    view = self.get(name)
-    if view.ctypes.data % ALIGN == 0 or view.nbytes == 0:
-      return view
-    raw = np.empty(view.nbytes + ALIGN, np.uint8)
-    start = -raw.ctypes.data % ALIGN
-    buf = raw[start : start + view.nbytes]
-    _, _, begin, _ = self._entries[name]
-    with open(self.path, "rb") as fh:
-      fh.seek(self._base + begin)
-      if fh.readinto(memoryview(buf)) != view.nbytes:
-        raise CheckpointError(f"corrupt safetensors file {self.path}: tensor {name!r} is truncated")
-    return buf.view(view.dtype).reshape(view.shape)
-
-
-def _all_finite(w: np.ndarray) -> bool:
-  """NaN / infinity anywhere in ``w``: one float32 sum (a non-finite entry makes it non-finite), confirmed by
-  the exact element test only when the sum is not finite (a finite tensor whose sum overflows)."""
-  if not np.issubdtype(w.dtype, np.floating) and w.dtype not in (ml_dtypes.bfloat16,):
-    return True
-  return bool(np.isfinite(w.sum(dtype=np.float32))) or bool(np.isfinite(w).all())
-
 
 def _open_weights(folder: Path) -> dict[str, SafetensorsFile]:
   """HF tensor name -> the (opened) file holding it."""
@@ -362,24 +335,15 @@ def load_hf(
 
   params = _empty_tree(config)
   table = hf_table(config)
-
-  def read(e):  # aligned when it can go to the device as is; a conversion copies anyway
-    f = files[e.hf_name]
-    same = dtype is None or np.dtype(f._entries[e.hf_name][0]) == np.dtype(dtype)
-    w = e.to_jax(f.get_aligned(e.hf_name) if same and e.expert is None else f.get(e.hf_name))
-    return w, allow_nonfinite or _all_finite(w)
-
-  # Reads and checks in threads (file reads and numpy reductions release the GIL).
-  with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-    loaded = list(pool.map(read, table))
   stacks: dict[tuple, list] = {}
-  for entry, (w, _) in zip(table, loaded, strict=True):  # per-expert tensors are stacked into their [E, ...] leaf
+  for entry in table:  # per-expert tensors are gathered and stacked into their [E, ...] leaf
     if entry.expert is not None:
-      stacks.setdefault(entry.path, []).append(w)
+      stacks.setdefault(entry.path, []).append(entry.to_jax(files[entry.hf_name].get(entry.hf_name)))
   stacked = [(path, np.stack(ws)) for path, ws in stacks.items()]
-  plain = [(e.path, w) for e, (w, _) in zip(table, loaded, strict=True) if e.expert is None]
+  plain = [(e.path, e.to_jax(files[e.hf_name].get(e.hf_name))) for e in table if e.expert is None]
   if not allow_nonfinite:
-    bad = [e.hf_name for e, (_, ok) in zip(table, loaded, strict=True) if not ok]
+    names = {e.path: e.hf_name for e in table}
+    bad = [names.get(path, ".".join(map(str, path))) for path, w in plain + stacked if not np.isfinite(w).all()]
     if bad:
       raise CheckpointError(
         f"{folder}: {len(bad)} tensor(s) hold NaN or infinity: {', '.join(sorted(bad))} (a corrupt checkpoint; "
