@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from kernels_pallas.block_sparse_attention.reference import visible
+
 _NEG = -1e30
 
 
@@ -31,9 +33,7 @@ def _kernel(idx_ref, cnt_ref, kvlen_ref, q_ref, k_ref, v_ref, o_ref, *, bs, scal
     v = v_ref[pl.ds(kblk * bs, bs), :]
     s = jax.lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32) * scale
     k_tok = kblk * bs + jax.lax.broadcasted_iota(jnp.int32, (bs, bs), 1)
-    ok = (k_tok <= q_tok) & (k_tok < kv_len)
-    if window is not None:
-      ok = ok & (q_tok - k_tok < window)
+    ok = visible(k_tok, q_tok, window) & (k_tok < kv_len)
     s = jnp.where(ok, s, _NEG)
     m_new = jnp.maximum(m, jnp.max(s, axis=1))
     p = jnp.where(ok, jnp.exp(s - m_new[:, None]), 0.0)

@@ -17,6 +17,13 @@ import jax
 import jax.numpy as jnp
 
 
+def visible(k_tok, q_tok, window=None):
+  """The token rule every implementation shares: key ``k_tok`` is visible to query ``q_tok`` if causal and,
+  with a sliding window, ``q_tok - k_tok < window`` (broadcasting jnp ops: usable inside Pallas kernels)."""
+  ok = k_tok <= q_tok
+  return ok if window is None else ok & (q_tok - k_tok < window)
+
+
 def indices_to_mask(block_idx: jax.Array, block_cnt: jax.Array, num_key_blocks: int) -> jax.Array:
   """Bool ``[B, H, nq, nk]`` from index lists; padded slots (``j >= cnt``) and repeated ids add nothing."""
   kmax = block_idx.shape[-1]
@@ -67,9 +74,7 @@ def token_mask(
   """Token-level bool ``[B, H, L, L]`` from a block mask: kept block, causal, key < kv_len, inside the window."""
   t = jnp.arange(length)
   blk = jnp.repeat(jnp.repeat(block_mask, block_size, axis=-2), block_size, axis=-1)[..., :length, :length]
-  m = blk & (t[None, :] <= t[:, None])
-  if window is not None:
-    m = m & (t[:, None] - t[None, :] < window)
+  m = blk & visible(t[None, :], t[:, None], window)
   if kv_len is not None:
     m = m & (t[None, None, None, :] < kv_len[:, None, None, None])
   return m

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
+from kernels_pallas.block_sparse_attention.reference import visible
+
 _NEG = -1e30
 SMEM_BUDGET_BYTES = 256 * 1024  # a quarter of the 1 MiB SMEM per core of v4 / v5e / v6e
 MAX_GROUP = 16  # head bits per packed slot (ids take the upper 15 bits)
@@ -120,9 +122,7 @@ def _kernel(pk_ref, cnt_ref, kvlen_ref, pos_ref, q_ref, k_ref, v_ref, o_in_ref, 
     v = v_ref[...]
     q_tok = (pos_ref[1] + i) * bs + jax.lax.broadcasted_iota(jnp.int32, (bs, bs), 0)
     k_tok = kblk * bs + jax.lax.broadcasted_iota(jnp.int32, (bs, bs), 1)
-    ok = (k_tok <= q_tok) & (k_tok < kvlen_ref[pos_ref[0]])
-    if window is not None:
-      ok = ok & (q_tok - k_tok < window)
+    ok = visible(k_tok, q_tok, window) & (k_tok < kvlen_ref[pos_ref[0]])
     for h in range(rg):  # static: each member head scores the resident K tile if its own list keeps it
 
       @pl.when(jax.lax.shift_right_logical(slot, h) & 1 == 1)

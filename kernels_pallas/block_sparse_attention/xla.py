@@ -15,6 +15,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from kernels_pallas.block_sparse_attention.reference import visible
+
 _NEG = -1e30
 
 
@@ -84,7 +86,7 @@ def block_sparse_attention_xla(
       s = jnp.einsum("bqd,bsd->bqs", qi, kj, preferred_element_type=jnp.float32)
       k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
       ok = jnp.repeat(slots[None] < cnt_i[:, None], bs, axis=1) & (k_tok < kv_len[:, None])  # [B, C*bs]
-      ok = ok[:, None, :] & _causal(k_tok[:, None, :], q_tok[None, :, None], window)  # [B, bs, C*bs]
+      ok = ok[:, None, :] & visible(k_tok[:, None, :], q_tok[None, :, None], window)  # [B, bs, C*bs]
       s = jnp.where(ok, s, _NEG)
       m_new = jnp.maximum(m, s.max(-1))
       p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
@@ -151,12 +153,6 @@ def _group_walk(block_idx, block_cnt, r: int, nb: int, blocks_per_step: int):
   return head_ids, union, n_union, C
 
 
-def _causal(k_tok, q_tok, window):
-  """Key visible to query: causal, and inside the sliding window if one is given."""
-  ok = k_tok <= q_tok
-  return ok if window is None else ok & (q_tok - k_tok < window)
-
-
 def _tile_mask(ids, j, C: int, cnt, own, q_tok, kv_len, bs: int, window=None):
   """Which key tokens of the step's union ids ``[B, C]`` each head's queries see: ``[B, r, bs, C bs]``. A key
   counts if its block is in the head's own list (``own [B, r, Kmax]``: O(r C Kmax) compares, no ``[nb, nb]``
@@ -166,7 +162,7 @@ def _tile_mask(ids, j, C: int, cnt, own, q_tok, kv_len, bs: int, window=None):
   slot_ok = (j * C + jnp.arange(C))[None] < cnt[:, None]  # [B, C]
   head_ok = (ids[:, None, :, None] == own[:, :, None, :]).any(-1) & slot_ok[:, None, :]  # [B, r, C]
   head_ok = jnp.repeat(head_ok, bs, axis=2)  # [B, r, C*bs]
-  ok = _causal(k_tok[:, None, :], q_tok[None, :, None], window) & (k_tok < kv_len[:, None])[:, None, :]
+  ok = visible(k_tok[:, None, :], q_tok[None, :, None], window) & (k_tok < kv_len[:, None])[:, None, :]
   return ok[:, None] & head_ok[:, :, None, :]
 
 
