@@ -137,12 +137,15 @@ def hoffmann_starts() -> np.ndarray:
 @dataclasses.dataclass
 class ChinchillaFit:
   """A fitted Chinchilla law: ``params`` (also as ``E, A, B, alpha, beta`` and ``log_values``), the objective at
-  the optimum, every start's final objective, and BFGS iterations of the winning start."""
+  the optimum, every start's final objective, BFGS iterations of the winning start, its optimizer status (see
+  ``status_text``) and the objective decrease a Gauss-Newton step still promises there (checked by the fitter)."""
 
   params: ChinchillaParams
   objective: float
   all_objectives: np.ndarray
   iterations: int = 0
+  status: str = ""
+  decrease: float = float("nan")
 
   def __getattr__(self, name):
     if name in ("E", "A", "B", "alpha", "beta", "log_values"):
@@ -199,33 +202,117 @@ def _lm_many(resid, starts, args, iters: int, delta: float):
 
 @functools.partial(jax.jit, static_argnames=("resid", "delta", "mean", "maxiter"))
 def _bfgs_many(resid, starts, args, tol, delta: float, mean: bool, maxiter: int):
-  """BFGS (jax.scipy) on the Huber objective from every start in one vmap: (x [S, P], f [S], iterations [S])."""
+  """BFGS (jax.scipy) on the Huber objective from every start in one vmap: (x [S, P], f [S], iterations [S],
+  status [S]). ``f`` is **recomputed** at the returned ``x``: after a failed line search jax's BFGS returns a point
+  whose objective is not the ``fun`` it reports (the step is taken, the value is the line search's)."""
 
   def one(x0):
     r = minimize(
       lambda x: _objective(resid, x, args, delta, mean), x0, method="BFGS", tol=tol, options={"maxiter": maxiter}
     )
-    return r.x, jnp.where(jnp.isfinite(r.fun), r.fun, jnp.inf), r.nit
+    f = _objective(resid, r.x, args, delta, mean)
+    return r.x, jnp.where(jnp.isfinite(f), f, jnp.inf), r.nit, r.status
 
   return jax.vmap(one)(starts)
 
 
-def _multistart(resid, starts, args, *, optimizer, delta, mean, tol, maxiter, lm_iters=100, polish=16):
+# statuses of a start (jax's BFGS codes, plus two of the LM + polish pipeline)
+_STATUS = {
+  0: "converged",
+  1: "max iterations",
+  -1: "LM only (not polished)",
+  -2: "LM point (the BFGS polish did not lower it)",
+}
+
+
+def status_text(code: int) -> str:
+  """A start's end state: BFGS 0 converged, 1 iteration limit, >= 2 line search failed; -1 / -2 LM pipeline."""
+  return _STATUS.get(int(code), f"line search failed (code {int(code)})")
+
+
+def _multistart(resid, starts, args, *, optimizer, delta, mean, tol, maxiter, lm_iters=100, polish=16, restarts=4):
   """Fit from many starts: 'lm' = Levenberg-Marquardt from all, BFGS polish of the ``polish`` best; 'bfgs' =
-  BFGS from all (the reference procedure; its stopping depends on the objective's scale)."""
+  BFGS from all (the reference procedure; its stopping depends on the objective's scale). In 'lm', a polish
+  whose line search failed is restarted from where it stopped (fresh curvature), up to ``restarts`` times.
+
+  Returns (x [S, P], f [S], iterations [S], status [S]); every ``f`` is the objective recomputed at its ``x``. A
+  polish that ends above its LM start (a failed line search can) is rejected and the LM point kept (status -2).
+  """
   starts = jnp.asarray(starts)
   if optimizer == "bfgs":
     return _bfgs_many(resid, starts, args, tol, delta, mean, maxiter)
   if optimizer != "lm":
     raise ValueError(f"optimizer must be 'lm' or 'bfgs', got {optimizer!r}")
   x, f = _lm_many(resid, starts, args, lm_iters, delta)
-  order = jnp.argsort(f)[:polish]
-  xp, fp, nit = _bfgs_many(resid, x[order], args, tol, delta, mean, maxiter)
   scale = 1.0 / args[0].shape[0] if mean else 1.0
-  f_all = (f * scale).at[order].set(fp)  # the polished starts' objectives; others after LM
-  x_all = x.at[order].set(xp)
+  f = f * scale
+  order = jnp.argsort(f)[:polish]
+  xp, fp, nit, st = _bfgs_many(resid, x[order], args, tol, delta, mean, maxiter)
+  for _ in range(restarts):  # a failed line search leaves BFGS's curvature useless: restart from the point reached
+    if not bool(jnp.any(st >= 2)):
+      break
+    xr, fr, nr, sr = _bfgs_many(resid, xp, args, tol, delta, mean, maxiter)
+    better = (st >= 2) & (fr <= fp)
+    xp, fp = jnp.where(better[:, None], xr, xp), jnp.where(better, fr, fp)
+    nit, st = jnp.where(better, nit + nr, nit), jnp.where(better, sr, st)
+  keep = fp <= f[order]
+  f_all = f.at[order].set(jnp.where(keep, fp, f[order]))
+  x_all = x.at[order].set(jnp.where(keep[:, None], xp, x[order]))
   nit_all = jnp.full(f.shape, lm_iters, jnp.int32).at[order].add(nit.astype(jnp.int32))
-  return x_all, f_all, nit_all
+  st_all = jnp.full(f.shape, -1, jnp.int32).at[order].set(jnp.where(keep, st, -2).astype(jnp.int32))
+  return x_all, f_all, nit_all, st_all
+
+
+class FitError(RuntimeError):
+  """An optimizer ended somewhere that is not a fit: a non-finite objective, a reported objective that is not
+  the objective at the returned point, or a point that is not stationary."""
+
+
+DECREASE_TOL = 1e-2
+
+
+def _newton_decrease(resid, x, args, delta: float, mean: bool):
+  """The objective decrease a Gauss-Newton step promises from ``x``: g^T H^+ g / 2 with H = J^T W J (W the Huber
+  IRLS weights min(1, delta/|r|)) and H^+ its pseudo-inverse. Unlike the gradient norm it is invariant to the
+  parameters' scales (Farseer's exponents and coefficients differ by orders of magnitude), and it is ~0 exactly at
+  a minimum (and in flat directions the data do not determine)."""
+  r = resid(x, *args)
+  J = jax.jacfwd(resid)(x, *args)
+  a = jnp.abs(r)
+  w = jnp.where(a <= delta, 1.0, delta / jnp.maximum(a, 1e-300))
+  g = (J * w[:, None]).T @ r
+  H = (J * w[:, None]).T @ J
+  dec = 0.5 * g @ jnp.linalg.pinv(H, rtol=1e-12) @ g
+  return dec / r.shape[0] if mean else dec
+
+
+def _verify(
+  what: str, resid, x, args, f_claimed: float, *, delta: float, mean: bool, status: int, strict: bool, stationary=True
+):
+  """Recompute the objective at the chosen point and fail loudly when the point is not a fit.
+
+  Checks: the objective is finite; it equals the one the fitter reports (|diff| <= 1e-9 + 1e-6 |f|); the point
+  is a minimum: the decrease a Gauss-Newton step promises (``_newton_decrease``) is <= ``DECREASE_TOL`` x f +
+  1e-15. ``strict=False`` turns the stationarity check into a warning; ``stationary=False`` skips it (a staged
+  estimate that no optimizer polished). Returns (f, promised decrease)."""
+  with jax.enable_x64(True):
+    xj = jnp.asarray(x, jnp.float64)
+    f = float(_objective(resid, xj, args, delta, mean))
+    dec = float(_newton_decrease(resid, xj, args, delta, mean))
+  where = f"{what}: optimizer status {status_text(status)}"
+  if not np.isfinite(f):
+    raise FitError(f"{where}: the objective at the returned point is not finite ({f}); no start produced a fit")
+  if abs(f - f_claimed) > 1e-9 + 1e-6 * abs(f):
+    raise FitError(f"{where}: reported objective {f_claimed:.6g} but {f:.6g} at the returned point")
+  if stationary and not (dec <= DECREASE_TOL * f + 1e-15):
+    msg = (
+      f"{where}: not a minimum (objective {f:.6g}; a Gauss-Newton step promises a decrease of {dec:.3g} > "
+      f"{DECREASE_TOL:g} x objective)"
+    )
+    if strict:
+      raise FitError(msg + "; pass strict=False to accept it with a warning")
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+  return f, dec
 
 
 def fit_chinchilla(
@@ -239,6 +326,7 @@ def fit_chinchilla(
   tol: float | None = None,
   maxiter: int = 500,
   optimizer: str = "lm",
+  strict: bool = True,
 ) -> ChinchillaFit:
   r"""Fit L = E + A/N^alpha + B/D^beta by Hoffmann's Approach 3 (float64).
 
@@ -251,9 +339,11 @@ def fit_chinchilla(
     maxiter: BFGS iterations per start.
     optimizer: "lm" (default: 100 Levenberg-Marquardt steps from every start, all vmapped, then BFGS from the
       16 best: seconds for 4,500 starts) or "bfgs" (BFGS from every start, the reference procedure).
+    strict: raise ``FitError`` when the best point is not stationary (``False``: warn).
 
-  Returns a ``ChinchillaFit``; ``fit.objective`` is reported on the chosen reduction. Raises ``ValueError`` on
-  data that cannot determine the law (no more distinct points than its 5 parameters, one value of N or D).
+  Returns a ``ChinchillaFit``; ``fit.objective`` is the objective recomputed at the returned point, on the chosen
+  reduction. Raises ``ValueError`` on data that cannot determine the law (no more distinct points than its 5
+  parameters, one value of N or D) and ``FitError`` when the optimizer ended at no fit (see ``_verify``).
   """
   N, D, L = _check_table(N, D, L)
   _check_identifiable(N, D, 5, "fit_chinchilla")
@@ -264,7 +354,7 @@ def fit_chinchilla(
   with jax.enable_x64(True):
     x0 = hoffmann_starts() if isinstance(starts, str) else np.asarray(starts, np.float64).reshape(-1, 5)
     args = tuple(jnp.log(jnp.asarray(v)) for v in (N, D, L))
-    xs, fs, nit = (
+    xs, fs, nit, st = (
       np.asarray(v)
       for v in _multistart(
         _chin_resid,
@@ -277,9 +367,21 @@ def fit_chinchilla(
         maxiter=maxiter,
       )
     )
-  best = int(np.argmin(fs))
+    best = int(np.argmin(fs))
+    f, gn = _verify(
+      "fit_chinchilla",
+      _chin_resid,
+      xs[best],
+      args,
+      float(fs[best]),
+      delta=delta,
+      mean=reduction == "mean",
+      status=int(st[best]),
+      strict=strict,
+    )
   a, b, e, alpha, beta = xs[best]
-  return ChinchillaFit(ChinchillaParams.from_log(a, b, e, alpha, beta), float(fs[best]), fs, int(nit[best]))
+  p = ChinchillaParams.from_log(a, b, e, alpha, beta)
+  return ChinchillaFit(p, f, fs, int(nit[best]), status_text(int(st[best])), gn)
 
 
 def _nnls3(X, y, w):
@@ -399,12 +501,15 @@ def farseer_predict(p: FarseerParams, N, D) -> np.ndarray:
 
 @dataclasses.dataclass
 class FarseerFit:
-  """A fitted Farseer law; ``stage1`` holds the per-N (N, A_N, B_N) of the piecewise method."""
+  """A fitted Farseer law; ``stage1`` holds the per-N (N, A_N, B_N) of the piecewise method; ``status`` and
+  ``decrease`` as in ``ChinchillaFit`` (``objective`` is recomputed at the returned point)."""
 
   params: FarseerParams
   objective: float
   method: str
   stage1: dict[str, np.ndarray] | None = None
+  status: str = ""
+  decrease: float = float("nan")
 
   def __getattr__(self, name):
     if name in {f.name for f in dataclasses.fields(FarseerParams)}:
@@ -461,10 +566,11 @@ def _farseer_resid(x, N, logD, logL):
   return logL - _farseer_log(x, N, logD)
 
 
-def _fit_farseer_direct(N, D, L, starts: np.ndarray, delta: float, maxiter: int) -> tuple[np.ndarray, float]:
+def _fit_farseer_direct(N, D, L, starts: np.ndarray, delta: float, maxiter: int) -> tuple[np.ndarray, float, int]:
+  """Joint Huber fit of the 9 parameters from ``starts``: (x, objective recomputed at x, optimizer status)."""
   with jax.enable_x64(True):
     args = (jnp.asarray(N), jnp.log(jnp.asarray(D)), jnp.log(jnp.asarray(L)))
-    xs, fs, _ = (
+    xs, fs, _, st = (
       np.asarray(v)
       for v in _multistart(
         _farseer_resid,
@@ -480,7 +586,31 @@ def _fit_farseer_direct(N, D, L, starts: np.ndarray, delta: float, maxiter: int)
       )
     )
   k = int(np.argmin(fs))
-  return xs[k], float(fs[k])
+  return xs[k], float(fs[k]), int(st[k])
+
+
+FARSEER_MIN_SIZES = 5
+FARSEER_MIN_POINTS = 27
+
+
+def _check_farseer_data(N, D) -> None:
+  """Farseer's 9 parameters include three exponents of N (each a N^g + b: 3 parameters over the sizes): refuse
+  fewer than 4 sizes (each N-function would interpolate), warn below ``FARSEER_MIN_SIZES`` sizes or
+  ``FARSEER_MIN_POINTS`` points (3 per parameter), where the exponents are weakly determined and fits of noisy
+  data extrapolate wildly."""
+  sizes = len(np.unique(N))
+  if sizes < 4:
+    raise ValueError(
+      f"fit_farseer: the data cannot determine the law: {sizes} model sizes for three 3-parameter functions of N "
+      f"(need at least 4; {FARSEER_MIN_SIZES}+ recommended)"
+    )
+  if sizes < FARSEER_MIN_SIZES or len(N) < FARSEER_MIN_POINTS:
+    warnings.warn(
+      f"fit_farseer: {len(N)} points over {sizes} sizes for 9 parameters (recommended >= {FARSEER_MIN_POINTS} "
+      f"points over >= {FARSEER_MIN_SIZES} sizes): the N-exponents are weakly determined",
+      UserWarning,
+      stacklevel=3,
+    )
 
 
 def fit_farseer(
@@ -491,41 +621,65 @@ def fit_farseer(
   method: str = "piecewise",
   lam: float | None = None,
   refine: bool = True,
-  experimental: bool = True,
+  experimental: bool = False,
   delta: float = HUBER_DELTA,
   maxiter: int = 2000,
+  strict: bool = True,
 ) -> FarseerFit:
   """Fit Farseer's 9-parameter law (float64).
 
   Args:
     N, D, L: 1-D arrays of model sizes, tokens and losses.
-    method: "piecewise" (differential piecewise fitting; stages 2-3 UNVERIFIED; needs a geometric D grid with
-      >= 3 D per N and >= 3 sizes) or "direct" (joint Huber fit on log L from a small grid of starts).
+    method: "piecewise" (differential piecewise fitting: stage 1 per size, verified; needs a geometric D grid
+      with >= 3 D per N) or "direct" (joint Huber fit on log L from a small grid of starts).
     lam: the D-grid ratio for piecewise (inferred when None).
-    refine: polish the piecewise result with the joint fit (started there).
-    experimental: run the UNVERIFIED stages 2-3 of the piecewise procedure (default); ``False`` keeps only the
-      verified stage 1 (reported in ``fit.stage1``) and fits the 9 parameters jointly from the direct grid.
+    refine: polish the experimental piecewise result with the joint fit (started there).
+    experimental: run the UNVERIFIED stages 2-3 of the piecewise procedure (off by default: the order of the
+      stages is reconstructed from memory of Algorithm 2). ``False`` (default) runs the verified stage 1
+      (reported in ``fit.stage1``) and fits the 9 parameters jointly from the direct grid.
     delta: Huber threshold on log-loss residuals.
+    strict: raise ``FitError`` when the optimizer's point is not stationary (``False``: warn).
+
+  Raises ``ValueError`` on too little data (<= 9 distinct points or < 4 sizes; warns below 27 points or 5 sizes)
+  and ``FitError`` when the optimizer ended at no fit: the reported objective is always the one recomputed at
+  the returned parameters.
 
   Example:
-    >>> N = np.repeat(np.geomspace(2e8, 4e9, 4), 5); D = np.tile(2e9 * 2.0 ** np.arange(5), 4)
+    >>> N = np.repeat(np.geomspace(2e8, 4e9, 5), 6); D = np.tile(2e9 * 2.0 ** np.arange(6), 5)
     >>> fit = fit_farseer(N, D, farseer_predict(CODE_FARSEER, N, D))
     >>> bool(mean_relative_error(fit, N, D, farseer_predict(CODE_FARSEER, N, D)) < 1e-3)
     True
   """
   N, D, L = _check_table(N, D, L)
   _check_identifiable(N, D, 9, "fit_farseer")
+  _check_farseer_data(N, D)
   if method not in ("piecewise", "direct"):
     raise ValueError(f"method must be 'piecewise' or 'direct', got {method!r}")
-  stage1 = None
+  with jax.enable_x64(True):
+    args = (jnp.asarray(N), jnp.log(jnp.asarray(D)), jnp.log(jnp.asarray(L)))
+
+  def done(x, f, how, status, stage1=None, stationary=True):
+    with jax.enable_x64(True):
+      f, gn = _verify(
+        f"fit_farseer({how})",
+        _farseer_resid,
+        x,
+        args,
+        f,
+        delta=delta,
+        mean=False,
+        status=status,
+        strict=strict,
+        stationary=stationary,
+      )
+    return FarseerFit(FarseerParams(*map(float, x)), f, how, stage1, status_text(status), gn)
+
   if method == "piecewise" and not experimental:
     stage1 = farseer_stage1(N, D, L, lam)
-    fit = fit_farseer(N, D, L, method="direct", delta=delta, maxiter=maxiter)
-    return FarseerFit(fit.params, fit.objective, "piecewise-stage1+direct", stage1)
+    x, f, st = _fit_farseer_direct(N, D, L, _farseer_starts(L), delta, maxiter)
+    return done(x, f, "piecewise-stage1+direct", st, stage1)
   if method == "piecewise":
     stage1 = farseer_stage1(N, D, L, lam)
-    if len(stage1["N"]) < 3:
-      raise ValueError(f"piecewise Farseer needs >= 3 model sizes, got {len(stage1['N'])}")
     grid = np.concatenate([-np.geomspace(2.0, 1e-3, 80), np.geomspace(1e-3, 2.0, 80)])
     a1, b1, al = _exp_power_fit(stage1["N"], np.log(np.maximum(stage1["A"], 1e-12)), grid)
     a2, b2, be = _exp_power_fit(stage1["N"], np.log(np.maximum(stage1["B"], 1e-300)), grid)
@@ -536,21 +690,24 @@ def fit_farseer(
     a3, b3, ga = _exp_power_fit(Nu, np.log(rem_N), grid)
     x = np.array([a1, b1, al, a2, b2, be, a3, b3, ga])
     with jax.enable_x64(True):
-      f = float(
-        jnp.sum(huber(jnp.log(L) - _farseer_log(jnp.asarray(x), jnp.asarray(N), jnp.log(jnp.asarray(D))), delta))
-      )
-    if refine:
-      xr, fr = _fit_farseer_direct(N, D, L, x[None], delta, maxiter)
-      if np.isfinite(fr) and fr <= f:
-        x, f = xr, fr
-    return FarseerFit(FarseerParams(*map(float, x)), f, "piecewise", stage1)
-  # direct: a modest grid of exponents, coefficients from a Chinchilla-like start
+      f = float(jnp.sum(huber(_farseer_resid(jnp.asarray(x), *args), delta)))
+    if not refine:
+      return done(x, f, "piecewise", -1, stage1, stationary=False)
+    xr, fr, st = _fit_farseer_direct(N, D, L, x[None], delta, maxiter)
+    if not (np.isfinite(fr) and fr <= f):
+      return done(x, f, "piecewise", -2, stage1, stationary=False)
+    return done(xr, fr, "piecewise", st, stage1)
+  x, f, st = _fit_farseer_direct(N, D, L, _farseer_starts(L), delta, maxiter)
+  return done(x, f, "direct", st)
+
+
+def _farseer_starts(L: np.ndarray) -> np.ndarray:
+  """The direct fit's starts: a modest grid of exponents, coefficients from a Chinchilla-like start."""
   starts = []
   for al, be, ga in itertools.product([0.1, 0.3], [-0.1, 0.1], [0.1, 0.3]):
     for b2 in (2.0, 6.0):
       starts.append([0.0, math.log(0.3), al, 0.0, b2, be, 0.0, math.log(float(np.min(L))) * 0.9, ga])
-  x, f = _fit_farseer_direct(N, D, L, np.array(starts), delta, maxiter)
-  return FarseerFit(FarseerParams(*map(float, x)), f, "direct")
+  return np.array(starts)
 
 
 # ------------------------------------------------------------------------------------------------ allocation
