@@ -263,6 +263,7 @@ def forward(
   logits_index: Int[Array, " B"] | None = None,
   input_offset: Float[Array, "B T D"] | None = None,
   chunk_offset: int | None = None,
+  return_hidden: bool = False,
 ) -> tuple[Float[Array, "B T V"], Any]:
   r"""Pure forward pass; returns float32 logits and the new cache.
 
@@ -293,9 +294,11 @@ def forward(
     input_offset: optional [B, T, D] added to the token embeddings (gradients with respect to input
       embeddings, e.g. GradS's demonstration scores, are gradients with respect to this offset at 0).
     chunk_offset: see chunked prefill above (``None``: not a continuation chunk).
+    return_hidden: also return the residual stream after the last block, before the final norm ([B, T, D];
+      the CoT selection rule's R_h reads it).
 
   Returns:
-    ``(logits [B, T, V] float32, cache)`` (and hidden states when requested).
+    ``(logits [B, T, V] float32, cache)``, or ``(logits, cache, hidden [B, T, D])`` with ``return_hidden``.
 
   Example:
     >>> cfg = ModelConfig.tiny(); params = init_params(cfg, jax.random.key(0))
@@ -350,10 +353,11 @@ def forward(
     h = rms_norm(x, lp["mlp_norm"], config.rms_norm_eps)
     x = x + feed_forward(lp, h, config)
     x = shard_lib.constrain(x, ("batch", "seq", "act_embed"))
+  hidden = x
   if logits_index is not None:
     x = jnp.take_along_axis(x, logits_index[:, None, None].astype(jnp.int32), axis=1)
   x = rms_norm(x, params["final_norm"], config.rms_norm_eps)
   head = params["embed"] if config.tie_embeddings else params["lm_head"]
   logits = jnp.einsum("btd,vd->btv", x, head, preferred_element_type=jnp.float32)
   logits = shard_lib.constrain(logits, ("batch", "seq", "act_vocab"))
-  return logits, cache
+  return (logits, cache, hidden) if return_hidden else (logits, cache)
