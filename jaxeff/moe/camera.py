@@ -130,12 +130,14 @@ def mlp_inputs(params, config: ModelConfig, tokens_bt) -> dict[int, jax.Array]:
 # ------------------------------------------------------------------------------------------------ CAMERA-P
 @dataclasses.dataclass
 class CameraReport:
-  """Per-layer energies [N], kept masks (routed [E, I], shared [S] or None) and timing."""
+  """Per-layer energies [N], kept masks (routed [E, I], shared [S] or None), routing counts [E] (method
+  'frequency') and timing."""
 
   energies: dict[int, np.ndarray]
   masks: dict[int, tuple[np.ndarray, np.ndarray | None]]
   seconds: float
   tokens: int
+  frequencies: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def _n_micro(config: ModelConfig, lp) -> tuple[int, int, int]:
@@ -238,6 +240,8 @@ def camera_prune(
           acc.update(phi)
         elif method == "frequency":
           freq += np.asarray(freq_fn(lp["mlp"], h))
+      if method == "frequency":
+        report.frequencies[i] = freq.copy()
       if method == "camera":
         scores = energy(acc, W, alpha)
         report.energies[i] = scores
@@ -369,3 +373,36 @@ def calibration_windows(tokens: Iterable[int] | np.ndarray, n: int, length: int,
     raise ValueError(f"calibration stream of {len(stream)} tokens is shorter than one window of {length}")
   starts = np.random.default_rng(seed).integers(0, len(stream) - length, n)
   return np.stack([stream[s : s + length] for s in starts])
+
+
+def bit_scores(params, config: ModelConfig, calibration, method: str = "energy", *, seed: int = 0, **kw):
+  """Per-layer micro-expert scores [N] (routed e-major, then shared) that ``quantize_model`` ranks into bit
+  groups (highest score -> most bits): CAMERA-Q's ``"energy"`` and equal-bits, energy-agnostic baselines:
+
+  * ``"magnitude"``: ||g_i|| ||u_i|| ||w_i|| (the weights alone);
+  * ``"frequency"``: the routing count of the channel's expert on the calibration tokens (every channel of a
+    frequently routed expert first; the shared expert, always active, counts as the most frequent);
+  * ``"random"``: a seeded permutation.
+
+  ``calibration``: token windows [n, T] as in ``camera_prune`` (unused by magnitude / random). Example:
+  ``scores = bit_scores(params, cfg, calib, "frequency"); quantize_model(params, cfg, scores, QuantConfig(), x)``.
+  """
+  if method not in ("energy", "magnitude", "frequency", "random"):
+    raise ValueError(f"unknown scoring {method!r}; choose energy, magnitude, frequency or random")
+  moe = [i for i in range(config.n_layers) if config.is_moe(i)]
+  if method == "energy":
+    return camera_prune(params, config, calibration, 0.0, method="camera", **kw)[1].energies
+  out = {}
+  rng = np.random.default_rng(seed)
+  if method == "frequency":
+    rep_ = camera_prune(params, config, calibration, 0.0, method="frequency", **kw)[1]
+  for i in moe:
+    E, I, S = _n_micro(config, params["layers"][i])
+    if method == "magnitude":
+      out[i] = _magnitude_scores(params["layers"][i]["mlp"], E, I, S)
+    elif method == "random":
+      out[i] = rng.random(E * I + S)
+    else:
+      f = rep_.frequencies[i].astype(np.float64)
+      out[i] = np.concatenate([np.repeat(f, I), np.full(S, f.max() + 1.0)])
+  return out

@@ -374,3 +374,84 @@ def dequant_matmul(x, packed, scale, zero, bits: int, group_size: int):
   from kernels_pallas.dequant_matmul import dequant_matmul as kernel
 
   return kernel(x, packed, scale, zero, bits=bits, group=group_size).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------ Camera-Q†
+def rtn_column_groups(w: np.ndarray, bits_g: np.ndarray, group_size: int) -> np.ndarray:
+  """RTN of ``w [R, C]`` where column group g (``group_size`` columns) has its own bits ``bits_g [C / group]``
+  (per-row grids inside each group, as ``rtn``). Returns the dequantized [R, C]."""
+  w = np.asarray(w, np.float64)
+  R, C = w.shape
+  if C % group_size or len(bits_g) != C // group_size:
+    raise ValueError(f"need {C // group_size} column-group bits for C={C}, group {group_size}; got {len(bits_g)}")
+  out = w.copy()
+  for g, b in enumerate(np.asarray(bits_g)):
+    if b >= 16:
+      continue
+    blk = w[:, g * group_size : (g + 1) * group_size]
+    sc, z = _grid(blk, int(b))
+    out[:, g * group_size : (g + 1) * group_size] = _quant(blk, sc, z, int(b))[1]
+  return out
+
+
+def quantize_model_per_matrix(
+  params: dict[str, Any], config: ModelConfig, inputs: dict[int, Any], qc: QuantConfig
+) -> dict[str, Any]:
+  r"""Camera-Q† (the paper's per-matrix ablation; RTN here): each matrix type of a MoE layer is partitioned
+  **independently along its input dimension** into column groups of ``qc.group_size``, ranked by the group's
+  energy sum_c E[x_c^2] ||W[:, c]||^2 (gate/up: the layer's calibration inputs x routed to the expert; down: the
+  expert's hidden activations on those tokens), and given ``qc.bits`` by ``qc.ratios`` across the layer's experts
+  (the same mean bits as CAMERA-Q). A micro-expert's three vectors no longer share one precision, which is what
+  the ablation removes. The shared expert is ranked with the routed ones (its inputs: every token). Fake-quantized
+  (dequantized in place). ``inputs[i]``: layer i's calibration MLP inputs [T, D] (``mlp_inputs``).
+  """
+  from jaxeff.models.moe import expert_hidden, route
+
+  gs = qc.group_size
+  layers = list(params["layers"])
+  for i in range(config.n_layers):
+    if not config.is_moe(i):
+      continue
+    m = jax.tree.map(lambda a: np.asarray(a, np.float64), dict(layers[i]["mlp"]))
+    x = np.asarray(inputs[i], np.float64)
+    idx = np.asarray(route(jnp.asarray(layers[i]["mlp"]["router"]), jnp.asarray(inputs[i]), config)[1])
+    h_all = np.asarray(expert_hidden(layers[i]["mlp"], jnp.asarray(inputs[i])), np.float64)  # [T, E, I]
+    E = m["down"].shape[0]
+    mats = []  # (key path, matrix [R, C], input second moments [C])
+    for e in range(E):
+      sel = np.any(idx == e, axis=1)
+      x2 = (x[sel] ** 2).mean(0) if sel.any() else np.zeros(x.shape[1])
+      h2 = (h_all[sel, e] ** 2).mean(0) if sel.any() else np.zeros(h_all.shape[2])
+      mats += [(("gate", e), m["gate"][e], x2), (("up", e), m["up"][e], x2), (("down", e), m["down"][e], h2)]
+    if "shared" in m:
+      sh = m["shared"]
+      hs = (np.asarray(jax.nn.silu(x @ sh["gate"].T)) * (x @ sh["up"].T)) ** 2
+      x2 = (x**2).mean(0)
+      mats += [(("shared", "gate"), sh["gate"], x2), (("shared", "up"), sh["up"], x2)]
+      mats += [(("shared", "down"), sh["down"], hs.mean(0))]
+    new = {k: (dict(v) if isinstance(v, dict) else v.copy()) for k, v in m.items()}
+    for kind in ("gate", "up", "down"):
+      group = [(k, w, mom) for k, w, mom in mats if kind in k]
+      energies = np.concatenate(
+        [
+          ((w**2).sum(0) * mom).reshape(-1, gs).sum(1) if w.shape[1] % gs == 0 else _bad_group(w, gs)
+          for _, w, mom in group
+        ]
+      )
+      bits = assign_bits(energies, qc)
+      start = 0
+      for k, w, _ in group:
+        n = w.shape[1] // gs
+        q = rtn_column_groups(w, bits[start : start + n], gs)
+        start += n
+        if k[0] == "shared":
+          new["shared"][k[1]] = q
+        else:
+          new[k[0]][k[1]] = q
+    dt = layers[i]["mlp"]["gate"].dtype
+    layers[i] = {**layers[i], "mlp": jax.tree.map(lambda a, dt=dt: jnp.asarray(a, dt), new)}
+  return {**params, "layers": tuple(layers)}
+
+
+def _bad_group(w, gs):
+  raise ValueError(f"group_size {gs} does not divide the input dimension {w.shape[1]}")

@@ -166,3 +166,64 @@ def test_packed_bits_per_weight_count_codes_scales_and_owners():
     assert packed_bits_per_weight(q) == pytest.approx(qc.mean_bits + 32 / gs + 32 / (3 * D), abs=0.2)
   with pytest.raises(ValueError, match="no packed"):
     packed_bits_per_weight(params)
+
+
+def _shared_moe():
+  cfg = ModelConfig.tiny(
+    model_type="qwen2_moe", qkv_bias=True, n_experts=4, experts_per_token=2, d_expert=16, d_shared=16, shared_gate=True
+  )
+  return cfg, init_params(cfg, jax.random.key(0), std=0.3)
+
+
+def test_equal_bits_baseline_scores_magnitude_frequency_random():
+  """The energy-agnostic bit assignments: frequency scores are the experts' routing counts on the calibration
+  tokens (by hand through ``route`` on the layer inputs), magnitude the product of the three vectors' norms."""
+  from jaxeff.models.moe import route
+  from jaxeff.moe.camera import bit_scores, mlp_inputs
+
+  cfg, params = _shared_moe()
+  calib = np.random.RandomState(0).randint(0, cfg.vocab_size, (2, 16))
+  x = mlp_inputs(params, cfg, calib)
+  moe = [i for i in range(cfg.n_layers) if cfg.is_moe(i)]
+  freq = bit_scores(params, cfg, calib, "frequency")
+  mag = bit_scores(params, cfg, calib, "magnitude")
+  rnd = bit_scores(params, cfg, calib, "random", seed=1)
+  for i in moe:
+    mlp = params["layers"][i]["mlp"]
+    idx = np.asarray(route(mlp["router"], jnp.asarray(x[i]).reshape(-1, cfg.d_model), cfg)[1])
+    counts = np.bincount(idx.ravel(), minlength=4).astype(float)
+    np.testing.assert_array_equal(freq[i][:64], np.repeat(counts, 16))
+    assert np.all(freq[i][64:] > counts.max())  # the always-on shared expert ranks first
+    g = np.linalg.norm(np.asarray(mlp["gate"][1, 5]))
+    u = np.linalg.norm(np.asarray(mlp["up"][1, 5]))
+    d = np.linalg.norm(np.asarray(mlp["down"][1, :, 5]))
+    assert mag[i][16 + 5] == pytest.approx(g * u * d, rel=1e-5)
+    assert rnd[i].shape == (80,)
+  with pytest.raises(ValueError, match="unknown scoring"):
+    bit_scores(params, cfg, calib, "size")
+
+
+def test_per_matrix_variant_keeps_mean_bits_and_identity_at_16_bits():
+  from jaxeff.moe.camera import mlp_inputs
+  from jaxeff.moe.quant import quantize_model_per_matrix, rtn, rtn_column_groups
+
+  rng = np.random.RandomState(2)
+  w = rng.randn(6, 32)
+  np.testing.assert_allclose(rtn_column_groups(w, np.array([3, 3]), 16), rtn(w, 3, 16)[1])  # uniform bits = RTN
+  q = rtn_column_groups(w, np.array([16, 1]), 16)
+  np.testing.assert_array_equal(q[:, :16], w[:, :16])
+  assert np.any(q[:, 16:] != w[:, 16:])
+  cfg, params = _shared_moe()
+  calib = np.random.RandomState(0).randint(0, cfg.vocab_size, (2, 16))
+  x = mlp_inputs(params, cfg, calib)
+  same = quantize_model_per_matrix(params, cfg, x, QuantConfig(bits=(16,), ratios=(1.0,), method="rtn", group_size=16))
+  for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  qc = QuantConfig(bits=(8, 1), ratios=(0.5, 0.5), method="rtn", group_size=16)
+  out = quantize_model_per_matrix(params, cfg, x, qc)
+  i = next(i for i in range(cfg.n_layers) if cfg.is_moe(i))
+  a, b = np.asarray(out["layers"][i]["mlp"]["gate"]), np.asarray(params["layers"][i]["mlp"]["gate"])
+  # column groups along the input dimension: each [16-column] block is either near-exact (8 bits) or coarse
+  err = np.abs(a - b).reshape(4, 16, -1, 16).max(axis=(1, 3))  # [expert, column group]
+  coarse = err > 0.05
+  assert 0 < coarse.sum() < coarse.size
