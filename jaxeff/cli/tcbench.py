@@ -19,9 +19,12 @@ def register(sub) -> None:
     help="TC-Bench: build code-test matrices, select wrong codes (WrongSelect), score generated tests",
     description="build: run every problem's wrong codes on its tests in the sandbox and write filtered failure "
     "matrices; select: WrongSelect on each matrix; evaluate: run the selected codes on generated tests and print "
-    "the exclusion rate (HackRate@k). Formats are in `jaxeff.tcbench.pipeline`.",
+    "the exclusion rate (HackRate@k) and the per-status table, after validating the generated tests with each "
+    "problem's correct solutions; import: convert the released TC-Bench rows (--released, a local .jsonl / "
+    ".parquet) into problems and golden matrices. Formats are in `jaxeff.tcbench.pipeline`.",
   )
-  tc.add_argument("action", choices=("build", "select", "evaluate"), help="which stage to run")
+  tc.add_argument("action", choices=("build", "select", "evaluate", "import"), help="which stage to run")
+  tc.add_argument("--released", help="the released TC-Bench rows, a local .jsonl / .json / .parquet file (import)")
   tc.add_argument("--problems", help="problems JSONL (build, evaluate)")
   tc.add_argument("--matrices", help="matrices JSONL: written by build, read by select")
   tc.add_argument("--selections", help="selections JSONL: written by select, read by evaluate")
@@ -32,6 +35,11 @@ def register(sub) -> None:
   tc.add_argument("--seed", type=seed, default=0, help="restart shuffles and HackRate test sampling (default: 0)")
   tc.add_argument(
     "--min-rank", type=nonneg_int, default=5, help="reject problems of lower rank (default: %(default)s)"
+  )
+  tc.add_argument(
+    "--no-validate",
+    action="store_true",
+    help="evaluate: score generated tests as given, without validating them with the correct solutions",
   )
   tc.add_argument("--cache", default=None, help="verdict cache folder (re-runs execute nothing)")
   tc.add_argument("--workers", type=count, default=None, help="parallel programs (default: CPU count)")
@@ -54,10 +62,19 @@ def _cmd_tcbench(args) -> int:
     "build": ("problems", "matrices"),
     "select": ("matrices", "selections"),
     "evaluate": ("problems", "selections", "generated"),
+    "import": ("released", "problems", "matrices"),
   }
   missing = [f"--{k}" for k in need[args.action] if not getattr(args, k)]
   if missing:
     raise ValueError(f"tcbench {args.action} needs {', '.join(missing)}")
+  if args.action == "import":
+    from jaxeff.io import write_jsonl
+
+    problems, matrices = tp.load_released(args.released)
+    write_jsonl(args.problems, problems)
+    write_jsonl(args.matrices, matrices)
+    print(f"{len(problems)} problems -> {args.problems}; golden matrices -> {args.matrices}")
+    return 0
   if args.action in ("build", "select"):  # the output checked and locked before any work
     with locked_file(args.matrices if args.action == "build" else args.selections, "tcbench"):
       return _tcbench_write(args, tp)
@@ -69,6 +86,7 @@ def _cmd_tcbench(args) -> int:
     cache_dir=args.cache,
     workers=args.workers,
     limits=args.limits,
+    validate=not args.no_validate,
     unsafe_no_isolation=args.unsafe_no_isolation,
   )
   print(json.dumps(res, indent=2))

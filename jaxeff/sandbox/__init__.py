@@ -140,12 +140,14 @@ class Limits:
 @dataclasses.dataclass
 class Verdict:
   """One test's outcome: ``status`` (see the module docstring), the program's ``output`` (cut at the cap), a
-  ``detail`` (stderr tail, compiler message, the limit hit) and the wall ``seconds``."""
+  ``detail`` (stderr tail, compiler message, the limit hit), the wall ``seconds`` and the ``stderr`` tail of a run
+  that exited normally (TC-Bench's test validation counts a non-empty stderr as RE)."""
 
   status: str
   output: str = ""
   detail: str = ""
   seconds: float = 0.0
+  stderr: str = ""
 
 
 def normalize_output(s: str) -> str:
@@ -261,7 +263,7 @@ def _run_one(cmd: list[str], stdin: str, limits: Limits, java: bool, slot: _Slot
     return Verdict("TLE", out, "CPU time limit", e.seconds)
   if rc != 0:
     return Verdict("RE", out, err or f"exit status {rc}", e.seconds)
-  return Verdict("OK", out, "", e.seconds)
+  return Verdict("OK", out, "", e.seconds, err)
 
 
 def syntax_ok(source: str, lang: str, limits: Limits = Limits(), *, unsafe_no_isolation: bool = False) -> bool:

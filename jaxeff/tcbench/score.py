@@ -25,6 +25,37 @@ import random
 from collections.abc import Sequence
 
 
+def _selected(status_lists_per_problem, ks, seed):
+  """Per problem, per k: the statuses each code is judged on (None: the problem has no codes or no tests),
+  drawing indices with ``random.Random(seed)`` exactly as ``get_rank_result.py`` does."""
+  if not status_lists_per_problem:
+    raise ValueError("no problems")
+  for k in ks:
+    if k is not None and not 1 <= k <= 5:
+      raise ValueError(f"k must be in 1..5 or None, got {k}")
+  rng = random.Random(seed)
+  for codes in status_lists_per_problem:
+    r = len(codes)
+    L = max((len(c) for c in codes), default=0)
+    if r == 0:
+      yield {k: None for k in ks}
+      continue
+    if 5 * r > L:
+      idx = rng.sample(range(L), L)
+    else:
+      idx = rng.sample(range(L), 5 * r)
+      rng.shuffle(idx)
+    out = {}
+    for k in ks:
+      if L == 0:
+        out[k] = None
+        continue
+      sel = list(range(L)) if k is None else idx[: k * r]
+      top = max(sel) if sel else -1
+      out[k] = [list(c) if len(c) <= top else [c[i] for i in sel] for c in codes]
+    yield out
+
+
 def hack_rate(
   status_lists_per_problem: Sequence[Sequence[Sequence[str]]],
   *,
@@ -32,34 +63,44 @@ def hack_rate(
   seed: int = 0,
 ) -> dict[int | None, float]:
   """HackRate_k (percent) for each k in ``ks``: macro average over problems of the excluded fraction."""
-  if not status_lists_per_problem:
-    raise ValueError("no problems")
-  for k in ks:
-    if k is not None and not 1 <= k <= 5:
-      raise ValueError(f"k must be in 1..5 or None, got {k}")
-  rng = random.Random(seed)
   per_problem = {k: [] for k in ks}
-  for codes in status_lists_per_problem:
-    r = len(codes)
-    L = max((len(c) for c in codes), default=0)
-    if r == 0:
-      for k in ks:
-        per_problem[k].append(0.0)
-      continue
-    if 5 * r > L:
-      idx = rng.sample(range(L), L)
-    else:
-      idx = rng.sample(range(L), 5 * r)
-      rng.shuffle(idx)
+  for sel in _selected(status_lists_per_problem, ks, seed):
     for k in ks:
-      if L == 0:
-        per_problem[k].append(0.0)
-        continue
-      sel = list(range(L)) if k is None else idx[: k * r]
-      top = max(sel) if sel else -1
-      excluded = 0
-      for c in codes:
-        statuses = c if len(c) <= top else [c[i] for i in sel]
-        excluded += any(s != "AC" for s in statuses)
-      per_problem[k].append(excluded / r)
+      codes = sel[k]
+      per_problem[k].append(0.0 if codes is None else sum(any(s != "AC" for s in c) for c in codes) / len(codes))
   return {k: round(100.0 * sum(v) / len(v), 2) for k, v in per_problem.items()}
+
+
+STATUSES = ("AC", "CE", "WA", "RE", "TLE", "MLE", "OLE", "EXE")
+
+
+def status_table(
+  status_lists_per_problem: Sequence[Sequence[Sequence[str]]],
+  *,
+  ks: Sequence[int | None] = (1, 2, 3, 4, 5),
+  seed: int = 0,
+) -> dict[int | None, dict[str, float]]:
+  """The per-status table the paper reports beside HackRate: for each k, the macro average over problems of the
+  fraction of codes whose **first non-AC status** on the selected tests (in selection order) is each status,
+  "AC" when none (the code survives). Same index draws as ``hack_rate`` for the same ``seed``, so the non-AC
+  entries sum to HackRate_k (problems without codes or tests count as all AC). Percent, 2 decimals.
+
+  Example:
+    >>> status_table([[["AC", "WA", "AC"], ["CE"], ["AC", "AC", "AC"]]], ks=(None,))[None]["WA"]
+    33.33
+  """
+  per_problem = {k: [] for k in ks}
+  for sel in _selected(status_lists_per_problem, ks, seed):
+    for k in ks:
+      codes = sel[k]
+      row = dict.fromkeys(STATUSES, 0.0)
+      if codes is None:
+        row["AC"] = 1.0
+      else:
+        for c in codes:
+          first = next((s for s in c if s != "AC"), "AC")
+          row[first if first in row else "EXE"] += 1.0 / len(codes)
+      per_problem[k].append(row)
+  return {
+    k: {s: round(100.0 * sum(r[s] for r in rows) / len(rows), 2) for s in STATUSES} for k, rows in per_problem.items()
+  }

@@ -97,3 +97,71 @@ def test_problem_limits_must_be_positive_numbers(limits):
     with pytest.raises(ValueError, match=r"problem 'p7': limits must be positive numbers"):
       tp.problem_limits({"id": "p7", **limits}, preset)
   assert tp.problem_limits({"time_limit_ms": 1500, "memory_limit_mb": 64}, "strict").time_s == 1.5
+
+
+SAMPLE = __import__("pathlib").Path(__file__).parent.parent / "fixtures" / "tcbench" / "sample.jsonl"
+
+
+def test_load_released_rows_and_clear_errors(tmp_path):
+  probs, mats = tp.load_released(SAMPLE)
+  assert [p["id"] for p in probs] == ["sum-0001", "max-0002"]
+  p = probs[0]
+  assert [c["lang"] for c in p["wrong_codes"]] == ["cpp", "cpp", "cpp"]
+  assert [c["lang"] for c in p["solutions"]] == ["cpp", "python"]
+  assert p["tests"] == [{"input": "1 2\n", "output": "3\n"}] and p["time_limit_ms"] == 1000
+  assert mats[0]["rows"] == ["AAWWA", "WWWAW", "AWAAA"] and mats[0]["codes"] == [0, 1, 2]
+  assert mats[0]["rank"] == 3 and mats[0]["rank_released"] == 3
+  assert tp.problem_limits(p).time_s == 4.0  # the official runner's limits: ms // 1000 + 3
+  rows = [json.loads(x) for x in SAMPLE.read_text().splitlines()]
+  rows[0]["wrong_solutions"][0]["output_str"] = "AAXWA"
+  rows[1]["solutions"][0]["lang"] = "Brainfuck"
+  rows.append({"problem_id": "x"})
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  with pytest.raises(ValueError) as e:
+    tp.load_released(bad)
+  msg = str(e.value)
+  assert "3 bad rows" in msg and "Brainfuck" in msg and "missing description" in msg and "sum-0001" in msg
+  with pytest.raises(FileNotFoundError, match="nothing is fetched"):
+    tp.load_released(tmp_path / "absent.jsonl")
+
+
+def test_generated_tests_are_validated_by_correct_codes_before_scoring(tmp_path):
+  (probs, _) = tp.load_released(SAMPLE)
+  p = probs[0]  # a + b with two correct codes (C++ and Python)
+  gen = [
+    ("3 4\n", "7\n"),  # right: kept
+    ("5 5\n", "11\n"),  # wrong expected output (both correct codes print 10): fixed to 10
+    ("oops\n", "0\n"),  # malformed input: the correct codes crash (RE): dropped
+    ("3000000000 1\n", "3000000001\n"),  # right: kept
+  ]
+  kept, rep = tp.validate_tests(gen, p["solutions"], tp.problem_limits(p), cache_dir=tmp_path / "c")
+  assert kept == [("3 4\n", "7\n"), ("5 5\n", "10\n"), ("3000000000 1\n", "3000000001\n")]
+  assert rep == {"solutions_run": 2, "solutions_kept": 2, "kept": 3, "fixed": 1, "dropped": 1}
+  sel = [{"id": p["id"], "codes": [0, 1, 2]}]
+  g = [{"id": p["id"], "tests": [{"input": i, "output": o} for i, o in gen]}]
+  raw = tp.evaluate(sel, [p], g, ks=(None,), cache_dir=tmp_path / "c", validate=False)
+  val = tp.evaluate(sel, [p], g, ks=(None,), cache_dir=tmp_path / "c")
+  # unvalidated, the wrong "11" excludes every code (even the a == b one would be caught for the wrong reason);
+  # validated: overflow (3e9), minus (3 4) and the a == b bug (5 5 -> 11 vs 10) are each caught by a right test
+  assert raw["hack_rate"]["all"] == 100.0 and val["hack_rate"]["all"] == 100.0
+  assert val["validation"][p["id"]]["fixed"] == 1
+  first = val["status_table"]["all"]
+  assert first["WA"] == 100.0 and first["AC"] == 0.0
+  # a wrongly-labelled test next to a right one: unvalidated it "catches" every code, even the overflow one that
+  # is right on small inputs; validated it is fixed to "2" and only the minus and a == b bugs are caught
+  g2 = [{"id": p["id"], "tests": [{"input": "1 1\n", "output": "5\n"}, {"input": "2 3\n", "output": "5\n"}]}]
+  assert tp.evaluate(sel, [p], g2, ks=(None,), cache_dir=tmp_path / "c", validate=False)["hack_rate"]["all"] == 100.0
+  v2 = tp.evaluate(sel, [p], g2, ks=(None,), cache_dir=tmp_path / "c")
+  assert v2["hack_rate"]["all"] == round(100 * 2 / 3, 2) and v2["status_table"]["all"]["AC"] == round(100 / 3, 2)
+  # a correct code wrong on every test validates nothing: with only the mislabelled test, nothing is kept
+  only_bad = [("1 1\n", "5\n")]
+  assert tp.validate_tests(only_bad, p["solutions"], tp.problem_limits(p), cache_dir=tmp_path / "c")[0] == []
+
+
+def test_cli_import_released(tmp_path, capsys):
+  probs, mats = tmp_path / "p.jsonl", tmp_path / "m.jsonl"
+  args = ["tcbench", "import", "--released", str(SAMPLE), "--problems", str(probs), "--matrices", str(mats)]
+  assert cli.main(args) == 0
+  assert [p["id"] for p in tp.read_problems(probs)] == ["sum-0001", "max-0002"]
+  assert tp.read_matrices(mats)[1]["rows"] == ["WAWA", "WWAA", "AAAW"]

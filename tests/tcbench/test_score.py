@@ -60,3 +60,24 @@ def test_seeded_stream_equals_the_official_call_order():
     problems.append(codes)
   for seed in (0, 1, 42):
     assert hack_rate(problems, seed=seed) == official(problems, seed, (1, 2, 3, 4, 5))
+
+
+def test_status_table_first_failures_sum_to_hack_rate():
+  from jaxeff.tcbench.score import status_table
+
+  probs = [
+    [["AC", "WA", "TLE"], ["RE", "AC", "AC"], ["AC", "AC", "AC"], ["CE"]],
+    [["AC", "AC"], ["WA", "WA"]],
+    [],  # no codes: counts as all AC (HackRate 0)
+    [[], []],  # no tests
+  ]
+  for seed in range(4):
+    hr = hack_rate(probs, ks=(1, 2, None), seed=seed)
+    tab = status_table(probs, ks=(1, 2, None), seed=seed)
+    for k in (1, 2, None):
+      assert sum(v for s, v in tab[k].items() if s != "AC") == pytest.approx(hr[k], abs=0.02)
+      assert sum(tab[k].values()) == pytest.approx(100.0, abs=0.02)
+  full = status_table(probs, ks=(None,))[None]
+  # problem 1: WA, RE, AC, CE (1/4 each); problem 2: AC, WA (1/2 each); problems 3-4: AC
+  assert full["WA"] == round(100 * (0.25 + 0.5) / 4, 2) and full["CE"] == round(100 * 0.25 / 4, 2)
+  assert full["RE"] == round(100 * 0.25 / 4, 2) and full["TLE"] == 0.0
