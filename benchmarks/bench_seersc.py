@@ -10,6 +10,13 @@ per query, modelled parallel latency (longest row per call, summed over a query'
 wall time (median of ``--repeats`` runs after a compile run; compile time reported apart). Also: single-sample
 accuracy (SC@1), the correlation of System-1 entropy with difficulty (non-zero digits) and with System-2
 disagreement, and per-difficulty budgets. Writes ``benchmarks/results/seersc.json``.
+
+Honest accounting: test and development problems are **distinct** (deduplicated, disjoint: a shared problem
+would calibrate on the test set); the calibration's own generated tokens are counted against SeerSC-dev's saving
+(net saving and the break-even number of test queries); **throughput** (wall time of the batched run) and
+**per-query latency** (batch 1, sequential, on ``--latency-queries`` queries, median seconds per query) are
+reported apart (on CPU a batched run measures throughput: fewer tokens, not shorter critical paths); paired
+bootstrap 95 % intervals over queries for accuracy differences and token savings.
 """
 
 from __future__ import annotations
@@ -41,9 +48,20 @@ def main(argv=None):
   ap.add_argument("--batch-size", type=int, default=125, help="queries in flight (default: %(default)s)")
   ap.add_argument("--repeats", type=int, default=3, help="timed runs per method; the median is quoted")
   ap.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+  ap.add_argument(
+    "--latency-queries", type=int, default=40, help="queries timed one at a time (batch 1) per method (default: 40)"
+  )
+  ap.add_argument(
+    "--real-model",
+    action="store_true",
+    help="instead: SeerSC and its peers on SmolLM2-135M-Instruct (jaxeff models fetch smollm2-135m-instruct) over "
+    "simple arithmetic word problems (jaxeff.tasks.wordmath); merged into the results file under 'real_model'",
+  )
   args = ap.parse_args(argv)
+  if args.real_model:
+    return real_model_part(args)
   if args.quick:
-    args.n_problems, args.n_dev, args.repeats = 64, 64, 1
+    args.n_problems, args.n_dev, args.repeats, args.latency_queries = 64, 64, 1, 8
 
   from scipy import stats
 
@@ -53,7 +71,19 @@ def main(argv=None):
   from jaxeff.tasks.arith import queries, sample_problems, seersc_prompting
 
   cfg, params, tok = load_reference_model("tiny-arith")
-  problems = sample_problems(args.n_problems, seed=1, split="validation", p_nonzero=args.p_nonzero)
+
+  def distinct(n, seed, exclude=frozenset()):
+    """n distinct problems not in ``exclude`` (by digits), drawn in order from the seeded stream."""
+    out, seen, draw = [], set(exclude), 0
+    while len(out) < n:
+      for p in sample_problems(4 * n, seed=seed * 1000 + draw, split="validation", p_nonzero=args.p_nonzero):
+        if p.digits not in seen and len(out) < n:
+          seen.add(p.digits)
+          out.append(p)
+      draw += 1
+    return out
+
+  problems = distinct(args.n_problems, 1)
   qs = queries(problems)
   sampler = Sampler(cfg, params)
   prompting = seersc_prompting()
@@ -62,7 +92,9 @@ def main(argv=None):
     return S.SamplerBackend(sampler, tok, prompting, key=jax.random.key(args.seed)).register(qs)
 
   # thresholds calibrated on a separate development split (the paper's 0.6 / 2.0 bits were set for its models)
-  dev = queries(sample_problems(args.n_dev, seed=2, split="validation", p_nonzero=args.p_nonzero), start_id=10**6)
+  dev_problems = distinct(args.n_dev, 2, exclude={p.digits for p in problems})
+  assert not {p.digits for p in dev_problems} & {p.digits for p in problems}
+  dev = queries(dev_problems, start_id=10**6)
   calibration = {}
   for n in args.ns:
     t0 = time.perf_counter()
@@ -106,6 +138,42 @@ def main(argv=None):
       flush=True,
     )
 
+  # per-query latency: batch 1, one query after another (a different quantity from the batched throughput)
+  latency = {}
+  lat_q = qs[: args.latency_queries]
+  for label, m in methods:
+    if label == "SC@1":
+      continue
+    S.run_batch(m, lat_q[:2], backend(), batch_size=1)  # compile the batch-1 shapes
+    per = []
+    for q in lat_q:
+      t0 = time.perf_counter()
+      S.run_batch(m, [q], backend(), batch_size=1)
+      per.append(time.perf_counter() - t0)
+    latency[label] = {"median_s": float(np.median(per)), "p90_s": float(np.quantile(per, 0.9)), "queries": len(per)}
+    print(f"{label:18s} batch-1 latency median {latency[label]['median_s']:.3f}s p90 {latency[label]['p90_s']:.3f}s")
+
+  # paired intervals and the calibration's cost against the saving
+  def paired(a_label, b_label):
+    ra, rb = reports[a_label].records, reports[b_label].records
+    out = _paired(ra, rb)
+    out["informative_queries"] = int(sum(x.correct != y.correct for x, y in zip(ra, rb)))
+    return out
+
+  comparisons, net = {}, {}
+  for n in args.ns:
+    for v in ("SeerSC", "SeerSC-dev", "ESC-window", "ESC-sliding", "ASC"):
+      comparisons[f"{v}@{n} vs SC@{n}"] = paired(f"{v}@{n}", f"SC@{n}")
+    saved = rows[f"SC@{n}"]["tokens"] - rows[f"SeerSC-dev@{n}"]["tokens"]
+    cost = calibration[n]["cost_tokens"]
+    net[str(n)] = {
+      "test_tokens_saved": int(saved),
+      "calibration_tokens": int(cost),
+      "net_tokens_saved": int(saved - cost),
+      "break_even_test_queries": float(cost / (saved / len(qs))) if saved > 0 else None,
+    }
+    print(f"N={n}: comparisons", {k: v for k, v in comparisons.items() if k.endswith(f"SC@{n}")}, "net", net[str(n)])
+
   # System-1 entropy vs difficulty and vs System-2 disagreement (over the largest N's SC samples)
   nmax = max(args.ns)
   seer = reports[f"SeerSC@{nmax}"].records
@@ -140,10 +208,12 @@ def main(argv=None):
     print(f"  z={k}: {v}")
 
   targets = []
+  verdicts = {}
   for n in args.ns:
     sc = rows[f"SC@{n}"]
     for variant, what in (("SeerSC", "paper thresholds 0.6/2.0"), ("SeerSC-dev", "dev-calibrated thresholds")):
       seer_n = rows[f"{variant}@{n}"]
+      c = comparisons[f"{variant}@{n} vs SC@{n}"]
       saving = 1 - seer_n["tokens"] / sc["tokens"]
       gap = round(sc["accuracy"] - seer_n["accuracy"], 9)  # exactly 1 point (5 of 500 queries) is within 1 point
       targets.append(
@@ -153,15 +223,41 @@ def main(argv=None):
           "target": 0.30,
           "met": bool(saving >= 0.30 and gap <= 0.01),
           "accuracy_gap_points": round(100 * gap, 2),
+          "saving_ci95": c["token_saving_ci95"],
+          "accuracy_diff_ci95": c["accuracy_ci95"],
         }
       )
+      lo_acc, hi_acc = c["accuracy_ci95"]
+      if c["token_saving_ci95"][0] > 0 and lo_acc >= -1.0:
+        v = "reproduced (fewer tokens, accuracy non-inferior at 1 point)"
+      elif hi_acc < -1.0 or c["token_saving_ci95"][1] < 0:
+        v = "contradicted"
+      else:
+        v = "not resolvable at this scale (the accuracy interval straddles -1 point)"
+      verdicts[f"{variant}@{n}"] = v
     seer_n = rows[f"SeerSC-dev@{n}"]
-    slowest_peer = min(rows[f"{p}@{n}"]["wall_s"] for p in ("ESC-window", "ESC-sliding", "ASC"))
+    fastest_peer = min(rows[f"{p}@{n}"]["wall_s"] for p in ("ESC-window", "ESC-sliding", "ASC"))
     targets.append(
       target(
-        f"N={n}: wall-time ratio, fastest of ESC/ASC over SeerSC with dev thresholds (> 1 = SeerSC faster)",
-        slowest_peer / seer_n["wall_s"],
+        f"N={n}: throughput (batched wall time) ratio, fastest of ESC/ASC over SeerSC with dev thresholds "
+        "(> 1 = SeerSC faster; on CPU this tracks tokens)",
+        fastest_peer / seer_n["wall_s"],
         1.0,
+      )
+    )
+    lat_peer = min(latency[f"{p}@{n}"]["median_s"] for p in ("ESC-window", "ESC-sliding", "ASC"))
+    targets.append(
+      target(
+        f"N={n}: per-query latency (batch 1, median) ratio, fastest of ESC/ASC over SeerSC-dev (> 1 = faster)",
+        lat_peer / latency[f"SeerSC-dev@{n}"]["median_s"],
+        1.0,
+      )
+    )
+    targets.append(
+      target(
+        f"N={n}: SeerSC-dev net tokens saved on the test set after paying for its calibration",
+        net[str(n)]["net_tokens_saved"],
+        0.0,
       )
     )
   for t in targets:
@@ -183,10 +279,114 @@ def main(argv=None):
     },
     "methods": rows,
     "calibration": {str(k): v for k, v in calibration.items()},
+    "dev_test_disjoint": True,
+    "per_query_latency_batch1": latency,
+    "paired_vs_sc": comparisons,
+    "calibration_net_saving": net,
+    "verdicts": verdicts,
     "entropy_correlations": corr,
     "by_nonzero_digits": by_z,
   }
   print("wrote", write_results("seersc", results, targets))
+
+
+def _paired(ra, rb, seed=0, n=4000):
+  """a vs b per query: accuracy difference (points) and token saving of a, with bootstrap 95 % intervals."""
+  rng = np.random.default_rng(seed)
+  acc = np.array([float(x.correct) - float(y.correct) for x, y in zip(ra, rb)])
+  ta = np.array([x.tokens for x in ra], float)
+  tb = np.array([x.tokens for x in rb], float)
+  idx = rng.integers(0, len(acc), (n, len(acc)))
+  m, sav = 100 * acc[idx].mean(1), 1 - ta[idx].sum(1) / tb[idx].sum(1)
+  return {
+    "accuracy_diff_points": float(100 * acc.mean()),
+    "accuracy_ci95": [float(np.quantile(m, 0.025)), float(np.quantile(m, 0.975))],
+    "token_saving": float(1 - ta.sum() / tb.sum()),
+    "token_saving_ci95": [float(np.quantile(sav, 0.025)), float(np.quantile(sav, 0.975))],
+  }
+
+
+def real_model_part(args):
+  """SeerSC on SmolLM2-135M-Instruct: test and development word problems distinct and disjoint, N = 8, M = 32,
+  thresholds: the paper's and dev-calibrated (calibration tokens counted); batched runs (throughput) and paired
+  intervals. Merged into ``seersc.json`` under ``real_model``."""
+  from benchmarks._common import merge_results
+  from jaxeff.generation import Sampler
+  from jaxeff.generation import seersc as S
+  from jaxeff.models.embedded import load_reference_model
+  from jaxeff.tasks import wordmath as W
+
+  n_test, n_dev, n, m = (24, 16, 4, 8) if args.quick else (150, 80, 8, 32)
+  cfg, params, tok = load_reference_model("smollm2-135m-instruct")
+  test = W.distinct_problems(n_test, seed=1)
+  dev = W.distinct_problems(n_dev, seed=2, exclude={p.text for p in test})
+  qs, dq = W.chat_queries(test, tok), W.chat_queries(dev, tok, start_id=10**6)
+  sampler = Sampler(cfg, params)
+  prompting = W.seersc_prompting()
+  stop = (tok.eos_id,)
+
+  def backend():
+    return S.SamplerBackend(sampler, tok, prompting, key=jax.random.key(args.seed), stop_ids=stop).register(qs)
+
+  bs = 16
+  t0 = time.perf_counter()
+  cal = S.calibrate(dq, backend().register(dq), n, m=m, tolerance=0.01, batch_size=bs)
+  cal_s = time.perf_counter() - t0
+  print(
+    f"real model: calibrated thresholds {cal['thresholds']} in {cal_s:.0f}s ({cal['cost_tokens']} tokens)", flush=True
+  )
+  methods = [
+    ("SC@1", S.SC(n=1)),
+    (f"SC@{n}", S.SC(n=n)),
+    (f"ESC-window@{n}", S.ESC(n=n, window=4, form="window")),
+    (f"ASC@{n}", S.ASC(n=n)),
+    (f"SeerSC@{n}", S.SeerSC(n=n, m=m)),
+    (f"SeerSC-dev@{n}", S.SeerSC(n=n, m=m, thresholds=cal["thresholds"])),
+  ]
+  rows, reports = {}, {}
+  for label, meth in methods:
+    t0 = time.perf_counter()
+    rep = S.run_batch(meth, qs, backend(), batch_size=bs)
+    summ = rep.summary()
+    summ["wall_s_with_compile"] = time.perf_counter() - t0
+    rows[label], reports[label] = summ, rep
+    print(
+      f"{label:18s} acc {summ['accuracy']:.3f} tokens/q {summ['tokens_per_query']:7.1f} "
+      f"latency-tokens/q {summ['latency_tokens_per_query']:6.1f}",
+      flush=True,
+    )
+  comp = {
+    f"{v}@{n} vs SC@{n}": _paired(reports[f"{v}@{n}"].records, reports[f"SC@{n}"].records)
+    for v in ("SeerSC", "SeerSC-dev", "ESC-window", "ASC")
+  }
+  saved = rows[f"SC@{n}"]["tokens"] - rows[f"SeerSC-dev@{n}"]["tokens"]
+  verdicts = {}
+  for v in ("SeerSC", "SeerSC-dev"):
+    c = comp[f"{v}@{n} vs SC@{n}"]
+    if c["token_saving_ci95"][0] > 0 and c["accuracy_ci95"][0] >= -1.0:
+      verdicts[v] = "reproduced (fewer tokens, accuracy non-inferior at 1 point)"
+    elif c["accuracy_ci95"][1] < -1.0 or c["token_saving_ci95"][1] < 0:
+      verdicts[v] = "contradicted"
+    else:
+      verdicts[v] = "not resolvable at this scale (the accuracy interval straddles -1 point)"
+  out = {
+    "model": "smollm2-135m-instruct",
+    "task": "jaxeff.tasks.wordmath (distinct test / dev problems, disjoint)",
+    "n_test": len(qs),
+    "n_dev": len(dq),
+    "settings": {"n": n, "m": m, "batch_size": bs, "prompting": prompting.__dict__},
+    "calibration": {k: v for k, v in cal.items() if k != "entropies"} | {"seconds": cal_s},
+    "methods": rows,
+    "paired_vs_sc": comp,
+    "net_tokens_saved_after_calibration": int(saved - cal["cost_tokens"]),
+    "verdicts": verdicts,
+  }
+  for k, v in comp.items():
+    print(k, v)
+  print("verdicts:", verdicts)
+  if not args.quick:
+    print("wrote", merge_results("seersc", {"real_model": out}, []))
+  return out
 
 
 if __name__ == "__main__":

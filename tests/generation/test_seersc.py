@@ -257,6 +257,7 @@ def test_calibrate_draws_dev_samples_and_matches_the_table_version():
   )
   assert out["entropies"] == pytest.approx([[0.0, 1.0, 3.0][q % 3] for q in range(12)])
   assert {k: out[k] for k in want} == want
+  assert out["cost_tokens"] == 12 * (16 * 1 + 4 * 7)  # every calibration token counted: M S1 + N S2 per query
   with pytest.raises(ValueError, match="gold"):
     S.calibrate([S.Query(0)], b, 4)
 
@@ -334,3 +335,21 @@ def test_sampler_backend_streams_are_shared_and_confidence_is_teacher_forced(bac
     logits, _ = forward(params, seq, np.arange(seq.shape[1])[None], config=cfg)
     lp = np.asarray(jax.nn.log_softmax(logits[0, len(prompt) - 1]))[gen[0]]
     assert S.confidence(smp.answer_logprobs) == pytest.approx(math.exp(lp), rel=1e-4)
+
+
+def test_wordmath_problems_are_distinct_disjoint_and_correct():
+  from jaxeff.tasks import wordmath as W
+
+  test = W.distinct_problems(60, seed=1)
+  dev = W.distinct_problems(40, seed=2, exclude={p.text for p in test})
+  assert len({p.text for p in test}) == 60 and not {p.text for p in test} & {p.text for p in dev}
+  assert all(p.split == "validation" for p in test + dev)
+  for p in test:  # the gold answer is the expression's value, written out in the text's numbers
+    nums = [int(x) for x in p.expression.replace("+", " ").replace("-", " ").replace("*", " ").split()]
+    assert all(str(x) in p.text for x in nums)
+    a, op, b = p.expression.split()[:3]
+    if p.kind != "two_step":
+      assert p.answer == {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
+  assert {p.kind for p in test} == {"add", "sub", "mul", "two_step"}
+  with pytest.raises(ValueError, match="split"):
+    W.sample_problems(2, split="test")

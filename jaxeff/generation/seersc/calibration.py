@@ -77,20 +77,23 @@ def calibrate(
 ) -> dict[str, Any]:
   """Calibrate SeerSC's thresholds on development queries (with gold answers): draw M System-1 and N System-2
   samples per query through ``backend``, then ``calibrate_thresholds``. Returns its dict plus the dev
-  ``entropies``. Use the thresholds on other queries: ``SeerSC(n, thresholds=out["thresholds"])``."""
+  ``entropies`` and ``cost_tokens``, every token the calibration generated (M System-1 and N System-2 samples per
+  dev query): the price a deployment pays before SeerSC saves anything. Use the thresholds on other queries: ``SeerSC(n, thresholds=out["thresholds"])``."""
   n = _check_n(n)
   if not queries or any(q.gold is None for q in queries):
     raise ValueError("calibration needs development queries with gold answers")
   size = len(queries) if batch_size is None else _check_n(batch_size, "batch_size")
-  ent, answers, tokens = [], [], []
+  ent, answers, tokens, cost = [], [], [], 0
   for start in range(0, len(queries), size):
     chunk = queries[start : start + size]
     s1, _ = backend.sample([Request(q.id, 1, m, 0) for q in chunk])
     s2, _ = backend.sample([Request(q.id, 2, n, 0) for q in chunk])
+    cost += sum(x.tokens for row in s1 for x in row) + sum(x.tokens for row in s2 for x in row)
     for a, b in zip(s1, s2):
       ent.append(weighted_entropy([x.answer for x in a], [confidence(x.answer_logprobs, policy) for x in a]))
       answers.append([normalize(x.answer) for x in b])
       tokens.append([x.tokens for x in b])
   out = calibrate_thresholds(ent, answers, tokens, [q.gold for q in queries], n, tolerance=tolerance, grid=grid)
   out["entropies"] = ent
+  out["cost_tokens"] = int(cost)
   return out
