@@ -316,14 +316,14 @@ def real_model_part(args):
   from jaxeff.models.embedded import load_reference_model
   from jaxeff.tasks import wordmath as W
 
-  n_test, n_dev, n, m = (24, 16, 4, 8) if args.quick else (150, 80, 8, 32)
+  n_test, n_dev, n, m = (24, 16, 4, 8) if args.quick else (120, 60, 8, 16)
   cfg, params, tok = load_reference_model("smollm2-135m-instruct")
   test = W.distinct_problems(n_test, seed=1)
   dev = W.distinct_problems(n_dev, seed=2, exclude={p.text for p in test})
   qs, dq = W.chat_queries(test, tok), W.chat_queries(dev, tok, start_id=10**6)
   sampler = Sampler(cfg, params)
   prompting = W.seersc_prompting()
-  stop = (tok.eos_id,)
+  stop = W.stop_ids(tok)
 
   def backend():
     return S.SamplerBackend(sampler, tok, prompting, key=jax.random.key(args.seed), stop_ids=stop).register(qs)

@@ -38,3 +38,16 @@ def pytest_collection_modifyitems(config, items):
     for marker, (ok, reason) in needs.items():
       if marker in item.keywords and not ok:
         item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_executables():
+  """Drop jax's compilation caches after every test module. Each XLA:CPU executable holds a few memory
+  mappings; the whole suite in one process compiles tens of thousands of them, and past the kernel's
+  ``vm.max_map_count`` (65,530 by default) the next compilation's mmap fails and LLVM segfaults (seen twice
+  at ~40 % of the suite). Clearing per module keeps the count to what one module needs."""
+  yield
+  import gc
+
+  jax.clear_caches()
+  gc.collect()

@@ -109,18 +109,30 @@ def chat_queries(problems, tokenizer, start_id: int = 0, system: str | None = No
 
 
 def seersc_prompting(**overrides):
-  """System 1: the assistant turn forced to "The answer is " (a few tokens, the number read back); System 2:
-  forced to "Let's think step by step." and free to reason; answers = the last number either writes."""
+  """System 1: the assistant turn forced to "The answer is " (3 tokens: the digits of the number); System 2:
+  forced to "Let's think step by step." and stopped at the end of its first line (``stop_ids``: the model's
+  newline tokens), where small models write the computation "a + b = c"; answers = the last number either
+  writes."""
   from jaxeff.generation.seersc import Prompting
 
   base = dict(
     s1_suffix="The answer is ",
     s2_prefix="Let's think step by step.",
     extractor="last_number",
-    s1_max_tokens=5,
-    s2_max_tokens=96,
+    s1_max_tokens=3,
+    s2_max_tokens=64,
     s1_temperature=1.0,
     s2_temperature=1.0,
   )
   base.update(overrides)
   return Prompting(**base)
+
+
+def stop_ids(tokenizer) -> tuple[int, ...]:
+  """End of turn plus the newline tokens: System 2's answer line ends there."""
+  ids = {tokenizer.eos_id}
+  for text in ("\n", "\n\n"):
+    enc = tokenizer.encode(text, add_bos=False)
+    if len(enc) == 1:
+      ids.add(enc[0])
+  return tuple(sorted(i for i in ids if i is not None))

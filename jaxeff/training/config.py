@@ -27,7 +27,7 @@ class TrainConfig(OptimizerConfig):
   ``trainable``) are inherited from ``OptimizerConfig``.
 
   Attributes (grouped): model — ``model`` (a ModelConfig; its vocab is set from the tokenizer);
-  data — ``corpora`` ('python', 'gcide', and the synthetic 'passkey' and 'arith'), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
+  data — ``corpora`` ('python', 'gcide', 'pydoc', and the synthetic 'passkey' and 'arith'), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
   'bpe'), ``bpe_vocab``, ``max_documents`` (cap per corpus, for tests), ``passkey_rows`` (rows of each
   synthetic corpus); batch —
   ``seq_len``, ``batch_size`` (global rows per step), ``grad_accum`` (micro-batches per step);
@@ -86,9 +86,9 @@ class TrainConfig(OptimizerConfig):
       errors.append(f"compute_dtype must be one of {tuple(_DTYPES)}, got {self.compute_dtype!r}")
     if self.tokenizer not in ("byte", "bpe"):
       errors.append(f"tokenizer must be 'byte' or 'bpe', got {self.tokenizer!r}")
-    bad = [c for c in self.corpora if c not in ("python", "gcide", *SYNTHETIC) and not c.startswith("npz:")]
+    bad = [c for c in self.corpora if c not in ("python", "gcide", "pydoc", *SYNTHETIC) and not c.startswith("npz:")]
     if bad:
-      errors.append(f"unknown corpora {bad}; choose from python, gcide, {', '.join(SYNTHETIC)} or npz:PATH")
+      errors.append(f"unknown corpora {bad}; choose from python, gcide, pydoc, {', '.join(SYNTHETIC)} or npz:PATH")
     missing = [c for c in self.corpora if c.startswith("npz:") and not Path(c[4:]).is_file()]
     if missing:
       errors.append(f"row files not found: {missing}")

@@ -9,6 +9,8 @@ Corpora come from this machine only (no network):
   stable hash of the relative path (5 % validation).
 * ``gcide``: Webster 1913 + WordNet glosses from the Debian package ``dict-gcide``
   (``/usr/share/dictd/gcide.dict.dz``), one document per dictionary entry group, split by a stable hash.
+* ``pydoc``: English prose from the standard library's ``pydoc_data/topics.py`` (the language reference's
+  topics, ~465 KB of text; every CPython install has it), ~2 KB paragraph documents split by a stable hash.
 * ``passkey``: synthetic long-context retrieval (a pass key hidden in code filler, asked for at the end),
   generated deterministically from a seed: the quality probe for sparse attention and KV eviction.
 
@@ -89,8 +91,37 @@ def gcide_documents(split: str = "train", path: str | os.PathLike = GCIDE_PATH) 
   return [d for i, d in enumerate(docs) if _split_of(f"gcide/{i}") == split]
 
 
+def pydoc_documents(split: str = "train", root: str | os.PathLike | None = None) -> list[str]:
+  """The prose topics of ``pydoc_data/topics.py`` (read as a literal, never imported from site-packages) as
+  ~2 KB documents of whole paragraphs (topics sorted by name), each assigned to ``split`` ('train' |
+  'validation' | 'all') by a stable hash of (topic, chunk)."""
+  import ast
+
+  if split not in ("train", "validation", "all"):
+    raise ValueError(f"split must be 'train', 'validation' or 'all', got {split!r}")
+  path = Path(root or sysconfig.get_paths()["stdlib"]) / "pydoc_data" / "topics.py"
+  if not path.is_file():
+    raise CorpusMissingError(f"the prose corpus needs the standard library's {path}")
+  tree = ast.parse(path.read_text(encoding="utf-8"))
+  topics = next(
+    ast.literal_eval(n.value)
+    for n in tree.body
+    if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "topics" for t in n.targets)
+  )
+  docs = []
+  for k in sorted(topics):  # ~2 KB documents of whole paragraphs, each split by its own key
+    paras, cur, i = topics[k].split("\n\n"), [], 0
+    for para in paras:
+      cur.append(para)
+      if sum(map(len, cur)) >= 2000 or para is paras[-1]:
+        if split == "all" or _split_of(f"pydoc/{k}/{i}") == split:
+          docs.append("\n\n".join(cur))
+        cur, i = [], i + 1
+  return docs
+
+
 def load_corpus(name: str, split: str = "train", *, max_documents: int | None = None):
-  """A ``datasets.Dataset`` with one ``text`` column for corpus ``name`` ('python' | 'gcide').
+  """A ``datasets.Dataset`` with one ``text`` column for corpus ``name`` ('python' | 'gcide' | 'pydoc').
 
   Example:
     >>> ds = load_corpus("python", "validation", max_documents=3)
@@ -104,8 +135,10 @@ def load_corpus(name: str, split: str = "train", *, max_documents: int | None = 
     texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
   elif name == "gcide":
     texts = gcide_documents(split)[:max_documents]
+  elif name == "pydoc":
+    texts = pydoc_documents(split)[:max_documents]
   else:
-    raise ValueError(f"unknown corpus {name!r}; choose 'python' or 'gcide' (or the synthetic 'passkey')")
+    raise ValueError(f"unknown corpus {name!r}; choose 'python', 'gcide' or 'pydoc' (or the synthetic 'passkey')")
   return datasets.Dataset.from_dict({"text": texts})
 
 

@@ -109,3 +109,13 @@ def test_passkey_rows_mask_the_answer_only():
     assert len(marks) == 2  # needle and question
     np.testing.assert_array_equal(r[marks[0] + 1 : marks[0] + 6], answer)  # the needle holds the answer
     assert marks[1] == len(r) - 6 and r[-5:].tolist() == answer.tolist()
+
+
+def test_pydoc_prose_corpus_splits_are_disjoint_and_cover_the_topics():
+  tr, va, al = (data_lib.pydoc_documents(s) for s in ("train", "validation", "all"))
+  assert len(tr) > 100 and len(va) > 3 and not set(tr) & set(va)
+  assert sorted(tr + va) == sorted(al) and sum(map(len, al)) > 400_000
+  assert "assert" in " ".join(al) and "def " not in al[0][:5]
+  assert data_lib.load_corpus("pydoc", "validation", max_documents=2).num_rows == 2
+  with pytest.raises(ValueError, match="split"):
+    data_lib.pydoc_documents("test")
