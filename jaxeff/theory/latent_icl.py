@@ -99,7 +99,10 @@ def train_model(
   cfg = model_config()
   params = init_params(cfg, jax.random.key(seed))
   T = 4 * 5 + 3 + 1
-  opt = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, 100, steps, lr * 0.05), weight_decay=0.01)
+  warm = min(100, max(1, steps // 10))
+  opt = optax.adamw(
+    optax.warmup_cosine_decay_schedule(0.0, lr, warm, max(steps, warm + 1), lr * 0.05), weight_decay=0.01
+  )
   state = opt.init(params)
 
   def loss_fn(p, tok, mask):

@@ -260,3 +260,33 @@ def test_llm_selector_same_ranking_batched_and_one_by_one():
     assert list(np.argsort(-batched, kind="stable")) == list(np.argsort(-single, kind="stable"))
   with pytest.raises(ValueError, match="unknown scorer"):
     gs.GradSelector(cfg, params, scorer="G9")
+
+
+def test_latent_operator_icl_task_and_study_plumbing():
+  """The ICL task where demonstrations carry the latent: informative / ambiguous demonstrations by the operator
+  algebra, query pairs disjoint between training and the study, and the study's paired report (tiny model)."""
+  from jaxeff.theory import latent_icl as L
+
+  for a in range(10):
+    for b in range(10):
+      ops = L.consistent_ops(a, b, (a + b) % 10)
+      assert (len(ops) == 2) == (b in (0, 5))  # a + b = a - b (mod 10) iff 2b = 0 (mod 10)
+  assert not set(L.QUERY_PAIRS["train"]) & set(L.QUERY_PAIRS["eval"])
+  assert len(L.QUERY_PAIRS["train"]) + len(L.QUERY_PAIRS["eval"]) == 100
+  rng = np.random.default_rng(0)
+  p = L.make_prompt(rng, 3, op=1)
+  assert p["answer"] == str((p["query"][0] - p["query"][1]) % 10) and len(p["demos"]) == 3
+  cfg, params, info = L.train_model(steps=3, batch=4)
+  assert info["train_queries"] <= set(L.QUERY_PAIRS["train"])
+  r = L.selection_study(
+    cfg,
+    params,
+    queries=6,
+    pool=4,
+    seeds=(0, 1),
+    scorers=("random", "G1", "oracle"),
+    train_queries=info["train_queries"],
+  )
+  assert r["train_overlap"] == 0 and r["n"] == 12
+  assert r["informative_share"]["oracle"] == 1.0  # the oracle picks an informative demonstration
+  assert set(r["paired"]) == {"G1 - random"} and r["paired"]["G1 - random"]["lo"] <= r["paired"]["G1 - random"]["hi"]
