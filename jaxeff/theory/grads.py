@@ -49,6 +49,20 @@ def lsa_scores(X, y, xq, w0, A) -> np.ndarray:
   return (y - X @ w0) * (X @ (A @ xq)) / len(y)
 
 
+def gradient_alignment(loss_fn, theta, demo_batch, query_batch):
+  r"""G2's score: |<grad_theta l(theta; demo_i), grad_theta l(theta; query)>| for every demonstration i.
+
+  ``loss_fn(theta, example)`` is a scalar loss of one example; ``demo_batch`` is a pytree with a leading axis
+  [n] (one demonstration per row), ``query_batch`` one example. Returns [n]. ``GradSelector``'s G2 is this with
+  theta = the output head; on LSA with theta = w, l_i = (w^T x_i - y_i)^2 / 2 and the query's "loss" w^T x_q it
+  is n |g_i| at w = w0 (GradS's exact score with A = I; tested).
+  """
+  gq = jax.grad(loss_fn)(theta, query_batch)
+  gd = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))(theta, demo_batch)
+  dots = jax.tree.map(lambda a, b: jnp.sum(a * b, axis=tuple(range(1, a.ndim))), gd, gq)
+  return jnp.abs(sum(jax.tree.leaves(dots)))
+
+
 def leave_one_out(X, y, xq, w0, A) -> np.ndarray:
   """y^_q(all) - y^_q(without i), keeping the 1/n normalisation [n]."""
   n = len(y)
@@ -207,19 +221,14 @@ class GradSelector:
     g = jax.grad(self._answer_nll)(off, tok, pos, amask)  # rows are independent: per-row gradients
     return jnp.sqrt(jnp.sum((g * dmask[..., None]) ** 2, axis=(1, 2)))
 
-  def _head_grad(self, tok, pos, amask):
-    """Per-row gradients of the masked NLL with respect to the output head [B, V, D]."""
+  def _g2_impl(self, dtok, dpos, dam, qtok, qpos, qam):
     key = "embed" if self.config.tie_embeddings else "lm_head"
 
-    def loss(head, t, p_, m):
-      return self._masked_nll({**self.params, key: head}, t, p_, m)
+    def loss(head, ex):
+      t, p_, m = ex
+      return self._masked_nll({**self.params, key: head}, t[None], p_[None], m[None])
 
-    return jax.vmap(lambda t, p_, m: jax.grad(loss)(self.params[key], t[None], p_[None], m[None]))(tok, pos, amask)
-
-  def _g2_impl(self, dtok, dpos, dam, qtok, qpos, qam):
-    gd = self._head_grad(dtok, dpos, dam)  # [n, V, D]
-    gq = self._head_grad(qtok, qpos, qam)[0]
-    return jnp.abs(jnp.einsum("nvd,vd->n", gd, gq))
+    return gradient_alignment(loss, self.params[key], (dtok, dpos, dam), (qtok[0], qpos[0], qam[0]))
 
   def scores(self, demos: Sequence[Sequence[int]], query: Sequence[int], answer: Sequence[int]) -> np.ndarray:
     if not demos:

@@ -290,3 +290,21 @@ def test_latent_operator_icl_task_and_study_plumbing():
   assert r["train_overlap"] == 0 and r["n"] == 12
   assert r["informative_share"]["oracle"] == 1.0  # the oracle picks an informative demonstration
   assert set(r["paired"]) == {"G1 - random"} and r["paired"]["G1 - random"]["lo"] <= r["paired"]["G1 - random"]["hi"]
+
+
+def test_g2_alignment_is_n_times_the_lsa_score():
+  """GradSelector's G2 computation (``gradient_alignment``) on LSA: theta = w, demonstration loss
+  (w^T x_i - y_i)^2 / 2, the query's "loss" w^T x_q: |<grad l_i, grad f_q>| = n |g_i| at w0 (A = I)."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(3)
+    n, d = 12, 6
+    X, y, xq, w0 = rng.standard_normal((n, d)), rng.standard_normal(n), rng.standard_normal(d), rng.standard_normal(d)
+
+    def loss(w, ex):
+      x, t, is_query = ex
+      return jnp.where(is_query, w @ x, 0.5 * (w @ x - t) ** 2)
+
+    g2 = gs.gradient_alignment(
+      loss, jnp.asarray(w0), (jnp.asarray(X), jnp.asarray(y), jnp.zeros(n, bool)), (jnp.asarray(xq), 0.0, True)
+    )
+    np.testing.assert_allclose(np.asarray(g2), n * np.abs(gs.lsa_scores(X, y, xq, w0, np.eye(d))), rtol=1e-12)
