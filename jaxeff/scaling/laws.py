@@ -166,6 +166,16 @@ def _objective(resid, x, args, delta, mean):
   return f / r.shape[0] if mean else f
 
 
+def _irls_normal(resid, x, args, delta: float):
+  """Gauss-Newton normal equations of the Huber objective at ``x``: (g = J^T W r, H = J^T W J) with the IRLS
+  weights W = min(1, delta / |r|)."""
+  r = resid(x, *args)
+  J = jax.jacfwd(resid)(x, *args)
+  a = jnp.abs(r)
+  w = jnp.where(a <= delta, 1.0, delta / jnp.maximum(a, 1e-300))
+  return (J * w[:, None]).T @ r, (J * w[:, None]).T @ J
+
+
 @functools.partial(jax.jit, static_argnames=("resid", "iters", "delta"))
 def _lm_many(resid, starts, args, iters: int, delta: float):
   """Levenberg-Marquardt on the Huber objective (IRLS weights min(1, delta/|r|)), a fixed number of steps from
@@ -179,12 +189,7 @@ def _lm_many(resid, starts, args, iters: int, delta: float):
 
     def body(_, st):
       x, f, lam = st
-      r = resid(x, *args)
-      J = jax.jacfwd(resid)(x, *args)
-      a = jnp.abs(r)
-      w = jnp.where(a <= delta, 1.0, delta / jnp.maximum(a, 1e-300))
-      H = (J * w[:, None]).T @ J
-      g = (J * w[:, None]).T @ r
+      g, H = _irls_normal(resid, x, args, delta)
       dx = -jnp.linalg.solve(H + lam * (jnp.diag(jnp.diag(H)) + 1e-9 * eye), g)
       xn = x + dx
       fn = obj(xn)
@@ -276,14 +281,9 @@ def _newton_decrease(resid, x, args, delta: float, mean: bool):
   IRLS weights min(1, delta/|r|)) and H^+ its pseudo-inverse. Unlike the gradient norm it is invariant to the
   parameters' scales (Farseer's exponents and coefficients differ by orders of magnitude), and it is ~0 exactly at
   a minimum (and in flat directions the data do not determine)."""
-  r = resid(x, *args)
-  J = jax.jacfwd(resid)(x, *args)
-  a = jnp.abs(r)
-  w = jnp.where(a <= delta, 1.0, delta / jnp.maximum(a, 1e-300))
-  g = (J * w[:, None]).T @ r
-  H = (J * w[:, None]).T @ J
+  g, H = _irls_normal(resid, x, args, delta)
   dec = 0.5 * g @ jnp.linalg.pinv(H, rtol=1e-12) @ g
-  return dec / r.shape[0] if mean else dec
+  return dec / args[0].shape[0] if mean else dec
 
 
 def _verify(
