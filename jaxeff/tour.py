@@ -280,11 +280,11 @@ def scaling(out: Path, quick: bool) -> TourRow:
 
 
 def codetrans(out: Path, quick: bool) -> TourRow:
-  from jaxeff.codetrans.train import order_study, template_pairs
+  from jaxeff.codetrans.train import disjoint_from, order_study, template_pairs
 
   steps = 12 if quick else 120
   sa, pa = template_pairs(300, seed=0)
-  _, pa_test = template_pairs(40, seed=1)
+  pa_test, _ = disjoint_from(template_pairs(40, seed=1)[1], sa, pa)  # held out: never a training pair
   with tempfile.TemporaryDirectory(prefix="jaxeff-tour-") as work:
     res = order_study(sa, pa, pa_test, work, steps=steps, orders=(("sa", "pa"),))
   a, b = res["SA->PA"]["test_target_loss"], res["PA only"]["test_target_loss"]

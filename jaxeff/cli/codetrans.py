@@ -37,6 +37,11 @@ def register(sub) -> None:
   ct.add_argument("--order", default="sa,pa", help="train: stage order, 'sa,pa' or 'pa,sa' (default: %(default)s)")
   ct.add_argument("--steps", type=count, nargs=2, default=[200, 200], help="train: steps per stage (default: 200 200)")
   ct.add_argument("--seq-len", type=count, default=512, help="train: row length (default: %(default)s)")
+  ct.add_argument(
+    "--truncate",
+    action="store_true",
+    help="train: cut examples longer than a row on their target side (default: refuse them with an error)",
+  )
   ct.add_argument("--cache", default=None, help="evaluate: verdict cache folder")
   add_unsafe_option(ct)
   ct.add_argument("--json", action="store_true", help="print one JSON object")
@@ -94,7 +99,7 @@ def _cmd_codetrans(args) -> int:
   records = {name: read_jsonl(path, full, nonempty=True) for name, path in (("sa", args.sa), ("pa", args.pairs))}
   files = {}
   for name, rows in records.items():
-    build_examples(rows, out / f"{name}.npz", seq_len=args.seq_len)
+    build_examples(rows, out / f"{name}.npz", seq_len=args.seq_len, truncate=args.truncate)
     files[name] = out / f"{name}.npz"
   import dataclasses
 

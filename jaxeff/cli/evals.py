@@ -37,7 +37,9 @@ def register(sub) -> None:
     help="a local HF folder, 'default', an embedded reference model or a fetched real model (e.g. "
     "smollm2-135m-instruct) (default: %(default)s)",
   )
-  ev.add_argument("--corpus", choices=("python", "gcide", "pydoc"), default="python", help="corpus (default: %(default)s)")
+  ev.add_argument(
+    "--corpus", choices=("python", "gcide", "pydoc"), default="python", help="corpus (default: %(default)s)"
+  )
   ev.add_argument(
     "--split", choices=("train", "validation"), default="validation", help="split (default: %(default)s)"
   )

@@ -3,8 +3,10 @@ r"""Two-stage fine-tuning for code translation (SA then PA, or PA then SA) on ja
 Examples share one template for snippet (SA) and program (PA) pairs:
 ``"Translate the following {src_lang} code to {tgt_lang}:\n{src}\n### {tgt_lang}\n"`` -> target + EOS; the loss
 covers the target tokens (and EOS) only. ``build_examples`` writes rows + loss masks as an ``npz`` corpus the
-trainer reads (``corpora=("npz:PATH",)``); each row holds whole examples (packed; an example longer than a row is
-truncated on its target side and counted).
+trainer reads (``corpora=("npz:PATH",)``); each row holds whole examples (packed). An example longer than a row
+is refused (``truncate=False``, default: a truncated target teaches the model to stop mid-program) or, with
+``truncate=True``, cut on its target side and counted. ``assert_disjoint`` / ``disjoint_from`` keep held-out
+pairs out of training (by normalised source and target text).
 
 ``TwoStage(order=("sa", "pa"), stage_steps, lrs, replay)``: stage 1 trains on the first data set, stage 2 starts
 from stage 1's exported weights (a checkpoint at the boundary; each stage resumes exactly from its own
@@ -58,12 +60,25 @@ def build_examples(
   seq_len: int = 512,
   template: str = TEMPLATE,
   tokenizer=None,
+  truncate: bool = False,
 ) -> dict[str, Any]:
   """Pack pairs ({"src", "tgt", "src_lang", "tgt_lang"}) into rows [n, seq_len + 1] with target-only loss masks
-  and save them as an npz corpus; returns counts (rows, examples, truncated)."""
+  and save them as an npz corpus; returns counts (rows, examples, truncated). Raises ``ValueError`` (before
+  writing) when an example does not fit a row, unless ``truncate``."""
   from jaxeff.training.data import save_rows
 
   tok = tokenizer or ByteTokenizer()
+  if not truncate:
+    lens = [
+      len(example_tokens(p["src"], p["tgt"], p["src_lang"], p["tgt_lang"], template=template, tokenizer=tok)[0])
+      for p in pairs
+    ]
+    over = [n for n in lens if n > seq_len + 1]
+    if over:
+      raise ValueError(
+        f"{len(over)} of {len(pairs)} examples are longer than a row of {seq_len + 1} tokens (longest {max(over)}): "
+        "raise seq_len, or pass truncate=True to cut their targets (they then teach stopping mid-program)"
+      )
   rows, masks = [], []
   row = np.full(seq_len + 1, tok.pad_id, np.int32)
   m = np.zeros(seq_len, np.float32)
@@ -91,6 +106,25 @@ def build_examples(
     raise ValueError("no examples to write")
   save_rows(path, np.stack(rows), np.stack(masks))
   return {"rows": len(rows), "examples": len(pairs), "truncated": truncated, "path": str(path)}
+
+
+def _norm(code: str) -> str:
+  return " ".join(code.split())
+
+
+def disjoint_from(test: Sequence[dict], *train_sets: Sequence[dict]) -> tuple[list[dict], int]:
+  """``test`` without the pairs whose source or target (whitespace-normalised) occurs in any training set; returns
+  (kept pairs, number dropped)."""
+  seen = {_norm(p[k]) for t in train_sets for p in t for k in ("src", "tgt")}
+  kept = [p for p in test if _norm(p["src"]) not in seen and _norm(p["tgt"]) not in seen]
+  return kept, len(test) - len(kept)
+
+
+def assert_disjoint(test: Sequence[dict], *train_sets: Sequence[dict]) -> None:
+  """Raise ``ValueError`` naming how many held-out pairs also occur in training (by normalised text)."""
+  _, dropped = disjoint_from(test, *train_sets)
+  if dropped:
+    raise ValueError(f"{dropped} of {len(test)} held-out pairs occur in the training data (use disjoint_from)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,19 +254,20 @@ def order_study(
   *,
   steps: int = 300,
   orders: Sequence[tuple[str, str]] = (("sa", "pa"), ("pa", "sa")),
-  seq_len: int = 192,
+  seq_len: int = 256,
   batch_size: int = 8,
   lr: float = 3e-3,
   progress: bool = False,
 ) -> dict[str, dict[str, float]]:
   r"""The paper's comparison at equal compute: PA-only for ``steps`` against each two-stage ``order`` with
   ``steps // 2`` per stage, on the byte-level ``smoke`` model; measured by the held-out target-token loss
-  (nats/token) on ``pa_test`` (4 batches). Returns ``{"PA only": {...}, "SA->PA": {...}, ...}``; what
+  (nats/token) on ``pa_test`` (4 batches; refused when it shares a pair with the training data). Returns ``{"PA only": {...}, "SA->PA": {...}, ...}``; what
   ``benchmarks/bench_codetrans.py`` and ``jaxeff tour`` report."""
   from jaxeff.training.data import PackedIterator, load_rows
   from jaxeff.training.presets import PRESETS
   from jaxeff.training.trainer import evaluate, train_and_evaluate
 
+  assert_disjoint(pa_test, sa, pa)
   work = Path(workdir)
   for name, pairs in (("sa", sa), ("pa", pa), ("test", pa_test)):
     build_examples(pairs, work / f"{name}.npz", seq_len=seq_len)

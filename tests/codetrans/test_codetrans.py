@@ -136,7 +136,9 @@ def test_two_stage_trains_each_stage_on_its_own_data(tmp_path, order):
   from jaxeff.training.trainer import TrainConfig, evaluate
 
   sa, pa = _pairs(60)
-  info = {k: T.build_examples(v, tmp_path / f"{k}.npz", seq_len=96) for k, v in (("sa", sa), ("pa", pa))}
+  info = {
+    k: T.build_examples(v, tmp_path / f"{k}.npz", seq_len=96, truncate=True) for k, v in (("sa", sa), ("pa", pa))
+  }
   assert info["sa"]["truncated"] == 0 and info["pa"]["rows"] >= 20
   rows, masks = load_rows(tmp_path / "pa.npz", "train", 96)
   assert masks.sum() > 0 and masks.sum() < masks.size  # prompt tokens get zero weight
@@ -202,3 +204,24 @@ def test_function_extraction_and_sampler_translator_plug_into_the_evaluator():
 def test_evaluate_refuses_zero_problems():
   with pytest.raises(ValueError, match="no problems to score"):
     E.evaluate(E.gold_generator, [], progress=False)
+
+
+def test_examples_refuse_truncation_and_held_out_pairs_stay_out_of_training(tmp_path):
+  from jaxeff.codetrans import train as T
+
+  long = [{"src": "x = 1", "tgt": "int x = 1;\n" * 40, "src_lang": "python", "tgt_lang": "cpp"}]
+  with pytest.raises(ValueError, match="1 of 1 examples are longer than a row"):
+    T.build_examples(long, tmp_path / "a.npz", seq_len=64)
+  assert not (tmp_path / "a.npz").exists()  # refused before writing
+  assert T.build_examples(long, tmp_path / "b.npz", seq_len=64, truncate=True)["truncated"] == 1
+  sa, pa = T.template_pairs(50, seed=0)
+  test = T.template_pairs(30, seed=1)[1]
+  kept, dropped = T.disjoint_from(test, sa, pa)
+  norm = lambda c: " ".join(c.split())  # noqa: E731
+  train_text = {norm(p[k]) for p in sa + pa for k in ("src", "tgt")}
+  assert dropped == sum(norm(p["src"]) in train_text or norm(p["tgt"]) in train_text for p in test)
+  assert all(norm(p["src"]) not in train_text and norm(p["tgt"]) not in train_text for p in kept)
+  if dropped:
+    with pytest.raises(ValueError, match=f"{dropped} of {len(test)} held-out pairs"):
+      T.assert_disjoint(test, sa, pa)
+  T.assert_disjoint(kept, sa, pa)
