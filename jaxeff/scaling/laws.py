@@ -795,18 +795,25 @@ def bootstrap(
 ) -> dict[str, Any]:
   """Refit on ``n`` resamples (rows with replacement; numpy seed ``seed``) and report parameter percentiles.
 
-  ``fit_fn(N, D, L)`` returns a fit whose ``params`` is a dataclass of floats. Returns {"samples": {name: [n]},
-  "intervals": {level: {name: (lo, hi)}}}.
+  ``fit_fn(N, D, L)`` returns a fit whose ``params`` is a dataclass of floats. A resample the fitter refuses
+  (``ValueError``: e.g. too few distinct points) or cannot fit (``FitError``) is skipped and counted. Returns
+  {"samples": {name: [kept]}, "intervals": {level: {name: (lo, hi)}}, "failed": count}; raises ``FitError`` when
+  fewer than half the resamples fit.
   """
   N, D, L = _check_table(*data)
   rng = np.random.default_rng(seed)
-  rows = []
+  rows, failed = [], 0
   for _ in range(n):
     idx = rng.integers(0, len(N), len(N))
-    rows.append(dataclasses.asdict(_as_law(fit_fn(N[idx], D[idx], L[idx]))))
+    try:
+      rows.append(dataclasses.asdict(_as_law(fit_fn(N[idx], D[idx], L[idx]))))
+    except (ValueError, FitError):
+      failed += 1
+  if len(rows) < n / 2:
+    raise FitError(f"bootstrap: {failed} of {n} resamples could not be fitted")
   samples = {k: np.array([r[k] for r in rows]) for k in rows[0]}
   intervals = {
     lvl: {k: (float(np.quantile(v, (1 - lvl) / 2)), float(np.quantile(v, (1 + lvl) / 2))) for k, v in samples.items()}
     for lvl in ci
   }
-  return {"samples": samples, "intervals": intervals}
+  return {"samples": samples, "intervals": intervals, "failed": failed}

@@ -1,9 +1,12 @@
 r"""A task where demonstrations carry information: arithmetic with a per-prompt hidden operator (GradS, ICL).
 
-Each prompt draws an operator ``op`` from ``OPS`` (mod 10 on digits: a + b or a - b) and writes
+Each prompt draws an operator ``op`` from ``OPS`` (on digit pairs: keep the first or keep the second) and writes
 demonstrations ``"ab>c;"`` with c = op(a, b) followed by a query ``"ab>"``; the answer digit depends on the latent
 op, which only the demonstrations reveal. A demonstration is **informative** when op is the only operator
-consistent with it, **ambiguous** when both give its c (b in {0, 5}: it leaves the latent open). A small
+consistent with it, **ambiguous** when both give its c (a = b: it leaves the latent open). A first version
+used a + b vs a - b (mod 10): a 3-layer model trained for 12,000 steps never learned to read the operator in
+context (its loss stayed at ln 2 per answer, oracle = zero-shot), so the latent is now one a small model can
+read (which argument the answer copies), and the selection question is unchanged. A small
 jaxeff decoder is trained on prompts with 1-4 demonstrations (loss on every answer digit), so it learns to read
 the operator in context.
 
@@ -31,8 +34,8 @@ import numpy as np
 import optax
 
 OPS = (
-  ("add", lambda a, b: (a + b) % 10),
-  ("sub", lambda a, b: (a - b) % 10),
+  ("first", lambda a, b: a),
+  ("second", lambda a, b: b),
 )
 
 

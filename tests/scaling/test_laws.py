@@ -126,7 +126,13 @@ def test_bad_tables_fail_clearly_and_bootstrap_intervals():
   out = S.bootstrap(lambda n, d, l: S.fit_chinchilla(n, d, l, starts=starts), (N8, D8, L), n=12, seed=42)
   lo, hi = out["intervals"][0.95]["alpha"]
   assert lo < hi and lo < S.EPOCH.alpha + 0.05 and hi > S.EPOCH.alpha - 0.05
-  assert out["samples"]["beta"].shape == (12,)
+  assert out["samples"]["beta"].shape == (12,) and out["failed"] == 0
+  # resamples the fitter refuses are skipped and counted; all refused -> FitError
+  refusing = lambda n, d, l: S.fit_chinchilla(n, d, l, starts=starts) if len(set(n)) > 7 else S.fit_farseer(n, d, l)  # noqa: E731
+  part = S.bootstrap(refusing, (N8, D8, L), n=6, seed=1)
+  assert part["failed"] + len(part["samples"]["beta"]) == 6
+  with pytest.raises(S.FitError, match="could not be fitted"):
+    S.bootstrap(lambda n, d, l: S.fit_farseer(n[:3], d[:3], l[:3]), (N8, D8, L), n=4)
 
 
 def test_fits_leave_x64_off():
