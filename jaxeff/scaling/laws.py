@@ -380,6 +380,11 @@ def fit_chinchilla(
       strict=strict,
     )
   a, b, e, alpha, beta = xs[best]
+  if max(a, b, e) > 700:  # exp overflows float64: the data leave that term unbounded
+    raise FitError(
+      f"fit_chinchilla: a degenerate law (log A = {a:.3g}, log B = {b:.3g}, log E = {e:.3g}, alpha = {alpha:.3g}, "
+      f"beta = {beta:.3g}): the data do not determine its terms"
+    )
   p = ChinchillaParams.from_log(a, b, e, alpha, beta)
   return ChinchillaFit(p, f, fs, int(nit[best]), status_text(int(st[best])), gn)
 

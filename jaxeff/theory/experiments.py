@@ -309,6 +309,17 @@ def icl(
   return out
 
 
+def _grads_verdict(paired: dict) -> str:
+  """The claim is G1 >= every baseline: reproduced when every paired lower bound is > 0, contradicted when G1 is
+  significantly below any baseline, otherwise not resolvable."""
+  if all(v["lo"] > 0 for v in paired.values()):
+    return "reproduced (G1 above every similarity / random baseline)"
+  worse = [k for k, v in paired.items() if v["hi"] < 0]
+  if worse:
+    return f"contradicted ({', '.join(worse)} < 0 with its 95 % interval)"
+  return "not resolvable at this scale"
+
+
 def icl_latent(small=False):
   """GradS where demonstrations carry the latent (``jaxeff.theory.latent_icl``): train the 3-layer model on 1-4
   demonstration prompts, then select k = 1 of 8 (half informative) for 1,000 held-out queries x 3 seeds; paired
@@ -325,14 +336,7 @@ def icl_latent(small=False):
   )
   res["training"] = {"steps": 300 if small else 6000, "seconds": info["seconds"], "loss_history": info["history"]}
   g = res["paired"]
-  lo = min(v["lo"] for v in g.values())
-  res["verdict"] = (
-    "reproduced (G1 above every similarity / random baseline)"
-    if lo > 0
-    else "contradicted"
-    if all(v["hi"] < 0 for v in g.values())
-    else "not resolvable at this scale"
-  )
+  res["verdict"] = _grads_verdict(g)
   res["oracle_minus_zero_shot_points"] = 100 * (res["accuracy"]["oracle"] - res["accuracy"]["zero_shot"])
   return res
 
