@@ -218,7 +218,7 @@ def analyse_study(tables, tokens, iso_C, sizes, *, quick=False, boots=200, seed=
     train = D < D.max()
     ext = {}
     fits = {"chinchilla": _fit_quiet(S.fit_chinchilla, N[train], D[train], L[train])}
-    fits["farseer"] = _fit_quiet(S.fit_farseer, N[train], D[train], L[train])
+    fits["farseer"] = _fit_quiet(S.fit_farseer, N[train], D[train], L[train], method="direct")
     for k, (f, why) in fits.items():
       ext[k] = S.mean_relative_error(f, N[~train], D[~train], L[~train]) if f is not None else f"refused: {why}"
     diffs = []
@@ -227,7 +227,7 @@ def analyse_study(tables, tokens, iso_C, sizes, *, quick=False, boots=200, seed=
       for _ in range(60):
         i = rng.choice(tr_idx, len(tr_idx))
         fc, _ = _fit_quiet(S.fit_chinchilla, N[i], D[i], L[i], starts=starts)
-        ff, _ = _fit_quiet(S.fit_farseer, N[i], D[i], L[i])
+        ff, _ = _fit_quiet(S.fit_farseer, N[i], D[i], L[i], method="direct")
         if fc is not None and ff is not None:
           diffs.append(
             S.mean_relative_error(fc, N[~train], D[~train], L[~train])
