@@ -68,22 +68,11 @@ def main(argv=None):
   from jaxeff.generation import Sampler
   from jaxeff.generation import seersc as S
   from jaxeff.models.embedded import load_reference_model
-  from jaxeff.tasks.arith import queries, sample_problems, seersc_prompting
+  from jaxeff.tasks.arith import distinct_problems, queries, seersc_prompting
 
   cfg, params, tok = load_reference_model("tiny-arith")
 
-  def distinct(n, seed, exclude=frozenset()):
-    """n distinct problems not in ``exclude`` (by digits), drawn in order from the seeded stream."""
-    out, seen, draw = [], set(exclude), 0
-    while len(out) < n:
-      for p in sample_problems(4 * n, seed=seed * 1000 + draw, split="validation", p_nonzero=args.p_nonzero):
-        if p.digits not in seen and len(out) < n:
-          seen.add(p.digits)
-          out.append(p)
-      draw += 1
-    return out
-
-  problems = distinct(args.n_problems, 1)
+  problems = distinct_problems(args.n_problems, seed=1, p_nonzero=args.p_nonzero)
   qs = queries(problems)
   sampler = Sampler(cfg, params)
   prompting = seersc_prompting()
@@ -92,7 +81,7 @@ def main(argv=None):
     return S.SamplerBackend(sampler, tok, prompting, key=jax.random.key(args.seed)).register(qs)
 
   # thresholds calibrated on a separate development split (the paper's 0.6 / 2.0 bits were set for its models)
-  dev_problems = distinct(args.n_dev, 2, exclude={p.digits for p in problems})
+  dev_problems = distinct_problems(args.n_dev, seed=2, p_nonzero=args.p_nonzero, exclude={p.digits for p in problems})
   assert not {p.digits for p in dev_problems} & {p.digits for p in problems}
   dev = queries(dev_problems, start_id=10**6)
   calibration = {}
@@ -292,15 +281,16 @@ def main(argv=None):
 
 def _paired(ra, rb, seed=0, n=4000):
   """a vs b per query: accuracy difference (points) and token saving of a, with bootstrap 95 % intervals."""
-  rng = np.random.default_rng(seed)
-  acc = np.array([float(x.correct) - float(y.correct) for x, y in zip(ra, rb)])
+  from jaxeff.evals.harness import paired_difference
+
+  d, lo, hi = paired_difference([float(x.correct) for x in ra], [float(y.correct) for y in rb], n_boot=n, seed=seed)
   ta = np.array([x.tokens for x in ra], float)
   tb = np.array([x.tokens for x in rb], float)
-  idx = rng.integers(0, len(acc), (n, len(acc)))
-  m, sav = 100 * acc[idx].mean(1), 1 - ta[idx].sum(1) / tb[idx].sum(1)
+  idx = np.random.default_rng(seed).integers(0, len(ta), (n, len(ta)))  # the same resamples as the accuracy's
+  sav = 1 - ta[idx].sum(1) / tb[idx].sum(1)
   return {
-    "accuracy_diff_points": float(100 * acc.mean()),
-    "accuracy_ci95": [float(np.quantile(m, 0.025)), float(np.quantile(m, 0.975))],
+    "accuracy_diff_points": 100 * d,
+    "accuracy_ci95": [100 * lo, 100 * hi],
     "token_saving": float(1 - ta.sum() / tb.sum()),
     "token_saving_ci95": [float(np.quantile(sav, 0.025)), float(np.quantile(sav, 0.975))],
   }

@@ -224,16 +224,14 @@ def seersc(out: Path, quick: bool) -> TourRow:
   from jaxeff.generation import Sampler
   from jaxeff.generation import seersc as S
   from jaxeff.models.embedded import load_reference_model
-  from jaxeff.tasks.arith import queries, sample_problems, seersc_prompting
+  from jaxeff.tasks.arith import distinct_problems, queries, seersc_prompting
 
   cfg, params, tok = load_reference_model("tiny-arith")
   n_dev, n_test, N, M = (8, 16, 8, 16) if quick else (48, 96, 8, 32)
   sampler = Sampler(cfg, params)
   backend = lambda qs: S.SamplerBackend(sampler, tok, seersc_prompting(), key=jax.random.key(0)).register(qs)
-  test_p = list({p.digits: p for p in sample_problems(2 * n_test, seed=1)}.values())[:n_test]  # distinct
-  seen = {p.digits for p in test_p}
-  dev_p = [p for p in dict((p.digits, p) for p in sample_problems(4 * n_dev, seed=7)).values() if p.digits not in seen]
-  dev = queries(dev_p[:n_dev], start_id=10**6)  # disjoint from the test problems
+  test_p = distinct_problems(n_test, seed=1)
+  dev = queries(distinct_problems(n_dev, seed=7, exclude={p.digits for p in test_p}), start_id=10**6)  # disjoint
   cal = S.calibrate(dev, backend(dev), N, m=M)
   qs = queries(test_p)
   sc = S.run_batch(S.SC(n=N), qs, backend(qs)).summary()

@@ -68,12 +68,11 @@ def build_examples(
   from jaxeff.training.data import save_rows
 
   tok = tokenizer or ByteTokenizer()
+  examples = [
+    example_tokens(p["src"], p["tgt"], p["src_lang"], p["tgt_lang"], template=template, tokenizer=tok) for p in pairs
+  ]
   if not truncate:
-    lens = [
-      len(example_tokens(p["src"], p["tgt"], p["src_lang"], p["tgt_lang"], template=template, tokenizer=tok)[0])
-      for p in pairs
-    ]
-    over = [n for n in lens if n > seq_len + 1]
+    over = [len(ids) for ids, _ in examples if len(ids) > seq_len + 1]
     if over:
       raise ValueError(
         f"{len(over)} of {len(pairs)} examples are longer than a row of {seq_len + 1} tokens (longest {max(over)}): "
@@ -83,8 +82,7 @@ def build_examples(
   row = np.full(seq_len + 1, tok.pad_id, np.int32)
   m = np.zeros(seq_len, np.float32)
   at, truncated = 0, 0
-  for p in pairs:
-    ids, mk = example_tokens(p["src"], p["tgt"], p["src_lang"], p["tgt_lang"], template=template, tokenizer=tok)
+  for ids, mk in examples:
     if len(ids) > seq_len + 1:
       ids, mk = ids[: seq_len + 1], mk[:seq_len]
       truncated += 1

@@ -430,14 +430,12 @@ def quantize_model_per_matrix(
       mats += [(("shared", "gate"), sh["gate"], x2), (("shared", "up"), sh["up"], x2)]
       mats += [(("shared", "down"), sh["down"], hs.mean(0))]
     new = {k: (dict(v) if isinstance(v, dict) else v.copy()) for k, v in m.items()}
+    bad = sorted({w.shape[1] for _, w, _ in mats if w.shape[1] % gs})
+    if bad:
+      raise ValueError(f"group_size {gs} does not divide the input dimension(s) {bad}")
     for kind in ("gate", "up", "down"):
       group = [(k, w, mom) for k, w, mom in mats if kind in k]
-      energies = np.concatenate(
-        [
-          ((w**2).sum(0) * mom).reshape(-1, gs).sum(1) if w.shape[1] % gs == 0 else _bad_group(w, gs)
-          for _, w, mom in group
-        ]
-      )
+      energies = np.concatenate([((w**2).sum(0) * mom).reshape(-1, gs).sum(1) for _, w, mom in group])
       bits = assign_bits(energies, qc)
       start = 0
       for k, w, _ in group:
@@ -451,7 +449,3 @@ def quantize_model_per_matrix(
     dt = layers[i]["mlp"]["gate"].dtype
     layers[i] = {**layers[i], "mlp": jax.tree.map(lambda a, dt=dt: jnp.asarray(a, dt), new)}
   return {**params, "layers": tuple(layers)}
-
-
-def _bad_group(w, gs):
-  raise ValueError(f"group_size {gs} does not divide the input dimension {w.shape[1]}")

@@ -134,6 +134,27 @@ def sample_problems(
   return out
 
 
+def distinct_problems(
+  n: int, *, seed: int = 0, split: str = "validation", p_nonzero: float = 0.35, exclude=frozenset()
+) -> list[ArithProblem]:
+  """``n`` problems with distinct digits, none in ``exclude`` (digit tuples): drawn in order from the streams
+  ``sample_problems(4n, seed=1000 seed + k)``, k = 0, 1, ... (a development split disjoint from a test split).
+
+  Example:
+    >>> test = distinct_problems(20, seed=1); dev = distinct_problems(10, seed=2, exclude={p.digits for p in test})
+    >>> len({p.digits for p in test + dev})
+    30
+  """
+  out, seen, draw = [], set(exclude), 0
+  while len(out) < n:
+    for p in sample_problems(4 * n, seed=seed * 1000 + draw, split=split, p_nonzero=p_nonzero):
+      if p.digits not in seen and len(out) < n:
+        seen.add(p.digits)
+        out.append(p)
+    draw += 1
+  return out
+
+
 def arith_rows(
   n_rows: int,
   seq_len: int,

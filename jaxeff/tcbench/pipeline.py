@@ -152,6 +152,13 @@ def problem_limits(prob: dict[str, Any], preset: str = "tcbench"):
   raise ValueError(f"unknown limits preset {preset!r}; choose from {LIMIT_PRESETS}")
 
 
+def program_of(code: dict[str, Any]):
+  """The sandbox ``Program`` of a code record ({"code", "lang"?, "std"?, "opt"?}; defaults C++17 at -O2)."""
+  from jaxeff.sandbox import Program
+
+  return Program(code["code"], code.get("lang", "cpp"), code.get("std", "c++17"), str(code.get("opt", "2")))
+
+
 def build(
   problems: Sequence[dict[str, Any]],
   *,
@@ -164,7 +171,7 @@ def build(
 ) -> list[dict]:
   """Execute every problem's wrong codes on its tests (in ``jaxeff.sandbox``, under the ``limits`` preset of
   ``problem_limits``) and build the filtered matrices."""
-  from jaxeff.sandbox import Program, require_isolation, run_many
+  from jaxeff.sandbox import require_isolation, run_many
 
   for prob in problems:  # a bad preset or problem limit fails before any work
     problem_limits(prob, limits)
@@ -173,10 +180,7 @@ def build(
   for prob in problems:
     tests = [(t["input"], t["output"]) for t in prob["tests"]]
     lim = problem_limits(prob, limits)
-    progs = [
-      Program(c["code"], c.get("lang", "cpp"), c.get("std", "c++17"), str(c.get("opt", "2")))
-      for c in prob["wrong_codes"]
-    ]
+    progs = [program_of(c) for c in prob["wrong_codes"]]
     verdicts = run_many(
       progs,
       tests,
@@ -229,7 +233,7 @@ def evaluate(
   ``solutions`` (when it has any): wrong expected outputs are fixed or the test dropped, so a wrong code is never
   "excluded" by a wrong test. Execution in ``jaxeff.sandbox`` under the ``limits`` preset of ``problem_limits``.
   Returns {"hack_rate": {k: percent}, "status_table": {k: {status: percent}}, "problems", "validation"}."""
-  from jaxeff.sandbox import Program, require_isolation, run_many
+  from jaxeff.sandbox import require_isolation, run_many
 
   problem_limits({}, limits)
   require_isolation(unsafe_no_isolation)
@@ -258,12 +262,7 @@ def evaluate(
       per_problem.append([[] for _ in sel["codes"]])
       continue
     lim = problem_limits(prob, limits)
-    progs = [
-      Program(
-        codes[c]["code"], codes[c].get("lang", "cpp"), codes[c].get("std", "c++17"), str(codes[c].get("opt", "2"))
-      )
-      for c in sel["codes"]
-    ]
+    progs = [program_of(codes[c]) for c in sel["codes"]]
     verdicts = run_many(
       progs, tests, lim, workers=workers, cache_dir=cache_dir, unsafe_no_isolation=unsafe_no_isolation
     )
@@ -315,14 +314,14 @@ def validate_tests(
   """
   import random
 
-  from jaxeff.sandbox import Program, normalize_output, outputs_match, run_many
+  from jaxeff.sandbox import normalize_output, outputs_match, run_many
 
   sols = list(solutions)
   if len(sols) > max_solutions:
     sols = random.Random(seed).sample(sols, max_solutions)
   if not tests:
     return [], {"solutions_run": len(sols), "solutions_kept": 0, "kept": 0, "fixed": 0, "dropped": 0}
-  progs = [Program(c["code"], c.get("lang", "cpp"), c.get("std", "c++17"), str(c.get("opt", "2"))) for c in sols]
+  progs = [program_of(c) for c in sols]
   verdicts = run_many(
     progs, list(tests), limits, workers=workers, cache_dir=cache_dir, unsafe_no_isolation=unsafe_no_isolation
   )

@@ -67,16 +67,8 @@ def e2(small=False):
   WPV, WKQ = res["params"]
   A = float(WPV[d, d]) * np.asarray(WKQ[:d, :d])
   G = O.gamma_matrix(np.eye(d), n)
-  Gi = jnp.asarray(np.linalg.inv(G), jnp.float32)
-  paired = lsa.paired_risk(
-    res["predict"],
-    res["params"],
-    lambda _, X, y, xq: lsa.zfb_uU_predict(1.0, Gi, X, y, xq),
-    None,
-    jax.random.key(1),
-    d=d,
-    n=n,
-    prompts=4096 if small else 20480,
+  paired = lsa.paired_risk_vs_optimum(
+    res["predict"], res["params"], jax.random.key(1), d=d, n=n, prompts=4096 if small else 20480
   )
   return {
     "risk": paired["risk_a"],

@@ -219,3 +219,14 @@ def paired_risk(
     "ci95": (float(dif.mean() - 1.96 * se), float(dif.mean() + 1.96 * se)),
     "se_a": float(ea.std(ddof=1) / np.sqrt(len(ea))),
   }
+
+
+def paired_risk_vs_optimum(predict, params, key, *, d: int, n: int, prompts: int = 20480) -> dict[str, Any]:
+  """``paired_risk`` of a predictor against the analytic optimum A* = Gamma^-1 (isotropic inputs, noiseless;
+  predicted as ``zfb_uU_predict(1, Gamma^-1, ...)``) on the same prompts: its ``risk_b`` estimates R*."""
+  from jaxeff.theory.oracles import gamma_matrix
+
+  Gi = jnp.asarray(np.linalg.inv(gamma_matrix(np.eye(d), n)), jnp.float32)
+  return paired_risk(
+    predict, params, lambda _, X, y, xq: zfb_uU_predict(1.0, Gi, X, y, xq), None, key, d=d, n=n, prompts=prompts
+  )

@@ -110,13 +110,14 @@ def pydoc_documents(split: str = "train", root: str | os.PathLike | None = None)
   )
   docs = []
   for k in sorted(topics):  # ~2 KB documents of whole paragraphs, each split by its own key
-    paras, cur, i = topics[k].split("\n\n"), [], 0
-    for para in paras:
+    paras, cur, size, i = topics[k].split("\n\n"), [], 0, 0
+    for j, para in enumerate(paras):
       cur.append(para)
-      if sum(map(len, cur)) >= 2000 or para is paras[-1]:
+      size += len(para)
+      if size >= 2000 or j == len(paras) - 1:
         if split == "all" or _split_of(f"pydoc/{k}/{i}") == split:
           docs.append("\n\n".join(cur))
-        cur, i = [], i + 1
+        cur, size, i = [], 0, i + 1
   return docs
 
 

@@ -54,17 +54,7 @@ def test_adam_trained_zfb_layer_reaches_the_optimum():
   Gi = np.linalg.inv(O.gamma_matrix(np.eye(d), n))
   assert np.linalg.norm(A - Gi) / np.linalg.norm(Gi) < 0.05
   # paired against the analytic optimum on the same prompts: an unpaired 2e4-prompt risk is ~1.5 % noisy
-  Gi32 = jnp.asarray(Gi, jnp.float32)
-  pr = lsa.paired_risk(
-    res["predict"],
-    res["params"],
-    lambda _, X, y, xq: lsa.zfb_uU_predict(1.0, Gi32, X, y, xq),
-    None,
-    jax.random.key(1),
-    d=d,
-    n=n,
-    prompts=20480,
-  )
+  pr = lsa.paired_risk_vs_optimum(res["predict"], res["params"], jax.random.key(1), d=d, n=n, prompts=20480)
   assert pr["risk_a"] / pr["risk_b"] <= 1.02  # the spec's "within 2 % of R*"
   assert pr["risk_b"] == pytest.approx(O.isotropic_risk(d, n), abs=4 * pr["se_a"])  # the optimum's MC risk is R*
 
