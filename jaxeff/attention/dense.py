@@ -85,6 +85,12 @@ def tiled_cache_attention(
 
   with the visibility rule of ``position_mask``. Scores in float32.
 
+  A tile may also come as interleaved channel parts: ``k = (k_0, ..., k_{P-1})`` with ``k_p [B, bt, K, H/P]``
+  holding channels ``p, p + P, ...`` (likewise ``v``), e.g. the low and high nibbles of an int4 cache. The
+  scores are then ``sum_p q[..., p::P] . k_p`` and the value sums are kept per part and interleaved once at
+  the end, so the parts are never stitched back into a tile (on XLA:CPU that interleave costs more than the
+  attention itself).
+
   Args:
     q_btnh: [B, T, N, H]; q_pos_bt: [B, T]; n_tiles: int or traced int.
 
@@ -102,25 +108,34 @@ def tiled_cache_attention(
   """
   B, T, N, H = q_btnh.shape
   scale = H**-0.5 if scale is None else scale
+  k_shape = jax.eval_shape(load_tile, 0)[0]
+  parts = isinstance(k_shape, (tuple, list))
+  P = len(k_shape) if parts else 1
+  K = (k_shape[0] if parts else k_shape).shape[2]
+  G = N // K
+  q = q_btnh.reshape(B, T, K, G, H).astype(jnp.float32) * scale
+  q_parts = [q[..., p::P] for p in range(P)]
 
   def step(j, carry):
     m, l, acc = carry
     k, v, pos = load_tile(j)
-    K = k.shape[2]
-    q = q_btnh.reshape(B, T, K, N // K, H).astype(jnp.float32) * scale
-    s = jnp.einsum("btkgh,bskh->bkgts", q, k.astype(jnp.float32))
+    k, v = (k, v) if parts else ((k,), (v,))
+    s = sum(jnp.einsum("btkgh,bskh->bkgts", qp, kp.astype(jnp.float32)) for qp, kp in zip(q_parts, k))
     ok = position_mask(q_pos_bt, pos, window)[:, None, None]  # [B, 1, 1, T, bt]
     s = jnp.where(ok, s, _NEG)
     m_new = jnp.maximum(m, s.max(-1))
     p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
-    corr = jnp.exp(m - m_new)
-    pv = jnp.einsum("bkgts,bskh->bkgth", p, v.astype(jnp.float32))
-    return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
+    corr = jnp.exp(m - m_new)[..., None]
+    acc = tuple(a * corr + jnp.einsum("bkgts,bskh->bkgth", p, vp.astype(jnp.float32)) for a, vp in zip(acc, v))
+    return m_new, l * corr[..., 0] + p.sum(-1), acc
 
-  K = jax.eval_shape(load_tile, 0)[0].shape[2]
-  G = N // K
-  init = (jnp.full((B, K, G, T), _NEG), jnp.zeros((B, K, G, T)), jnp.zeros((B, K, G, T, H)))
+  init = (
+    jnp.full((B, K, G, T), _NEG),
+    jnp.zeros((B, K, G, T)),
+    tuple(jnp.zeros((B, K, G, T, H // P)) for _ in range(P)),
+  )
   m, l, acc = jax.lax.fori_loop(0, n_tiles, step, init)
+  acc = jnp.stack(acc, axis=-1).reshape(B, K, G, T, H)  # interleave the parts: channel h = part h % P
   o = acc / jnp.where(l > 0, l, 1.0)[..., None]
   return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q_btnh.dtype)
 

@@ -110,6 +110,15 @@ def _decode_tokens(codes, scale, mn, bits, g):
   return dequantize(c, scale, mn, axis=-1, group_size=g)
 
 
+def _decode_tile(codes, scale, mn, bits, g):
+  """A tile for ``tiled_cache_attention``: int8 dequantized whole; int4 as its two nibble parts (even and odd
+  channels), each dequantized on its own: channel ``2i + r`` lies in group ``(2i + r) // g = i // (g / 2)``,
+  so each part is a per-token layout with groups of ``g / 2``."""
+  if bits == 8:
+    return dequantize(codes, scale, mn, axis=-1, group_size=g)
+  return tuple(dequantize(c, scale, mn, axis=-1, group_size=g // 2) for c in (codes & 0xF, codes >> 4))
+
+
 @flax.struct.dataclass
 class QuantizedCache:
   """int8/int4 KV cache behind jaxeff's cache protocol (module docstring)."""
@@ -137,8 +146,8 @@ class QuantizedCache:
       raise ValueError(f"bits must be one of {BITS}, got {bits}")
     if key_mode not in KEY_MODES:
       raise ValueError(f"key_mode must be one of {KEY_MODES}, got {key_mode!r}")
-    if H % g or (bits == 4 and H % 2):
-      raise ValueError(f"group_size {g} must divide head_dim {H} (and head_dim must be even for int4)")
+    if H % g or (bits == 4 and (H % 2 or g % 2)):
+      raise ValueError(f"group_size {g} must divide head_dim {H} (and both must be even for int4)")
     if key_mode == "per_channel" and max_len % group_size:
       raise ValueError(f"per-channel keys need max_len {max_len} to be a multiple of group_size {group_size}")
     if batch <= 0 or max_len <= 0:
@@ -206,8 +215,8 @@ class QuantizedCache:
       def load(j):
         start = jnp.minimum(j * bt, S - bt)  # the last tile is shifted back; its repeated slots are masked
         sl = lambda x: jax.lax.dynamic_slice_in_dim(x, start, bt, axis=1)
-        k = _decode_tokens(sl(e.k_codes), sl(e.k_scale), sl(e.k_min), e.bits, e.group_size)
-        v = _decode_tokens(sl(e.v_codes), sl(e.v_scale), sl(e.v_min), e.bits, e.group_size)
+        k = _decode_tile(sl(e.k_codes), sl(e.k_scale), sl(e.k_min), e.bits, e.group_size)
+        v = _decode_tile(sl(e.v_codes), sl(e.v_scale), sl(e.v_min), e.bits, e.group_size)
         return k, v, jnp.where(start + jnp.arange(bt) >= j * bt, sl(e.pos), -1)
 
       filled = jnp.max(jnp.where(e.pos >= 0, jnp.arange(S) + 1, 0))
