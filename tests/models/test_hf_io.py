@@ -169,3 +169,26 @@ def test_safetensors_headers_are_checked_like_the_library(saved, edit, message):
       list(f.keys())
   with pytest.raises(CheckpointError, match=message):
     load_hf(folder)
+
+
+@pytest.mark.parametrize("dtype", [None, jnp.float32, jnp.bfloat16])
+def test_files_written_elsewhere_load_exactly_whatever_their_alignment(saved, dtype):
+  """A file the safetensors library wrote (tensors at arbitrary offsets: read into aligned buffers) and one
+  save_hf wrote (aligned: used in place) give the same leaves, equal to the saved parameters (converted)."""
+  folder, cfg, params = saved
+  tensors = load_file(str(folder / "model.safetensors"))
+  tensors["model.norm.weight"][:] = 3e38  # finite, but its float32 sum overflows: must still load
+  save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+  from jaxeff.models.hf_io import SafetensorsFile
+
+  f = SafetensorsFile(folder / "model.safetensors")
+  assert any(f.get(n).ctypes.data % 64 for n in f.keys())  # the library's layout really is unaligned
+  _, a = load_hf(folder, dtype=dtype)
+  _, pa = load_hf(folder, dtype=jnp.float32)
+  b_folder = save_hf(folder.parent / "aligned", cfg, pa)
+  _, b = load_hf(b_folder, dtype=dtype)
+  want = jax.tree.map(lambda x: np.asarray(x if dtype is None else x.astype(dtype)), params)
+  want["final_norm"] = np.full_like(want["final_norm"], 3e38 if dtype is None else np.asarray(3e38, dtype))
+  for got in (a, b):
+    jax.tree.map(lambda g, w: np.testing.assert_array_equal(np.asarray(g), w), got, want)
+    assert {x.dtype for x in jax.tree.leaves(got)} == {np.dtype(dtype or jnp.float32)}
