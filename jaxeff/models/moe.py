@@ -9,8 +9,9 @@ Two paths that agree to float32 tolerance: ``dense`` evaluates every expert on e
 routing matrix A [T, E] (A[t, e] = w_j if e = idx_j else 0; what CAMERA's micro-expert analysis needs), and
 ``routed`` sorts the (token, expert) assignments by expert and runs ``jax.lax.ragged_dot`` grouped matmuls
 (compute proportional to k, not E). ``routed`` is the default above ``DENSE_MAX_EXPERTS`` experts. Layers
-rewritten by CAMERA run ``moe_flat`` (compacted: one ragged list of kept channels) or ``moe_packed`` (CAMERA-Q
-bit-plane packed codes).
+rewritten by CAMERA run ``moe_flat`` (compacted: one ragged list of kept channels, every kept channel on every
+token), ``moe_experts`` (compacted per expert: tokens routed, each paying for its experts' kept channels only) or
+``moe_packed`` (CAMERA-Q bit-plane packed codes).
 
 Example:
   >>> cfg = ModelConfig.tiny(model_type="mixtral", n_experts=4, experts_per_token=2, d_expert=32, norm_topk=True)
@@ -24,6 +25,8 @@ Reference: Mixtral of Experts (arXiv 2401.04088); Qwen2-MoE / Qwen3-MoE model ca
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -117,6 +120,52 @@ def moe_flat(mlp: dict[str, Array], x_td: Array, config: ModelConfig) -> Array:
   return h @ mlp["down"].T
 
 
+def moe_experts(mlp: dict[str, Any], x_td: Array, config: ModelConfig, block: int = 64) -> Array:
+  """A compacted layer with one entry per expert (``compact(layout='experts')``): ``experts`` is a tuple of
+  ``{gate [w_e, D], up [w_e, D], down [D, w_e]}`` whose kept widths ``w_e`` differ, plus the (pruned) shared
+  expert. Tokens are routed: the (token, expert) pairs are sorted by expert and each expert runs a loop over its
+  own pairs, ``block`` at a time (the trip count is the traced ``ceil(n_e / block)``: an expert no token chose
+  reads none of its weights),
+
+    y_t = sum_{j<k} w_{t,j} down_e (silu(gate_e x_t) * up_e x_t)|_{e = idx_{t,j}}  [+ shared],
+
+  so a token pays for its routed experts' kept channels only: ``2 k w_e D + ...`` MACs instead of the flat
+  layout's every kept channel of every expert. The grouped matmul over ragged widths that ``ragged_dot`` cannot
+  express (its groups share one width); on XLA:CPU ``ragged_dot`` itself runs far slower than this loop.
+
+  Shapes: x_td [T, D] -> [T, D]. Example: ``moe_mlp(compact(p, cfg, rep, layout='experts')['layers'][0]['mlp'],
+  x, cfg)``. Reference: CAMERA (arXiv 2508.02322) Sec. 4 (micro-expert pruning); MegaBlocks (Gale et al. 2023)
+  for dropless grouped expert compute."""
+  T, D = x_td.shape
+  E, k = config.n_experts, config.experts_per_token
+  w, idx = route(mlp["router"], x_td, config)
+  flat_e = idx.reshape(-1)
+  order = jnp.argsort(flat_e, stable=True)
+  b = max(1, min(block, T * k))
+  tok = jnp.concatenate([order // k, jnp.full((b,), T)]).astype(jnp.int32)  # padded so every slice is in range
+  wt = jnp.concatenate([w.reshape(-1)[order], jnp.zeros((b,), w.dtype)])
+  sizes = jnp.bincount(flat_e, length=E).astype(jnp.int32)
+  starts = jnp.cumsum(sizes) - sizes
+  xz = jnp.concatenate([x_td, jnp.zeros((1, D), x_td.dtype)])  # row T: the padding token
+  y = jnp.zeros((T + 1, D), jnp.float32)
+  for e, ex in enumerate(mlp["experts"]):
+    if ex["gate"].shape[0] == 0:  # every channel pruned: contributes exactly 0
+      continue
+
+    def body(i, y, e=e, ex=ex):
+      at = starts[e] + i * b
+      t = jax.lax.dynamic_slice_in_dim(tok, at, b)
+      valid = i * b + jnp.arange(b) < sizes[e]
+      t = jnp.where(valid, t, T)
+      ww = jnp.where(valid, jax.lax.dynamic_slice_in_dim(wt, at, b), 0)
+      xb = xz[t]
+      h = jax.nn.silu(xb @ ex["gate"].T) * (xb @ ex["up"].T) * ww[:, None]
+      return y.at[t].add((h @ ex["down"].T).astype(jnp.float32))
+
+    y = jax.lax.fori_loop(0, (sizes[e] + b - 1) // b, body, y)
+  return y[:T].astype(x_td.dtype) + shared_output(mlp, x_td)
+
+
 def moe_packed(mlp: dict[str, Array], x_td: Array, config: ModelConfig, dequant: str | None = None) -> Array:
   """A CAMERA-Q layer stored packed (``jaxeff.moe.quant.pack_layer``): per bit-width group, gate/up through the
   dequantizing matmul over bit-planes (``kernels_pallas.dequant_matmul``: ``dequant`` names the implementation,
@@ -147,12 +196,15 @@ def moe_mlp(
   dequant: str | None = None,
 ):
   """The MoE feed-forward on [B, T, D] (module docstring); ``impl`` 'dense' | 'routed' | None (by size).
-  Compacted layers (an ``owner`` leaf) always take the flat path; packed layers the dequantizing matmul
+  Compacted layers (an ``owner`` leaf) always take the flat path, per-expert layers (an ``experts`` tuple) the
+  routed loop of ``moe_experts``; packed layers the dequantizing matmul
   (``dequant``: its implementation, see ``moe_packed``)."""
   B, T, D = x_btd.shape
   x = x_btd.reshape(B * T, D)
   if "owner" in mlp:
     return moe_flat(mlp, x, config).reshape(B, T, D)
+  if "experts" in mlp:
+    return moe_experts(mlp, x, config).reshape(B, T, D)
   if "packed" in mlp:
     return moe_packed(mlp, x, config, dequant).reshape(B, T, D)
   impl = impl or ("dense" if config.n_experts <= DENSE_MAX_EXPERTS else "routed")

@@ -308,13 +308,19 @@ def compact(params, config: ModelConfig, report: CameraReport, multiple: int = 1
   ``layout='padded'``: stacked experts kept, each expert's kept channels moved first (the intermediate axis is
   permutation invariant) and cut to the layer's widest kept count rounded up to ``multiple`` (zero-padded):
   works with the routed path too, but saves only what the least-pruned expert allows.
+  ``layout='experts'``: one entry per expert holding exactly its kept channels (widths differ), run by the routed
+  loop ``jaxeff.models.moe.moe_experts``: memory scales with the kept count and a token's compute with its
+  routed experts' kept channels. (Compact a ratio-0 report to put the unpruned model in the same layout.)
   """
-  if layout not in ("flat", "padded"):
-    raise ValueError(f"layout must be 'flat' or 'padded', got {layout!r}")
+  if layout not in ("flat", "padded", "experts"):
+    raise ValueError(f"layout must be 'flat', 'padded' or 'experts', got {layout!r}")
   layers = list(params["layers"])
   for i, (rk, sk) in report.masks.items():
     if layout == "flat":
       layers[i] = {**layers[i], "mlp": _flat_layer(layers[i]["mlp"], rk, sk)}
+      continue
+    if layout == "experts":
+      layers[i] = {**layers[i], "mlp": _experts_layer(layers[i]["mlp"], rk, sk)}
       continue
     m = dict(layers[i]["mlp"])
     E, I = rk.shape
@@ -334,6 +340,21 @@ def compact(params, config: ModelConfig, report: CameraReport, multiple: int = 1
       m["shared"] = sh
     layers[i] = {**layers[i], "mlp": m}
   return {**params, "layers": tuple(layers)}
+
+
+def _experts_layer(m, rk, sk):
+  """One compacted layer in the per-expert layout (each expert's kept channels in index order)."""
+  experts = []
+  for e in range(rk.shape[0]):
+    keep = jnp.asarray(np.flatnonzero(rk[e]))
+    experts.append({"gate": m["gate"][e][keep], "up": m["up"][e][keep], "down": m["down"][e][:, keep]})
+  out = {k: v for k, v in m.items() if k not in ("gate", "up", "down")}
+  out["experts"] = tuple(experts)
+  if "shared" in m and sk is not None:
+    keep = jnp.asarray(np.flatnonzero(sk))
+    sh = m["shared"]
+    out["shared"] = {"gate": sh["gate"][keep], "up": sh["up"][keep], "down": sh["down"][:, keep]}
+  return out
 
 
 def _flat_layer(m, rk, sk):

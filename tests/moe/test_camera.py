@@ -94,7 +94,7 @@ def test_ratio_zero_is_identity_and_masked_equals_compacted(calib):
   pos = jnp.broadcast_to(jnp.arange(24), toks.shape)
   a, _ = forward(pruned, toks, pos, config=cfg)
   kept = sum(int(rk.sum()) + int(sk.sum()) for rk, sk in rep.masks.values())
-  for layout in ("flat", "padded"):
+  for layout in ("flat", "padded", "experts"):
     small = compact(pruned, cfg, rep, layout=layout)
     b, _ = forward(small, toks, pos, config=cfg)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
@@ -137,3 +137,28 @@ def test_bad_arguments_fail_clearly(calib, kw, match):
     camera_prune(params, cfg, calib, **kw)
   with pytest.raises(ValueError, match="mixture-of-experts"):
     camera_prune(init_params(ModelConfig.tiny(), jax.random.key(0)), ModelConfig.tiny(), calib, 0.2)
+
+
+def test_routed_per_expert_layout_equals_the_masked_dense_path():
+  """moe_experts (the per-expert layout's routed loop) equals the dense path with the pruned channels masked, for
+  decode- and prefill-sized inputs, block boundaries, experts no token chose and an expert pruned to nothing."""
+  from jaxeff.models.moe import moe_experts
+
+  cfg = ModelConfig.tiny(model_type="qwen2_moe", n_experts=6, experts_per_token=2, d_expert=16, d_shared=8)
+  mlp = init_params(cfg, jax.random.key(1))["layers"][0]["mlp"]
+  rng = np.random.RandomState(0)
+  rk = rng.rand(6, 16) < 0.6
+  rk[2] = False  # an expert with no kept channel
+  sk = rng.rand(8) < 0.5
+  masked = dict(mlp)
+  masked["gate"] = mlp["gate"] * rk[..., None]
+  masked["shared"] = {**mlp["shared"], "gate": mlp["shared"]["gate"] * sk[:, None]}
+  rep = type("R", (), {"masks": {0: (rk, sk)}})()
+  small = compact({"layers": ({"mlp": mlp},)}, cfg, rep, layout="experts")["layers"][0]["mlp"]
+  assert [int(e["gate"].shape[0]) for e in small["experts"]] == rk.sum(1).tolist()
+  for T in (1, 3, 40):
+    x = jnp.asarray(rng.randn(T, cfg.d_model), jnp.float32)
+    want = moe_dense(masked, x, cfg)
+    for block in (1, 4, 64):
+      got = jax.jit(lambda m, x, block=block: moe_experts(m, x, cfg, block=block))(small, x)
+      np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
