@@ -74,9 +74,11 @@ def write_results(area: str, results: dict[str, Any], targets: list[dict[str, An
   return out
 
 
-def merge_results(area: str, results: dict[str, Any], targets: list[dict[str, Any]]) -> Path:
+def merge_results(
+  area: str, results: dict[str, Any], targets: list[dict[str, Any]], drop: tuple[str, ...] = ()
+) -> Path:
   """Like ``write_results`` but keeps other sections of an existing file: results are merged key by key and
-  targets replaced by name (several scripts feed one area)."""
+  targets replaced by name (several scripts feed one area); targets named in ``drop`` (retired) are removed."""
   out = RESULTS / f"{area}.json"
   old_results, old_targets = {}, []
   if out.is_file():
@@ -85,5 +87,5 @@ def merge_results(area: str, results: dict[str, Any], targets: list[dict[str, An
   merged = dict(old_results)
   for k, v in results.items():
     merged[k] = {**merged[k], **v} if isinstance(merged.get(k), dict) and isinstance(v, dict) else v
-  names = {t["name"] for t in targets}
+  names = {t["name"] for t in targets} | set(drop)
   return write_results(area, merged, [t for t in old_targets if t["name"] not in names] + targets)
