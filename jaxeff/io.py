@@ -18,6 +18,26 @@ from pathlib import Path
 from typing import Any
 
 
+class MissingDependency(ImportError):
+  """An optional package a feature needs is not installed (the CLI prints the one line and exits 2)."""
+
+
+def require(module: str, purpose: str, extra: str):
+  """Import and return ``module``, or raise ``MissingDependency`` naming the feature and the extra to install.
+
+  Example:
+    >>> require("json", "reading JSON", "none").dumps([1])
+    '[1]'
+  """
+  import importlib
+
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    top = module.split(".")[0]
+    raise MissingDependency(f"{purpose} needs {top}: pip install 'jaxeff[{extra}]' (or pip install {top})") from None
+
+
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
   """The UTF-8 text of ``path``; a missing file or bytes that are not UTF-8 raise one error naming the file."""
   path = Path(path)

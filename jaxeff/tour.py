@@ -395,12 +395,12 @@ def run_tour(
   unknown = [n for n in names if n not in STOPS]
   if unknown:
     raise ValueError(f"unknown tour stops {unknown}; choose from {', '.join(STOPS)}")
+  from jaxeff.io import require
+
+  require("matplotlib", "jaxeff tour (its report draws figures)", "plot")
+  _plt()
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  try:
-    _plt()
-  except ImportError as e:
-    raise ImportError("jaxeff tour draws figures: pip install matplotlib") from e
   rows = []
   it = names
   if log is not None:

@@ -40,6 +40,22 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+  """A machine without process isolation (no bubblewrap: installing it needs root) cannot run model-written
+  programs at all: tests that reach the sandbox there are skipped with the reason, never passed. Where
+  isolation exists, ``SandboxUnavailable`` stays a failure."""
+  from jaxeff.sandbox import isolation
+
+  try:
+    return (yield)
+  except isolation.SandboxUnavailable as e:
+    problem = isolation.isolation_problem()
+    if problem is None:
+      raise
+    pytest.skip(f"needs the sandbox (bubblewrap; .ci/run installs it as root): {problem} ({e})")
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_executables():
   """Drop jax's compilation caches after every test module. Each XLA:CPU executable holds a few memory

@@ -378,3 +378,19 @@ def test_a_second_writer_of_an_output_folder_fails_at_once(tmp_path, capsys):
   finally:
     holder.kill()
     holder.wait()
+
+
+@pytest.mark.parametrize(
+  "argv", [["tour", "--quick", "--out", "{tmp}/t"], ["fit", "--results", "{tmp}/r.csv", "--plot", "{tmp}/f.png"]]
+)
+def test_missing_matplotlib_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, argv):
+  """Without matplotlib, the commands that draw say what to install in one line (exit 2) and write nothing."""
+  import sys
+
+  (tmp_path / "r.csv").write_text("N,D,L\n1,1,1\n")
+  monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+  monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+  assert cli.main([a.format(tmp=tmp_path) for a in argv]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "pip install 'jaxeff[plot]'" in err, err
+  assert not (tmp_path / "t" / "report.html").exists() and not (tmp_path / "f.png").exists()

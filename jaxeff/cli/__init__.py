@@ -27,7 +27,7 @@ from jaxeff.cli import (
   tour,
   train,
 )
-from jaxeff.io import FolderLocked
+from jaxeff.io import FolderLocked, MissingDependency
 from jaxeff.sandbox.isolation import SandboxUnavailable
 
 # Errors that describe bad input or a busy / unusable machine: one line, exit 2 (anything else is a bug: exit 1).
@@ -39,7 +39,7 @@ CLEAR_ERRORS = (
   PermissionError,
   NotImplementedError,
 )
-CLEAR_ERRORS += (FolderLocked, SandboxUnavailable)
+CLEAR_ERRORS += (FolderLocked, SandboxUnavailable, MissingDependency)
 
 REGISTER = (
   tour.register,  # tour

@@ -117,8 +117,9 @@ def _cmd_fit(args) -> int:
   from jaxeff.scaling.sweep import read_table, table_arrays
 
   if args.plot:
-    from jaxeff.io import check_output_file
+    from jaxeff.io import check_output_file, require
 
+    require("matplotlib", "fit --plot", "plot")
     check_output_file(args.plot, "--plot")
   N, D, L = table_arrays([row for path in args.results.split(",") if path for row in read_table(path)])
   budgets = floats(args.budgets, "--budgets")

@@ -406,7 +406,9 @@ def load_released(path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   if not path.exists():
     raise FileNotFoundError(f"no TC-Bench file at {path} (download the dataset yourself; nothing is fetched)")
   if path.suffix == ".parquet":
-    import pyarrow.parquet as pq
+    from jaxeff.io import require
+
+    pq = require("pyarrow.parquet", "reading TC-Bench parquet files", "datasets")
 
     rows = pq.read_table(path).to_pylist()
   elif path.suffix == ".json":

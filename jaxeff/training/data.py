@@ -129,8 +129,9 @@ def load_corpus(name: str, split: str = "train", *, max_documents: int | None = 
     >>> ds.column_names
     ['text']
   """
-  import datasets
+  from jaxeff.io import require
 
+  datasets = require("datasets", "load_corpus (a datasets.Dataset)", "datasets")
   if name == "python":
     files = python_stdlib_files(split)[:max_documents]
     texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
