@@ -140,3 +140,27 @@ class Decoder(nnx.Module):
 def from_functional(config: ModelConfig, params: dict[str, Any]) -> Decoder:
   """``Decoder(config, params=params)``: the facade over an existing functional model."""
   return Decoder(config, params=params)
+
+
+@nnx.jit
+def train_step(model: Decoder, optimizer: nnx.Optimizer, inputs, targets, loss_mask) -> jax.Array:
+  """One ``nnx.Optimizer`` step on the mean masked token NLL, the loss of jaxeff's trainer:
+
+    L = sum_t m_t (-log p(targets_t | inputs_<=t)) / sum_t m_t
+
+  (``jaxeff.training.trainer.masked_nll``: exact attention whose gradient recomputes per block). Updates
+  ``model`` and ``optimizer`` in place; returns L before the step.
+
+  Shapes: inputs, targets, loss_mask [B, T]. Example:
+    >>> optimizer = nnx.Optimizer(model, optax.adamw(3e-3), wrt=nnx.Param)  # doctest: +SKIP
+    >>> loss = train_step(model, optimizer, inputs, targets, mask)  # doctest: +SKIP
+  """
+  from jaxeff.training.trainer import masked_nll
+
+  def loss_fn(model):
+    nll, n = masked_nll(model.functional_params(), inputs, targets, loss_mask, config=model.config)
+    return nll / jnp.maximum(n, 1.0)
+
+  loss, grads = nnx.value_and_grad(loss_fn)(model)
+  optimizer.update(model, grads)
+  return loss

@@ -394,3 +394,23 @@ def test_missing_matplotlib_is_one_line_before_any_work(tmp_path, monkeypatch, c
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "pip install 'jaxeff[plot]'" in err, err
   assert not (tmp_path / "t" / "report.html").exists() and not (tmp_path / "f.png").exists()
+
+
+def test_generate_compress_then_ask_reports_cache_bytes(tmp_path, capsys):
+  """--context / --question: one compression, several answers, the cache bytes (smaller under a press)."""
+  ctx = tmp_path / "ctx.txt"
+  ctx.write_text("the pass key is 73105. remember it. " * 8)
+  base = ["generate", "--model", "tiny-recall", "--context", str(ctx), "--max-new-tokens", "6", "--json"]
+  qs = ["--question", " the pass key is", "--question", " remember"]
+  assert cli.main(base + qs) == 0
+  full = json.loads(capsys.readouterr().out)
+  assert len(full["answers"]) == 2 and full["cache_bytes"] == full["full_cache_bytes"] > 0
+  assert cli.main(base + qs + ["--kv-press", "snapkv", "--kv-budget", "0.25"]) == 0
+  pressed = json.loads(capsys.readouterr().out)
+  assert pressed["cache_bytes"] < full["cache_bytes"] and "snapkv" in pressed["stack"]
+  assert cli.main(["generate", "--model", "tiny-recall", "--context", str(ctx)]) == 2  # no question
+  assert "go together" in capsys.readouterr().err
+  prompt = tmp_path / "p.txt"
+  prompt.write_text("def add(a, b):")
+  assert cli.main(["generate", "--prompt-file", str(prompt), "--max-new-tokens", "3", "--json"]) == 0
+  assert len(json.loads(capsys.readouterr().out)["samples"]) == 1

@@ -12,9 +12,9 @@ from jaxeff import sharding as shard_lib
 from jaxeff.config import ModelConfig
 from jaxeff.kvcache import FullCache
 from jaxeff.models import forward, init_params, param_logical_axes, save_hf
-from jaxeff.nnx import Decoder
+from jaxeff.nnx import Decoder, train_step
 from jaxeff.training.config import TrainConfig
-from jaxeff.training.trainer import make_train_step, masked_nll
+from jaxeff.training.trainer import make_train_step
 
 CFG = ModelConfig.tiny(n_layers=2)
 
@@ -85,17 +85,6 @@ def test_one_optimizer_step_equals_the_functional_trainers(tx, atol):
   want, _, metrics = jax.jit(step)(params, tx.init(params), inputs, targets, mask)
 
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-  @nnx.jit
-  def train_step(model, optimizer, inputs, targets, mask):
-    def loss_fn(model):
-      nll, n = masked_nll(model.functional_params(), inputs, targets, mask, config=model.config)
-      return nll / n
-
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return loss
-
   loss = train_step(model, optimizer, inputs, targets, mask)
   np.testing.assert_allclose(float(loss), float(metrics["loss"]), rtol=1e-6)
   got = model.functional_params()

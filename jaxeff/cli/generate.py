@@ -70,6 +70,26 @@ def register(sub) -> None:
   gen.add_argument(
     "--no-stop", action="store_true", help="ignore the model's EOS token(s) and always generate --max-new-tokens"
   )
+  gen.add_argument(
+    "--prompt-file",
+    action="append",
+    default=None,
+    help="read a prompt's text from this file (UTF-8); repeatable, joins the --prompt prompts in one batch",
+  )
+  gen.add_argument(
+    "--context",
+    default=None,
+    help="compress-then-ask mode: prefill this text file through the stack's cache (e.g. --kv-press snapkv "
+    "--kv-budget 0.1) before any question is seen, then answer each --question through the compressed cache "
+    "(greedy); prints the answers and the cache's bytes",
+  )
+  gen.add_argument(
+    "--question",
+    action="append",
+    default=None,
+    help="with --context: a question appended after the compressed context; repeatable (one compression serves "
+    "them all)",
+  )
   add_stack_options(gen)
   gen.add_argument("--json", action="store_true", help="print one JSON object instead of text")
   gen.set_defaults(func=_cmd_generate)
@@ -79,10 +99,21 @@ def _cmd_generate(args) -> int:
   import jax
 
   from jaxeff.generation import SamplingParams
+  from jaxeff.io import read_text
 
+  if (args.context is None) != (args.question is None):
+    raise ValueError("--context and --question go together (compress the context, then ask)")
+  if args.context is not None and (args.prompt or args.prompt_ids or args.prompt_file):
+    raise ValueError("--context mode answers --question; --prompt / --prompt-ids / --prompt-file do not apply")
+  file_texts = [read_text(f, "--prompt-file") for f in args.prompt_file or []]
+  context_text = read_text(args.context, "--context file") if args.context is not None else None
   config, params, tokenizer = load_model(args.model, args.dtype)
+  if context_text is not None:
+    return _compress_then_ask(args, config, params, tokenizer, context_text)
   prompts: list[list[int]] = []
-  texts = args.prompt if args.prompt is not None else ([] if args.prompt_ids else ["def fibonacci(n):"])
+  texts = (args.prompt or []) + file_texts
+  if not texts and not args.prompt_ids:
+    texts = ["def fibonacci(n):"]
   if texts:
     if tokenizer is None:
       raise ValueError(f"{args.model} has no tokenizer.json; pass --prompt-ids instead of --prompt")
@@ -133,5 +164,41 @@ def _cmd_generate(args) -> int:
   print(
     f"[{a.prompt_tokens} prompt + {a.generated_tokens} generated tokens | prefill {a.prefill_s * 1e3:.1f} ms, "
     f"decode {a.decode_s * 1e3:.1f} ms ({a.decode_tokens_per_s:.0f} tok/s), compile {a.compile_s:.1f} s]"
+  )
+  return 0
+
+
+def _compress_then_ask(args, config, params, tokenizer, context_text: str) -> int:
+  """``--context`` / ``--question``: ``compress_context`` once with the stack's cache, ``answer`` each question."""
+  from jaxeff.generation import answer, compress_context
+
+  if tokenizer is None:
+    raise ValueError(f"{args.model} has no tokenizer.json; --context needs one")
+  context = tokenizer.encode(context_text)
+  questions = [tokenizer.encode(q) for q in args.question]
+  room = max(len(q) for q in questions) + args.max_new_tokens
+  stack = build_stack(args, config)
+  p, factory = stack.prepare(config, params)
+  ctx = compress_context(p, context, config=config, press=factory, room=room, attention=stack.attention)
+  stop = () if args.no_stop else config.stop_token_ids
+  answers = [answer(p, ctx, q, max_new_tokens=args.max_new_tokens, stop_tokens=stop) for q in questions]
+  texts = [tokenizer.decode(a) for a in answers]
+  if args.json:
+    out = {
+      "answers": texts,
+      "token_ids": answers,
+      "context_tokens": ctx.length,
+      "cache_bytes": ctx.nbytes,
+      "full_cache_bytes": ctx.full_nbytes,
+      "stack": stack.describe(),
+    }
+    print(json.dumps(out))
+    return 0
+  for q, t in zip(args.question, texts):
+    print(f"--- {q}")
+    print(t)
+  print(
+    f"[context {ctx.length} tokens through {stack.describe()}: cache {ctx.nbytes:,} bytes "
+    f"({ctx.nbytes / ctx.full_nbytes:.1%} of a full float32 cache of the same capacity)]"
   )
   return 0

@@ -1,6 +1,10 @@
 """The batched sampler (n samples per prompt sharing one prefill, per-token logprobs, accounting) and the
-methods built on it (``seersc``: SeerSC, SC, ESC, ASC; ``answers``: answer extraction)."""
+methods built on it (``seersc``: SeerSC, SC, ESC, ASC; ``answers``: answer extraction); ``context``: compress a
+context once, then ask it questions (``compress_context`` / ``answer``)."""
 
+from jaxeff.generation.context import CompressedContext as CompressedContext
+from jaxeff.generation.context import answer as answer
+from jaxeff.generation.context import compress_context as compress_context
 from jaxeff.generation.sampler import Accounting as Accounting
 from jaxeff.generation.sampler import GenerationResult as GenerationResult
 from jaxeff.generation.sampler import Sampler as Sampler
