@@ -154,6 +154,37 @@ class Stack:
     latent = kv_cache == "commonkv"
     if kv_bits is not None and not latent:
       raise ValueError("kv_bits quantizes CommonKV latents; for quantized keys and values use kv_cache='int8'/'int4'")
+    # An option that does nothing in the chosen configuration is an error, not silently ignored.
+    inert = []
+    if not latent:
+      inert += [
+        (n, v, d, "kv_cache='commonkv'")
+        for n, v, d in (
+          ("kv_rank", kv_rank, None),
+          ("kv_group", kv_group, 2),
+          ("kv_merge_rho", kv_merge_rho, None),
+          ("kv_select_tiles", kv_select_tiles, None),
+        )
+      ]
+    if kv_press == "none":
+      inert += [
+        (n, v, d, "an eviction press (kv_press)")
+        for n, v, d in (("kv_budget", kv_budget, 0.2), ("kv_window", kv_window, 8), ("judgeq", judgeq, None))
+      ]
+    elif kv_press != "judgeq":
+      inert.append(("judgeq", judgeq, None, "kv_press='judgeq'"))
+    if prefill_attention == "dense":
+      inert += [
+        (n, v, d, "a sparse prefill_attention")
+        for n, v, d in (
+          ("gamma", gamma, 0.95),
+          ("block_size", block_size, 128),
+          ("min_budget_tokens", min_budget_tokens, 2048),
+        )
+      ]
+    bad = [f"{n} (--{n.replace('_', '-')}) only applies with {needs}" for n, v, d, needs in inert if v != d]
+    if bad:
+      raise ValueError("options that would do nothing here: " + "; ".join(bad))
     bits = int(kv_cache[3:]) if kv_cache in ("int8", "int4") else kv_bits
     press = None
     if kv_press != "none":

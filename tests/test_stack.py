@@ -143,7 +143,8 @@ def test_from_options_builds_what_the_flags_name_and_rejects_contradictions():
   assert (factory.select_tiles, factory.bits) == (16, 4)
   with pytest.raises(ValueError, match="latent_select_tiles"):
     Stack.from_options(cfg, kv_cache="commonkv", kv_select_tiles=8, kv_merge_rho=0.4)
-  assert Stack.from_options(cfg, kv_select_tiles=8).latent_select_tiles is None  # only for latents
+  with pytest.raises(ValueError, match="kv-select-tiles"):  # only for latents: an error, not ignored
+    Stack.from_options(cfg, kv_select_tiles=8)
   with pytest.raises(ValueError, match="kv_cache must be"):
     Stack.from_options(cfg, kv_cache="int2")
   with pytest.raises(ValueError, match="quantizes CommonKV latents"):
@@ -159,3 +160,22 @@ def test_judgeq_press_keeps_the_packing_check(dense, tmp_path):
   soft.save(tmp_path / "jq")
   s = Stack.from_options(cfg, prefill_attention="proxy", kv_press="judgeq", judgeq=str(tmp_path / "jq"), kv_budget=0.3)
   assert s.attention.packing == "auto"
+
+
+@pytest.mark.parametrize(
+  "opts, flag",
+  [
+    (dict(kv_bits=4), "kv_bits"),
+    (dict(kv_rank=8), "--kv-rank"),
+    (dict(kv_merge_rho=0.4), "--kv-merge-rho"),
+    (dict(kv_select_tiles=8), "--kv-select-tiles"),
+    (dict(kv_budget=0.1), "--kv-budget"),
+    (dict(judgeq="runs/judgeq"), "--judgeq"),
+    (dict(kv_press="snapkv", judgeq="runs/judgeq"), "--judgeq"),
+    (dict(gamma=0.9), "--gamma"),
+    (dict(block_size=64), "--block-size"),
+  ],
+)
+def test_options_that_would_do_nothing_are_errors(opts, flag):
+  with pytest.raises(ValueError, match=flag):
+    Stack.from_options(ModelConfig.tiny(), **opts)

@@ -146,8 +146,7 @@ def build_stack(args, config):
 
   names = ("prefill_attention", "gamma", "block_size", "min_budget_tokens", "kv_cache", "kv_rank", "kv_group")
   names += ("kv_merge_rho", "kv_select_tiles", "kv_press", "kv_budget", "kv_window", "judgeq")
-  bits = args.kv_bits if args.kv_cache == "commonkv" else None  # the flag only applies to latents
-  return Stack.from_options(config, kv_bits=bits, **{k: getattr(args, k) for k in names})
+  return Stack.from_options(config, kv_bits=args.kv_bits, **{k: getattr(args, k) for k in names})
 
 
 def floats(spec: str, what: str, *, whole: bool = False) -> list[float]:
