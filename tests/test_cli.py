@@ -414,3 +414,15 @@ def test_generate_compress_then_ask_reports_cache_bytes(tmp_path, capsys):
   prompt.write_text("def add(a, b):")
   assert cli.main(["generate", "--prompt-file", str(prompt), "--max-new-tokens", "3", "--json"]) == 0
   assert len(json.loads(capsys.readouterr().out)["samples"]) == 1
+
+
+def test_generate_header_does_not_echo_a_long_prompt_and_reports_cache_bytes(tmp_path, capsys):
+  prompt = tmp_path / "long.txt"
+  prompt.write_text("x = 1\n" * 300)
+  assert cli.main(["generate", "--prompt-file", str(prompt), "--max-new-tokens", "2"]) == 0
+  out = capsys.readouterr().out
+  header = next(line for line in out.splitlines() if line.startswith("--- prompt 0"))
+  assert len(header) < 120 and "1,800 characters" in header
+  assert "cache after prefill" in out
+  assert cli.main(["generate", "--prompt-file", str(prompt), "--max-new-tokens", "2", "--json"]) == 0
+  assert json.loads(capsys.readouterr().out)["accounting"]["cache_bytes"] > 0

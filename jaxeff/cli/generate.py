@@ -152,18 +152,21 @@ def _cmd_generate(args) -> int:
         "decode_s": a.decode_s,
         "compile_s": a.compile_s,
         "decode_calls": a.decode_calls,
+        "cache_bytes": a.cache_bytes,
       },
     }
     print(json.dumps(out))
     return 0
   for b, row in enumerate(seqs):
     prompt_text = texts[b] if b < len(texts) else str(prompts[b])
+    head = prompt_text if len(prompt_text) <= 80 else f"{prompt_text[:60]}... ({len(prompt_text):,} characters)"
     for s, ids in enumerate(row):
-      print(f"--- prompt {b} sample {s}: {prompt_text!r}")
+      print(f"--- prompt {b} sample {s}: {head!r}")
       print(decode(ids))
   print(
     f"[{a.prompt_tokens} prompt + {a.generated_tokens} generated tokens | prefill {a.prefill_s * 1e3:.1f} ms, "
-    f"decode {a.decode_s * 1e3:.1f} ms ({a.decode_tokens_per_s:.0f} tok/s), compile {a.compile_s:.1f} s]"
+    f"decode {a.decode_s * 1e3:.1f} ms ({a.decode_tokens_per_s:.0f} tok/s), compile {a.compile_s:.1f} s; "
+    f"cache after prefill {a.cache_bytes:,} bytes]"
   )
   return 0
 
