@@ -2,8 +2,8 @@
 # Run one command on every host of the VM / slice: the same program everywhere, as multi-host JAX expects.
 # jaxeff's trainer calls jax.distributed.initialize() itself when given distributed=true (Cloud TPU detects the
 # coordinator, process count and index by itself).
-#   bash tpu_setup/launch.sh --zone us-central2-b -- jaxeff train --config preset:smoke --workdir ~/runs/a distributed=true
-#   bash tpu_setup/launch.sh --zone us-central2-b -- 'jaxeff sweep --workdir ~/sweep --shard "$TPU_WORKER_ID/4" ...'
+#   bash tpu_setup/launch.sh --zone us-central2-b -- jaxeff train --config preset:smoke --out ~/runs/a distributed=true
+#   bash tpu_setup/launch.sh --zone us-central2-b -- 'jaxeff sweep --out ~/sweep --shard "$TPU_WORKER_ID/4" ...'
 # (one quoted string goes to the hosts' shell as is; several words are quoted one by one)
 # --local N runs N processes on this machine instead, joined over loopback (JAXEFF_COORDINATOR=127.0.0.1:PORT,
 # JAXEFF_NUM_PROCESSES, JAXEFF_PROCESS_ID; CPU collectives over gloo): the launch path without a TPU.

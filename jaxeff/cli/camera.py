@@ -32,7 +32,7 @@ def register(sub) -> None:
     "--alpha", type=positive_float, default=0.9, help="energy weight of the max term (default: %(default)s)"
   )
   ca.add_argument(
-    "--method",
+    "--scoring",
     choices=("camera", "frequency", "magnitude", "random"),
     default="camera",
     help="pruning scores: CAMERA energy or a baseline (default: %(default)s)",
@@ -79,7 +79,7 @@ def _cmd_camera(args) -> int:
   calib = calibration_windows(stream, args.calib_windows, args.calib_len)
   ratio = args.ratio if args.action == "prune" else 0.0
   pruned, rep = camera_prune(
-    params, config, calib, ratio, alpha=args.alpha, method=args.method, progress=not args.json
+    params, config, calib, ratio, alpha=args.alpha, method=args.scoring, progress=not args.json
   )
   info = {"tokens": rep.tokens, "seconds": rep.seconds, "layers": {}}
   for i, e in rep.energies.items():

@@ -20,7 +20,13 @@ def register_sweep(sub) -> None:
     "at its token budget, and append (N, D, C, held-out loss, bits/byte) to WORKDIR/results.csv. Re-running skips "
     "finished points and resumes a killed one from its checkpoint.",
   )
-  sw.add_argument("--workdir", required=True, help="folder for the runs and results.csv")
+  sw.add_argument(
+    "--out",
+    "--workdir",
+    dest="out",
+    required=True,
+    help="folder for the runs and results.csv (--workdir: the old name, still accepted)",
+  )
   sw.add_argument("--design", choices=("grid", "isoflop"), default="grid", help="point design (default: grid)")
   sw.add_argument(
     "--sizes",
@@ -60,7 +66,7 @@ def register_fit(sub) -> None:
   fi.add_argument("--results", required=True, help="CSV table(s) with N, D and loss columns, comma-separated")
   fi.add_argument("--law", choices=("chinchilla", "farseer"), default="chinchilla", help="law (default: chinchilla)")
   fi.add_argument(
-    "--method",
+    "--solver",
     default=None,
     help="chinchilla: 'huber' (Approach 3, default) or 'vp' (variable projection); farseer: 'piecewise' (default) "
     "or 'direct'",
@@ -99,14 +105,14 @@ def _cmd_sweep(args) -> int:
     points = points[int(k) :: int(n)]
     from pathlib import Path
 
-    table = Path(args.workdir) / f"results-{k}-of-{n}.csv"
+    table = Path(args.out) / f"results-{k}-of-{n}.csv"
   for p in points:
     n = sw.count_params(p.model)
     print(f"{p.name:40s} N={n:>9d} D={p.tokens:>11d} C={6 * n * p.tokens:.3g}")
   if args.dry_run:
     return 0
-  rows = sw.run_sweep(points, args.workdir, table=table, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr)
-  print(f"{len(rows)} rows in {table or args.workdir + '/results.csv'}")
+  rows = sw.run_sweep(points, args.out, table=table, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr)
+  print(f"{len(rows)} rows in {table or args.out + '/results.csv'}")
   return 0
 
 
@@ -124,12 +130,12 @@ def _cmd_fit(args) -> int:
   N, D, L = table_arrays([row for path in args.results.split(",") if path for row in read_table(path)])
   budgets = floats(args.budgets, "--budgets")
   if args.law == "chinchilla":
-    method = args.method or "huber"
+    method = args.solver or "huber"
     if method not in ("huber", "vp"):
       raise ValueError(f"--method for chinchilla must be 'huber' or 'vp', got {method!r}")
     fit = laws.fit_chinchilla(N, D, L) if method == "huber" else laws.fit_chinchilla_vp(N, D, L)
   else:
-    method = args.method or "piecewise"
+    method = args.solver or "piecewise"
     if method not in ("piecewise", "direct"):
       raise ValueError(f"--method for farseer must be 'piecewise' or 'direct', got {method!r}")
     fit = laws.fit_farseer(N, D, L, method=method)

@@ -11,12 +11,18 @@ def register_train(sub) -> None:
     "train",
     help="train (or resume) a model with jaxeff's trainer",
     description="Train a model from a config (YAML/JSON file or preset:NAME) with key=value overrides, e.g. "
-    "`jaxeff train --config preset:smoke --workdir runs/smoke steps=50 model.d_model=96`. Re-running the same "
-    "command in the same workdir resumes from the last checkpoint. The final model is exported in HF format to "
+    "`jaxeff train --config preset:smoke --out runs/smoke steps=50 model.d_model=96`. Re-running the same "
+    "command with the same --out resumes from the last checkpoint. The final model is exported in HF format to "
     "WORKDIR/export.",
   )
   tr.add_argument("--config", required=True, help="a YAML/JSON file, or preset:NAME (smoke, tiny-code, tiny-recall)")
-  tr.add_argument("--workdir", required=True, help="run folder: checkpoints/, metrics.jsonl, config.json, export/")
+  tr.add_argument(
+    "--out",
+    "--workdir",
+    dest="out",
+    required=True,
+    help="run folder: checkpoints/, metrics.jsonl, config.json, export/ (--workdir: the old name, still accepted)",
+  )
   tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. lr=1e-3 model.n_layers=4")
   tr.add_argument(
     "--no-progress", action="store_true", help="hide the progress bar (metrics still go to metrics.jsonl)"
@@ -48,7 +54,7 @@ def _cmd_train(args) -> int:
   if args.print_config:
     print(json.dumps(config.to_dict(), indent=2))
     return 0
-  result = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+  result = train_and_evaluate(config, args.out, progress=not args.no_progress)
   ev = result.final_eval
   print(
     f"done: {config.steps} steps in {result.train_seconds:.1f} s | val loss {ev['loss']:.4f}"
