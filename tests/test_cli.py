@@ -1,5 +1,6 @@
 """The jaxeff CLI: --help explains every option, generate/inspect run, bad input gives one line and exit 2."""
 
+import argparse
 import json
 
 import jax
@@ -426,3 +427,45 @@ def test_generate_header_does_not_echo_a_long_prompt_and_reports_cache_bytes(tmp
   assert "cache after prefill" in out
   assert cli.main(["generate", "--prompt-file", str(prompt), "--max-new-tokens", "2", "--json"]) == 0
   assert json.loads(capsys.readouterr().out)["accounting"]["cache_bytes"] > 0
+
+
+def test_every_command_has_json_and_shows_defaults():
+  parser = cli.build_parser()
+  action = next(a for a in parser._actions if a.dest == "command")
+  for name, sub in action.choices.items():
+    opts = {o for a in sub._actions for o in a.option_strings}
+    assert "--json" in opts, f"jaxeff {name} has no --json"
+    for a in sub._actions:  # an option with a real default says it in --help
+      if a.option_strings and a.default not in (None, False, argparse.SUPPRESS) and a.dest != "help":
+        assert "default" in (a.help or "").lower(), f"jaxeff {name} {a.option_strings[0]}: default not shown"
+
+
+def test_json_of_the_quick_commands(tmp_path, capsys):
+  assert cli.main(["corpora", "--json"]) in (0, 1)
+  assert json.loads(capsys.readouterr().out)["python_files"] > 100
+  assert cli.main(["models", "list", "--json"]) == 0
+  assert "smollm2-135m-instruct" in {m["name"] for m in json.loads(capsys.readouterr().out)["models"]}
+  assert (
+    cli.main(["sweep", "--out", str(tmp_path / "s"), "--sizes", "32x2", "--tokens", "1000", "--dry-run", "--json"])
+    == 0
+  )
+  (point,) = json.loads(capsys.readouterr().out)["points"]
+  assert point["D"] == 1000 and point["C"] == 6 * point["N"] * 1000
+  assert cli.main(["theory", "run", "E1", "--small", "--out", str(tmp_path / "t"), "--json"]) == 0
+  assert "E1" in json.loads(capsys.readouterr().out)["experiments"]
+
+
+def test_fit_reads_the_users_column_names_and_defaults_budgets_to_the_data(tmp_path, capsys):
+  rows = ["params,tokens,val_loss"]
+  for n in (1e6, 3e6, 1e7, 3e7, 1e8):
+    for d in (1e8, 3e8, 1e9, 3e9, 1e10, 3e10):
+      rows.append(f"{n},{d},{1.7 + 400 / n**0.34 + 410 / d**0.28}")
+  (tmp_path / "runs.csv").write_text("\n".join(rows) + "\n")
+  argv = ["fit", "--results", str(tmp_path / "runs.csv"), "--columns", "params,tokens,val_loss", "--json"]
+  assert cli.main(argv) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["mean_relative_error"] < 1e-3
+  budgets = sorted(a["C"] for a in out["allocation"])
+  assert budgets[0] == 6 * 1e6 * 1e8 and budgets[-1] == 10 * 6 * 1e8 * 3e10
+  assert cli.main(["fit", "--results", str(tmp_path / "runs.csv")]) == 2  # default names are absent: one line
+  assert "missing columns" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from jaxeff.cli.common import (
   count,
   load_model,
@@ -35,6 +37,7 @@ def register(sub) -> None:
   jq.add_argument("--lr", type=positive_float, default=1e-2, help="learning rate (default: %(default)s)")
   jq.add_argument("--loss", choices=("mse", "kl"), default="mse", help="alignment loss (default: %(default)s)")
   jq.add_argument("--seed", type=seed, default=0, help="data and init seed (default: %(default)s)")
+  jq.add_argument("--json", action="store_true", help="print one JSON object instead of text")
   jq.set_defaults(func=_cmd_judgeq)
 
 
@@ -56,5 +59,10 @@ def _cmd_judgeq(args) -> int:
   )
   soft, hist, _ = train_judgeq(params, config, prompts, responses, jc)
   out = soft.save(args.out, model=args.model, loss_first=hist[0], loss_last=hist[-1], steps=args.steps)
+  if args.json:
+    print(
+      json.dumps({"loss_first": float(hist[0]), "loss_last": float(hist[-1]), "steps": args.steps, "out": str(out)})
+    )
+    return 0
   print(f"alignment loss {hist[0]:.4g} -> {hist[-1]:.4g}; soft tokens saved to {out}")
   return 0

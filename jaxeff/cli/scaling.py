@@ -38,7 +38,9 @@ def register_sweep(sub) -> None:
   )
   sw.add_argument("--budgets", default="1e11,3e11", help="isoflop: compute budgets C = 6ND (default: %(default)s)")
   sw.add_argument(
-    "--corpus", default="python", help="training corpus or mixture, e.g. 'python' or 'python:0.5,gcide:0.5'"
+    "--corpus",
+    default="python",
+    help="training corpus or mixture, e.g. 'python' or 'python:0.5,gcide:0.5' (default: %(default)s)",
   )
   sw.add_argument("--eval-corpus", default=None, help="held-out corpus (default: the first training corpus)")
   sw.add_argument("--seq-len", type=count, default=128, help="context length of every run (default: %(default)s)")
@@ -52,6 +54,7 @@ def register_sweep(sub) -> None:
     "`jaxeff fit --results` takes the tables comma-separated)",
   )
   sw.add_argument("--dry-run", action="store_true", help="print the points (N, D, C) and exit")
+  sw.add_argument("--json", action="store_true", help="print one JSON object instead of text")
   sw.set_defaults(func=_cmd_sweep)
 
 
@@ -64,6 +67,11 @@ def register_fit(sub) -> None:
     "the parameters, in-range relative error, and optimal N, D and D/N at the given budgets; optionally plot.",
   )
   fi.add_argument("--results", required=True, help="CSV table(s) with N, D and loss columns, comma-separated")
+  fi.add_argument(
+    "--columns",
+    default="N,D,loss",
+    help="the table's names for the parameter count, token count and loss columns (default: %(default)s)",
+  )
   fi.add_argument("--law", choices=("chinchilla", "farseer"), default="chinchilla", help="law (default: chinchilla)")
   fi.add_argument(
     "--solver",
@@ -71,7 +79,12 @@ def register_fit(sub) -> None:
     help="chinchilla: 'huber' (Approach 3, default) or 'vp' (variable projection); farseer: 'piecewise' (default) "
     "or 'direct'",
   )
-  fi.add_argument("--budgets", default="1e12,1e14,1e16", help="compute budgets for the allocation table")
+  fi.add_argument(
+    "--budgets",
+    default=None,
+    help="compute budgets C = 6ND for the allocation table, comma-separated (default: the table's own range: its "
+    "smallest, median and largest 6ND, and 10x the largest; budgets far beyond the data are extrapolations)",
+  )
   fi.add_argument("--plot", default=None, help="write a PNG figure here")
   fi.add_argument("--json", action="store_true", help="print one JSON object")
   fi.set_defaults(func=_cmd_fit)
@@ -106,13 +119,21 @@ def _cmd_sweep(args) -> int:
     from pathlib import Path
 
     table = Path(args.out) / f"results-{k}-of-{n}.csv"
-  for p in points:
-    n = sw.count_params(p.model)
-    print(f"{p.name:40s} N={n:>9d} D={p.tokens:>11d} C={6 * n * p.tokens:.3g}")
+  plan = [{"name": p.name, "N": sw.count_params(p.model), "D": p.tokens} for p in points]
+  for r in plan:
+    r["C"] = 6 * r["N"] * r["D"]
+    if not args.json:
+      print(f"{r['name']:40s} N={r['N']:>9d} D={r['D']:>11d} C={r['C']:.3g}")
   if args.dry_run:
+    if args.json:
+      print(json.dumps({"points": plan}))
     return 0
   rows = sw.run_sweep(points, args.out, table=table, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr)
-  print(f"{len(rows)} rows in {table or args.out + '/results.csv'}")
+  where = str(table or f"{args.out}/results.csv")
+  if args.json:
+    print(json.dumps({"points": plan, "rows": len(rows), "table": where}))
+    return 0
+  print(f"{len(rows)} rows in {where}")
   return 0
 
 
@@ -127,8 +148,15 @@ def _cmd_fit(args) -> int:
 
     require("matplotlib", "fit --plot", "plot")
     check_output_file(args.plot, "--plot")
-  N, D, L = table_arrays([row for path in args.results.split(",") if path for row in read_table(path)])
-  budgets = floats(args.budgets, "--budgets")
+  columns = [c.strip() for c in args.columns.split(",")]
+  N, D, L = table_arrays([row for path in args.results.split(",") if path for row in read_table(path, columns)])
+  if args.budgets is None:
+    import numpy as np
+
+    C = 6 * np.asarray(N, float) * np.asarray(D, float)
+    budgets = [float(C.min()), float(np.median(C)), float(C.max()), float(10 * C.max())]
+  else:
+    budgets = floats(args.budgets, "--budgets")
   if args.law == "chinchilla":
     method = args.solver or "huber"
     if method not in ("huber", "vp"):

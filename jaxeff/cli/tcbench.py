@@ -51,6 +51,7 @@ def register(sub) -> None:
     "(default: %(default)s)",
   )
   add_unsafe_option(tc)
+  tc.add_argument("--json", action="store_true", help="print one JSON object (evaluate always does)")
   tc.set_defaults(func=_cmd_tcbench)
 
 
@@ -73,6 +74,9 @@ def _cmd_tcbench(args) -> int:
     problems, matrices = tp.load_released(args.released)
     write_jsonl(args.problems, problems)
     write_jsonl(args.matrices, matrices)
+    if args.json:
+      print(json.dumps({"problems": len(problems), "problems_file": args.problems, "matrices_file": args.matrices}))
+      return 0
     print(f"{len(problems)} problems -> {args.problems}; golden matrices -> {args.matrices}")
     return 0
   if args.action in ("build", "select"):  # the output checked and locked before any work
@@ -108,10 +112,16 @@ def _tcbench_write(args, tp) -> int:
     )
     write_jsonl(args.matrices, out)
     ok = [m for m in out if "rows" in m]
+    if args.json:
+      print(json.dumps({"kept": len(ok), "problems": len(out), "ranks": [m["rank"] for m in ok]}))
+      return 0
     print(f"{len(ok)} of {len(out)} problems kept; ranks {[m['rank'] for m in ok]} -> {args.matrices}")
   elif args.action == "select":
     mats = tp.read_matrices(args.matrices)
     out = tp.select(mats, restarts=args.restarts, seed=args.seed)
     write_jsonl(args.selections, out)
+    if args.json:
+      print(json.dumps({"selections": len(out), "objectives": [x["objective"] for x in out]}))
+      return 0
     print(f"{len(out)} selections (objectives {[round(x['objective'], 4) for x in out]}) -> {args.selections}")
   return 0

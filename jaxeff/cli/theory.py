@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from jaxeff.cli.common import locks_out
 
 
@@ -18,6 +20,7 @@ def register(sub) -> None:
   th.add_argument("experiments", nargs="*", help="experiment ids (default: all): E1 .. E9, E6b, ICL")
   th.add_argument("--out", default="runs/theory", help="folder for <id>.json and <id>.png (default: %(default)s)")
   th.add_argument("--small", action="store_true", help="CI-sized settings (seconds each)")
+  th.add_argument("--json", action="store_true", help="print one JSON object instead of text")
   th.set_defaults(func=_cmd_theory)
 
 
@@ -29,7 +32,12 @@ def _cmd_theory(args) -> int:
   bad = [e for e in ids if e not in X.EXPERIMENTS]
   if bad:
     raise ValueError(f"unknown experiments {bad}; choose from {', '.join(X.EXPERIMENTS)}")
+  done = {}
   for eid in ids:
     res = X.run(eid, args.out, small=args.small)
-    print(f"{eid}: {res['seconds']:.1f}s -> {args.out}/{eid}.json")
+    done[eid] = {"seconds": res["seconds"], "json": f"{args.out}/{eid}.json"}
+    if not args.json:
+      print(f"{eid}: {res['seconds']:.1f}s -> {args.out}/{eid}.json")
+  if args.json:
+    print(json.dumps({"experiments": done}))
   return 0

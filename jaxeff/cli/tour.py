@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from jaxeff.cli.common import locks_out
 
 
@@ -25,6 +27,7 @@ def register(sub) -> None:
     "codetrans, tcbench, cot, grads",
   )
   to.add_argument("--quick", action="store_true", help="even smaller settings (about half the time; the CI test)")
+  to.add_argument("--json", action="store_true", help="print the tour's rows as one JSON object (no progress text)")
   to.set_defaults(func=_cmd_tour)
 
 
@@ -39,5 +42,7 @@ def _cmd_tour(args) -> int:
   from jaxeff.tour import run_tour
 
   only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
-  run_tour(args.out, only=only, quick=args.quick)
+  rows = run_tour(args.out, only=only, quick=args.quick, log=None if args.json else print)
+  if args.json:
+    print(json.dumps({"rows": rows, "report": f"{args.out}/report.html"}, default=str))
   return 0

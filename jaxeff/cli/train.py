@@ -30,6 +30,7 @@ def register_train(sub) -> None:
   tr.add_argument(
     "--print-config", action="store_true", help="print the resolved config as JSON and exit without training"
   )
+  tr.add_argument("--json", action="store_true", help="print one JSON object instead of text (and no progress bar)")
   tr.set_defaults(func=_cmd_train)
 
 
@@ -43,6 +44,7 @@ def register_corpora(sub) -> None:
   co.add_argument(
     "--install", action="store_true", help="apt-get install the missing Debian corpus packages (needs root)"
   )
+  co.add_argument("--json", action="store_true", help="print one JSON object instead of text")
   co.set_defaults(func=_cmd_corpora)
 
 
@@ -54,8 +56,12 @@ def _cmd_train(args) -> int:
   if args.print_config:
     print(json.dumps(config.to_dict(), indent=2))
     return 0
-  result = train_and_evaluate(config, args.out, progress=not args.no_progress)
+  result = train_and_evaluate(config, args.out, progress=not args.no_progress and not args.json)
   ev = result.final_eval
+  if args.json:
+    out = {"steps": config.steps, "train_seconds": result.train_seconds, "final_eval": ev}
+    print(json.dumps({**out, "export_dir": str(result.export_dir)}, default=float))
+    return 0
   print(
     f"done: {config.steps} steps in {result.train_seconds:.1f} s | val loss {ev['loss']:.4f}"
     + (f", bits/byte {ev['bits_per_byte']:.4f}" if "bits_per_byte" in ev else "")
@@ -76,6 +82,9 @@ def _cmd_corpora(args) -> int:
     subprocess.run(["apt-get", "install", "-y", "-qq", "dict-gcide"], check=True)
     ok = data_lib.GCIDE_PATH.is_file()
   n_py = len(data_lib.python_stdlib_files("all"))
+  if args.json:
+    print(json.dumps({"python_files": n_py, "gcide": ok, "gcide_path": str(data_lib.GCIDE_PATH)}))
+    return 0 if ok else 1
   print(f"python (stdlib sources): {n_py} files")
   print(f"gcide (Debian dict-gcide): {'installed' if ok else 'missing: jaxeff corpora --install'}")
   return 0 if ok else 1

@@ -161,18 +161,28 @@ def isoflop_design(
 
 
 # ------------------------------------------------------------------------------------------------ table
-def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """Rows of a results table (CSV with at least N, D and loss columns; numbers parsed)."""
+def read_table(path: str | os.PathLike, columns: Sequence[str] = ("N", "D", "loss")) -> list[dict[str, Any]]:
+  """Rows of a results table (CSV with parameter-count, token-count and loss columns; numbers parsed).
+
+  ``columns``: the table's names for N, D and the loss (e.g. ``("params", "tokens", "val_loss")`` for a table
+  written elsewhere); they are renamed to N, D and loss in the rows returned."""
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"no results table at {path}")
+  columns = tuple(columns)
+  if len(columns) != 3 or len(set(columns)) != 3:
+    raise ValueError(f"columns must name 3 distinct columns (N, D, loss), got {columns}")
+  rename = dict(zip(columns, ("N", "D", "loss")))
   with io.StringIO(read_text(path, "results table"), newline="") as f:
     reader = csv.DictReader(f)
-    missing = [c for c in ("N", "D", "loss") if c not in (reader.fieldnames or [])]
+    missing = [c for c in columns if c not in (reader.fieldnames or [])]
     if missing:
       raise ValueError(f"{path}: missing columns {missing} (have {reader.fieldnames})")
     rows = []
     for i, r in enumerate(reader):
+      r = {
+        rename.get(k, k) if k not in ("N", "D", "loss") or k in rename else f"{k}_original": v for k, v in r.items()
+      }
       for k, v in r.items():
         try:
           r[k] = float(v) if k in ("N", "D", "C", "C_attention", "loss", "bits_per_byte", "seconds", "N_total") else v
