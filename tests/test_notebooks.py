@@ -39,7 +39,11 @@ def _code(nb):
 def test_notebook_layout(path):
   nb = nbformat.read(path, as_version=4)
   code = _code(nb)
-  assert "google.colab" in code[0].source and "pip" in code[0].source, "first code cell: the Colab install"
+  first = code[0].source
+  assert 'find_spec("jaxeff") is None' in first and "JAXEFF_SOURCE = " in first and "pip" in first, (
+    "first code cell: install jaxeff from a user-set source only when it is not installed"
+  )
+  assert "jax[tpu]" in first or ",tpu" in first, "the setup picks the jax extra for the accelerator"
   params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
   assert len(params) == 1 and "FULL_SIZE = False" in params[0].source
   src = "\n".join(c.source for c in code)
@@ -60,3 +64,38 @@ def test_notebook_runs(path, monkeypatch):
   NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(DIR)}}).execute()
   images = [o for c in _code(nb) for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
   assert images, "the notebook shows at least one figure"
+
+
+@pytest.mark.parametrize(
+  "source, accel, want",
+  [
+    ("jaxeff", None, "jaxeff[notebooks]"),
+    ("jaxeff", "tpu", "jaxeff[notebooks,tpu]"),
+    ("jaxeff", "gpu", "jaxeff[notebooks,cuda]"),
+    ("git+https://example.org/jaxeff", None, "jaxeff[notebooks] @ git+https://example.org/jaxeff"),
+    ("{root}", "gpu", "{root}[notebooks,cuda]"),
+  ],
+)
+def test_setup_cell_installs_only_when_missing_from_the_source_with_the_accelerators_extra(monkeypatch, source, accel, want):
+  import importlib.util
+  import shutil
+  import subprocess
+
+  root = str(DIR.parent)
+  cell = _code(nbformat.read(NOTEBOOKS[0], as_version=4))[0].source
+  cell = cell.replace('JAXEFF_SOURCE = "jaxeff"', f"JAXEFF_SOURCE = {source.format(root=root)!r}")
+  calls = []
+  monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+  monkeypatch.setattr(shutil, "which", lambda name, *a, **k: "/usr/bin/nvidia-smi" if accel == "gpu" else None)
+  for var in ("COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE"):
+    monkeypatch.delenv(var, raising=False)
+  if accel == "tpu":
+    monkeypatch.setenv("TPU_ACCELERATOR_TYPE", "v5litepod-8")
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jaxeff" else real(name, *a))
+  exec(cell, {})
+  assert calls and calls[0][-1] == want.format(root=root)
+  calls.clear()
+  monkeypatch.setattr(importlib.util, "find_spec", real)  # jaxeff installed: nothing is installed
+  exec(cell, {})
+  assert calls == []
