@@ -8,6 +8,7 @@ from jaxeff.training.data import Batch as Batch
 from jaxeff.training.data import CorpusMissingError as CorpusMissingError
 from jaxeff.training.data import MixtureIterator as MixtureIterator
 from jaxeff.training.data import PackedIterator as PackedIterator
+from jaxeff.training.data import corpus_texts as corpus_texts
 from jaxeff.training.data import load_corpus as load_corpus
 from jaxeff.training.data import pack_documents as pack_documents
 from jaxeff.training.data import passkey_rows as passkey_rows

@@ -121,8 +121,25 @@ def pydoc_documents(split: str = "train", root: str | os.PathLike | None = None)
   return docs
 
 
+def corpus_texts(name: str, split: str = "train", *, max_documents: int | None = None) -> list[str]:
+  """The documents of the offline corpus ``name`` ('python' | 'gcide' | 'pydoc') for ``split``, as strings.
+
+  Example:
+    >>> len(corpus_texts("python", "validation", max_documents=3))
+    3
+  """
+  if name == "python":
+    files = python_stdlib_files(split)[:max_documents]
+    return [f.read_text(encoding="utf-8", errors="replace") for f in files]
+  if name == "gcide":
+    return gcide_documents(split)[:max_documents]
+  if name == "pydoc":
+    return pydoc_documents(split)[:max_documents]
+  raise ValueError(f"unknown corpus {name!r}; choose 'python', 'gcide' or 'pydoc' (or the synthetic 'passkey')")
+
+
 def load_corpus(name: str, split: str = "train", *, max_documents: int | None = None):
-  """A ``datasets.Dataset`` with one ``text`` column for corpus ``name`` ('python' | 'gcide' | 'pydoc').
+  """``corpus_texts`` as a ``datasets.Dataset`` with one ``text`` column (needs the ``datasets`` extra).
 
   Example:
     >>> ds = load_corpus("python", "validation", max_documents=3)
@@ -132,16 +149,7 @@ def load_corpus(name: str, split: str = "train", *, max_documents: int | None = 
   from jaxeff.io import require
 
   datasets = require("datasets", "load_corpus (a datasets.Dataset)", "datasets")
-  if name == "python":
-    files = python_stdlib_files(split)[:max_documents]
-    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
-  elif name == "gcide":
-    texts = gcide_documents(split)[:max_documents]
-  elif name == "pydoc":
-    texts = pydoc_documents(split)[:max_documents]
-  else:
-    raise ValueError(f"unknown corpus {name!r}; choose 'python', 'gcide' or 'pydoc' (or the synthetic 'passkey')")
-  return datasets.Dataset.from_dict({"text": texts})
+  return datasets.Dataset.from_dict({"text": corpus_texts(name, split, max_documents=max_documents)})
 
 
 # ----------------------------------------------------------------------------------------------- tokenisers
@@ -398,8 +406,7 @@ def passkey_rows(filler: np.ndarray, n: int, length: int, seed: int, digits: int
 
 def tokenize_corpus(name: str, split: str, tokenizer, *, max_documents: int | None = None) -> list[list[int]]:
   """Token ids (no BOS) of every document of the offline corpus ``name`` / ``split``."""
-  ds = load_corpus(name, split, max_documents=max_documents)
-  return [tokenizer.encode(t, add_bos=False) for t in ds["text"]]
+  return [tokenizer.encode(t, add_bos=False) for t in corpus_texts(name, split, max_documents=max_documents)]
 
 
 def eval_batches(
@@ -509,7 +516,7 @@ def build_data(config: TrainConfig, workdir: Path | None = None) -> RunData:
     texts = []
     for c in config.corpora:
       if c not in SYNTHETIC and not c.startswith("npz:"):
-        texts += list(load_corpus(c, "train", max_documents=config.max_documents)["text"])
+        texts += corpus_texts(c, "train", max_documents=config.max_documents)
     tok_dir = (workdir / "tokenizer") if workdir is not None else None
     if tok_dir is not None and (tok_dir / "tokenizer.json").is_file():
       from jaxeff.tokenizer import HFTokenizer

@@ -119,3 +119,18 @@ def test_pydoc_prose_corpus_splits_are_disjoint_and_cover_the_topics():
   assert data_lib.load_corpus("pydoc", "validation", max_documents=2).num_rows == 2
   with pytest.raises(ValueError, match="split"):
     data_lib.pydoc_documents("test")
+
+
+def test_core_paths_need_no_datasets(monkeypatch):
+  """datasets is an optional extra: tokenizing a corpus (the trainer's, the evals' path) works without it, and
+  load_corpus says what to install."""
+  import sys
+
+  from jaxeff.io import MissingDependency
+  from jaxeff.tokenizer import ByteTokenizer
+
+  monkeypatch.setitem(sys.modules, "datasets", None)
+  docs = data_lib.tokenize_corpus("python", "validation", ByteTokenizer(), max_documents=2)
+  assert len(docs) == 2 and all(len(d) > 0 for d in docs)
+  with pytest.raises(MissingDependency, match=r"jaxeff\[datasets\]"):
+    data_lib.load_corpus("python", "validation", max_documents=2)
