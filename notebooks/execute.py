@@ -28,6 +28,8 @@ def execute(path: Path) -> float:
   NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(DIR)}}).execute()
   for cell in nb.cells:  # keep diffs to what changed: no per-run timing metadata
     cell.get("metadata", {}).pop("execution", None)
+  _, nb = nbformat.validator.normalize(nb)  # cell ids where the file had none
+  nb = nbformat.from_dict(nb)
   tmp = path.with_suffix(".ipynb.tmp")
   nbformat.write(nb, tmp)
   os.replace(tmp, path)
