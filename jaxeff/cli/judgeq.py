@@ -45,7 +45,7 @@ def register(sub) -> None:
 def _cmd_judgeq(args) -> int:
   from jaxeff.training.judgeq import JudgeQConfig, make_training_data, train_judgeq
 
-  config, params, _ = load_model(args.model, "float32")
+  config, params, tokenizer = load_model(args.model, "float32")
   jc = JudgeQConfig(
     n_soft=args.soft_tokens, steps=args.steps, batch_size=args.batch_size, lr=args.lr, loss=args.loss, seed=args.seed
   )
@@ -56,6 +56,7 @@ def _cmd_judgeq(args) -> int:
     prompt_len=args.prompt_len,
     response_len=args.response_len,
     seed=args.seed,
+    tokenizer=tokenizer,  # the model's own (code windows only when it is not jaxeff's byte tokenizer)
   )
   soft, hist, _ = train_judgeq(params, config, prompts, responses, jc)
   out = soft.save(args.out, model=args.model, loss_first=hist[0], loss_last=hist[-1], steps=args.steps)

@@ -199,19 +199,28 @@ def make_training_data(
   seed=0,
   passkey_share=0.5,
   split="train",
+  tokenizer=None,
 ):
   """Self-generated Judge Q data from the machine's corpora: prompts are pass-key rows cut right after the
   question (``passkey_share`` of them) and windows of stdlib code; responses are the model's own greedy
-  continuations (``response_len`` tokens, batched through the sampler)."""
+  continuations (``response_len`` tokens, batched through the sampler).
+
+  ``tokenizer``: the model's own (e.g. ``load_model(...)[2]``); the code windows are then cut from its token
+  stream. The pass-key rows use jaxeff's byte-level needle template, so a model with another tokenizer gets code
+  windows only (``passkey_share`` is ignored for it). ``None``: jaxeff's byte tokenizer (the tiny models)."""
   from jaxeff.generation import Sampler, SamplingParams
   from jaxeff.tokenizer import ByteTokenizer
   from jaxeff.training import data as data_lib
 
-  tok = ByteTokenizer()
+  byte_level = tokenizer is None or isinstance(tokenizer, ByteTokenizer)
+  tok = ByteTokenizer() if byte_level else tokenizer
   filler = np.concatenate(data_lib.tokenize_corpus("python", split, tok))
+  if len(filler) <= prompt_len:
+    raise ValueError(f"the corpus gives {len(filler)} tokens, fewer than prompt_len {prompt_len}")
   rng = np.random.default_rng([seed, 7])
   prompts = []
-  n_key = int(round(n_examples * passkey_share)) if config.vocab_size >= data_lib.PASSKEY_VOCAB else 0
+  passkey_ok = byte_level and config.vocab_size >= data_lib.PASSKEY_VOCAB
+  n_key = int(round(n_examples * passkey_share)) if passkey_ok else 0
   if n_key and prompt_len < 80:
     raise ValueError(f"pass-key prompts need prompt_len >= 80 (needle, filler and question), got {prompt_len}")
   for _ in range(n_key):

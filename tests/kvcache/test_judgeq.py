@@ -118,3 +118,21 @@ def test_bad_soft_tokens_fail_clearly(tmp_path):
     SoftTokens.load(tmp_path)
   with pytest.raises(ValueError, match=r"\[n >= 1, d\]"):
     SoftTokens(np.zeros((0, 4)))
+
+
+def test_training_data_uses_the_models_own_tokenizer(tmp_path):
+  """With a non-byte tokenizer the prompts are windows of that tokenizer's stream of the stdlib corpus (no
+  byte-level pass-key rows), and the responses are the model's greedy continuations of them."""
+  from jaxeff.training import data as data_lib
+  from jaxeff.training.judgeq import make_training_data
+
+  texts = data_lib.corpus_texts("python", "validation", max_documents=30)
+  bpe = data_lib.train_bpe(texts, 400)
+  cfg = ModelConfig.tiny(vocab_size=400, n_layers=1)
+  params = init_params(cfg, jax.random.key(0))
+  kw = dict(n_examples=4, prompt_len=32, response_len=2, tokenizer=bpe, split="validation")
+  prompts, responses = make_training_data(params, cfg, **kw)
+  stream = np.concatenate(data_lib.tokenize_corpus("python", "validation", bpe))
+  starts = np.lib.stride_tricks.sliding_window_view(stream, 32)
+  assert prompts.shape == (4, 32) and all((starts == p).all(1).any() for p in prompts)
+  assert responses.shape == (4, 2) and int(prompts.max()) < 400
