@@ -27,7 +27,8 @@ class TrainConfig(OptimizerConfig):
   ``trainable``) are inherited from ``OptimizerConfig``.
 
   Attributes (grouped): model — ``model`` (a ModelConfig; its vocab is set from the tokenizer);
-  data — ``corpora`` ('python', 'gcide', 'pydoc', and the synthetic 'passkey' and 'arith'), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
+  data — ``corpora`` ('python', 'gcide', 'pydoc', the synthetic 'passkey' and 'arith', or the user's own
+  ``text:PATH`` / ``jsonl:PATH[#FIELD]`` / ``hf:PATH[#FIELD]``: ``jaxeff.training.data.user_documents``), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
   'bpe'), ``bpe_vocab``, ``max_documents`` (cap per corpus, for tests), ``passkey_rows`` (rows of each
   synthetic corpus); batch —
   ``seq_len``, ``batch_size`` (global rows per step), ``grad_accum`` (micro-batches per step);
@@ -86,12 +87,20 @@ class TrainConfig(OptimizerConfig):
       errors.append(f"compute_dtype must be one of {tuple(_DTYPES)}, got {self.compute_dtype!r}")
     if self.tokenizer not in ("byte", "bpe"):
       errors.append(f"tokenizer must be 'byte' or 'bpe', got {self.tokenizer!r}")
-    bad = [c for c in self.corpora if c not in ("python", "gcide", "pydoc", *SYNTHETIC) and not c.startswith("npz:")]
+    user = data_lib.USER_CORPUS_PREFIXES
+    known = ("python", "gcide", "pydoc", *SYNTHETIC)
+    bad = [c for c in self.corpora if c not in known and not c.startswith(("npz:", *user))]
     if bad:
-      errors.append(f"unknown corpora {bad}; choose from python, gcide, pydoc, {', '.join(SYNTHETIC)} or npz:PATH")
+      errors.append(
+        f"unknown corpora {bad}; choose from python, gcide, pydoc, {', '.join(SYNTHETIC)}, npz:PATH or your own "
+        "text:PATH / jsonl:PATH[#FIELD] / hf:PATH[#FIELD]"
+      )
     missing = [c for c in self.corpora if c.startswith("npz:") and not Path(c[4:]).is_file()]
+    missing += [
+      c for c in self.corpora if c.startswith(user) and not Path(c.partition(":")[2].partition("#")[0]).exists()
+    ]
     if missing:
-      errors.append(f"row files not found: {missing}")
+      errors.append(f"corpus files not found: {missing}")
     if len(self.weights) != len(self.corpora):
       errors.append(f"{len(self.corpora)} corpora but {len(self.weights)} weights")
     for syn in SYNTHETIC:

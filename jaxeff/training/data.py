@@ -121,13 +121,79 @@ def pydoc_documents(split: str = "train", root: str | os.PathLike | None = None)
   return docs
 
 
+USER_CORPUS_PREFIXES = ("text:", "jsonl:", "hf:")
+
+
+def user_documents(spec: str) -> list[str]:
+  """All documents of a user corpus ``spec``:
+
+  * ``text:PATH``: a UTF-8 text file (one document per blank-line-separated block of about 2 KB, whole
+    paragraphs) or a folder (every ``.txt`` / ``.md`` / ``.py`` / ``.rst`` file below it is one document);
+  * ``jsonl:PATH`` or ``jsonl:PATH#FIELD``: one JSON object per line, its ``FIELD`` (default ``text``);
+  * ``hf:PATH`` or ``hf:PATH#FIELD``: a Hugging Face dataset saved with ``save_to_disk`` (the ``datasets``
+    extra), its ``FIELD`` column (default ``text``).
+
+  Every problem (missing path, a line that is not JSON, a missing field) raises ``ValueError`` naming it."""
+  import json
+
+  from jaxeff.io import read_text
+
+  kind, _, rest = spec.partition(":")
+  path, _, field = rest.partition("#")
+  field = field or "text"
+  p = Path(path)
+  if not p.exists():
+    raise ValueError(f"corpus {spec!r}: {p} does not exist")
+  if kind == "text":
+    if p.is_dir():
+      files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".txt", ".md", ".py", ".rst"))
+      return [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    docs, cur, size = [], [], 0
+    for para in read_text(p, "corpus file").split("\n\n"):
+      cur.append(para)
+      size += len(para)
+      if size >= 2000:
+        docs.append("\n\n".join(cur))
+        cur, size = [], 0
+    return docs + (["\n\n".join(cur)] if cur else [])
+  if kind == "jsonl":
+    docs = []
+    for i, line in enumerate(read_text(p, "corpus file").splitlines(), 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"corpus {spec!r}: line {i} is not JSON ({e.msg})") from None
+      if not isinstance(row, dict) or not isinstance(row.get(field), str):
+        raise ValueError(f"corpus {spec!r}: line {i} has no string field {field!r}")
+      docs.append(row[field])
+    return docs
+  if kind == "hf":
+    from jaxeff.io import require
+
+    ds = require("datasets", f"corpus {spec!r} (a Hugging Face dataset folder)", "datasets").load_from_disk(str(p))
+    if field not in ds.column_names:
+      raise ValueError(f"corpus {spec!r}: no column {field!r} (columns: {ds.column_names})")
+    return [str(t) for t in ds[field]]
+  raise ValueError(f"unknown corpus kind {kind!r} in {spec!r}; use text:, jsonl: or hf:")
+
+
 def corpus_texts(name: str, split: str = "train", *, max_documents: int | None = None) -> list[str]:
-  """The documents of the offline corpus ``name`` ('python' | 'gcide' | 'pydoc') for ``split``, as strings.
+  """The documents of corpus ``name`` for ``split``, as strings: the offline 'python' | 'gcide' | 'pydoc', or a
+  user corpus ``text:PATH`` / ``jsonl:PATH[#FIELD]`` / ``hf:PATH[#FIELD]`` (``user_documents``), split by a hash
+  of each document's index (1 in 20 to validation, the same every run).
 
   Example:
     >>> len(corpus_texts("python", "validation", max_documents=3))
     3
   """
+  if name.startswith(USER_CORPUS_PREFIXES):
+    docs = user_documents(name)
+    keep = [d for i, d in enumerate(docs) if split == "all" or _split_of(f"{name}/{i}") == split]
+    if not keep:
+      raise ValueError(f"corpus {name!r} has no {split} documents ({len(docs)} in all; 1 in 20 go to validation)")
+    return keep[:max_documents]
   if name == "python":
     files = python_stdlib_files(split)[:max_documents]
     return [f.read_text(encoding="utf-8", errors="replace") for f in files]

@@ -134,3 +134,40 @@ def test_core_paths_need_no_datasets(monkeypatch):
   assert len(docs) == 2 and all(len(d) > 0 for d in docs)
   with pytest.raises(MissingDependency, match=r"jaxeff\[datasets\]"):
     data_lib.load_corpus("python", "validation", max_documents=2)
+
+
+def test_user_corpora_text_jsonl_and_clear_errors(tmp_path):
+  import json
+
+  rows = [{"text": f"def f{i}(x):\n  return x + {i}\n", "id": i} for i in range(80)]
+  (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  train = data_lib.corpus_texts(f"jsonl:{tmp_path / 'c.jsonl'}", "train")
+  val = data_lib.corpus_texts(f"jsonl:{tmp_path / 'c.jsonl'}", "validation")
+  assert len(train) + len(val) == 80 and val and not set(train) & set(val)  # a disjoint, stable split
+  assert val == data_lib.corpus_texts(f"jsonl:{tmp_path / 'c.jsonl'}", "validation")
+  (tmp_path / "book.txt").write_text("\n\n".join(f"paragraph {i} " + "word " * 200 for i in range(30)))
+  docs = data_lib.user_documents(f"text:{tmp_path / 'book.txt'}")
+  assert len(docs) == 15 and all(d.startswith("paragraph") for d in docs)  # ~2 KB blocks of whole paragraphs
+  (tmp_path / "d").mkdir()
+  (tmp_path / "d" / "a.md").write_text("alpha")
+  (tmp_path / "d" / "b.bin").write_bytes(b"\x00")
+  assert data_lib.user_documents(f"text:{tmp_path / 'd'}") == ["alpha"]
+  (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
+  with pytest.raises(ValueError, match="line 2 has no string field 'text'"):
+    data_lib.user_documents(f"jsonl:{tmp_path / 'bad.jsonl'}")
+  with pytest.raises(ValueError, match="does not exist"):
+    data_lib.user_documents("text:/no/such/file.txt")
+
+
+def test_train_on_the_users_jsonl_file(tmp_path, capsys):
+  import json
+
+  from jaxeff import cli
+
+  (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"text": f"x = {i} * {i}\n" * 8}) for i in range(100)))
+  argv = ["train", "--config", "preset:smoke", "--out", str(tmp_path / "run"), f"corpora=jsonl:{tmp_path / 'c.jsonl'}"]
+  assert cli.main([*argv, "steps=2", "--json"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["steps"] == 2 and out["final_eval"]["loss"] > 0
+  assert cli.main([*argv[:-1], "corpora=jsonl:/no/such.jsonl", "steps=2"]) == 2
+  assert "corpus files not found" in capsys.readouterr().err
