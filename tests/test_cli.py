@@ -469,3 +469,38 @@ def test_fit_reads_the_users_column_names_and_defaults_budgets_to_the_data(tmp_p
   assert budgets[0] == 6 * 1e6 * 1e8 and budgets[-1] == 10 * 6 * 1e8 * 3e10
   assert cli.main(["fit", "--results", str(tmp_path / "runs.csv")]) == 2  # default names are absent: one line
   assert "missing columns" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+  "argv, dest",
+  [
+    (["bench", "attention", "--lengths", "{a}"], "lengths"),
+    (["bench", "attention", "--methods", "{m}"], "methods"),
+    (["camera", "quantize", "--bits", "{a}"], "bits"),
+    (["eval", "long", "--lengths", "{a}"], "lengths"),
+    (["sweep", "--out", "x", "--sizes", "{s}"], "sizes"),
+    (["fit", "--results", "{r}"], "results"),
+    (["tour", "--only", "{t}"], "only"),
+  ],
+)
+def test_one_list_syntax_commas_or_spaces(argv, dest):
+  """Every list option takes commas, spaces or both, with the same result."""
+  values = {
+    "a": ["2048", "4096"],
+    "m": ["dense", "proxy"],
+    "s": ["32x2", "48x2"],
+    "r": ["a.csv", "b.csv"],
+    "t": ["tcbench", "cot"],
+  }
+  key = next(k for k in values if "{" + k + "}" in argv)
+  parser = cli.build_parser()
+  i = argv.index("{" + key + "}")
+  spaced = parser.parse_args(argv[:i] + values[key] + argv[i + 1 :])
+  commas = parser.parse_args(argv[:i] + [",".join(values[key])] + argv[i + 1 :])
+  mixed = parser.parse_args(argv[:i] + [values[key][0] + ",", values[key][1]] + argv[i + 1 :])
+  assert getattr(spaced, dest) == getattr(commas, dest) == getattr(mixed, dest)
+
+
+def test_list_option_checks_each_value(capsys):
+  assert cli.main(["bench", "attention", "--methods", "dense,nope"]) == 2
+  assert "'nope' is not one of" in capsys.readouterr().err

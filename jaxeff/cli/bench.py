@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from jaxeff.cli.common import count, positive_float
+from jaxeff.cli.common import count, list_option, positive_float
 
 
 def register(sub) -> None:
@@ -17,7 +17,9 @@ def register(sub) -> None:
     "estimation share. benchmarks/bench_proxyattn.py runs the same comparison and writes JSON.",
   )
   be.add_argument("what", choices=("attention",), help="what to compare")
-  be.add_argument("--lengths", type=count, nargs="+", default=[8192], help="sequence lengths (default: %(default)s)")
+  be.add_argument(
+    "--lengths", nargs="+", action=list_option(count), default=[8192], help="sequence lengths (default: %(default)s)"
+  )
   be.add_argument("--q-heads", type=count, default=8, help="query heads (default: %(default)s)")
   be.add_argument("--kv-heads", type=count, default=2, help="key/value heads (default: %(default)s)")
   be.add_argument("--head-dim", type=count, default=128, help="head dimension (default: %(default)s)")
@@ -30,8 +32,8 @@ def register(sub) -> None:
   be.add_argument(
     "--methods",
     nargs="+",
+    action=list_option(str, choices=("dense", "proxy", "xattention", "flexprefill")),
     default=["dense", "proxy", "xattention", "flexprefill"],
-    choices=["dense", "proxy", "xattention", "flexprefill"],
     help="methods to run (default: all)",
   )
   be.add_argument("--no-match", action="store_true", help="run peers at their paper defaults, not matched density")

@@ -7,6 +7,7 @@ import json
 from jaxeff.cli.common import (
   count,
   fraction,
+  list_option,
   load_model,
   locks_out,
   positive_float,
@@ -39,11 +40,13 @@ def register(sub) -> None:
   )
   ca.add_argument("--calib-windows", type=count, default=32, help="calibration windows (default: %(default)s)")
   ca.add_argument("--calib-len", type=count, default=512, help="tokens per calibration window (default: %(default)s)")
-  ca.add_argument("--bits", type=count, nargs="+", default=[3, 2, 1], help="CAMERA-Q bit-widths (default: 3 2 1)")
+  ca.add_argument(
+    "--bits", nargs="+", action=list_option(count), default=[3, 2, 1], help="CAMERA-Q bit-widths (default: 3 2 1)"
+  )
   ca.add_argument(
     "--bit-ratios",
-    type=float,
     nargs="+",
+    action=list_option(float),
     default=[0.4, 0.45, 0.15],
     help="share of each bit-width (default: 0.4 0.45 0.15)",
   )

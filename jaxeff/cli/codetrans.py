@@ -7,6 +7,7 @@ import json
 from jaxeff.cli.common import (
   add_unsafe_option,
   count,
+  list_option,
   load_model,
   locks_out,
 )
@@ -29,7 +30,9 @@ def register(sub) -> None:
   ct.add_argument("--gold", action="store_true", help="evaluate: use the target f_gold as the candidate (self-check)")
   ct.add_argument("--model", default="default", help="HF folder, 'default' or an embedded name (default: %(default)s)")
   ct.add_argument("--n", type=count, default=1, help="evaluate: samples per problem (default: %(default)s)")
-  ct.add_argument("--k", type=count, nargs="+", default=[1], help="evaluate: pass@k values (default: 1)")
+  ct.add_argument(
+    "--k", nargs="+", action=list_option(count), default=[1], help="evaluate: pass@k values (default: 1)"
+  )
   ct.add_argument("--limit", type=count, default=None, help="evaluate: first N problems only")
   ct.add_argument("--pairs", help="augment: PA pairs JSONL; train: PA pairs JSONL")
   ct.add_argument("--sa", help="train: SA pairs JSONL (from augment)")

@@ -7,6 +7,43 @@ import argparse
 import functools
 import math
 
+
+# ------------------------------------------------------------------------------------------------ list options
+# One list syntax for every option that takes several values: commas, spaces, or both (``--lengths 2048,4096``
+# = ``--lengths 2048 4096``).
+def list_option(conv=str, choices=None):
+  """``add_argument(..., nargs="+", action=list_option(int))``: every token split on commas, each piece converted
+  with ``conv`` (and checked against ``choices``); the option's value is one flat list."""
+
+  class _List(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+      out = []
+      for token in values:
+        for piece in (x.strip() for x in str(token).split(",")):
+          if not piece:
+            continue
+          try:
+            v = conv(piece)
+          except (argparse.ArgumentTypeError, ValueError) as e:
+            parser.error(f"{option_string or self.dest}: {e}")
+          if choices is not None and v not in choices:
+            parser.error(f"{option_string or self.dest}: {piece!r} is not one of {', '.join(map(str, choices))}")
+          out.append(v)
+      if not out:
+        parser.error(f"{option_string or self.dest}: expected at least one value")
+      setattr(namespace, self.dest, out)
+
+  return _List
+
+
+class JoinedList(argparse.Action):
+  """``nargs="+", action=JoinedList``: the values joined with commas into one string, for options parsed as a
+  comma-separated string later (``--sizes 32x2 48x2`` = ``--sizes 32x2,48x2``)."""
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    setattr(namespace, self.dest, ",".join(str(v).strip(",") for v in values))
+
+
 DTYPES = ("float32", "bfloat16")
 PREFILL_BACKENDS = ("dense", "proxy", "xattention", "flexprefill")
 

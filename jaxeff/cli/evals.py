@@ -8,6 +8,7 @@ from jaxeff.cli.common import (
   add_stack_options,
   build_stack,
   count,
+  list_option,
   load_model,
   seed,
 )
@@ -49,11 +50,16 @@ def register(sub) -> None:
   ev.add_argument(
     "--tasks",
     nargs="+",
+    action=list_option(str),
     default=["niah_single", "niah_multikey"],
     help="long: tasks among niah_single, niah_multikey, niah_multivalue, vt, cwe, qa (default: %(default)s)",
   )
   ev.add_argument(
-    "--lengths", type=count, nargs="+", default=[2048], help="long: prompt lengths in tokens (default: 2048)"
+    "--lengths",
+    nargs="+",
+    action=list_option(count),
+    default=[2048],
+    help="long: prompt lengths in tokens (default: 2048)",
   )
   ev.add_argument("--n", type=count, default=8, help="long: examples per (task, length) cell (default: %(default)s)")
   ev.add_argument("--seed", type=seed, default=0, help="long: example seed (default: %(default)s)")

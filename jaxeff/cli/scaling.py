@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from jaxeff.cli.common import (
+  JoinedList,
   count,
   floats,
   positive_float,
@@ -30,13 +31,25 @@ def register_sweep(sub) -> None:
   sw.add_argument("--design", choices=("grid", "isoflop"), default="grid", help="point design (default: grid)")
   sw.add_argument(
     "--sizes",
+    nargs="+",
+    action=JoinedList,
     default="32x2,48x2,64x2",
     help="model sizes as d_model x layers, comma-separated (default: %(default)s)",
   )
   sw.add_argument(
-    "--tokens", default="100000,200000,400000", help="grid: token budgets D, comma-separated (default: %(default)s)"
+    "--tokens",
+    nargs="+",
+    action=JoinedList,
+    default="100000,200000,400000",
+    help="grid: token budgets D, comma-separated (default: %(default)s)",
   )
-  sw.add_argument("--budgets", default="1e11,3e11", help="isoflop: compute budgets C = 6ND (default: %(default)s)")
+  sw.add_argument(
+    "--budgets",
+    nargs="+",
+    action=JoinedList,
+    default="1e11,3e11",
+    help="isoflop: compute budgets C = 6ND (default: %(default)s)",
+  )
   sw.add_argument(
     "--corpus",
     default="python",
@@ -66,9 +79,17 @@ def register_fit(sub) -> None:
     description="Fit L(N, D) to a CSV with columns N, D and loss (a `jaxeff sweep` table or your own runs), print "
     "the parameters, in-range relative error, and optimal N, D and D/N at the given budgets; optionally plot.",
   )
-  fi.add_argument("--results", required=True, help="CSV table(s) with N, D and loss columns, comma-separated")
+  fi.add_argument(
+    "--results",
+    nargs="+",
+    action=JoinedList,
+    required=True,
+    help="CSV table(s) with N, D and loss columns, comma-separated",
+  )
   fi.add_argument(
     "--columns",
+    nargs="+",
+    action=JoinedList,
     default="N,D,loss",
     help="the table's names for the parameter count, token count and loss columns (default: %(default)s)",
   )
@@ -81,6 +102,8 @@ def register_fit(sub) -> None:
   )
   fi.add_argument(
     "--budgets",
+    nargs="+",
+    action=JoinedList,
     default=None,
     help="compute budgets C = 6ND for the allocation table, comma-separated (default: the table's own range: its "
     "smallest, median and largest 6ND, and 10x the largest; budgets far beyond the data are extrapolations)",
@@ -108,7 +131,10 @@ def _cmd_sweep(args) -> int:
     )
   else:
     points = sw.isoflop_design(
-      floats(args.budgets, "--budgets"), sizes, corpus=args.corpus, eval_corpus=args.eval_corpus
+      floats(args.budgets, "--budgets"),
+      sizes,
+      corpus=args.corpus,
+      eval_corpus=args.eval_corpus,
     )
   table = None
   if args.shard:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from jaxeff.cli.common import locks_out
+from jaxeff.cli.common import JoinedList, locks_out
 
 
 def register(sub) -> None:
@@ -22,6 +22,8 @@ def register(sub) -> None:
   )
   to.add_argument(
     "--only",
+    nargs="+",
+    action=JoinedList,
     default=None,
     help="comma-separated stops to run (default: all): proxyattn, commonkv, judgeq, camera, seersc, scaling, "
     "codetrans, tcbench, cot, grads",
