@@ -18,8 +18,8 @@ Example:
   >>> from jaxeff.config import ModelConfig
   >>> model = Decoder(ModelConfig.tiny(), rngs=nnx.Rngs(0))
   >>> logits, _ = model(jnp.zeros((1, 5), jnp.int32))
-  >>> logits.shape
-  (1, 5, 256)
+  >>> logits.shape[:2]  # [B, T, V (padded)]
+  (1, 5)
 
 Reference: Flax NNX (https://flax.readthedocs.io/en/latest/nnx_basics.html); the functional model it wraps is
 ``jaxeff.models.decoder``.
