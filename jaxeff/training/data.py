@@ -134,7 +134,6 @@ def user_documents(spec: str) -> list[str]:
     extra), its ``FIELD`` column (default ``text``).
 
   Every problem (missing path, a line that is not JSON, a missing field) raises ``ValueError`` naming it."""
-  import json
 
   from jaxeff.io import read_text
 
@@ -157,18 +156,9 @@ def user_documents(spec: str) -> list[str]:
         cur, size = [], 0
     return docs + (["\n\n".join(cur)] if cur else [])
   if kind == "jsonl":
-    docs = []
-    for i, line in enumerate(read_text(p, "corpus file").splitlines(), 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"corpus {spec!r}: line {i} is not JSON ({e.msg})") from None
-      if not isinstance(row, dict) or not isinstance(row.get(field), str):
-        raise ValueError(f"corpus {spec!r}: line {i} has no string field {field!r}")
-      docs.append(row[field])
-    return docs
+    from jaxeff.io import read_jsonl
+
+    return [row[field] for row in read_jsonl(p, {field: str}, nonempty=True)]
   if kind == "hf":
     from jaxeff.io import require
 

@@ -153,7 +153,7 @@ def test_user_corpora_text_jsonl_and_clear_errors(tmp_path):
   (tmp_path / "d" / "b.bin").write_bytes(b"\x00")
   assert data_lib.user_documents(f"text:{tmp_path / 'd'}") == ["alpha"]
   (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
-  with pytest.raises(ValueError, match="line 2 has no string field 'text'"):
+  with pytest.raises(ValueError, match=r"bad.jsonl:2: .*text"):
     data_lib.user_documents(f"jsonl:{tmp_path / 'bad.jsonl'}")
   with pytest.raises(ValueError, match="does not exist"):
     data_lib.user_documents("text:/no/such/file.txt")
