@@ -41,11 +41,19 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from typing import Any
 
 from jaxeff.config import ModelConfig
 
 BITS = (None, 4, 8)
+
+
+@functools.cache
+def _option_defaults() -> dict[str, Any]:
+  """``Stack.from_options``'s keyword defaults, read from its signature (one source for the inert-option check)."""
+  return {n: p.default for n, p in inspect.signature(Stack.from_options).parameters.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,35 +162,31 @@ class Stack:
     latent = kv_cache == "commonkv"
     if kv_bits is not None and not latent:
       raise ValueError("kv_bits quantizes CommonKV latents; for quantized keys and values use kv_cache='int8'/'int4'")
-    # An option that does nothing in the chosen configuration is an error, not silently ignored.
-    inert = []
+    # An option that does nothing in the chosen configuration is an error, not silently ignored: any option
+    # changed from its default (this signature's) while the piece it configures is off.
+    given = dict(
+      kv_rank=kv_rank,
+      kv_group=kv_group,
+      kv_merge_rho=kv_merge_rho,
+      kv_select_tiles=kv_select_tiles,
+      kv_budget=kv_budget,
+      kv_window=kv_window,
+      judgeq=judgeq,
+      gamma=gamma,
+      block_size=block_size,
+      min_budget_tokens=min_budget_tokens,
+    )
+    needs = {}
     if not latent:
-      inert += [
-        (n, v, d, "kv_cache='commonkv'")
-        for n, v, d in (
-          ("kv_rank", kv_rank, None),
-          ("kv_group", kv_group, 2),
-          ("kv_merge_rho", kv_merge_rho, None),
-          ("kv_select_tiles", kv_select_tiles, None),
-        )
-      ]
+      needs.update(dict.fromkeys(("kv_rank", "kv_group", "kv_merge_rho", "kv_select_tiles"), "kv_cache='commonkv'"))
     if kv_press == "none":
-      inert += [
-        (n, v, d, "an eviction press (kv_press)")
-        for n, v, d in (("kv_budget", kv_budget, 0.2), ("kv_window", kv_window, 8), ("judgeq", judgeq, None))
-      ]
+      needs.update(dict.fromkeys(("kv_budget", "kv_window", "judgeq"), "an eviction press (kv_press)"))
     elif kv_press != "judgeq":
-      inert.append(("judgeq", judgeq, None, "kv_press='judgeq'"))
+      needs["judgeq"] = "kv_press='judgeq'"
     if prefill_attention == "dense":
-      inert += [
-        (n, v, d, "a sparse prefill_attention")
-        for n, v, d in (
-          ("gamma", gamma, 0.95),
-          ("block_size", block_size, 128),
-          ("min_budget_tokens", min_budget_tokens, 2048),
-        )
-      ]
-    bad = [f"{n} (--{n.replace('_', '-')}) only applies with {needs}" for n, v, d, needs in inert if v != d]
+      needs.update(dict.fromkeys(("gamma", "block_size", "min_budget_tokens"), "a sparse prefill_attention"))
+    defaults = _option_defaults()
+    bad = [f"{n} (--{n.replace('_', '-')}) only applies with {w}" for n, w in needs.items() if given[n] != defaults[n]]
     if bad:
       raise ValueError("options that would do nothing here: " + "; ".join(bad))
     bits = int(kv_cache[3:]) if kv_cache in ("int8", "int4") else kv_bits

@@ -186,12 +186,12 @@ def _cmd_fit(args) -> int:
   if args.law == "chinchilla":
     method = args.solver or "huber"
     if method not in ("huber", "vp"):
-      raise ValueError(f"--method for chinchilla must be 'huber' or 'vp', got {method!r}")
+      raise ValueError(f"--solver for chinchilla must be 'huber' or 'vp', got {method!r}")
     fit = laws.fit_chinchilla(N, D, L) if method == "huber" else laws.fit_chinchilla_vp(N, D, L)
   else:
     method = args.solver or "piecewise"
     if method not in ("piecewise", "direct"):
-      raise ValueError(f"--method for farseer must be 'piecewise' or 'direct', got {method!r}")
+      raise ValueError(f"--solver for farseer must be 'piecewise' or 'direct', got {method!r}")
     fit = laws.fit_farseer(N, D, L, method=method)
   import dataclasses
 

@@ -98,8 +98,9 @@ def compress_context(
     attention=attention,
     logits_index=jnp.array([T - 1], jnp.int32),
   )
-  full = FullCache.init(config, 1, T + room).nbytes()
-  return CompressedContext(cache, config, T, room, int(cache.nbytes()), int(full))
+  full = jax.eval_shape(lambda: FullCache.init(config, 1, T + room))  # shapes only: nothing allocated
+  full_nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(full))
+  return CompressedContext(cache, config, T, room, int(cache.nbytes()), int(full_nbytes))
 
 
 @functools.lru_cache(maxsize=32)

@@ -334,10 +334,7 @@ def compact(params, config: ModelConfig, report: CameraReport, multiple: int = 1
     m["up"] = jnp.take_along_axis(m["up"], oi[..., None], axis=1) * vm[..., None]
     m["down"] = jnp.take_along_axis(m["down"], oi[:, None, :], axis=2) * vm[:, None, :]
     if sk is not None:
-      sh = dict(m["shared"])
-      idx = jnp.asarray(np.flatnonzero(sk))
-      sh["gate"], sh["up"], sh["down"] = sh["gate"][idx], sh["up"][idx], sh["down"][:, idx]
-      m["shared"] = sh
+      m["shared"] = _kept_shared(m["shared"], sk)
     layers[i] = {**layers[i], "mlp": m}
   return {**params, "layers": tuple(layers)}
 
@@ -351,10 +348,14 @@ def _experts_layer(m, rk, sk):
   out = {k: v for k, v in m.items() if k not in ("gate", "up", "down")}
   out["experts"] = tuple(experts)
   if "shared" in m and sk is not None:
-    keep = jnp.asarray(np.flatnonzero(sk))
-    sh = m["shared"]
-    out["shared"] = {"gate": sh["gate"][keep], "up": sh["up"][keep], "down": sh["down"][:, keep]}
+    out["shared"] = _kept_shared(m["shared"], sk)
   return out
+
+
+def _kept_shared(shared, sk):
+  """The shared expert cut to its kept channels ``sk`` (gate / up rows, down columns)."""
+  idx = jnp.asarray(np.flatnonzero(sk))
+  return {**shared, "gate": shared["gate"][idx], "up": shared["up"][idx], "down": shared["down"][:, idx]}
 
 
 def _flat_layer(m, rk, sk):

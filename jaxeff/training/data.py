@@ -108,17 +108,25 @@ def pydoc_documents(split: str = "train", root: str | os.PathLike | None = None)
     for n in tree.body
     if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "topics" for t in n.targets)
   )
-  docs = []
-  for k in sorted(topics):  # ~2 KB documents of whole paragraphs, each split by its own key
-    paras, cur, size, i = topics[k].split("\n\n"), [], 0, 0
-    for j, para in enumerate(paras):
-      cur.append(para)
-      size += len(para)
-      if size >= 2000 or j == len(paras) - 1:
-        if split == "all" or _split_of(f"pydoc/{k}/{i}") == split:
-          docs.append("\n\n".join(cur))
-        cur, size, i = [], 0, i + 1
-  return docs
+  return [  # ~2 KB documents of whole paragraphs, each split by its own key
+    block
+    for k in sorted(topics)
+    for i, block in enumerate(paragraph_blocks(topics[k]))
+    if split == "all" or _split_of(f"pydoc/{k}/{i}") == split
+  ]
+
+
+def paragraph_blocks(text: str, size: int = 2000) -> list[str]:
+  """``text`` cut into documents of whole blank-line-separated paragraphs, each closed once it holds ``size``
+  characters (the last one holds the rest)."""
+  blocks, cur, n = [], [], 0
+  for para in text.split("\n\n"):
+    cur.append(para)
+    n += len(para)
+    if n >= size:
+      blocks.append("\n\n".join(cur))
+      cur, n = [], 0
+  return blocks + (["\n\n".join(cur)] if cur else [])
 
 
 USER_CORPUS_PREFIXES = ("text:", "jsonl:", "hf:")
@@ -147,14 +155,7 @@ def user_documents(spec: str) -> list[str]:
     if p.is_dir():
       files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".txt", ".md", ".py", ".rst"))
       return [f.read_text(encoding="utf-8", errors="replace") for f in files]
-    docs, cur, size = [], [], 0
-    for para in read_text(p, "corpus file").split("\n\n"):
-      cur.append(para)
-      size += len(para)
-      if size >= 2000:
-        docs.append("\n\n".join(cur))
-        cur, size = [], 0
-    return docs + (["\n\n".join(cur)] if cur else [])
+    return paragraph_blocks(read_text(p, "corpus file"))
   if kind == "jsonl":
     from jaxeff.io import read_jsonl
 
