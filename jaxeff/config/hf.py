@@ -11,7 +11,7 @@ This module sits inside ``jaxeff.config`` rather than beside the weight table in
 stay a tree (``tests/test_layering.py``). The weight-name table is ``jaxeff.models.hf_io.hf_table``.
 
 References: transformers' ``LlamaConfig``, ``MistralConfig``, ``Qwen2Config``, ``Qwen3Config``,
-``MixtralConfig``, ``Qwen2MoeConfig``, ``Qwen3MoeConfig``, ``OlmoeConfig``.
+``MixtralConfig``, ``Qwen2MoeConfig``, ``Qwen3MoeConfig``, ``OlmoeConfig``, ``Gemma3TextConfig``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from typing import Any
 
 ATTENTION_FULL = "full_attention"
 ATTENTION_SLIDING = "sliding_attention"
+MLP_ACTIVATIONS = ("silu", "gelu_tanh")
+# HF activation names -> ``ModelConfig.mlp_activation`` (``gelu_pytorch_tanh`` and ``gelu_tanh`` are one function)
+_HF_ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}
 
 
 class UnsupportedConfigError(ValueError):
@@ -86,6 +89,10 @@ class Family:
   moe: ``MoEKeys`` for mixture-of-experts families, else None.
   clip_qkv: the family clamps q/k/v (OLMoE).
   mlp_bias_key: the family writes ``mlp_bias: false`` (Llama).
+  gemma: Gemma 3's block: (1 + w) RMSNorm weights (converted at load: jaxeff stores 1 + w), sandwich norms,
+    ``hidden_activation``, sqrt(d) embedding scale, ``query_pre_attn_scalar``, per-layer-type RoPE bases in
+    ``rope_parameters``, final-logit soft-capping; ``sliding_window`` + ``layer_types`` (or the legacy
+    ``sliding_window_pattern``).
   """
 
   architecture: str
@@ -97,6 +104,12 @@ class Family:
   moe: MoEKeys | None = None
   clip_qkv: bool = False
   mlp_bias_key: bool = False
+  gemma: bool = False
+
+  @property
+  def norm_offset(self) -> float:
+    """What HF's RMSNorm adds to its stored weight (jaxeff stores the sum): 1 for Gemma, else 0."""
+    return 1.0 if self.gemma else 0.0
 
 
 _QWEN_MOE_LAYERS = frozenset({"decoder_sparse_step", "mlp_only_layers", "moe_intermediate_size", "norm_topk_prob"})
@@ -146,6 +159,16 @@ FAMILIES: dict[str, Family] = {
     moe=MoEKeys(("num_experts",), "intermediate_size", "norm_topk_prob"),
   ),
 }
+
+FAMILIES["gemma3_text"] = Family(
+  "Gemma3ForCausalLM",
+  frozenset({"head_dim", "attention_bias", "hidden_activation", "query_pre_attn_scalar", "sliding_window"})
+  | {"layer_types", "final_logit_softcapping", "attn_logit_softcapping", "use_bidirectional_attention"}
+  | {"rope_local_base_freq", "sliding_window_pattern", "_sliding_window_pattern", "cache_implementation"},
+  qk_norm="head",
+  sliding="gemma",
+  gemma=True,
+)
 
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 MOE_MODEL_TYPES = tuple(k for k, f in FAMILIES.items() if f.moe is not None)
@@ -239,6 +262,14 @@ FIELD_TYPES: dict[str, str] = {
   "norm_topk_prob": "bool",
   "use_sliding_window": "bool",
   "hidden_act": "str",
+  "hidden_activation": "str?",
+  "query_pre_attn_scalar": "float+?",
+  "final_logit_softcapping": "float+?",
+  "attn_logit_softcapping": "float+?",
+  "use_bidirectional_attention": "bool?",
+  "rope_local_base_freq": "float+",
+  "sliding_window_pattern": "int+?",
+  "_sliding_window_pattern": "int+?",
   "layer_types": "strs?",
   "mlp_only_layers": "ints?",
   "rope_parameters": "dict?",
@@ -338,6 +369,53 @@ def _read_sliding(fam: Family, hf: dict, n_layers: int) -> dict[str, Any]:
   return {}
 
 
+def _read_gemma(hf: dict, n_layers: int, problems: list[str]) -> dict[str, Any]:
+  """Gemma 3's fields: RoPE per layer type (``rope_parameters: {full_attention: .., sliding_attention: ..}``, or
+  the legacy ``rope_theta`` / ``rope_local_base_freq`` / ``rope_scaling``), the window and the layer pattern
+  (``layer_types``, else every ``sliding_window_pattern``-th layer global, 6 by default), the attention scalar and
+  the soft-caps. Defaults are ``Gemma3TextConfig``'s."""
+  rp = hf.get("rope_parameters") or {}
+  if "full_attention" in rp or "sliding_attention" in rp:
+    glob, loc = dict(rp.get("full_attention") or {}), dict(rp.get("sliding_attention") or {})
+  else:
+    glob, loc = dict(rp or hf.get("rope_scaling") or {}), {}
+  glob.setdefault("rope_theta", hf.get("rope_theta", 1_000_000.0))
+  loc.setdefault("rope_theta", hf.get("rope_local_base_freq", 10_000.0))
+  theta, scaling = _rope(
+    {"rope_parameters": glob, "max_position_embeddings": hf.get("max_position_embeddings")}, problems
+  )
+  if loc.get("rope_type", loc.get("type", "default")) != "default" or set(loc) - {"rope_type", "type", "rope_theta"}:
+    problems.append(f"rope_parameters.sliding_attention={loc} (the local layers' RoPE must be the default kind)")
+  if hf.get("attn_logit_softcapping") is not None:
+    problems.append(
+      f"attn_logit_softcapping={hf['attn_logit_softcapping']} (attention-logit soft-capping is not implemented; "
+      "Gemma 3 checkpoints set it to null)"
+    )
+  if hf.get("use_bidirectional_attention"):
+    problems.append("use_bidirectional_attention=True (jaxeff's decoders are causal)")
+  types = hf.get("layer_types")
+  if types is None:
+    pattern = int(hf.get("sliding_window_pattern") or hf.get("_sliding_window_pattern") or 6)
+    types = [ATTENTION_SLIDING if (i + 1) % pattern else ATTENTION_FULL for i in range(n_layers)]
+  window = hf.get("sliding_window", 4096)
+  if ATTENTION_SLIDING in types and not window:
+    problems.append("layer_types has sliding_attention layers but sliding_window is null")
+  sliding = ATTENTION_SLIDING in types and bool(window)
+  qpas = hf.get("query_pre_attn_scalar", 256)
+  cap = hf.get("final_logit_softcapping")
+  return dict(
+    rope_theta=float(theta),
+    rope_scaling=scaling,
+    rope_local_theta=float(loc["rope_theta"]) if sliding else None,
+    sliding_window=int(window) if sliding else None,
+    layer_types=tuple(types) if sliding else None,
+    query_pre_attn_scalar=float(qpas) if qpas is not None else None,
+    final_logit_softcap=float(cap) if cap is not None else None,
+    post_norms=True,
+    embed_scale=True,
+  )
+
+
 def _read_moe(fam: Family, hf: dict, n_layers: int) -> dict[str, Any]:
   m = fam.moe
   if m is None:
@@ -383,12 +461,22 @@ def hf_to_fields(hf: Mapping[str, Any] | Any) -> dict[str, Any]:
   unknown = sorted(k for k in hf if k not in INERT_HF_KEYS | COMMON_KEYS | fam.keys)
   if unknown:
     problems.append(f"unsupported fields for {mt}: {', '.join(unknown)}")
-  act = hf.get("hidden_act", "silu")
-  if act != "silu":
-    problems.append(f"hidden_act={act!r} (only 'silu' SwiGLU is implemented)")
+  if fam.gemma:  # Gemma 3 names it hidden_activation (hidden_act is Gemma 1's, still honoured by transformers)
+    act_key = "hidden_activation" if hf.get("hidden_activation") is not None else "hidden_act"
+    act = hf.get(act_key, "gelu_pytorch_tanh")
+    if act not in _HF_ACTIVATIONS:
+      problems.append(f"{act_key}={act!r} (implemented: {', '.join(_HF_ACTIVATIONS)})")
+  else:
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+      problems.append(f"hidden_act={act!r} (only 'silu' SwiGLU is implemented)")
   if hf.get("mlp_bias"):
     problems.append("mlp_bias=True (MLP biases are not implemented)")
-  rope_theta, rope_scaling = _rope(hf, problems)
+  gemma = _read_gemma(hf, int(hf["num_hidden_layers"]), problems) if fam.gemma else {}
+  if fam.gemma:
+    rope_theta, rope_scaling = gemma.pop("rope_theta"), gemma.pop("rope_scaling")
+  else:
+    rope_theta, rope_scaling = _rope(hf, problems)
   if problems:
     raise UnsupportedConfigError("; ".join(problems))
 
@@ -404,13 +492,13 @@ def hf_to_fields(hf: Mapping[str, Any] | Any) -> dict[str, Any]:
     n_layers=n_layers,
     n_heads=n_heads,
     n_kv_heads=int(hf.get("num_key_value_heads") or n_heads),
-    head_dim=int(hf.get("head_dim") or d_model // n_heads),
+    head_dim=int(hf.get("head_dim") or (256 if fam.gemma else d_model // n_heads)),
     d_ff=int(hf["intermediate_size"]),
     rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
     rope_theta=rope_theta,
     rope_scaling=rope_scaling,
     max_position_embeddings=int(hf.get("max_position_embeddings", 4096)),
-    tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    tie_embeddings=bool(hf.get("tie_word_embeddings", fam.gemma)),  # Gemma ties by default
     qkv_bias=qkv_bias,
     o_bias=o_bias,
     qk_norm=fam.qk_norm is not None,
@@ -419,6 +507,8 @@ def hf_to_fields(hf: Mapping[str, Any] | Any) -> dict[str, Any]:
     model_type=mt,
     **_read_sliding(fam, hf, n_layers),
     **_read_moe(fam, hf, n_layers),
+    **gemma,
+    mlp_activation=_HF_ACTIVATIONS.get(act, "silu"),
     bos_token_id=hf.get("bos_token_id"),
     eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
     pad_token_id=hf.get("pad_token_id"),
@@ -456,9 +546,28 @@ def _problems(fam: Family, c) -> list[str]:
     out.append(f"{mt} applies its sliding window to every layer")
   if c.clip_qkv is not None and not fam.clip_qkv:
     out.append(f"clip_qkv is an OLMoE feature, not {mt}")
+  gemma_only = {
+    "post_norms": c.post_norms,
+    "embed_scale": c.embed_scale,
+    "query_pre_attn_scalar": c.query_pre_attn_scalar is not None,
+    "rope_local_theta": c.rope_local_theta is not None,
+    "final_logit_softcap": c.final_logit_softcap is not None,
+    "mlp_activation='gelu_tanh'": c.mlp_activation == "gelu_tanh",
+  }
+  if not fam.gemma and any(gemma_only.values()):
+    out.append(f"{', '.join(k for k, v in gemma_only.items() if v)}: Gemma features, not {mt}'s")
+  if fam.gemma and not (c.post_norms and c.embed_scale):
+    out.append(f"{mt} always has sandwich norms and a scaled embedding (post_norms=True, embed_scale=True)")
+  if fam.gemma and c.rope_local_theta is None and c.layer_types is not None and ATTENTION_SLIDING in c.layer_types:
+    out.append(f"{mt}'s sliding layers have their own RoPE base (set rope_local_theta)")
   if fam.head_dim == "derived" and c.head_dim * c.n_heads != c.d_model:
     out.append(f"{mt} derives head_dim = hidden_size / heads; {c.head_dim} does not match")
   return out
+
+
+def _int_if_whole(x: float) -> int | float:
+  """transformers types ``query_pre_attn_scalar`` as an int: write 256.0 as 256."""
+  return int(x) if float(x).is_integer() else x
 
 
 def fields_to_hf(c) -> dict[str, Any]:
@@ -493,6 +602,22 @@ def fields_to_hf(c) -> dict[str, Any]:
     "eos_token_id": list(c.eos_token_id) if isinstance(c.eos_token_id, tuple) else c.eos_token_id,
     "pad_token_id": c.pad_token_id,
   }
+  if fam.gemma:
+    del hf["hidden_act"]
+    local = {"rope_theta": c.rope_local_theta or c.rope_theta, "rope_type": "default"}
+    types = c.layer_types or ((ATTENTION_SLIDING if c.sliding_window else ATTENTION_FULL),) * c.n_layers
+    hf.update(
+      hidden_activation="gelu_pytorch_tanh" if c.mlp_activation == "gelu_tanh" else c.mlp_activation,
+      rope_parameters={"full_attention": rope, "sliding_attention": local},
+      query_pre_attn_scalar=_int_if_whole(
+        c.query_pre_attn_scalar if c.query_pre_attn_scalar is not None else c.head_dim
+      ),
+      sliding_window=c.sliding_window,
+      layer_types=list(types),
+      final_logit_softcapping=c.final_logit_softcap,
+      attn_logit_softcapping=None,
+      use_bidirectional_attention=False,
+    )
   if fam.head_dim == "key":
     hf["head_dim"] = c.head_dim
   if "attention_bias" in fam.keys:

@@ -17,6 +17,8 @@ leaf                                     shape                   logical axes
 ``layers[i].attn.o_bias``                [D]     (o_bias)        (norm,)
 ``layers[i].attn.q_norm`` / ``.k_norm``  [H]     (qk_norm)       (head_dim,)
 ``layers[i].mlp_norm``                   [D]                     (norm,)
+``layers[i].attn_post_norm``             [D]  (post_norms)       (norm,)   Gemma: on the attention output
+``layers[i].mlp_post_norm``              [D]  (post_norms)       (norm,)   Gemma: on the MLP output
 ``layers[i].mlp.gate`` / ``.up``         [F, D]                  (mlp, embed)
 ``layers[i].mlp.down``                   [D, F]                  (embed, mlp)
 MoE layers (``config.is_moe(i)``):
@@ -52,6 +54,7 @@ D d_model, N/K query/kv heads, H head_dim, F d_ff, V vocab.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -126,10 +129,17 @@ def param_specs(config: ModelConfig) -> dict[str, Any]:
     elif config.qk_norm:
       attn["q_norm"] = ParamSpec((H,), ("head_dim",), "ones")
       attn["k_norm"] = ParamSpec((H,), ("head_dim",), "ones")
+    post = {}
+    if config.post_norms:  # Gemma's sandwich norms on each sub-block's output
+      post = {
+        "attn_post_norm": ParamSpec((D,), ("norm",), "ones"),
+        "mlp_post_norm": ParamSpec((D,), ("norm",), "ones"),
+      }
     return {
       "attn_norm": ParamSpec((D,), ("norm",), "ones"),
       "attn": attn,
       "mlp_norm": ParamSpec((D,), ("norm",), "ones"),
+      **post,
       "mlp": moe_mlp_specs()
       if config.is_moe(i)
       else {
@@ -189,12 +199,16 @@ def count_params(params: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+def gate_activation(config: ModelConfig) -> Callable[[Array], Array]:
+  """The gated MLP's activation: SiLU (SwiGLU) or tanh-approximated GELU (Gemma's GeGLU)."""
+  return jax.nn.silu if config.mlp_activation == "silu" else functools.partial(jax.nn.gelu, approximate=True)
+
+
 def swiglu_mlp(mlp_params: dict[str, Array], x_btd: Array, config: ModelConfig) -> Array:
-  """down( silu(x W_gate^T) * (x W_up^T) )."""
-  del config
+  """down( act(x W_gate^T) * (x W_up^T) ), act = SiLU (SwiGLU) or tanh-GELU (GeGLU, ``config.mlp_activation``)."""
   g = linear(x_btd, mlp_params["gate"])
   u = linear(x_btd, mlp_params["up"])
-  h = shard_lib.constrain(jax.nn.silu(g) * u, ("batch", "seq", "mlp"))
+  h = shard_lib.constrain(gate_activation(config)(g) * u, ("batch", "seq", "mlp"))
   return linear(h, mlp_params["down"])
 
 
@@ -233,11 +247,18 @@ def qkv_projection(attn: dict[str, Array], h_btd: Array, positions_bt: Array, co
 def project(attn: dict[str, Array], h_btd: Array, positions_bt: Array, config: ModelConfig, inv_freq: Array):
   """The attention input projection of one layer, dispatched on its parameter table: the first registered
   projection whose ``matches(attn)`` holds (the shared-latent K/V of ``jaxeff.models.latent``), else
-  ``qkv_projection``. Returns q, k, v and the layer's record for the cache (``None`` for a plain layer)."""
-  for matches, fn in _PROJECTIONS:
-    if matches(attn):
-      return fn(attn, h_btd, positions_bt, config, inv_freq)
-  return (*qkv_projection(attn, h_btd, positions_bt, config, inv_freq), None)
+  ``qkv_projection``. Returns q, k, v and the layer's record for the cache (``None`` for a plain layer).
+
+  With ``config.query_pre_attn_scalar`` (Gemma) q comes back multiplied by sqrt(H / query_pre_attn_scalar), so
+  every backend's softmax(q.k / sqrt(H)) is the model's softmax(q.k / sqrt(query_pre_attn_scalar))."""
+  fn = next((fn for matches, fn in _PROJECTIONS if matches(attn)), None)
+  if fn is None:
+    q, k, v, record = (*qkv_projection(attn, h_btd, positions_bt, config, inv_freq), None)
+  else:
+    q, k, v, record = fn(attn, h_btd, positions_bt, config, inv_freq)
+  if config.query_scale != 1.0:  # Gemma's query_pre_attn_scalar, folded into q for every backend and cache
+    q = q * jnp.asarray(config.query_scale, q.dtype)
+  return q, k, v, record
 
 
 _PROJECTIONS: list[tuple[Callable[[dict], bool], Callable[..., tuple]]] = [
@@ -249,6 +270,39 @@ def register_projection(matches: Callable[[dict], bool], fn: Callable[..., tuple
   """Register an attention input projection ``fn(attn, h, positions, config, inv_freq) -> (q, k, v, record)``
   for the layers whose attention parameters satisfy ``matches`` (checked before the ones registered earlier)."""
   _PROJECTIONS.insert(0, (matches, fn))
+
+
+def layer_inv_freqs(config: ModelConfig) -> list[Array]:
+  """RoPE inverse frequencies of every layer (Gemma 3's sliding layers have their own base; one array per
+  distinct base, shared)."""
+  distinct: dict[bytes, Array] = {}
+  out = []
+  for i in range(config.n_layers):
+    inv = rope_inv_freq(config, i)
+    out.append(distinct.setdefault(inv.tobytes(), jnp.asarray(inv)))
+  return out
+
+
+def embed_tokens(params: dict[str, Any], tokens_bt: Array, config: ModelConfig) -> Array:
+  """Token embeddings [B, T, D]; times sqrt(D) (rounded to the embedding dtype, as HF) when
+  ``config.embed_scale`` (Gemma)."""
+  x = jnp.take(params["embed"], tokens_bt, axis=0)
+  if config.embed_scale:
+    x = x * jnp.asarray(config.d_model**0.5, x.dtype)
+  return x
+
+
+def post_norm(layer_params: dict[str, Any], name: str, y: Array, config: ModelConfig) -> Array:
+  """Gemma's sandwich norm of a sub-block's output (``attn_post_norm`` / ``mlp_post_norm``); ``y`` unchanged in a
+  layer without one."""
+  w = layer_params.get(name)
+  return y if w is None else rms_norm(y, w, config.rms_norm_eps)
+
+
+def soft_cap(logits: Array, config: ModelConfig) -> Array:
+  """c * tanh(logits / c) with c = ``config.final_logit_softcap`` (Gemma); unchanged when it is ``None``."""
+  c = config.final_logit_softcap
+  return logits if c is None else c * jnp.tanh(logits / c)
 
 
 def forward(
@@ -267,7 +321,9 @@ def forward(
 ) -> tuple[Float[Array, "B T V"], Any]:
   r"""Pure forward pass; returns float32 logits and the new cache.
 
-  For each block: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x)); then logits = RMSNorm(x) W_head.
+  For each block: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x)); then logits = RMSNorm(x) W_head. Gemma 3
+  (``config.post_norms``): x += RMSNorm(Attn(RMSNorm(x))); x += RMSNorm(MLP(RMSNorm(x))), with embeddings times
+  sqrt(D), per-layer-type RoPE bases, q scaled for ``query_pre_attn_scalar`` and logits soft-capped.
 
   Attention routes by mode:
 
@@ -320,16 +376,16 @@ def forward(
       raise ValueError(f"chunk_offset {chunk_offset} + {T} tokens does not fit the cache's {cache.max_len} slots")
   if is_prefill is None:
     is_prefill = T > 1
-  inv_freq = jnp.asarray(rope_inv_freq(config))
+  inv_freqs = layer_inv_freqs(config)
   safe_pos = jnp.maximum(positions_bt, 0)
-  x = jnp.take(params["embed"], tokens_bt, axis=0)
+  x = embed_tokens(params, tokens_bt, config)
   if input_offset is not None:
     x = x + input_offset.astype(x.dtype)
   x = shard_lib.constrain(x, ("batch", "seq", "act_embed"))
   for i, lp in enumerate(params["layers"]):
     window = config.layer_window(i)
     h = rms_norm(x, lp["attn_norm"], config.rms_norm_eps)
-    q, k, v, latent = project(lp["attn"], h, safe_pos, config, inv_freq)
+    q, k, v, latent = project(lp["attn"], h, safe_pos, config, inv_freqs[i])
     extra = {} if latent is None else {"latent": latent}  # a latent layer's cache may keep c instead of k/v
     q = shard_lib.constrain(q, ("batch", "seq", "act_heads", None))
     if cache is None:
@@ -349,15 +405,15 @@ def forward(
     attn_out = linear(out, lp["attn"]["o"], n_in=2)
     if "o_bias" in lp["attn"]:
       attn_out = attn_out + lp["attn"]["o_bias"]
-    x = x + attn_out
+    x = x + post_norm(lp, "attn_post_norm", attn_out, config)
     h = rms_norm(x, lp["mlp_norm"], config.rms_norm_eps)
-    x = x + feed_forward(lp, h, config)
+    x = x + post_norm(lp, "mlp_post_norm", feed_forward(lp, h, config), config)
     x = shard_lib.constrain(x, ("batch", "seq", "act_embed"))
   hidden = x
   if logits_index is not None:
     x = jnp.take_along_axis(x, logits_index[:, None, None].astype(jnp.int32), axis=1)
   x = rms_norm(x, params["final_norm"], config.rms_norm_eps)
   head = params["embed"] if config.tie_embeddings else params["lm_head"]
-  logits = jnp.einsum("btd,vd->btv", x, head, preferred_element_type=jnp.float32)
+  logits = soft_cap(jnp.einsum("btd,vd->btv", x, head, preferred_element_type=jnp.float32), config)
   logits = shard_lib.constrain(logits, ("batch", "seq", "act_vocab"))
   return (logits, cache, hidden) if return_hidden else (logits, cache)

