@@ -210,13 +210,22 @@ class EvictedCache:
     lengths = jnp.sum(pos >= 0, axis=1).astype(jnp.int32)
     cap = press.capacity(layer, T, self.config.n_layers)
     keep = press.keep_counts(layer, lengths, T, self.config.n_layers)
+    window = self.config.layer_window(layer)
     if cap == T and (press.budget == 1.0 or press.budget == T):
       idx = jnp.broadcast_to(jnp.arange(T), (k_btkh.shape[0], k_btkh.shape[2], T))  # full budget: keep all
       ok = jnp.broadcast_to((pos >= 0)[:, None], idx.shape)
     else:
       scores = press.scores(layer, q, k_btkh, positions_bt, lengths, T)  # [B, K, T]
       scores = press.protect(scores, pos, lengths)
-      idx, ok = select_keep(scores, pos >= 0, keep, cap)  # [B, K, cap]
+      valid = pos >= 0
+      if window is not None and window < T:
+        # A sliding-window layer (Gemma 3's local layers, Mistral): keys before the last prompt query's window
+        # are never attended again, so the budget goes to the window: at most `window` slots, chosen inside it
+        # (a budget >= the window keeps it whole: the layer loses nothing).
+        valid &= pos > jnp.max(pos, axis=1, keepdims=True) - window
+        cap = min(cap, window)
+        keep = jnp.minimum(keep, jnp.minimum(lengths, window))
+      idx, ok = select_keep(scores, valid, keep, cap)  # [B, K, cap]
     idx_bck = idx.transpose(0, 2, 1)
     gather = lambda x: jnp.take_along_axis(x[:, :T], idx_bck[..., None], axis=1)
     kept_pos = jnp.where(ok, jnp.take_along_axis(jnp.broadcast_to(pos[:, None], idx.shape[:2] + (T,)), idx, -1), -1)
@@ -299,6 +308,9 @@ class Press:
     inner: compose with another cache factory (``Quantized(bits=4)``, ``CommonKV(spec)``, ``FullCache``): the
       kept entries are written through it (quantized / as latents). Needs ``per_head=False`` (one kept set for
       all heads, since those caches share slot positions across heads).
+
+  Sliding-window layers (``config.layer_window(i)``: Gemma 3's local layers) spend the budget inside their window
+  only, on at most ``window`` slots: keys older than the window are never attended again (per layer type).
 
   Raises:
     ValueError: on an unknown scorer, a budget <= 0, a ratio > 1, or (at prefill) more tokens than the prompt.

@@ -235,3 +235,28 @@ def test_composed_press_equals_each_piece_at_identity_settings(model):
   assert bool(jnp.all(jnp.isfinite(c)))
   with pytest.raises(ValueError, match="per_head=False"):
     Press("snapkv", inner=q8)
+
+
+@pytest.mark.parametrize("scorer", ["snapkv", "h2o", "random"])
+def test_sliding_layers_spend_the_budget_inside_their_window(scorer):
+  """Gemma 3's layout (local layers around a global one): with a budget of at least the window, a local layer
+  keeps exactly its window, so on an all-local model the press is lossless (logits equal the full cache's),
+  and on a mixed model the local layers hold ``window`` slots while the global layer holds the budget."""
+  local = ModelConfig.tiny(model_type="mistral", sliding_window=6)  # every layer local
+  params = init_params(local, jax.random.key(0), std=0.1)
+  prompt = jax.random.randint(jax.random.key(1), (2, 20), 0, local.vocab_size)
+  ref, _ = teacher_forced(params, local, FullCache, prompt[:, :14], prompt[:, 14:])
+  got, _ = teacher_forced(params, local, Press(scorer, budget=9), prompt[:, :14], prompt[:, 14:])
+  np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-5, rtol=0)
+
+  mixed = ModelConfig.tiny(
+    model_type="gemma3_text", sliding_window=6, layer_types=("sliding_attention", "full_attention")
+  )
+  p2 = init_params(mixed, jax.random.key(0), std=0.1)
+  cache = Press(scorer, budget=9).init(mixed, 2, 24)
+  from jaxeff.models import forward
+
+  _, cache = forward(p2, prompt[:, :14], jnp.broadcast_to(jnp.arange(14), (2, 14)), cache, config=mixed)
+  kept = [np.asarray(cache.layers[i].pos[:, :14]) for i in range(2)]
+  assert (kept[0] >= 0).sum(1).tolist() == [[6, 6]] * 2 and kept[0].max() == 13 and kept[0][kept[0] >= 0].min() == 8
+  assert (kept[1] >= 0).sum(1).tolist() == [[9, 9]] * 2
