@@ -82,6 +82,33 @@ def max_group_rank(config: ModelConfig, group_size: int) -> int:
   return min(2 * group_size * config.n_kv_heads * config.head_dim, config.d_model)
 
 
+def layer_groups(config: ModelConfig, group_size: int) -> tuple[tuple[int, ...], ...]:
+  """The layers that share a latent: ``group_size`` adjacent layers, or, in a model whose layers have
+  different attention types (Gemma 3's local sliding-window layers interleaved with global ones), consecutive
+  layers *of one type* (a group never mixes a local with a global layer: their keys see different spans and
+  RoPE bases); the last group of a type may be smaller.
+
+  Example:
+    >>> cfg = ModelConfig.tiny(n_layers=6, model_type="gemma3_text", sliding_window=8,
+    ...   layer_types=("sliding_attention",) * 2 + ("full_attention",) + ("sliding_attention",) * 3)
+    >>> layer_groups(cfg, 2)
+    ((0, 1), (3, 4), (5,), (2,))
+  """
+  L = config.n_layers
+  if group_size <= 0:
+    raise ValueError(f"group size must be positive, got {group_size}")
+  types = config.layer_types
+  if types is None or len(set(types)) == 1:
+    if L % group_size:
+      raise ValueError(f"group size {group_size} must divide the layer count {L}")
+    return tuple(tuple(range(g * group_size, (g + 1) * group_size)) for g in range(L // group_size))
+  out = []
+  for kind in dict.fromkeys(types):  # first-seen order of the types
+    members = [i for i, t in enumerate(types) if t == kind]
+    out += [tuple(members[j : j + group_size]) for j in range(0, len(members), group_size)]
+  return tuple(out)
+
+
 def allocate_ranks(
   config: ModelConfig,
   group_size: int,
@@ -90,44 +117,65 @@ def allocate_ranks(
   ratio: float | None = None,
   layer_scores: Sequence[float] | None = None,
   multiple: int = 32,
+  groups: Sequence[Sequence[int]] | None = None,
 ) -> list[int]:
-  """One rank per group: fixed ``rank``; or ``ratio`` of the maximum feasible rank; or Fisher-style:
+  """One rank per group: fixed ``rank``; or ``ratio`` of the group's maximum feasible rank; or Fisher-style:
   ``ratio * rmax * mean(score of the group) / mean(all scores)`` rounded to ``multiple`` and clipped to
   ``[multiple, rmax]`` (scores are per layer; exactly one of rank / ratio must be given, scores optional
-  with ratio)."""
+  with ratio). ``groups``: the member layers of each group (default ``layer_groups(config, group_size)``)."""
   L = config.n_layers
-  if group_size <= 0 or L % group_size:
-    raise ValueError(f"group size {group_size} must divide the layer count {L}")
+  groups = layer_groups(config, group_size) if groups is None else tuple(tuple(g) for g in groups)
   if (rank is None) == (ratio is None):
     raise ValueError("give exactly one of rank or ratio")
-  n_groups = L // group_size
-  rmax = max_group_rank(config, group_size)
+  rmax = [max_group_rank(config, len(g)) for g in groups]
   if rank is not None:
-    if not 1 <= rank <= rmax:
-      raise ValueError(f"rank {rank} out of range: the maximum feasible rank for groups of {group_size} is {rmax}")
-    return [int(rank)] * n_groups
+    if not 1 <= rank <= min(rmax):
+      raise ValueError(
+        f"rank {rank} out of range: the maximum feasible rank for groups of {group_size} is {min(rmax)}"
+      )
+    return [int(rank)] * len(groups)
   if not 0.0 < ratio <= 1.0:
     raise ValueError(f"ratio must be in (0, 1], got {ratio}")
   if layer_scores is None:
-    return [max(1, int(round(ratio * rmax)))] * n_groups
+    return [max(1, int(round(ratio * r))) for r in rmax]
   scores = np.asarray(layer_scores, np.float64)
   if scores.shape != (L,) or np.any(scores <= 0):
     raise ValueError(f"layer_scores must be {L} positive numbers")
-  group = scores.reshape(n_groups, group_size).mean(1)
-  raw = ratio * rmax * group / group.mean()
-  m = min(multiple, rmax)
-  return [int(np.clip(round(x / m) * m, m, rmax)) for x in raw]
+  group = np.array([scores[list(g)].mean() for g in groups])
+  raw = ratio * np.asarray(rmax) * group / group.mean()
+  out = []
+  for x, r in zip(raw, rmax):
+    m = min(multiple, r)
+    out.append(int(np.clip(round(x / m) * m, m, r)))
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
 class LatentSpec:
-  """Where the shared latent lives: ``group_size`` layers per group, ``ranks[g]`` per group."""
+  """Where the shared latent lives: ``ranks[g]`` per group; group g's layers are ``groups[g]`` (``None``:
+  ``group_size`` adjacent layers per group, group g = layers ``g G .. g G + G - 1``)."""
 
   group_size: int
   ranks: tuple[int, ...]
+  groups: tuple[tuple[int, ...], ...] | None = None
+
+  def members(self, g: int) -> tuple[int, ...]:
+    """The layers of group ``g`` (ascending)."""
+    if self.groups is not None:
+      return self.groups[g]
+    return tuple(range(g * self.group_size, (g + 1) * self.group_size))
+
+  def group_of(self, layer: int) -> int:
+    if self.groups is None:
+      return layer // self.group_size
+    return next(g for g, m in enumerate(self.groups) if layer in m)
+
+  @property
+  def n_layers(self) -> int:
+    return sum(len(self.members(g)) for g in range(len(self.ranks)))
 
   def rank_of(self, layer: int) -> int:
-    return self.ranks[layer // self.group_size]
+    return self.ranks[self.group_of(layer)]
 
 
 def compress(
@@ -143,18 +191,22 @@ def compress(
   """CommonKV surgery ``(config, params) -> (config, params)``: every layer's attention gains ``kv_down``
   (A, shared in its group, [r, D]), ``k_up`` [K, H, r] and ``v_up`` [K, H, r] in place of ``k``/``v``.
 
-  Returns ``(config, new params, LatentSpec, report)`` with per-group relative Frobenius truncation errors and
-  the Eckart-Young tail. The config is unchanged (the latent layout is read from the parameters).
+  Groups are ``layer_groups(config, group_size)``: adjacent layers, or, in a model with local and global
+  layers (Gemma 3), consecutive layers of one type, so a group never mixes the two. Returns ``(config, new
+  params, LatentSpec, report)`` with per-group relative Frobenius truncation errors and the Eckart-Young tail.
+  The config is unchanged (the latent layout is read from the parameters).
   """
   if is_latent_layer(params["layers"][0]["attn"]):
     raise ValueError("parameters are already CommonKV-compressed")
-  ranks = allocate_ranks(config, group_size, rank=rank, ratio=ratio, layer_scores=layer_scores, multiple=multiple)
+  groups = layer_groups(config, group_size)
+  ranks = allocate_ranks(
+    config, group_size, rank=rank, ratio=ratio, layer_scores=layer_scores, multiple=multiple, groups=groups
+  )
   K, H = config.n_kv_heads, config.head_dim
   down, k_up, v_up = LATENT_LEAVES  # the leaf names of jaxeff.models.latent
   layers = [dict(lp) for lp in params["layers"]]
   report = {"ranks": ranks, "rel_error": [], "tail_energy": []}
-  for g, r in enumerate(ranks):
-    idx = list(range(g * group_size, (g + 1) * group_size))
+  for idx, r in zip(groups, ranks):
     mats = [_kv_matrices(params, i) for i in idx]
     A, Bk, Bv, S = group_svd_share([m[0] for m in mats], [m[1] for m in mats], r)
     M = np.concatenate([m[0] for m in mats] + [m[1] for m in mats])
@@ -169,7 +221,8 @@ def compress(
       attn[v_up] = jnp.asarray(Bv[j].reshape(K, H, r), dtype)
       layers[i] = dict(layers[i], attn=attn)
   new = dict(params, layers=tuple(layers))
-  return config, new, LatentSpec(group_size, tuple(ranks)), report
+  contiguous = groups == tuple(tuple(range(g * group_size, (g + 1) * group_size)) for g in range(len(groups)))
+  return config, new, LatentSpec(group_size, tuple(ranks), None if contiguous else groups), report
 
 
 # ------------------------------------------------------------------------------------------------ latent cache
@@ -254,10 +307,8 @@ class LatentCache:
       raise ValueError(f"select_tiles must be >= 2 (sink + newest tile) and tile >= 1, got {select_tiles}, {tile}")
     if value_mode not in VALUE_MODES:
       raise ValueError(f"value_mode must be one of {VALUE_MODES}, got {value_mode!r}")
-    if config.n_layers != spec.group_size * len(spec.ranks):
-      raise ValueError(
-        f"LatentSpec covers {spec.group_size * len(spec.ranks)} layers; the model has {config.n_layers}"
-      )
+    if config.n_layers != spec.n_layers:
+      raise ValueError(f"LatentSpec covers {spec.n_layers} layers; the model has {config.n_layers}")
 
     bounds = (None, None)
     if select_tiles is not None:
@@ -473,15 +524,15 @@ class MergedLatentCache:
 
   def append(self, layer, k_btkh, v_btkh, positions_bt, *, latent: LatentKV | None = None, **_) -> MergedLatentCache:
     c = _latents(latent, "MergedLatentCache")
-    g = layer // self.spec.group_size
+    g = self.spec.group_of(layer)
     own = list(self.own)
     own[layer] = _write_rows(own[layer], c, self.own_len)
-    last_of_group = layer == (g + 1) * self.spec.group_size - 1
+    last_of_group = layer == self.spec.members(g)[-1]
     return append_bookkeeping(self.replace(own=tuple(own)), g, last_of_group, layer == len(self.own) - 1, positions_bt)
 
   def latent_of(self, layer: int) -> jax.Array:
     """Layer ``layer``'s latents for every slot [B, S, r]: shared values, own entries scattered over them."""
-    g = layer // self.spec.group_size
+    g = self.spec.group_of(layer)
     return scatter_own(self.shared[g], self.own_slot[g], self.own_len, self.own[layer])
 
   def attend(self, layer, q_btnh, q_pos_bt, *, window=None, latent: LatentKV | None = None, **_):
@@ -564,15 +615,16 @@ def merge_after_prefill(
     >>> # merged = merge_after_prefill(cache, rho=0.4)
   """
   spec = cache.spec
-  G = spec.group_size
   n_groups = len(spec.ranks)
+  members = [spec.members(g) for g in range(n_groups)]
   if not 0.0 <= rho <= 1.0:
     raise ValueError(f"rho must be in [0, 1], got {rho}")
   if weights is None:
-    weights = [[1.0 / G] * G] * n_groups
-  w = np.asarray(weights, np.float64)
-  if w.shape != (n_groups, G) or np.any(np.abs(w.sum(1) - 1) > 1e-6):
-    raise ValueError(f"weights must be {n_groups} rows of {G} numbers summing to 1")
+    weights = [[1.0 / len(m)] * len(m) for m in members]
+  sizes = [len(m) for m in members]
+  w = [np.asarray(row, np.float64) for row in weights]
+  if len(w) != n_groups or any(x.shape != (n,) or abs(x.sum() - 1) > 1e-6 for x, n in zip(w, sizes)):
+    raise ValueError(f"weights must be {n_groups} rows (of {sizes} numbers) each summing to 1")
   e0 = cache.layers[0]
   B, S = e0.pos.shape
   length = e0.length
@@ -580,9 +632,9 @@ def merge_after_prefill(
   valid = slots[None] < length[:, None]  # [B, S]
   protected = (slots[None] < n_sink) | (slots[None] >= length[:, None] - n_recent)
   sims = []
-  for g in range(n_groups):
-    a = cache.latent_values(g * G).astype(jnp.float32)
-    b = cache.latent_values((g + 1) * G - 1).astype(jnp.float32)
+  for m in members:
+    a = cache.latent_values(m[0]).astype(jnp.float32)
+    b = cache.latent_values(m[-1]).astype(jnp.float32)
     cos = (a * b).sum(-1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + 1e-12)
     sims.append(cos)
   sim = jnp.stack(sims)  # [n_groups, B, S]
@@ -613,14 +665,14 @@ def merge_after_prefill(
     keep = jnp.arange(cap)[None] < count[:, None]
     slot_ids = jnp.where(keep, order, -1).astype(jnp.int32)
     really = jnp.zeros((B, S), bool).at[jnp.arange(B)[:, None], jnp.where(keep, order, S)].set(True, mode="drop")
-    merged_val = sum(float(w[g, j]) * cache.latent_values(g * G + j).astype(jnp.float32) for j in range(G))
+    merged_val = sum(float(w[g][j]) * cache.latent_values(i).astype(jnp.float32) for j, i in enumerate(members[g]))
     merged_val = jnp.where((valid & ~really)[..., None], merged_val, 0.0).astype(jnp.float32)
     shared.append(merged_val)
     own_slot.append(slot_ids)
     own_count.append(count)
-    for j in range(G):
-      lat = cache.latent_values(g * G + j).astype(jnp.float32)
-      own[g * G + j] = jnp.where(keep[..., None], jnp.take_along_axis(lat, jnp.maximum(order, 0)[..., None], 1), 0)
+    for i in members[g]:
+      lat = cache.latent_values(i).astype(jnp.float32)
+      own[i] = jnp.where(keep[..., None], jnp.take_along_axis(lat, jnp.maximum(order, 0)[..., None], 1), 0)
   # Every group's unmerged list has its own length; decode appends go after the longest (one own_len).
   own_len = jnp.max(jnp.stack(own_count), axis=0)
   own_slot = [jnp.where(jnp.arange(cap)[None] < c[:, None], s, -1) for s, c in zip(own_slot, own_count)]
@@ -737,9 +789,8 @@ def layer_sensitivity(
     layers[i] = dict(layers[i], attn=dict(layers[i]["attn"], k_up=noisy))
     p = dict(params, layers=tuple(layers))
     rise.append(max(np.mean([float(loss(p, jnp.asarray(t, jnp.int32))) for t in batches]) - base, 1e-6))
-  G = spec.group_size
   out = []
   for g in range(len(spec.ranks)):
-    r = np.asarray(rise[g * G : (g + 1) * G])
+    r = np.asarray([rise[i] for i in spec.members(g)])
     out.append(tuple((r / r.sum()).tolist()))
   return tuple(out)

@@ -276,3 +276,50 @@ def test_selective_reconstruction_rejects_bad_settings():
 
   with pytest.raises(ValueError, match="merge"):
     CommonKV(spec, merge=True, select_tiles=4)
+
+
+GEMMA = ModelConfig.tiny(  # Gemma 3's layout in miniature: local layers (window 8) around one global layer
+  n_layers=6,
+  model_type="gemma3_text",
+  post_norms=True,
+  embed_scale=True,
+  mlp_activation="gelu_tanh",
+  qk_norm=True,
+  sliding_window=8,
+  layer_types=("sliding_attention",) * 2 + ("full_attention",) + ("sliding_attention",) * 3,
+  rope_local_theta=100.0,
+)
+
+
+def test_groups_never_mix_local_and_global_layers_and_full_rank_is_exact():
+  from jaxeff.kvcache.commonkv import layer_groups, merge_after_prefill
+
+  groups = layer_groups(GEMMA, 2)
+  assert groups == ((0, 1), (3, 4), (5,), (2,))
+  for g in groups:
+    assert len({GEMMA.layer_types[i] for i in g}) == 1
+  p = init_params(GEMMA, jax.random.key(0), std=0.1)
+  _, pc, spec, rep = compress(GEMMA, p, group_size=2, ratio=1.0)
+  assert spec.groups == groups and spec.ranks == (64, 64, 64, 64)  # min(2 G K H, D) = D = 64 for G = 1 and 2
+  assert max(rep["rel_error"]) < 1e-10
+  assert pc["layers"][0]["attn"]["kv_down"] is pc["layers"][1]["attn"]["kv_down"]  # shared inside a group
+  toks = jax.random.randint(jax.random.key(1), (2, 30), 0, GEMMA.vocab_size)
+  pos = jnp.broadcast_to(jnp.arange(30), (2, 30))
+
+  def run(params, cache, merge=None):
+    _, cache = forward(params, toks[:, :24], pos[:, :24], cache, config=GEMMA)
+    if merge is not None:
+      cache = merge_after_prefill(cache, rho=merge, n_sink=2, n_recent=4)
+    outs = []
+    for t in range(24, 30):  # decoded past the window: the local layers' masks move
+      lg, cache = forward(params, toks[:, t : t + 1], pos[:, t : t + 1], cache, config=GEMMA)
+      outs.append(lg[:, -1])
+    return jnp.stack(outs, 1)
+
+  ref = run(p, FullCache.init(GEMMA, 2, 32))
+  lat = run(pc, LatentCache.init(GEMMA, spec, 2, 32))
+  np.testing.assert_allclose(np.asarray(lat), np.asarray(ref), atol=1e-4 * float(jnp.abs(ref).max()))
+  same = run(pc, LatentCache.init(GEMMA, spec, 2, 32), merge=1.0)  # rho = 1 keeps every entry: the identity
+  np.testing.assert_allclose(np.asarray(same), np.asarray(lat), atol=1e-5)
+  merged = run(pc, LatentCache.init(GEMMA, spec, 2, 32), merge=0.3)
+  assert float(jnp.abs(merged - lat).max()) > 1e-4  # merging does something (and runs on uneven groups)
