@@ -504,3 +504,19 @@ def test_one_list_syntax_commas_or_spaces(argv, dest):
 def test_list_option_checks_each_value(capsys):
   assert cli.main(["bench", "attention", "--methods", "dense,nope"]) == 2
   assert "'nope' is not one of" in capsys.readouterr().err
+
+
+def test_inspect_reports_the_cache_per_layer_type(capsys, monkeypatch, tmp_path):
+  assert cli.main(["inspect", "--preset", "gemma3-270m", "--json"]) == 0
+  info = json.loads(capsys.readouterr().out)
+  per = 2 * 1 * 256 * 2  # K kv heads x H x (k and v) x bf16 bytes, per layer and token
+  assert info["layer_types"] == {"sliding_attention": 15, "full_attention": 3}
+  assert info["kv_cache_bytes_per_token_global_layers"] == 3 * per
+  row = next(r for r in info["kv_cache_by_context"] if r["context"] == 32768)
+  assert row["bytes_windowed"] == 3 * per * 32768 + 15 * per * (512 + 128)  # local layers: rings of 640 slots
+  assert row["bytes_full"] == 18 * per * 32768
+  assert cli.main(["inspect", "--preset", "gemma3-270m"]) == 0
+  assert "15 sliding_attention, 3 full_attention (window 512)" in capsys.readouterr().out
+  monkeypatch.setenv("JAXEFF_CACHE", str(tmp_path))
+  assert cli.main(["inspect", "gemma3-270m"]) == 2
+  assert "jaxeff models fetch gemma3-270m" in capsys.readouterr().err

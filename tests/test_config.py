@@ -15,6 +15,7 @@ from jaxeff.models import count_params, param_shapes
     ("llama3.1-8b", 8_030_261_248),
     ("qwen2.5-7b", 7_615_616_512),
     ("mistral-7b", 7_241_732_096),
+    ("gemma3-270m", 268_098_176),  # "268M" on the card; the fetched checkpoint's tensors sum to this exactly
   ],
 )
 def test_full_size_presets_match_published_parameter_counts(name, published):

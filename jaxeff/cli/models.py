@@ -14,12 +14,17 @@ def register_inspect(sub) -> None:
   ins = sub.add_parser(
     "inspect",
     help="show a model's config, parameter count and KV-cache memory per token",
-    description="Print the config, parameter counts (total and non-embedding) and KV-cache bytes per token of a "
-    "local HF folder, the embedded default model, or a named preset (shapes only: nothing is allocated).",
+    description="Print the config, parameter counts (total and non-embedding) and KV-cache memory of a "
+    "local HF folder, a fetched real model (e.g. gemma3-270m), the embedded default model, or a named preset "
+    "(shapes only: nothing is allocated). Models with sliding-window layers (Gemma 3) get the cache per layer "
+    "type: global layers hold every token, local layers at most their window (the sampler's Windowed cache).",
+  )
+  ins.add_argument(
+    "name", nargs="?", default=None, help="a fetched real model (jaxeff models list) or a local HF folder"
   )
   src = ins.add_mutually_exclusive_group()
   src.add_argument("--model", default=None, help="a local HF folder, or 'default' (the default)")
-  src.add_argument("--preset", default=None, help="a preset: tiny, llama3.1-8b, qwen2.5-7b, mistral-7b")
+  src.add_argument("--preset", default=None, help="a preset: tiny, llama3.1-8b, qwen2.5-7b, mistral-7b, gemma3-270m")
   ins.add_argument(
     "--dtype", choices=DTYPES, default="bfloat16", help="KV-cache dtype for the memory figure (default: %(default)s)"
   )
@@ -54,7 +59,12 @@ def register_models(sub) -> None:
 
 def _cmd_inspect(args) -> int:
   from jaxeff.config import ModelConfig
+  from jaxeff.models import registry
 
+  if args.name is not None:
+    if args.model is not None or args.preset is not None:
+      raise ValueError("give the model once: as NAME, --model or --preset")
+    args.model = str(registry.require_fetched(args.name)) if args.name in registry.REAL_MODELS else args.name
   if args.preset:
     config = ModelConfig.preset(args.preset)
     source = f"preset {args.preset}"
@@ -80,6 +90,28 @@ def _cmd_inspect(args) -> int:
     "kv_cache_bytes_per_token": config.kv_bytes_per_token(bpe),
     "kv_dtype": args.dtype,
   }
+  if config.layer_types is not None and config.sliding_window is not None:  # per layer type (Gemma 3)
+    from jaxeff.kvcache.base import Windowed
+
+    slack = Windowed().slack  # the sampler's default cache: local layers in rings of window + slack slots
+    per_layer = 2 * config.n_kv_heads * config.head_dim * bpe
+    kinds = {t: config.layer_types.count(t) for t in dict.fromkeys(config.layer_types)}
+    info["layer_types"] = kinds
+    info["sliding_window"] = config.sliding_window
+    info["kv_cache_bytes_per_token_global_layers"] = per_layer * kinds.get("full_attention", 0)
+    info["ring_slots_local_layers"] = config.sliding_window + slack
+    info["kv_cache_bytes_local_layers_max"] = (
+      per_layer * kinds.get("sliding_attention", 0) * (config.sliding_window + slack)
+    )
+    info["kv_cache_by_context"] = [
+      {
+        "context": n,
+        "bytes_windowed": config.kv_cache_bytes(n, bpe, window_slack=slack),
+        "bytes_full": config.kv_cache_bytes(n, bpe, window_slack=None),
+        "bytes_per_context_token": config.kv_cache_bytes(n, bpe, window_slack=slack) / n,
+      }
+      for n in sorted({4096, 32768, config.max_position_embeddings})
+    ]
   if args.json:
     print(json.dumps(info, default=str))
     return 0
@@ -89,9 +121,27 @@ def _cmd_inspect(args) -> int:
   print(f"  {'params (total)':26s} {n_params:,}")
   print(f"  {'params (non-embedding)':26s} {info['params_non_embedding']:,}")
   kb = info["kv_cache_bytes_per_token"]
+  if "layer_types" not in info:
+    print(
+      f"  {'KV cache per token':26s} {kb:,} bytes ({args.dtype}); {kb * 4096 / 2**20:,.1f} MiB per 4k-token sequence"
+    )
+    return 0
+  kinds = ", ".join(f"{n} {t}" for t, n in info["layer_types"].items())
+  print(f"  {'layer types':26s} {kinds} (window {config.sliding_window})")
   print(
-    f"  {'KV cache per token':26s} {kb:,} bytes ({args.dtype}); {kb * 4096 / 2**20:,.1f} MiB per 4k-token sequence"
+    f"  {'KV cache, global layers':26s} {info['kv_cache_bytes_per_token_global_layers']:,} bytes per token "
+    f"({args.dtype})"
   )
+  print(
+    f"  {'KV cache, local layers':26s} at most {info['kv_cache_bytes_local_layers_max'] / 2**20:,.2f} MiB "
+    f"(rings of window {config.sliding_window} + slack {slack} slots, whatever the context)"
+  )
+  for row in info["kv_cache_by_context"]:
+    print(
+      f"  {'KV cache at ' + format(row['context'], ',') + ' tokens':26s} {row['bytes_windowed'] / 2**20:,.1f} MiB "
+      f"({row['bytes_per_context_token']:,.0f} bytes per context token; {row['bytes_full'] / 2**20:,.1f} MiB if "
+      "every layer kept every token)"
+    )
   return 0
 
 

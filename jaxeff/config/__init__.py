@@ -245,6 +245,22 @@ class ModelConfig:
     """Bytes of full-precision KV cache per token (all layers, keys and values)."""
     return 2 * self.n_layers * self.n_kv_heads * self.head_dim * bytes_per_element
 
+  def kv_cache_bytes(self, context: int, bytes_per_element: int = 2, window_slack: int | None = 0) -> int:
+    """Bytes of full-precision KV cache holding ``context`` tokens: a sliding-window layer holds
+    ``min(context, window + window_slack)`` of them (``jaxeff.kvcache.Windowed``, a ring), any other layer all;
+    ``window_slack=None``: every layer holds every token (``FullCache``).
+
+    Example:
+      >>> ModelConfig.gemma3_270m().kv_cache_bytes(32768) / ModelConfig.gemma3_270m().kv_cache_bytes(32768, window_slack=None)
+      0.1796875
+    """
+    per_layer_token = 2 * self.n_kv_heads * self.head_dim * bytes_per_element
+    total = 0
+    for i in range(self.n_layers):
+      w = self.layer_window(i)
+      total += per_layer_token * (context if w is None or window_slack is None else min(context, w + window_slack))
+    return total
+
   # ---------------------------------------------------------------- presets
   @classmethod
   def tiny(cls, **overrides: Any) -> ModelConfig:
@@ -326,13 +342,44 @@ class ModelConfig:
     )
 
   @classmethod
+  def gemma3_270m(cls) -> ModelConfig:
+    """Gemma 3 270M (268,098,176 parameters; 170M of them the 262K-token embedding): 18 layers, every 6th global,
+    the others local with a 512-token window and RoPE base 10^4 (global 10^6)."""
+    return cls(
+      vocab_size=262144,
+      d_model=640,
+      n_layers=18,
+      n_heads=4,
+      n_kv_heads=1,
+      head_dim=256,
+      d_ff=2048,
+      rms_norm_eps=1e-6,
+      rope_theta=1_000_000.0,
+      max_position_embeddings=32768,
+      tie_embeddings=True,
+      qk_norm=True,
+      sliding_window=512,
+      layer_types=tuple("full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(18)),
+      model_type="gemma3_text",
+      post_norms=True,
+      mlp_activation="gelu_tanh",
+      embed_scale=True,
+      query_pre_attn_scalar=256.0,
+      rope_local_theta=10_000.0,
+      bos_token_id=2,
+      eos_token_id=1,
+      pad_token_id=0,
+    )
+
+  @classmethod
   def preset(cls, name: str) -> ModelConfig:
-    """Look up a preset by name: tiny, llama3.1-8b, qwen2.5-7b, mistral-7b."""
+    """Look up a preset by name: tiny, llama3.1-8b, qwen2.5-7b, mistral-7b, gemma3-270m."""
     table = {
       "tiny": cls.tiny,
       "llama3.1-8b": cls.llama3_1_8b,
       "qwen2.5-7b": cls.qwen2_5_7b,
       "mistral-7b": cls.mistral_7b,
+      "gemma3-270m": cls.gemma3_270m,
     }
     if name not in table:
       raise ValueError(f"unknown preset {name!r}; choose one of {sorted(table)}")

@@ -40,7 +40,7 @@ from jaxtyping import Array, Float
 
 from jaxeff.attention.dense import Dense
 from jaxeff.config import ModelConfig
-from jaxeff.kvcache.base import FullCache
+from jaxeff.kvcache.base import Windowed
 from jaxeff.models.cache import prefill_with
 from jaxeff.models.decoder import forward
 
@@ -195,7 +195,8 @@ class Sampler:
     params: the parameter pytree.
     attention: prefill attention backend (default ``Dense()``).
     cache: a cache factory (``jaxeff.models.cache.CacheFactory``: ``init(config, batch, max_len, dtype)``, default
-      ``FullCache``) and its optional hooks ``after_prefill(cache, max_new_tokens=)`` (run once after the prompt
+      ``Windowed()``: the full cache, with sliding-window layers held in a ring of their window, so Gemma 3's
+      local layers cost their window whatever the context) and its optional hooks ``after_prefill(cache, max_new_tokens=)`` (run once after the prompt
       is cached) and ``extend_prompt(params, tokens, positions)`` (extra prefill inputs, e.g. Judge Q's soft
       tokens). ``cache_cls=`` is the deprecated name (one release).
     pad_multiple: prompts are right-padded to a multiple of this (fewer recompiles).
@@ -214,7 +215,7 @@ class Sampler:
     params: Any,
     *,
     attention: Any = None,
-    cache: Any = FullCache,
+    cache: Any = Windowed(),
     pad_multiple: int = 16,
     cache_cls: Any = None,
   ):

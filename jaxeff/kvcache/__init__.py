@@ -4,13 +4,15 @@ any of them after prefill. The cache and cache-factory protocols live at the sea
 
 Naming: a cache **pytree** ends in ``Cache`` (``FullCache``, ``QuantizedCache``, ``LatentCache``, ``EvictedCache``,
 ``MiniMergedCache``); a cache **factory** is named for the method or setting it builds (``Quantized``,
-``CommonKV``, ``Press``, ``JudgeQPress``, ``MiniCacheMerge``). ``FullCache`` is the one class that is both: it is
+``CommonKV``, ``Press``, ``JudgeQPress``, ``MiniCacheMerge``, ``Windowed``). ``FullCache`` is the one class that is both: it is
 its own factory (``FullCache.init``)."""
 
 from jaxeff._deprecation import moved
 from jaxeff.kvcache.base import FullCache as FullCache
 from jaxeff.kvcache.base import KVCache as KVCache
 from jaxeff.kvcache.base import LayerKV as LayerKV
+from jaxeff.kvcache.base import RingLayerKV as RingLayerKV
+from jaxeff.kvcache.base import Windowed as Windowed
 from jaxeff.kvcache.commonkv import CommonKV as CommonKV
 from jaxeff.kvcache.commonkv import LatentCache as LatentCache
 from jaxeff.kvcache.commonkv import LatentSpec as LatentSpec

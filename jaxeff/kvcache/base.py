@@ -23,6 +23,7 @@ decoded token.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.struct
@@ -68,6 +69,41 @@ class LayerKV:
 
 
 @flax.struct.dataclass
+class RingLayerKV:
+  """A sliding-window layer's entries in a ring of ``S >= window`` slots: k/v [B, S, K, H], slot positions
+  [B, S], tokens written so far [B] (token number n lives in slot n mod S). Attention masks by position, so the
+  slot order does not matter; an append of T tokens keeps the window of every one of its queries as long as
+  ``S >= window + T - 1`` (``FullCache.append`` checks it, statically). A prefill longer than the ring keeps its
+  last S tokens (the prefill itself attends over its own k/v, not the cache)."""
+
+  k: Float[Array, "B S K H"]
+  v: Float[Array, "B S K H"]
+  pos: Int[Array, "B S"]
+  length: Int[Array, " B"]
+  window: int = flax.struct.field(pytree_node=False, default=0)
+
+  @property
+  def max_len(self) -> int:
+    return self.k.shape[1]
+
+  def write(self, k_btkh, v_btkh, positions_bt) -> RingLayerKV:
+    S = self.k.shape[1]
+    valid = positions_bt >= 0
+    n = jnp.sum(valid, axis=1).astype(jnp.int32)
+    rank = jnp.cumsum(valid, axis=1) - 1  # index of each token among the row's valid ones
+    keep = valid & (rank >= n[:, None] - S)  # of a long prompt only the last S tokens can be attended again
+    idx = jnp.where(keep, (self.length[:, None] + rank) % S, S)  # S: dropped (padding, overwritten tokens)
+    put = jax.vmap(lambda buf, i, new: buf.at[i].set(new.astype(buf.dtype), mode="drop"))
+    return RingLayerKV(
+      k=put(self.k, idx, k_btkh),
+      v=put(self.v, idx, v_btkh),
+      pos=put(self.pos, idx, positions_bt.astype(jnp.int32)),
+      length=self.length + n,
+      window=self.window,
+    )
+
+
+@flax.struct.dataclass
 class FullCache:
   """Full-precision KV cache: one ``LayerKV`` per layer (per-layer shapes may differ).
 
@@ -78,23 +114,41 @@ class FullCache:
     (2, 16, 2, 16)
   """
 
-  layers: tuple[LayerKV, ...]
+  layers: tuple[LayerKV | RingLayerKV, ...]
 
   @classmethod
-  def init(cls, config: ModelConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> FullCache:
+  def init(
+    cls,
+    config: ModelConfig,
+    batch: int,
+    max_len: int,
+    dtype: Any = jnp.float32,
+    *,
+    window_slack: int | None = None,
+  ) -> FullCache:
+    """An empty cache of ``max_len`` slots per layer; with ``window_slack`` (``Windowed``), each
+    sliding-window layer holds only ``window + window_slack`` slots (a ring, ``RingLayerKV``) when that is
+    fewer: Gemma 3's local layers then cost ``window`` tokens of memory whatever the context (not with chunked
+    prefill, which reads earlier chunks' k/v back by slot)."""
     if batch <= 0 or max_len <= 0:
       raise ValueError(f"cache needs batch > 0 and max_len > 0, got batch={batch}, max_len={max_len}")
-    shape = (batch, max_len, config.n_kv_heads, config.head_dim)
-    layers = tuple(
-      LayerKV(
+    if window_slack is not None and window_slack < 0:
+      raise ValueError(f"window_slack must be >= 0, got {window_slack}")
+
+    def layer(i):
+      w = config.layer_window(i)
+      ring = window_slack is not None and w is not None and w + window_slack < max_len
+      S = w + window_slack if ring else max_len
+      shape = (batch, S, config.n_kv_heads, config.head_dim)
+      arrays = dict(
         k=jnp.zeros(shape, dtype),
         v=jnp.zeros(shape, dtype),
-        pos=jnp.full((batch, max_len), -1, jnp.int32),
+        pos=jnp.full((batch, S), -1, jnp.int32),
         length=jnp.zeros((batch,), jnp.int32),
       )
-      for _ in range(config.n_layers)
-    )
-    return cls(layers=layers)
+      return RingLayerKV(**arrays, window=w) if ring else LayerKV(**arrays)
+
+    return cls(layers=tuple(layer(i) for i in range(config.n_layers)))
 
   @property
   def batch(self) -> int:
@@ -102,7 +156,13 @@ class FullCache:
 
   @property
   def max_len(self) -> int:
-    return self.layers[0].max_len
+    """Tokens the cache can hold (its largest layer: sliding-window rings are smaller)."""
+    return max(e.max_len for e in self.layers)
+
+  @property
+  def bounded(self) -> bool:
+    """Whether some layer is a window-bounded ring (slots no longer follow token order)."""
+    return any(isinstance(e, RingLayerKV) for e in self.layers)
 
   @property
   def length(self) -> Array:
@@ -118,6 +178,12 @@ class FullCache:
     return self._replace_layer(layer, self.layers[layer].write(k_btkh, v_btkh, positions_bt))
 
   def append(self, layer, k_btkh, v_btkh, positions_bt, **_) -> FullCache:
+    e, T = self.layers[layer], k_btkh.shape[1]
+    if isinstance(e, RingLayerKV) and e.max_len < e.window + T - 1:  # each query of the chunk needs its window
+      raise ValueError(
+        f"appending {T} tokens at once to a sliding-window layer (window {e.window}) needs a ring of at least "
+        f"{e.window + T - 1} slots, the cache has {e.max_len}: give it more slack (Windowed(slack={T - 1}))"
+      )
     return self._replace_layer(layer, self.layers[layer].write(k_btkh, v_btkh, positions_bt))
 
   def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **_) -> Array:
@@ -132,3 +198,24 @@ class FullCache:
   def nbytes(self) -> int:
     """Bytes held by the cache arrays."""
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class Windowed:
+  """Cache factory (the sampler's default): a ``FullCache`` whose sliding-window layers keep a ring of
+  ``window + slack`` slots instead of the whole context (``RingLayerKV``), so on Gemma 3 the local layers' memory
+  stays at their window (512 tokens for Gemma 3 270M) at any context length; global layers and models without
+  windows get the plain full cache. ``slack``: the longest chunk appended at once after prefill is ``slack + 1``
+  tokens (decoding appends 1; an agnostic-protocol question is appended as one chunk). Exactly the full cache's
+  attention (tested against it).
+
+  Example:
+    >>> cfg = ModelConfig.tiny(model_type="mistral", sliding_window=8)
+    >>> Windowed(slack=4).init(cfg, 1, 100).layers[0].k.shape
+    (1, 12, 2, 16)
+  """
+
+  slack: int = 128
+
+  def init(self, config: ModelConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> FullCache:
+    return FullCache.init(config, batch, max_len, dtype, window_slack=self.slack)

@@ -368,6 +368,11 @@ def forward(
     raise ValueError(f"positions shape {positions_bt.shape} does not match tokens shape {(B, T)}")
   if chunk_offset is not None:  # duck-typed: the substrate does not import jaxeff.kvcache
     layers = getattr(cache, "layers", None) or ()
+    if getattr(cache, "bounded", False):
+      raise ValueError(
+        "chunked prefill (chunk_offset) reads earlier chunks back by slot: use FullCache, not a window-bounded "
+        "cache (Windowed)"
+      )
     if not layers or not all(hasattr(e, "k") and hasattr(e, "v") and hasattr(e, "pos") for e in layers):
       raise ValueError(
         f"chunked prefill (chunk_offset) needs a cache that keeps full k/v (FullCache), got {type(cache).__name__}"

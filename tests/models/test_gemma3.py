@@ -143,6 +143,8 @@ def test_real_config_is_the_published_layout(real):
   assert config.layer_types.count("full_attention") == 3 and config.sliding_window == 512
   assert (config.rope_theta, config.rope_local_theta, config.vocab_size) == (1e6, 1e4, 262144)
   assert "Gemma Terms of Use" in (folder / "SOURCE.json").read_text() and (folder / "GEMMA_TERMS.html").is_file()
+  preset = ModelConfig.preset("gemma3-270m")  # the preset is this checkpoint (eps: GGUF stores it as float32)
+  assert config.replace(rms_norm_eps=preset.rms_norm_eps) == preset
 
 
 @pytest.mark.needs_torch
