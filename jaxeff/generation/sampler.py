@@ -44,6 +44,8 @@ from jaxeff.kvcache.base import Windowed
 from jaxeff.models.cache import prefill_with
 from jaxeff.models.decoder import forward
 
+DEFAULT_CACHE = Windowed()  # full cache; sliding-window layers in rings of window + 128 slots
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
@@ -215,7 +217,7 @@ class Sampler:
     params: Any,
     *,
     attention: Any = None,
-    cache: Any = Windowed(),
+    cache: Any = DEFAULT_CACHE,
     pad_multiple: int = 16,
     cache_cls: Any = None,
   ):
