@@ -254,8 +254,15 @@ def seed_work(work: Path, records_file: Path) -> int:
   return sum(len(v) for v in cells.values())
 
 
-def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list):
-  """Summaries of everything recorded so far, with the targets the issue names."""
+def stem(model: str) -> str:
+  """File stem of a model's records beside the results (``real_model`` for SmolLM2, the first model)."""
+  return "real_model" if model == MODEL else f"real_model_{model}"
+
+
+def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list, model: str = MODEL):
+  """Summaries of everything recorded so far, with the targets the issue names. A second model's rows (Gemma 3
+  270M) go under ``results.models[model]`` of the same file, its targets into the top-level list prefixed with
+  its name; rerunning one model keeps the other's."""
   recs = _load_records(work)
   table = []
   for (protocol, row), rs in sorted(recs.items()):
@@ -401,26 +408,37 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list):
       met=bool(pl) and all(v["diff"] >= 3 for v in pl),
     )
   )
-  records_file = out_path.with_name("real_model_records.jsonl.gz")  # every example, so a fresh clone can resume
+  records_file = out_path.with_name(f"{stem(model)}_records.jsonl.gz")  # every example: a fresh clone resumes
   with gzip.open(records_file.with_suffix(".tmp"), "wt") as fh:
     for (protocol, row), rs in sorted(recs.items()):
       for r in rs:
         fh.write(json.dumps(dict(protocol=protocol, row=row, **r)) + "\n")
   records_file.with_suffix(".tmp").replace(records_file)
   if (work / "judgeq" / "soft_emb.npy").is_file():  # the trained soft tokens behind the judgeq rows, beside them
-    shutil.copytree(work / "judgeq", out_path.with_name("real_model_judgeq"), dirs_exist_ok=True)
-  out = dict(
-    machine=machine(),
-    date=time.strftime("%Y-%m-%d"),
-    model=MODEL,
-    results=dict(table=table, comparisons=comparisons, timings=timings, rows=rows_meta),
-    targets=targets,
-  )
+    shutil.copytree(work / "judgeq", out_path.with_name(f"{stem(model)}_judgeq"), dirs_exist_ok=True)
+  results = dict(table=table, comparisons=comparisons, timings=timings, rows=rows_meta)
+  previous = json.loads(out_path.read_text()) if out_path.is_file() else None
+  if model == MODEL:
+    out = dict(
+      machine=machine(), date=time.strftime("%Y-%m-%d"), model=MODEL, results=dict(results), targets=list(targets)
+    )
+    if previous is not None:  # keep the other models' rows and targets
+      out["results"]["models"] = previous.get("results", {}).get("models", {})
+      out["targets"] += [t for t in previous.get("targets", []) if t.get("model") not in (None, MODEL)]
+  else:
+    if previous is None:
+      raise FileNotFoundError(f"{out_path} does not exist: run the {MODEL} rows first (the file they start)")
+    out = previous
+    out.setdefault("results", {}).setdefault("models", {})[model] = dict(
+      date=time.strftime("%Y-%m-%d"), machine=machine(), **results, targets=targets
+    )
+    out["targets"] = [t for t in out.get("targets", []) if t.get("model") != model]
+    out["targets"] += [dict(t, name=f"{model}: {t['name']}", model=model) for t in targets]
   out_path.parent.mkdir(parents=True, exist_ok=True)
   tmp = out_path.with_suffix(".tmp")
   tmp.write_text(json.dumps(out, indent=1))
   tmp.replace(out_path)
-  return out
+  return dict(results=results, targets=targets)  # this model's rows and targets
 
 
 NEEDLE_TASKS = ("niah_single", "niah_multikey")
@@ -464,7 +482,15 @@ def main(argv=None):
   ap.add_argument("--only", nargs="+", default=None, help="row names (shell patterns) to keep, e.g. 'snapkv-*' dense")
   ap.add_argument("--n", type=int, default=10, help="examples per (task, length) cell (default: %(default)s)")
   ap.add_argument("--batch-size", type=int, default=4, help="examples per batch (default: %(default)s)")
-  ap.add_argument("--work", default="runs/real_model", help="resumable per-cell records (default: %(default)s)")
+  ap.add_argument(
+    "--model",
+    default=MODEL,
+    help="the fetched real model (jaxeff models list): smollm2-135m-instruct (default) or gemma3-270m, whose rows "
+    "go under results.models in the same file",
+  )
+  ap.add_argument(
+    "--work", default=None, help="resumable per-cell records (default: runs/real_model, runs/real_model-MODEL)"
+  )
   ap.add_argument("--out", default=str(ROOT / "benchmarks/results/real_model.json"), help="results JSON")
   ap.add_argument("--markdown", action="store_true", help="print the README table of what --work holds and exit")
   ap.add_argument("--train-judgeq", action="store_true", help="train Judge Q soft tokens first (cached in --work)")
@@ -485,10 +511,11 @@ def main(argv=None):
 
   from jaxeff.models.registry import load_real_model
 
-  work = Path(args.work)
+  model = args.model
+  work = Path(args.work or ("runs/real_model" if model == MODEL else f"runs/real_model-{model}"))
   work.mkdir(parents=True, exist_ok=True)
-  seeded = seed_work(work, Path(args.out).with_name("real_model_records.jsonl.gz"))
-  committed = Path(args.out).with_name("real_model_judgeq")  # the soft tokens the committed records used
+  seeded = seed_work(work, Path(args.out).with_name(f"{stem(model)}_records.jsonl.gz"))
+  committed = Path(args.out).with_name(f"{stem(model)}_judgeq")  # the soft tokens the committed records used
   if not (work / "judgeq" / "soft_emb.npy").is_file() and (committed / "soft_emb.npy").is_file():
     shutil.copytree(committed, work / "judgeq", dirs_exist_ok=True)
   if seeded:
@@ -501,7 +528,7 @@ def main(argv=None):
     print(f"\nOther tasks ({', '.join(other)}), pooled:\n")
     print(markdown_table(work, meta, other))
     return
-  config, params, tok = load_real_model(MODEL)
+  config, params, tok = load_real_model(model)
   if args.judgeq_resume or (args.train_judgeq and not (work / "judgeq" / "soft_emb.npy").is_file()):
     train_judgeq(
       config,
@@ -586,12 +613,12 @@ def main(argv=None):
         todo = [m for ms in todo.values() for m in ms]
         meta_file.write_text(json.dumps(rows_meta, indent=1))
         timings_file.write_text(json.dumps(timings, indent=1))
-        out = write_results(work, Path(args.out), rows_meta, timings)
+        out = write_results(work, Path(args.out), rows_meta, timings, model)
         print(f"{protocol} {L} {task}: {len(todo)} rows x {len(exs)} examples in {dt:.0f} s", flush=True)
         for r in out["results"]["table"]:
           if r["protocol"] == protocol and r["length"] == L and r["task"] == task:
             print(f"    {r['method']:<26} {r['score']:6.1f} [{r['lo']:.1f}, {r['hi']:.1f}] n={r['n']}")
-  out = write_results(work, Path(args.out), rows_meta, timings)
+  out = write_results(work, Path(args.out), rows_meta, timings, model)
   for t in out["targets"]:
     print(("MET   " if t["met"] else "MISSED"), t["name"], t["measured"])
 

@@ -119,7 +119,8 @@ def allocate_ranks(
   multiple: int = 32,
   groups: Sequence[Sequence[int]] | None = None,
 ) -> list[int]:
-  """One rank per group: fixed ``rank``; or ``ratio`` of the group's maximum feasible rank; or Fisher-style:
+  """One rank per group: fixed ``rank`` (capped at a smaller group's own maximum); or ``ratio`` of the group's
+  maximum feasible rank; or Fisher-style:
   ``ratio * rmax * mean(score of the group) / mean(all scores)`` rounded to ``multiple`` and clipped to
   ``[multiple, rmax]`` (scores are per layer; exactly one of rank / ratio must be given, scores optional
   with ratio). ``groups``: the member layers of each group (default ``layer_groups(config, group_size)``)."""
@@ -128,12 +129,12 @@ def allocate_ranks(
   if (rank is None) == (ratio is None):
     raise ValueError("give exactly one of rank or ratio")
   rmax = [max_group_rank(config, len(g)) for g in groups]
-  if rank is not None:
-    if not 1 <= rank <= min(rmax):
+  if rank is not None:  # a smaller group (the last of a layer type) is capped at its own maximum: lossless there
+    if not 1 <= rank <= max(rmax):
       raise ValueError(
-        f"rank {rank} out of range: the maximum feasible rank for groups of {group_size} is {min(rmax)}"
+        f"rank {rank} out of range: the maximum feasible rank for groups of {group_size} is {max(rmax)}"
       )
-    return [int(rank)] * len(groups)
+    return [min(int(rank), r) for r in rmax]
   if not 0.0 < ratio <= 1.0:
     raise ValueError(f"ratio must be in (0, 1], got {ratio}")
   if layer_scores is None:
