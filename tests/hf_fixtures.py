@@ -23,6 +23,22 @@ LLAMA3_ROPE = dict(
 )
 
 
+def tiny_gemma(**overrides):
+  """Gemma 3's layout in a jaxeff tiny config (no HF involved): local layers with their own RoPE base around
+  global ones, sandwich norms, GeGLU, scaled embeddings, q/k norm."""
+  from jaxeff.config import ModelConfig
+
+  kw = dict(
+    model_type="gemma3_text",
+    post_norms=True,
+    embed_scale=True,
+    mlp_activation="gelu_tanh",
+    qk_norm=True,
+    rope_local_theta=100.0,
+  )
+  return ModelConfig.tiny(**{**kw, **overrides})
+
+
 def hf_config(family: str):
   import transformers as tf
 

@@ -10,6 +10,7 @@ from jaxeff.config import ModelConfig, rope_inv_freq
 from jaxeff.kvcache.base import FullCache
 from jaxeff.kvcache.commonkv import LatentCache, LatentSpec, allocate_ranks, compress, group_svd_share
 from jaxeff.models.decoder import forward, init_params, rope
+from tests.hf_fixtures import tiny_gemma
 
 CFG = ModelConfig.tiny(n_layers=4)  # d_model 64, K=2, H=16: d_kv 32, max group rank min(2*2*32, 64) = 64
 
@@ -278,16 +279,10 @@ def test_selective_reconstruction_rejects_bad_settings():
     CommonKV(spec, merge=True, select_tiles=4)
 
 
-GEMMA = ModelConfig.tiny(  # Gemma 3's layout in miniature: local layers (window 8) around one global layer
+GEMMA = tiny_gemma(  # Gemma 3's layout in miniature: local layers (window 8) around one global layer
   n_layers=6,
-  model_type="gemma3_text",
-  post_norms=True,
-  embed_scale=True,
-  mlp_activation="gelu_tanh",
-  qk_norm=True,
   sliding_window=8,
   layer_types=("sliding_attention",) * 2 + ("full_attention",) + ("sliding_attention",) * 3,
-  rope_local_theta=100.0,
 )
 
 

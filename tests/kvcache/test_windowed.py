@@ -11,17 +11,10 @@ from jaxeff.config import ModelConfig
 from jaxeff.generation import Sampler, SamplingParams
 from jaxeff.kvcache import FullCache, RingLayerKV, Windowed
 from jaxeff.models import forward, init_params
+from tests.hf_fixtures import tiny_gemma
 
-GEMMA = ModelConfig.tiny(
-  n_layers=3,
-  model_type="gemma3_text",
-  post_norms=True,
-  embed_scale=True,
-  mlp_activation="gelu_tanh",
-  qk_norm=True,
-  sliding_window=6,
-  layer_types=("sliding_attention", "full_attention", "sliding_attention"),
-  rope_local_theta=100.0,
+GEMMA = tiny_gemma(
+  n_layers=3, sliding_window=6, layer_types=("sliding_attention", "full_attention", "sliding_attention")
 )
 
 
