@@ -276,15 +276,19 @@ def test_bad_inputs_fail_before_work():
     proxy.ProxyAttention(gamma=0.0)
 
 
-@pytest.mark.parametrize("window", [None, 100], ids=["full-attention", "sliding-window"])
-def test_model_forward_with_full_budget_equals_dense(window):
+@pytest.mark.parametrize(
+  "window, gemma", [(None, False), (100, False), (100, True)], ids=["full", "sliding", "gemma3"]
+)
+def test_model_forward_with_full_budget_equals_dense(window, gemma):
   """At full budget ProxyAttention equals dense attention through the whole model; with sliding-window layers
-  (window 100 < prompt 300) every layer goes through the sparse path, the windowed one with its window."""
+  (window 100 < prompt 300) every layer goes through the sparse path, the windowed one with its window (Gemma 3's
+  layout: a local layer with its own RoPE base, q scaled by query_pre_attn_scalar)."""
   from jaxeff.config import ModelConfig
   from jaxeff.models.decoder import forward, init_params
+  from tests.hf_fixtures import tiny_gemma
 
   kw = {} if window is None else dict(sliding_window=window, layer_types=("sliding_attention", "full_attention"))
-  cfg = ModelConfig.tiny(**kw)
+  cfg = tiny_gemma(query_pre_attn_scalar=24.0, **kw) if gemma else ModelConfig.tiny(**kw)
   params = init_params(cfg, jax.random.key(0))
   toks = jax.random.randint(jax.random.key(1), (2, 300), 0, cfg.vocab_size)
   pos = jnp.broadcast_to(jnp.arange(300), (2, 300))
