@@ -377,12 +377,15 @@ def _sentencepiece_tokenizer(meta: dict[str, Any]):
   object, built by transformers' own GGUF tokenizer builders (``convert_gguf_tokenizer``: for Gemma the merges
   are rebuilt from the vocabulary order and multi-space tokens respelled), so it is the tokenizer transformers'
   GGUF loader gives, by construction."""
-  from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer
+  from jaxeff.io import require
 
-  renames = GGUF_TOKENIZER_MAPPING["tokenizer"]
+  builders = require(
+    "transformers.integrations.gguf.gguf_tokenizer_mapping", "converting a SentencePiece GGUF tokenizer (Gemma)", "hf"
+  )
+  renames = builders.GGUF_TOKENIZER_MAPPING["tokenizer"]
   tokenizer_dict = {name: meta[f"tokenizer.{key}"] for key, name in renames.items() if f"tokenizer.{key}" in meta}
   tokenizer_dict["tokens"] = [str(t) for t in tokenizer_dict["tokens"]]
-  tok, _ = convert_gguf_tokenizer(str(meta.get("general.architecture", "")), tokenizer_dict)
+  tok, _ = builders.convert_gguf_tokenizer(str(meta.get("general.architecture", "")), tokenizer_dict)
   return tok
 
 

