@@ -304,9 +304,30 @@ def test_model_forward_with_full_budget_equals_dense(window, gemma):
       calls.append(kw.get("window"))
       return super().attend(*a, **kw)
 
-  sparse, _ = forward(params, toks, pos, config=cfg, attention=Spy(block_size=64, gamma=0.5, min_budget_tokens=64))
+  spy = Spy(block_size=64, gamma=0.5, min_budget_tokens=64, local_layers="sparse")
+  sparse, _ = forward(params, toks, pos, config=cfg, attention=spy)
   assert bool(jnp.isfinite(sparse).all())
   assert set(calls) == ({None} if window is None else {window, None}), calls  # traced once per packing branch
+  if window is not None:  # by default a local layer runs its exact window; only the global layer is estimated
+    calls.clear()
+    spy = Spy(block_size=64, gamma=0.5, min_budget_tokens=64)
+    forward(params, toks, pos, config=cfg, attention=spy)
+    assert set(calls) == {None}, calls
+
+
+def test_local_layers_run_their_exact_window_by_default():
+  """A sliding-window layer's output through ProxyAttention is dense windowed attention exactly (the default,
+  ``local_layers="window"``), not the estimated mask intersected with the window (``"sparse"``)."""
+  B, T, N, K, H, W = 1, 512, 4, 2, 16, 96
+  q, k, v = (jax.random.normal(jax.random.key(i), (B, T, n, H)) for i, n in enumerate((N, K, K)))
+  pos = jnp.arange(T)[None]
+  want = Dense()(q, k, v, pos, pos, window=W)
+  got = proxy.ProxyAttention(block_size=64, gamma=0.3, min_budget_tokens=64)(q, k, v, pos, pos, window=W)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+  cut = proxy.ProxyAttention(block_size=64, gamma=0.3, min_budget_tokens=64, local_layers="sparse")
+  assert float(jnp.abs(cut(q, k, v, pos, pos, window=W) - want).max()) > 1e-3
+  with pytest.raises(ValueError, match="local_layers"):
+    proxy.ProxyAttention(local_layers="both")
 
 
 def test_default_num_proxies_per_model():
