@@ -281,8 +281,9 @@ def test_bad_inputs_fail_before_work():
 )
 def test_model_forward_with_full_budget_equals_dense(window, gemma):
   """At full budget ProxyAttention equals dense attention through the whole model; with sliding-window layers
-  (window 100 < prompt 300) every layer goes through the sparse path, the windowed one with its window (Gemma 3's
-  layout: a local layer with its own RoPE base, q scaled by query_pre_attn_scalar)."""
+  (window 100 < prompt 300) and ``local_layers="sparse"`` every layer goes through the sparse path, the windowed
+  one with its window; by default only the global layer does (Gemma 3's layout: a local layer with its own RoPE
+  base, q scaled by query_pre_attn_scalar)."""
   from jaxeff.config import ModelConfig
   from jaxeff.models.decoder import forward, init_params
   from tests.hf_fixtures import tiny_gemma
