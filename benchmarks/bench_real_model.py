@@ -408,6 +408,7 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list, mo
       met=bool(pl) and all(v["diff"] >= 3 for v in pl),
     )
   )
+  out_path.parent.mkdir(parents=True, exist_ok=True)
   records_file = out_path.with_name(f"{stem(model)}_records.jsonl.gz")  # every example: a fresh clone resumes
   with gzip.open(records_file.with_suffix(".tmp"), "wt") as fh:
     for (protocol, row), rs in sorted(recs.items()):

@@ -30,3 +30,31 @@ def test_contradicting_records_are_moved_aside(tmp_path):
   assert [json.loads(x)["index"] for x in f.read_text().splitlines()] == [0, 1, 2]
   stale = (tmp_path / "dense.jsonl.stale").read_text().splitlines()
   assert [json.loads(x)["index"] for x in stale[:2]] == [7, 8] and len(stale) == 3
+
+
+def test_a_second_models_rows_go_beside_the_first_and_survive_its_rerun(tmp_path):
+  """``--model gemma3-270m`` writes its rows under ``results.models`` and its targets prefixed with its name; a
+  rerun of the first model keeps them; each model's records file is its own."""
+  from benchmarks.bench_real_model import MODEL, write_results
+
+  def cell(work, row, scores):
+    f = work / "cells" / "aware" / "2048" / "niah_single" / f"{row}.jsonl"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    rec = lambda i, s: dict(task="niah_single", length=2048, index=i, score=s, prediction="", tokens=[], seconds=1.0)
+    f.write_text("".join(json.dumps(rec(i, s)) + "\n" for i, s in enumerate(scores)))
+
+  out = tmp_path / "results" / "real_model.json"
+  first, second = tmp_path / "w1", tmp_path / "w2"
+  cell(first, "dense", [1.0, 0.0])
+  cell(second, "dense", [1.0, 1.0])
+  write_results(first, out, {}, [], MODEL)
+  own = write_results(second, out, {}, [], "gemma3-270m")
+  assert [r["score"] for r in own["results"]["table"]] == [100.0]
+  write_results(first, out, {}, [], MODEL)  # the first model again: the second's rows and targets stay
+  saved = json.loads(out.read_text())
+  assert saved["model"] == MODEL and saved["results"]["table"][0]["score"] == 50.0
+  assert saved["results"]["models"]["gemma3-270m"]["table"][0]["score"] == 100.0
+  names = [t["name"] for t in saved["targets"]]
+  assert any(n.startswith("gemma3-270m: ") for n in names) and any(not n.startswith("gemma3-270m") for n in names)
+  assert (out.parent / "real_model_records.jsonl.gz").is_file()
+  assert (out.parent / "real_model_gemma3-270m_records.jsonl.gz").is_file()
