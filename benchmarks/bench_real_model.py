@@ -435,7 +435,6 @@ def write_results(work: Path, out_path: Path, rows_meta: dict, timings: list, mo
     )
     out["targets"] = [t for t in out.get("targets", []) if t.get("model") != model]
     out["targets"] += [dict(t, name=f"{model}: {t['name']}", model=model) for t in targets]
-  out_path.parent.mkdir(parents=True, exist_ok=True)
   tmp = out_path.with_suffix(".tmp")
   tmp.write_text(json.dumps(out, indent=1))
   tmp.replace(out_path)

@@ -91,9 +91,9 @@ def _cmd_inspect(args) -> int:
     "kv_dtype": args.dtype,
   }
   if config.layer_types is not None and config.sliding_window is not None:  # per layer type (Gemma 3)
-    from jaxeff.kvcache.base import Windowed
+    from jaxeff.generation.sampler import DEFAULT_CACHE
 
-    slack = Windowed().slack  # the sampler's default cache: local layers in rings of window + slack slots
+    slack = DEFAULT_CACHE.slack  # the sampler's default cache: local layers in rings of window + slack slots
     per_layer = 2 * config.n_kv_heads * config.head_dim * bpe
     kinds = {t: config.layer_types.count(t) for t in dict.fromkeys(config.layer_types)}
     info["layer_types"] = kinds
@@ -103,15 +103,17 @@ def _cmd_inspect(args) -> int:
     info["kv_cache_bytes_local_layers_max"] = (
       per_layer * kinds.get("sliding_attention", 0) * (config.sliding_window + slack)
     )
-    info["kv_cache_by_context"] = [
-      {
-        "context": n,
-        "bytes_windowed": config.kv_cache_bytes(n, bpe, window_slack=slack),
-        "bytes_full": config.kv_cache_bytes(n, bpe, window_slack=None),
-        "bytes_per_context_token": config.kv_cache_bytes(n, bpe, window_slack=slack) / n,
-      }
-      for n in sorted({4096, 32768, config.max_position_embeddings})
-    ]
+    info["kv_cache_by_context"] = []
+    for n in sorted({4096, 32768, config.max_position_embeddings}):
+      windowed = config.kv_cache_bytes(n, bpe, window_slack=slack)
+      info["kv_cache_by_context"].append(
+        {
+          "context": n,
+          "bytes_windowed": windowed,
+          "bytes_full": config.kv_cache_bytes(n, bpe, window_slack=None),
+          "bytes_per_context_token": windowed / n,
+        }
+      )
   if args.json:
     print(json.dumps(info, default=str))
     return 0

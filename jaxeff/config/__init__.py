@@ -25,7 +25,7 @@ from jaxeff.config.hf import MOE_MODEL_TYPES as MOE_MODEL_TYPES
 from jaxeff.config.hf import SUPPORTED_MODEL_TYPES as SUPPORTED_MODEL_TYPES
 from jaxeff.config.hf import RopeScaling as RopeScaling
 from jaxeff.config.hf import UnsupportedConfigError as UnsupportedConfigError
-from jaxeff.config.hf import fields_to_hf, hf_to_fields
+from jaxeff.config.hf import fields_to_hf, gemma_layer_types, hf_to_fields
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -190,11 +190,10 @@ class ModelConfig:
       return self.sliding_window
     return self.sliding_window if self.layer_types[layer] == ATTENTION_SLIDING else None
 
-  def layer_rope_theta(self, layer: int) -> float:
-    """RoPE base of ``layer``: ``rope_local_theta`` on sliding-window layers when set, else ``rope_theta``."""
-    if self.rope_local_theta is not None and self.layer_window(layer) is not None:
-      return self.rope_local_theta
-    return self.rope_theta
+  def local_rope(self, layer: int) -> bool:
+    """Whether ``layer`` uses the local RoPE base: a sliding-window layer when ``rope_local_theta`` is set (Gemma 3;
+    unscaled)."""
+    return self.rope_local_theta is not None and self.layer_window(layer) is not None
 
   @property
   def query_scale(self) -> float:
@@ -359,7 +358,7 @@ class ModelConfig:
       tie_embeddings=True,
       qk_norm=True,
       sliding_window=512,
-      layer_types=tuple("full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(18)),
+      layer_types=gemma_layer_types(18),
       model_type="gemma3_text",
       post_norms=True,
       mlp_activation="gelu_tanh",
@@ -416,14 +415,14 @@ class ModelConfig:
 def rope_inv_freq(config: ModelConfig, layer: int | None = None):
   """Inverse RoPE frequencies f_i = theta^(-2i/H) (i < H/2), with Llama-3 scaling when configured.
 
-  ``layer``: the frequencies of that layer (``config.layer_rope_theta``: Gemma 3's sliding layers use their own
-  base, unscaled); ``None`` = the global ones. Computed in float64 Python then used as float32, as HF computes
+  ``layer``: the frequencies of that layer (``config.local_rope``: Gemma 3's sliding layers use their own base,
+  unscaled); ``None`` = the global ones. Computed in float64 Python then used as float32, as HF computes
   them in float32 from int64 exponents.
   """
   import numpy as np
 
   H = config.head_dim
-  local = layer is not None and config.rope_local_theta is not None and config.layer_window(layer) is not None
+  local = layer is not None and config.local_rope(layer)
   theta = config.rope_local_theta if local else config.rope_theta
   inv = 1.0 / (theta ** (np.arange(0, H, 2, dtype=np.int64).astype(np.float32) / H))
   inv = inv.astype(np.float32)

@@ -369,6 +369,17 @@ def _read_sliding(fam: Family, hf: dict, n_layers: int) -> dict[str, Any]:
   return {}
 
 
+def gemma_layer_types(n_layers: int, pattern: int = 6) -> tuple[str, ...]:
+  """Gemma 3's layer pattern: every ``pattern``-th layer global, the others local (transformers' default for a
+  config without ``layer_types``, and llama.cpp's fixed layout for GGUF files).
+
+  Example:
+    >>> gemma_layer_types(6, 3)
+    ('sliding_attention', 'sliding_attention', 'full_attention', 'sliding_attention', 'sliding_attention', 'full_attention')
+  """
+  return tuple(ATTENTION_SLIDING if (i + 1) % pattern else ATTENTION_FULL for i in range(n_layers))
+
+
 def _read_gemma(hf: dict, n_layers: int, problems: list[str]) -> dict[str, Any]:
   """Gemma 3's fields: RoPE per layer type (``rope_parameters: {full_attention: .., sliding_attention: ..}``, or
   the legacy ``rope_theta`` / ``rope_local_base_freq`` / ``rope_scaling``), the window and the layer pattern
@@ -395,8 +406,9 @@ def _read_gemma(hf: dict, n_layers: int, problems: list[str]) -> dict[str, Any]:
     problems.append("use_bidirectional_attention=True (jaxeff's decoders are causal)")
   types = hf.get("layer_types")
   if types is None:
-    pattern = int(hf.get("sliding_window_pattern") or hf.get("_sliding_window_pattern") or 6)
-    types = [ATTENTION_SLIDING if (i + 1) % pattern else ATTENTION_FULL for i in range(n_layers)]
+    types = gemma_layer_types(
+      n_layers, int(hf.get("sliding_window_pattern") or hf.get("_sliding_window_pattern") or 6)
+    )
   window = hf.get("sliding_window", 4096)
   if ATTENTION_SLIDING in types and not window:
     problems.append("layer_types has sliding_attention layers but sliding_window is null")
@@ -472,10 +484,11 @@ def hf_to_fields(hf: Mapping[str, Any] | Any) -> dict[str, Any]:
       problems.append(f"hidden_act={act!r} (only 'silu' SwiGLU is implemented)")
   if hf.get("mlp_bias"):
     problems.append("mlp_bias=True (MLP biases are not implemented)")
-  gemma = _read_gemma(hf, int(hf["num_hidden_layers"]), problems) if fam.gemma else {}
   if fam.gemma:
+    gemma = _read_gemma(hf, int(hf["num_hidden_layers"]), problems)
     rope_theta, rope_scaling = gemma.pop("rope_theta"), gemma.pop("rope_scaling")
   else:
+    gemma = {}
     rope_theta, rope_scaling = _rope(hf, problems)
   if problems:
     raise UnsupportedConfigError("; ".join(problems))

@@ -49,6 +49,7 @@ import jax
 import numpy as np
 
 from jaxeff.config import ModelConfig, UnsupportedConfigError
+from jaxeff.config.hf import gemma_layer_types
 from jaxeff.models.hf_io import CheckpointError, _atomic_write_bytes, check_checkpoint, hf_table, save_hf
 
 # Tensor types whose dequantizers jaxeff accepts (gguf-py implements them; transformers' loader too).
@@ -165,7 +166,7 @@ def gguf_config(meta: dict[str, Any], tensor_names: set[str] | None = None) -> M
   if arch == "gemma3":  # llama.cpp's fixed Gemma 3 layout: every 6th layer global, local RoPE base 10^4
     n_layers = int(meta[a("block_count")])
     window = meta.get(a("attention.sliding_window"))
-    types = tuple("sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n_layers))
+    types = gemma_layer_types(n_layers)
     cap = meta.get(a("final_logit_softcapping"))
     extra = dict(
       model_type="gemma3_text",

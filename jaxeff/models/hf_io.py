@@ -79,17 +79,17 @@ def hf_table(config: ModelConfig) -> list[TableEntry]:
   for i in range(config.n_layers):
     p = f"model.layers.{i}."
     L = ("layers", i)
-    if config.post_norms:  # Gemma: HF's post_attention_layernorm is the norm *on* the attention output
+    # Gemma: HF's post_attention_layernorm is the norm *on* the attention output; the MLP's input norm is
+    # pre_feedforward_layernorm
+    mlp_norm = "pre_feedforward_layernorm" if config.post_norms else "post_attention_layernorm"
+    t += [
+      norm(p + "input_layernorm.weight", (D,), L + ("attn_norm",), (D,)),
+      norm(p + f"{mlp_norm}.weight", (D,), L + ("mlp_norm",), (D,)),
+    ]
+    if config.post_norms:
       t += [
-        norm(p + "input_layernorm.weight", (D,), L + ("attn_norm",), (D,)),
         norm(p + "post_attention_layernorm.weight", (D,), L + ("attn_post_norm",), (D,)),
-        norm(p + "pre_feedforward_layernorm.weight", (D,), L + ("mlp_norm",), (D,)),
         norm(p + "post_feedforward_layernorm.weight", (D,), L + ("mlp_post_norm",), (D,)),
-      ]
-    else:
-      t += [
-        norm(p + "input_layernorm.weight", (D,), L + ("attn_norm",), (D,)),
-        norm(p + "post_attention_layernorm.weight", (D,), L + ("mlp_norm",), (D,)),
       ]
     t += [
       entry(p + "self_attn.q_proj.weight", (N * H, D), L + ("attn", "q"), (N, H, D)),

