@@ -83,11 +83,22 @@ def hf_config(family: str):
         "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
       },
     )
+  if family == "gemma2":  # local / global alternating (window 4 < the prompts), one RoPE base, no q/k norm, and
+    # both soft-caps small enough to bend most scores (attention 1.0, final 3.0): the attention cap's oracle
+    return tf.Gemma2Config(
+      **dict(COMMON, num_hidden_layers=4, rms_norm_eps=1e-6),
+      head_dim=32,
+      sliding_window=4,
+      query_pre_attn_scalar=24,
+      attn_logit_softcapping=1.0,
+      final_logit_softcapping=3.0,
+      rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+    )
   raise ValueError(family)
 
 
 FAMILIES = ("llama", "llama_tied", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
-FAMILIES += ("gemma3",)
+FAMILIES += ("gemma3", "gemma2")
 
 
 def make_hf_model(family: str, folder, seed: int = 0, scale: float = 0.1):

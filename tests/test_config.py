@@ -155,8 +155,9 @@ def test_every_family_row_writes_only_fields_it_reads_and_round_trips():
       kw.update(qkv_bias=True)
     if fam.gemma:
       kw.update(post_norms=True, embed_scale=True, mlp_activation="gelu_tanh", query_pre_attn_scalar=12.0)
-      kw.update(sliding_window=8, layer_types=("sliding_attention", "full_attention"), rope_local_theta=100.0)
-      kw.update(final_logit_softcap=30.0, tie_embeddings=True)
+      kw.update(sliding_window=8, layer_types=("sliding_attention", "full_attention"))
+      kw.update(final_logit_softcap=30.0, attn_logit_softcap=50.0, tie_embeddings=True)
+      kw.update(rope_local_theta=100.0 if fam.gemma == 3 else None)  # Gemma 2: one RoPE base
     if fam.moe is not None:
       kw.update(n_experts=4, experts_per_token=2, d_expert=32, norm_topk=True)
       if fam.moe.width == "intermediate_size":  # one width for every MLP (Mixtral, OLMoE): d_ff is unused

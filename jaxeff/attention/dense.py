@@ -24,6 +24,12 @@ from jaxtyping import Array, Float, Int
 _NEG = -1e30  # finite, so a row with no visible key gives a uniform (ignored) distribution, not NaN
 
 
+def cap_scores(s: Array, softcap: float | None) -> Array:
+  """Attention-logit soft-capping, c * tanh(s / c) on the scaled scores before masking (Gemma 2; Gemma 3's
+  ``attn_logit_softcapping`` when set); ``s`` unchanged when ``softcap`` is ``None``."""
+  return s if softcap is None else softcap * jnp.tanh(s / softcap)
+
+
 def position_mask(q_pos_bt: Int[Array, "B T"], k_pos_bs: Int[Array, "B S"], window: int | None = None) -> jax.Array:
   """Boolean [B, T, S] visibility mask from positions (see module docstring)."""
   qp = q_pos_bt[:, :, None]
@@ -41,8 +47,10 @@ def masked_attention(
   mask_bts: jax.Array,
   *,
   scale: float | None = None,
+  softcap: float | None = None,
 ) -> Float[Array, "B T N H"]:
-  r"""softmax(q k^T / sqrt(H) + mask) v with grouped-query heads (query head n uses kv head n // G).
+  r"""softmax(q k^T / sqrt(H) + mask) v with grouped-query heads (query head n uses kv head n // G); with
+  ``softcap`` c the scores are c * tanh(q k^T / (c sqrt(H))) before the mask (``cap_scores``).
 
   Scores and softmax are computed in float32; the value product in the value dtype.
 
@@ -52,6 +60,7 @@ def masked_attention(
     v_bskh: values [B, S, K, H].
     mask_bts: boolean visibility [B, T, S].
     scale: score scale, default 1 / sqrt(H).
+    softcap: attention-logit soft-cap c, ``None`` = off.
 
   Returns:
     [B, T, N, H] attention output in the query dtype.
@@ -61,7 +70,7 @@ def masked_attention(
   G = N // K
   scale = H**-0.5 if scale is None else scale
   q = q_btnh.reshape(B, T, K, G, H)
-  s = jnp.einsum("btkgh,bskh->bkgts", q, k_bskh, preferred_element_type=jnp.float32) * scale
+  s = cap_scores(jnp.einsum("btkgh,bskh->bkgts", q, k_bskh, preferred_element_type=jnp.float32) * scale, softcap)
   s = jnp.where(mask_bts[:, None, None, :, :], s, _NEG)
   p = jax.nn.softmax(s, axis=-1).astype(v_bskh.dtype)
   o = jnp.einsum("bkgts,bskh->btkgh", p, v_bskh)
@@ -76,6 +85,7 @@ def tiled_cache_attention(
   *,
   window: int | None = None,
   scale: float | None = None,
+  softcap: float | None = None,
 ) -> Float[Array, "B T N H"]:
   r"""Attention over a cache read one tile at a time: ``load_tile(j) -> (k [B, bt, K, H], v [B, bt, K, H],
   pos [B, bt])`` gives tile ``j`` (dequantized there, so a quantized cache is never expanded whole), and an
@@ -93,6 +103,7 @@ def tiled_cache_attention(
 
   Args:
     q_btnh: [B, T, N, H]; q_pos_bt: [B, T]; n_tiles: int or traced int.
+    softcap: attention-logit soft-cap c (scores c * tanh(s / c), ``cap_scores``), ``None`` = off.
 
   Returns:
     [B, T, N, H] in the query dtype (zeros for a query that sees nothing).
@@ -120,7 +131,9 @@ def tiled_cache_attention(
     m, l, acc = carry
     k, v, pos = load_tile(j)
     k, v = (k, v) if parts else ((k,), (v,))
-    s = sum(jnp.einsum("btkgh,bskh->bkgts", qp, kp.astype(jnp.float32)) for qp, kp in zip(q_parts, k))
+    s = cap_scores(
+      sum(jnp.einsum("btkgh,bskh->bkgts", qp, kp.astype(jnp.float32)) for qp, kp in zip(q_parts, k)), softcap
+    )
     ok = position_mask(q_pos_bt, pos, window)[:, None, None]  # [B, 1, 1, T, bt]
     s = jnp.where(ok, s, _NEG)
     m_new = jnp.maximum(m, s.max(-1))
@@ -140,11 +153,11 @@ def tiled_cache_attention(
   return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q_btnh.dtype)
 
 
-def reference_attention(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=None):
+def reference_attention(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=None, softcap=None):
   """Plain float32 oracle: exact attention under the position mask (used by tests and kernels)."""
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   mask = position_mask(q_pos_bt, k_pos_bs, window)
-  return masked_attention(f32(q_btnh), f32(k_bskh), f32(v_bskh), mask)
+  return masked_attention(f32(q_btnh), f32(k_bskh), f32(v_bskh), mask, softcap=softcap)
 
 
 def blockwise_attention(
@@ -158,6 +171,7 @@ def blockwise_attention(
   block_q: int = 512,
   block_k: int = 512,
   skip_blocks: bool = True,
+  softcap: float | None = None,
 ) -> Float[Array, "B T N H"]:
   r"""Exact attention tiled over query and key blocks with an online softmax (flash-attention in jnp).
 
@@ -179,6 +193,7 @@ def blockwise_attention(
     window: sliding window (``None`` = full causal).
     block_q, block_k: tile sizes.
     skip_blocks: skip key blocks that the index-causal structure makes invisible.
+    softcap: attention-logit soft-cap c (each tile's scores c * tanh(s / c), ``cap_scores``), ``None`` = off.
 
   Returns:
     [B, T, N, H] in the query dtype (accumulation in float32).
@@ -206,7 +221,7 @@ def blockwise_attention(
       kj = jax.lax.dynamic_slice_in_dim(k_bksh, j * block_k, block_k, axis=2)
       vj = jax.lax.dynamic_slice_in_dim(v_bksh, j * block_k, block_k, axis=2)
       kp = jax.lax.dynamic_slice_in_dim(kpos, j * block_k, block_k, axis=1)
-      s = jnp.einsum("bkgth,bksh->bkgts", qi, kj, preferred_element_type=jnp.float32)
+      s = cap_scores(jnp.einsum("bkgth,bksh->bkgts", qi, kj, preferred_element_type=jnp.float32), softcap)
       s = jnp.where(position_mask(qp, kp, window)[:, None, None], s, _NEG)
       m_new = jnp.maximum(m, s.max(-1))
       p = jnp.exp(s - m_new[..., None])
@@ -403,15 +418,18 @@ class Dense:
   block_q: int = 512
   block_k: int = 512
   skip_blocks: bool = True
+  supports_softcap = True  # class constant: the decoder passes ``softcap=`` (Gemma's attention-logit cap)
 
   def __post_init__(self):
     if self.block_q <= 0 or self.block_k <= 0:
       raise ValueError(f"block sizes must be positive, got block_q={self.block_q}, block_k={self.block_k}")
 
-  def __call__(self, q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, *, window: int | None = None, layer: int = 0):
+  def __call__(
+    self, q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, *, window: int | None = None, layer: int = 0, softcap=None
+  ):
     T, S = q_btnh.shape[1], k_bskh.shape[1]
     if T != S or T <= 16:
-      return masked_attention(q_btnh, k_bskh, v_bskh, position_mask(q_pos_bt, k_pos_bs, window))
+      return masked_attention(q_btnh, k_bskh, v_bskh, position_mask(q_pos_bt, k_pos_bs, window), softcap=softcap)
     # Tiles never larger than the (8-rounded) chunk: short prompts do not pay for padding to a full block.
     round8 = -(-T // 8) * 8
     return blockwise_attention(
@@ -424,6 +442,7 @@ class Dense:
       block_q=min(self.block_q, round8),
       block_k=min(self.block_k, round8),
       skip_blocks=self.skip_blocks,
+      softcap=softcap,
     )
 
 
@@ -431,6 +450,8 @@ class Dense:
 class TrainingAttention:
   """The backend the trainer differentiates: ``flash_attention`` for a chunk attending to itself (T == S),
   ``Dense`` otherwise. Same results as ``Dense`` (padding query rows output zeros instead of a value mean).
+  With an attention-logit soft-cap (Gemma) it differentiates ``Dense``'s blockwise path instead (the flash
+  backward has no tanh term).
 
   Example:
     >>> q = k = v = jnp.ones((1, 8, 2, 4)); pos = jnp.arange(8)[None]
@@ -439,8 +460,11 @@ class TrainingAttention:
   """
 
   block: int | None = None
+  supports_softcap = True
 
-  def __call__(self, q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, *, window: int | None = None, layer: int = 0):
-    if q_btnh.shape[1] != k_bskh.shape[1] or q_btnh.shape[1] <= 16:
-      return Dense()(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, layer=layer)
+  def __call__(
+    self, q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, *, window: int | None = None, layer: int = 0, softcap=None
+  ):
+    if q_btnh.shape[1] != k_bskh.shape[1] or q_btnh.shape[1] <= 16 or softcap is not None:
+      return Dense()(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, layer=layer, softcap=softcap)
     return flash_attention(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, block=self.block)

@@ -75,6 +75,10 @@ class ModelConfig:
     rope_local_theta: RoPE base of the ``sliding_attention`` layers (Gemma 3's ``rope_local_base_freq``, without
       scaling); ``None`` = ``rope_theta`` on every layer.
     final_logit_softcap: logits = c * tanh(logits / c) (Gemma); ``None`` = off.
+    attn_logit_softcap: attention scores s = q.k / sqrt(d) become c * tanh(s / c) before masking and softmax
+      (Gemma 2's 50.0; Gemma 3 checkpoints set it to null); ``None`` = off. Exact in ``Dense``,
+      ``TrainingAttention`` and the full, windowed, evicted and quantized caches; the other backends and caches
+      refuse a model that sets it (``jaxeff.models.decoder.check_softcap``).
     bos_token_id, eos_token_id, pad_token_id: special token ids (eos may be a tuple).
 
   Example:
@@ -116,6 +120,7 @@ class ModelConfig:
   query_pre_attn_scalar: float | None = None
   rope_local_theta: float | None = None
   final_logit_softcap: float | None = None
+  attn_logit_softcap: float | None = None
   bos_token_id: int | None = None
   eos_token_id: int | tuple[int, ...] | None = None
   pad_token_id: int | None = None
@@ -169,7 +174,7 @@ class ModelConfig:
       errors.append(f"mlp_activation must be one of {MLP_ACTIVATIONS}, got {self.mlp_activation!r}")
     if self.n_experts and self.mlp_activation != "silu":
       errors.append("mixture-of-experts MLPs are SwiGLU (mlp_activation='silu')")
-    for name in ("query_pre_attn_scalar", "rope_local_theta", "final_logit_softcap"):
+    for name in ("query_pre_attn_scalar", "rope_local_theta", "final_logit_softcap", "attn_logit_softcap"):
       value = getattr(self, name)
       if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         errors.append(f"{name} must be a positive number or None, got {value!r}")

@@ -89,10 +89,12 @@ class Family:
   moe: ``MoEKeys`` for mixture-of-experts families, else None.
   clip_qkv: the family clamps q/k/v (OLMoE).
   mlp_bias_key: the family writes ``mlp_bias: false`` (Llama).
-  gemma: Gemma 3's block: (1 + w) RMSNorm weights (converted at load: jaxeff stores 1 + w), sandwich norms,
-    ``hidden_activation``, sqrt(d) embedding scale, ``query_pre_attn_scalar``, per-layer-type RoPE bases in
-    ``rope_parameters``, final-logit soft-capping; ``sliding_window`` + ``layer_types`` (or the legacy
-    ``sliding_window_pattern``).
+  gemma: the Gemma generation (2 or 3; 0 = not Gemma). Both: (1 + w) RMSNorm weights (converted at load: jaxeff
+    stores 1 + w), sandwich norms, ``hidden_activation``, sqrt(d) embedding scale, ``query_pre_attn_scalar``,
+    final- and attention-logit soft-capping, ``sliding_window`` + ``layer_types``. Gemma 2: one RoPE base,
+    every other layer local, soft-caps 30 / 50 by default. Gemma 3: per-layer-type RoPE bases in
+    ``rope_parameters`` (or the legacy ``rope_local_base_freq``), every 6th layer global (or the legacy
+    ``sliding_window_pattern``), no soft-caps by default.
   """
 
   architecture: str
@@ -104,7 +106,7 @@ class Family:
   moe: MoEKeys | None = None
   clip_qkv: bool = False
   mlp_bias_key: bool = False
-  gemma: bool = False
+  gemma: int = 0
 
   @property
   def norm_offset(self) -> float:
@@ -160,14 +162,21 @@ FAMILIES: dict[str, Family] = {
   ),
 }
 
+_GEMMA_KEYS = frozenset({"head_dim", "attention_bias", "hidden_activation", "query_pre_attn_scalar"}) | {
+  "sliding_window",
+  "layer_types",
+  "final_logit_softcapping",
+  "attn_logit_softcapping",
+  "use_bidirectional_attention",
+  "cache_implementation",
+}
+FAMILIES["gemma2"] = Family("Gemma2ForCausalLM", _GEMMA_KEYS, sliding="gemma", gemma=2)
 FAMILIES["gemma3_text"] = Family(
   "Gemma3ForCausalLM",
-  frozenset({"head_dim", "attention_bias", "hidden_activation", "query_pre_attn_scalar", "sliding_window"})
-  | {"layer_types", "final_logit_softcapping", "attn_logit_softcapping", "use_bidirectional_attention"}
-  | {"rope_local_base_freq", "sliding_window_pattern", "_sliding_window_pattern", "cache_implementation"},
+  _GEMMA_KEYS | {"rope_local_base_freq", "sliding_window_pattern", "_sliding_window_pattern"},
   qk_norm="head",
   sliding="gemma",
-  gemma=True,
+  gemma=3,
 )
 
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
@@ -380,49 +389,50 @@ def gemma_layer_types(n_layers: int, pattern: int = 6) -> tuple[str, ...]:
   return tuple(ATTENTION_SLIDING if (i + 1) % pattern else ATTENTION_FULL for i in range(n_layers))
 
 
-def _read_gemma(hf: dict, n_layers: int, problems: list[str]) -> dict[str, Any]:
-  """Gemma 3's fields: RoPE per layer type (``rope_parameters: {full_attention: .., sliding_attention: ..}``, or
-  the legacy ``rope_theta`` / ``rope_local_base_freq`` / ``rope_scaling``), the window and the layer pattern
-  (``layer_types``, else every ``sliding_window_pattern``-th layer global, 6 by default), the attention scalar and
-  the soft-caps. Defaults are ``Gemma3TextConfig``'s."""
+def _read_gemma(hf: dict, n_layers: int, problems: list[str], version: int = 3) -> dict[str, Any]:
+  """Gemma's fields. Gemma 3: RoPE per layer type (``rope_parameters: {full_attention: .., sliding_attention:
+  ..}``, or the legacy ``rope_theta`` / ``rope_local_base_freq`` / ``rope_scaling``), the layer pattern
+  (``layer_types``, else every ``sliding_window_pattern``-th layer global, 6 by default). Gemma 2: one RoPE
+  base, every other layer global by default. Both: the window, the attention scalar and the soft-caps (a key
+  left out takes the default of ``Gemma2Config`` / ``Gemma3TextConfig``: 30 / 50 on Gemma 2, none on Gemma 3;
+  an explicit null turns a cap off)."""
   rp = hf.get("rope_parameters") or {}
-  if "full_attention" in rp or "sliding_attention" in rp:
+  if version == 2:
+    glob, loc = dict(rp or hf.get("rope_scaling") or {}), None
+  elif "full_attention" in rp or "sliding_attention" in rp:
     glob, loc = dict(rp.get("full_attention") or {}), dict(rp.get("sliding_attention") or {})
   else:
     glob, loc = dict(rp or hf.get("rope_scaling") or {}), {}
-  glob.setdefault("rope_theta", hf.get("rope_theta", 1_000_000.0))
-  loc.setdefault("rope_theta", hf.get("rope_local_base_freq", 10_000.0))
+  glob.setdefault("rope_theta", hf.get("rope_theta", 10_000.0 if version == 2 else 1_000_000.0))
   theta, scaling = _rope(
     {"rope_parameters": glob, "max_position_embeddings": hf.get("max_position_embeddings")}, problems
   )
-  if loc.get("rope_type", loc.get("type", "default")) != "default" or set(loc) - {"rope_type", "type", "rope_theta"}:
-    problems.append(f"rope_parameters.sliding_attention={loc} (the local layers' RoPE must be the default kind)")
-  if hf.get("attn_logit_softcapping") is not None:
-    problems.append(
-      f"attn_logit_softcapping={hf['attn_logit_softcapping']} (attention-logit soft-capping is not implemented; "
-      "Gemma 3 checkpoints set it to null)"
-    )
+  if loc is not None:
+    loc.setdefault("rope_theta", hf.get("rope_local_base_freq", 10_000.0))
+    if loc.get("rope_type", loc.get("type", "default")) != "default" or set(loc) - {"rope_type", "type", "rope_theta"}:
+      problems.append(f"rope_parameters.sliding_attention={loc} (the local layers' RoPE must be the default kind)")
   if hf.get("use_bidirectional_attention"):
     problems.append("use_bidirectional_attention=True (jaxeff's decoders are causal)")
   types = hf.get("layer_types")
   if types is None:
-    types = gemma_layer_types(
-      n_layers, int(hf.get("sliding_window_pattern") or hf.get("_sliding_window_pattern") or 6)
-    )
+    pattern = 2 if version == 2 else hf.get("sliding_window_pattern") or hf.get("_sliding_window_pattern") or 6
+    types = gemma_layer_types(n_layers, int(pattern))
   window = hf.get("sliding_window", 4096)
   if ATTENTION_SLIDING in types and not window:
     problems.append("layer_types has sliding_attention layers but sliding_window is null")
   sliding = ATTENTION_SLIDING in types and bool(window)
   qpas = hf.get("query_pre_attn_scalar", 256)
-  cap = hf.get("final_logit_softcapping")
+  cap = hf.get("final_logit_softcapping", 30.0 if version == 2 else None)
+  attn_cap = hf.get("attn_logit_softcapping", 50.0 if version == 2 else None)
   return dict(
     rope_theta=float(theta),
     rope_scaling=scaling,
-    rope_local_theta=float(loc["rope_theta"]) if sliding else None,
+    rope_local_theta=float(loc["rope_theta"]) if sliding and loc is not None else None,
     sliding_window=int(window) if sliding else None,
     layer_types=tuple(types) if sliding else None,
     query_pre_attn_scalar=float(qpas) if qpas is not None else None,
     final_logit_softcap=float(cap) if cap is not None else None,
+    attn_logit_softcap=float(attn_cap) if attn_cap is not None else None,
     post_norms=True,
     embed_scale=True,
   )
@@ -485,7 +495,7 @@ def hf_to_fields(hf: Mapping[str, Any] | Any) -> dict[str, Any]:
   if hf.get("mlp_bias"):
     problems.append("mlp_bias=True (MLP biases are not implemented)")
   if fam.gemma:
-    gemma = _read_gemma(hf, int(hf["num_hidden_layers"]), problems)
+    gemma = _read_gemma(hf, int(hf["num_hidden_layers"]), problems, fam.gemma)
     rope_theta, rope_scaling = gemma.pop("rope_theta"), gemma.pop("rope_scaling")
   else:
     gemma = {}
@@ -565,13 +575,18 @@ def _problems(fam: Family, c) -> list[str]:
     "query_pre_attn_scalar": c.query_pre_attn_scalar is not None,
     "rope_local_theta": c.rope_local_theta is not None,
     "final_logit_softcap": c.final_logit_softcap is not None,
+    "attn_logit_softcap": c.attn_logit_softcap is not None,
     "mlp_activation='gelu_tanh'": c.mlp_activation == "gelu_tanh",
   }
   if not fam.gemma and any(gemma_only.values()):
     out.append(f"{', '.join(k for k, v in gemma_only.items() if v)}: Gemma features, not {mt}'s")
   if fam.gemma and not (c.post_norms and c.embed_scale):
     out.append(f"{mt} always has sandwich norms and a scaled embedding (post_norms=True, embed_scale=True)")
-  if fam.gemma and c.rope_local_theta is None and c.layer_types is not None and ATTENTION_SLIDING in c.layer_types:
+  if fam.gemma == 2 and c.rope_local_theta is not None:
+    out.append(f"{mt} has one RoPE base on every layer (rope_local_theta is Gemma 3's)")
+  if (
+    fam.gemma == 3 and c.rope_local_theta is None and c.layer_types is not None and ATTENTION_SLIDING in c.layer_types
+  ):
     out.append(f"{mt}'s sliding layers have their own RoPE base (set rope_local_theta)")
   if fam.head_dim == "derived" and c.head_dim * c.n_heads != c.d_model:
     out.append(f"{mt} derives head_dim = hidden_size / heads; {c.head_dim} does not match")
@@ -621,14 +636,14 @@ def fields_to_hf(c) -> dict[str, Any]:
     types = c.layer_types or ((ATTENTION_SLIDING if c.sliding_window else ATTENTION_FULL),) * c.n_layers
     hf.update(
       hidden_activation="gelu_pytorch_tanh" if c.mlp_activation == "gelu_tanh" else c.mlp_activation,
-      rope_parameters={"full_attention": rope, "sliding_attention": local},
+      rope_parameters=rope if fam.gemma == 2 else {"full_attention": rope, "sliding_attention": local},
       query_pre_attn_scalar=_int_if_whole(
         c.query_pre_attn_scalar if c.query_pre_attn_scalar is not None else c.head_dim
       ),
       sliding_window=c.sliding_window,
       layer_types=list(types),
       final_logit_softcapping=c.final_logit_softcap,
-      attn_logit_softcapping=None,
+      attn_logit_softcapping=c.attn_logit_softcap,
       use_bidirectional_attention=False,
     )
   if fam.head_dim == "key":

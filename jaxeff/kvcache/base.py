@@ -186,10 +186,12 @@ class FullCache:
       )
     return self._replace_layer(layer, self.layers[layer].write(k_btkh, v_btkh, positions_bt))
 
-  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **_) -> Array:
+  supports_softcap = True  # attend honours ``softcap=`` (Gemma's attention-logit cap)
+
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, softcap=None, **_) -> Array:
     entry = self.layers[layer]
     mask = position_mask(q_pos_bt, entry.pos, window)
-    return masked_attention(q_btnh, entry.k, entry.v, mask)
+    return masked_attention(q_btnh, entry.k, entry.v, mask, softcap=softcap)
 
   def repeat(self, n: int) -> FullCache:
     """Repeat every row ``n`` times (row b -> rows b*n ... b*n+n-1): n samples share one prefill."""

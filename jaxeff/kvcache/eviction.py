@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jaxeff.attention.dense import _NEG, position_mask
+from jaxeff.attention.dense import _NEG, cap_scores, position_mask
 from jaxeff.config import ModelConfig
 from jaxeff.kvcache.base import _write_rows
 
@@ -261,8 +261,14 @@ class EvictedCache:
       return self.replace(inner=self.inner.append(layer, k_btkh, v_btkh, positions_bt, **kw))
     return self._replace_layer(layer, self.layers[layer].write(k_btkh, v_btkh, positions_bt))
 
-  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **kw) -> Array:
+  @property
+  def supports_softcap(self) -> bool:
+    """Whether ``attend`` honours ``softcap=``: always for the kept k/v, else as the wrapped cache does."""
+    return self.inner is None or getattr(self.inner, "supports_softcap", False)
+
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, softcap=None, **kw) -> Array:
     if self.inner is not None:
+      kw = kw if softcap is None else dict(kw, softcap=softcap)
       return self.inner.attend(layer, q_btnh, q_pos_bt, window=window, **kw)
     e = self.layers[layer]
     B, T, N, H = q_btnh.shape
@@ -273,7 +279,7 @@ class EvictedCache:
     if window is not None:
       mask &= qp - kp < window
     q = q_btnh.reshape(B, T, K, N // K, H)
-    s = jnp.einsum("btkgh,bskh->bkgts", q, e.k, preferred_element_type=jnp.float32) * H**-0.5
+    s = cap_scores(jnp.einsum("btkgh,bskh->bkgts", q, e.k, preferred_element_type=jnp.float32) * H**-0.5, softcap)
     s = jnp.where(mask.transpose(0, 3, 1, 2)[:, :, None], s, _NEG)
     p = jax.nn.softmax(s, axis=-1).astype(e.v.dtype)
     return jnp.einsum("bkgts,bskh->btkgh", p, e.v).reshape(B, T, N, H).astype(q_btnh.dtype)

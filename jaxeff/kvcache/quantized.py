@@ -203,7 +203,9 @@ class QuantizedCache:
       e = _append_one_per_channel(e, k_btkh[:, t : t + 1], v_btkh[:, t : t + 1], positions_bt[:, t : t + 1])
     return self._replace_layer(layer, e)
 
-  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, tile: int = 256, **_) -> Array:
+  supports_softcap = True  # attend honours ``softcap=`` (Gemma's attention-logit cap)
+
+  def attend(self, layer, q_btnh, q_pos_bt, *, window=None, tile: int = 256, softcap=None, **_) -> Array:
     """Per-token layouts are read ``tile`` slots at a time, each tile dequantized inside the attention loop
     (never the whole cache), up to the last filled slot; per-channel keys (groups along the slots, plus the
     residual) are dequantized whole."""
@@ -220,9 +222,9 @@ class QuantizedCache:
         return k, v, jnp.where(start + jnp.arange(bt) >= j * bt, sl(e.pos), -1)
 
       filled = jnp.max(jnp.where(e.pos >= 0, jnp.arange(S) + 1, 0))
-      return tiled_cache_attention(q_btnh, load, (filled + bt - 1) // bt, q_pos_bt, window=window)
+      return tiled_cache_attention(q_btnh, load, (filled + bt - 1) // bt, q_pos_bt, window=window, softcap=softcap)
     k, v = self.dequantized(layer, q_btnh.dtype)
-    return masked_attention(q_btnh, k, v, position_mask(q_pos_bt, e.pos, window))
+    return masked_attention(q_btnh, k, v, position_mask(q_pos_bt, e.pos, window), softcap=softcap)
 
   def dequantized(self, layer: int, dtype=jnp.float32) -> tuple[Array, Array]:
     """The layer's keys and values as the attention sees them, [B, S, K, H] each."""

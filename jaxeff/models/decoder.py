@@ -305,6 +305,33 @@ def soft_cap(logits: Array, config: ModelConfig) -> Array:
   return logits if c is None else c * jnp.tanh(logits / c)
 
 
+def check_softcap(config: ModelConfig, attention: Any, cache: Any = None) -> dict[str, float]:
+  """The keyword every attention call of ``config``'s model takes: ``{"softcap": c}`` when the model caps its
+  attention logits (``config.attn_logit_softcap``, scores c * tanh(s / c)), else ``{}``.
+
+  Raises:
+    ValueError: the model caps its attention logits and the backend or the cache does not implement it (does
+      not declare ``supports_softcap``): refused before any work, naming both, rather than attending uncapped.
+
+  Example:
+    >>> cfg = ModelConfig.tiny(model_type="gemma3_text", post_norms=True, embed_scale=True, attn_logit_softcap=50.0)
+    >>> check_softcap(cfg, Dense())
+    {'softcap': 50.0}
+  """
+  c = config.attn_logit_softcap
+  if c is None:
+    return {}
+  unsupported = [
+    type(x).__name__ for x in (attention, cache) if x is not None and not getattr(x, "supports_softcap", False)
+  ]
+  if unsupported:
+    raise ValueError(
+      f"this model caps its attention logits (attn_logit_softcap={c}) and {', '.join(unsupported)} does not "
+      "implement the cap: use Dense / TrainingAttention with FullCache, Windowed, an eviction press or Quantized"
+    )
+  return {"softcap": float(c)}
+
+
 def forward(
   params: dict[str, Any],
   tokens_bt: Int[Array, "B T"],
@@ -323,7 +350,8 @@ def forward(
 
   For each block: x += Attn(RMSNorm(x)); x += MLP(RMSNorm(x)); then logits = RMSNorm(x) W_head. Gemma 3
   (``config.post_norms``): x += RMSNorm(Attn(RMSNorm(x))); x += RMSNorm(MLP(RMSNorm(x))), with embeddings times
-  sqrt(D), per-layer-type RoPE bases, q scaled for ``query_pre_attn_scalar`` and logits soft-capped.
+  sqrt(D), per-layer-type RoPE bases, q scaled for ``query_pre_attn_scalar`` and logits soft-capped (attention
+  logits too where ``attn_logit_softcap`` is set; ``check_softcap`` refuses a backend or cache without the cap).
 
   Attention routes by mode:
 
@@ -381,6 +409,7 @@ def forward(
       raise ValueError(f"chunk_offset {chunk_offset} + {T} tokens does not fit the cache's {cache.max_len} slots")
   if is_prefill is None:
     is_prefill = T > 1
+  cap = check_softcap(config, attention, cache)
   inv_freqs = layer_inv_freqs(config)
   safe_pos = jnp.maximum(positions_bt, 0)
   x = embed_tokens(params, tokens_bt, config)
@@ -394,19 +423,18 @@ def forward(
     extra = {} if latent is None else {"latent": latent}  # a latent layer's cache may keep c instead of k/v
     q = shard_lib.constrain(q, ("batch", "seq", "act_heads", None))
     if cache is None:
-      out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i)
+      out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i, **cap)
     elif chunk_offset is not None:
       cache = cache.prefill(i, k, v, positions_bt)
       e, n = cache.layers[i], chunk_offset + T
-      out = attention(
-        q, e.k[:, :n].astype(q.dtype), e.v[:, :n].astype(q.dtype), positions_bt, e.pos[:, :n], window=window, layer=i
-      )
+      kv = e.k[:, :n].astype(q.dtype), e.v[:, :n].astype(q.dtype)
+      out = attention(q, *kv, positions_bt, e.pos[:, :n], window=window, layer=i, **cap)
     elif is_prefill:
-      out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i)
+      out = attention(q, k, v, positions_bt, positions_bt, window=window, layer=i, **cap)
       cache = cache.prefill(i, k, v, positions_bt, q=q, **extra)  # q: eviction presses score with it
     else:
       cache = cache.append(i, k, v, positions_bt, **extra)
-      out = cache.attend(i, q, positions_bt, window=window, **extra)
+      out = cache.attend(i, q, positions_bt, window=window, **extra, **cap)
     attn_out = linear(out, lp["attn"]["o"], n_in=2)
     if "o_bias" in lp["attn"]:
       attn_out = attn_out + lp["attn"]["o_bias"]

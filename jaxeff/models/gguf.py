@@ -167,7 +167,7 @@ def gguf_config(meta: dict[str, Any], tensor_names: set[str] | None = None) -> M
     n_layers = int(meta[a("block_count")])
     window = meta.get(a("attention.sliding_window"))
     types = gemma_layer_types(n_layers)
-    cap = meta.get(a("final_logit_softcapping"))
+    cap, attn_cap = meta.get(a("final_logit_softcapping")), meta.get(a("attn_logit_softcapping"))
     extra = dict(
       model_type="gemma3_text",
       post_norms=True,
@@ -175,6 +175,7 @@ def gguf_config(meta: dict[str, Any], tensor_names: set[str] | None = None) -> M
       mlp_activation="gelu_tanh",
       query_pre_attn_scalar=float(head_dim),  # llama.cpp: 1 / sqrt(head_dim) (27B excepted, not read here)
       final_logit_softcap=float(cap) if cap else None,
+      attn_logit_softcap=float(attn_cap) if attn_cap else None,
       **(
         dict(sliding_window=int(window), layer_types=types, rope_local_theta=10_000.0)
         if window and "sliding_attention" in types

@@ -55,7 +55,6 @@ def test_layer_rope_bases_and_windows():
 @pytest.mark.parametrize(
   "extra, message",
   [
-    (dict(attn_logit_softcapping=50.0), "attn_logit_softcapping=50.0 (attention-logit soft-capping"),
     (dict(use_bidirectional_attention=True), "use_bidirectional_attention=True"),
     (dict(hidden_activation="relu"), "hidden_activation='relu'"),
     (dict(rope_scaling={"rope_type": "yarn", "factor": 2.0}), "rope_type='yarn'"),
