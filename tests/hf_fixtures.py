@@ -44,8 +44,8 @@ def hf_config(family: str):
 
   if family == "llama":  # llama3 RoPE scaling, attention biases
     return tf.LlamaConfig(**COMMON, rope_parameters=LLAMA3_ROPE, attention_bias=True)
-  if family == "llama_tied":
-    return tf.LlamaConfig(**COMMON, tie_word_embeddings=True)
+  if family == "llama_tied":  # tied embeddings, linear RoPE scaling (position interpolation)
+    return tf.LlamaConfig(**COMMON, tie_word_embeddings=True, rope_parameters={"rope_type": "linear", "factor": 4.0})
   if family == "mistral":  # sliding window shorter than the test sequences
     return tf.MistralConfig(**COMMON, sliding_window=5)
   if family == "qwen2":  # qkv bias, sliding window on layer 1 only
@@ -70,7 +70,8 @@ def hf_config(family: str):
   if family == "olmoe":  # q/k RMSNorm over the whole projection, clip_qkv, no renorm (8 experts: dense path)
     return tf.OlmoeConfig(**dict(COMMON, intermediate_size=32), num_experts=8, num_experts_per_tok=2, clip_qkv=0.5)
   if family == "gemma3":  # 3 local layers (window 4 < the prompts) around a global one, each with its own RoPE
-    # base; q/k norms, sandwich norms, GeGLU, sqrt(d) embeddings, query_pre_attn_scalar != head_dim, a soft-cap
+    # base (the global one linearly scaled, as Gemma 3 4B+); q/k norms, sandwich norms, GeGLU, sqrt(d) embeddings,
+    # query_pre_attn_scalar != head_dim, a soft-cap
     return tf.Gemma3TextConfig(
       **dict(COMMON, num_hidden_layers=4, rms_norm_eps=1e-6),
       head_dim=32,
@@ -79,7 +80,7 @@ def hf_config(family: str):
       query_pre_attn_scalar=24,
       final_logit_softcapping=3.0,
       rope_parameters={
-        "full_attention": {"rope_type": "default", "rope_theta": 50000.0},
+        "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 50000.0},
         "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
       },
     )

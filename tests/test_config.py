@@ -195,3 +195,42 @@ def test_from_hf_lists_every_type_problem_at_once_and_rejects_non_objects():
   for bad in ([1, 2], 3, "llama"):
     with pytest.raises(UnsupportedConfigError, match="must be a JSON object"):
       ModelConfig.from_hf_config(bad)
+
+
+def test_linear_rope_scaling_divides_every_global_frequency_and_round_trips():
+  """Position interpolation (``rope_type: linear``, Gemma 3 4B+'s global layers): f / factor on every frequency,
+  local Gemma layers left alone; the model-level oracle is the parity suite (``llama_tied`` and ``gemma3``)."""
+  import numpy as np
+
+  from jaxeff.config import rope_inv_freq
+
+  hf = dict(
+    model_type="llama",
+    vocab_size=32,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 500.0},
+  )
+  cfg = ModelConfig.from_hf_config(hf)
+  assert cfg.rope_scaling == RopeScaling(4.0, rope_type="linear")
+  plain = dataclasses.replace(cfg, rope_scaling=None)
+  np.testing.assert_allclose(rope_inv_freq(cfg), rope_inv_freq(plain) / 4.0, rtol=1e-7)
+  assert ModelConfig.from_hf_config(cfg.to_hf_config()) == cfg
+  gem = ModelConfig.tiny(
+    model_type="gemma3_text",
+    post_norms=True,
+    embed_scale=True,
+    sliding_window=4,
+    layer_types=("sliding_attention", "full_attention"),
+    rope_local_theta=100.0,
+    rope_scaling=RopeScaling(8.0, rope_type="linear"),
+  )
+  unscaled = dataclasses.replace(gem, rope_scaling=None)
+  np.testing.assert_array_equal(rope_inv_freq(gem, 0), rope_inv_freq(unscaled, 0))  # local: untouched
+  np.testing.assert_allclose(rope_inv_freq(gem, 1), rope_inv_freq(unscaled, 1) / 8.0, rtol=1e-7)
+  with pytest.raises(UnsupportedConfigError, match="linear needs a positive factor, got 0"):
+    ModelConfig.from_hf_config({**hf, "rope_parameters": {"rope_type": "linear", "factor": 0}})
+  with pytest.raises(ValueError, match="rope_type must be 'llama3' or 'linear'"):
+    RopeScaling(2.0, rope_type="yarn")

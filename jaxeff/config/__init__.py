@@ -418,7 +418,7 @@ class ModelConfig:
 
 
 def rope_inv_freq(config: ModelConfig, layer: int | None = None):
-  """Inverse RoPE frequencies f_i = theta^(-2i/H) (i < H/2), with Llama-3 scaling when configured.
+  """Inverse RoPE frequencies f_i = theta^(-2i/H) (i < H/2), with Llama-3 or linear scaling when configured.
 
   ``layer``: the frequencies of that layer (``config.local_rope``: Gemma 3's sliding layers use their own base,
   unscaled); ``None`` = the global ones. Computed in float64 Python then used as float32, as HF computes
@@ -434,6 +434,8 @@ def rope_inv_freq(config: ModelConfig, layer: int | None = None):
   rs = config.rope_scaling
   if rs is None or local:
     return inv
+  if rs.rope_type == "linear":
+    return (inv / np.float32(rs.factor)).astype(np.float32)
   low_wl = rs.original_max_position_embeddings / rs.low_freq_factor
   high_wl = rs.original_max_position_embeddings / rs.high_freq_factor
   wavelen = 2 * math.pi / inv

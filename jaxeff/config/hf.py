@@ -34,25 +34,36 @@ class UnsupportedConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RopeScaling:
-  """Llama-3 frequency-dependent RoPE scaling (``rope_type: llama3``).
+  """RoPE frequency scaling: Llama 3's frequency-dependent kind (``rope_type: llama3``, the default) or linear
+  position interpolation (``rope_type: linear``: Gemma 3 4B+'s global layers).
 
-  For inverse frequency f with wavelength w = 2 pi / f, low-frequency wavelengths
+  llama3: for inverse frequency f with wavelength w = 2 pi / f, low-frequency wavelengths
   w > L / low_freq_factor are divided by ``factor``; high-frequency ones w < L / high_freq_factor are
   kept; in between f is interpolated with s = (L / w - low) / (high - low):
   f' = (1 - s) f / factor + s f, where L = original_max_position_embeddings.
+  linear: f' = f / factor for every frequency (positions divided by ``factor``); the other fields are unused.
 
-  References: Llama 3 (arXiv:2407.21783), ``_compute_llama3_parameters`` in transformers.
+  Example:
+    >>> RopeScaling(8.0, rope_type="linear").factor
+    8.0
+
+  References: Llama 3 (arXiv:2407.21783), ``_compute_llama3_parameters`` in transformers; linear: Chen et al.,
+  "Extending Context Window of Large Language Models via Positional Interpolation" (arXiv:2306.15595),
+  ``_compute_linear_scaling_rope_parameters`` in transformers.
   """
 
   factor: float = 8.0
   low_freq_factor: float = 1.0
   high_freq_factor: float = 4.0
   original_max_position_embeddings: int = 8192
+  rope_type: str = "llama3"
 
   def __post_init__(self):
+    if self.rope_type not in ("llama3", "linear"):
+      raise ValueError(f"RopeScaling.rope_type must be 'llama3' or 'linear', got {self.rope_type!r}")
     if self.factor <= 0:
       raise ValueError(f"RopeScaling.factor must be > 0, got {self.factor}")
-    if self.high_freq_factor <= self.low_freq_factor:
+    if self.rope_type == "llama3" and self.high_freq_factor <= self.low_freq_factor:
       raise ValueError(
         f"RopeScaling.high_freq_factor ({self.high_freq_factor}) must exceed low_freq_factor ({self.low_freq_factor})"
       )
@@ -357,8 +368,13 @@ def _rope(hf: dict, problems: list[str]) -> tuple[float, RopeScaling | None]:
       )
     except KeyError as e:
       problems.append(f"rope_parameters for llama3 lacks {e.args[0]!r}")
+  elif rope_type == "linear":
+    if not isinstance(rope.get("factor"), (int, float)) or isinstance(rope.get("factor"), bool) or rope["factor"] <= 0:
+      problems.append(f"rope_parameters for linear needs a positive factor, got {rope.get('factor')!r}")
+    else:
+      scaling = RopeScaling(float(rope["factor"]), rope_type="linear")
   elif rope_type != "default":
-    problems.append(f"rope_type={rope_type!r} (only 'default' and 'llama3' are implemented)")
+    problems.append(f"rope_type={rope_type!r} (only 'default', 'llama3' and 'linear' are implemented)")
   extra = sorted(set(rope) - _ROPE_KEYS)
   if extra:
     problems.append(f"unsupported rope_parameters fields: {', '.join(extra)}")
@@ -610,8 +626,10 @@ def fields_to_hf(c) -> dict[str, Any]:
   if problems:
     raise UnsupportedConfigError("; ".join(problems))
   rope: dict[str, Any] = {"rope_theta": c.rope_theta, "rope_type": "default"}
-  if c.rope_scaling is not None:
-    rope.update(rope_type="llama3", **dataclasses.asdict(c.rope_scaling))
+  if c.rope_scaling is not None and c.rope_scaling.rope_type == "linear":
+    rope.update(rope_type="linear", factor=c.rope_scaling.factor)
+  elif c.rope_scaling is not None:
+    rope.update(dataclasses.asdict(c.rope_scaling))
   hf: dict[str, Any] = {
     "architectures": [fam.architecture],
     "model_type": c.model_type,

@@ -48,7 +48,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxeff.config import ModelConfig, UnsupportedConfigError
+from jaxeff.config import ModelConfig, RopeScaling, UnsupportedConfigError
 from jaxeff.config.hf import gemma_layer_types
 from jaxeff.models.hf_io import CheckpointError, _atomic_write_bytes, check_checkpoint, hf_table, save_hf
 
@@ -128,7 +128,8 @@ def gguf_config(meta: dict[str, Any], tensor_names: set[str] | None = None) -> M
   """A ``ModelConfig`` from GGUF metadata (``general.architecture`` and its ``{arch}.*`` keys).
 
   Raises:
-    UnsupportedConfigError: an architecture other than ``SUPPORTED_ARCHITECTURES``, RoPE scaling, a rotary
+    UnsupportedConfigError: an architecture other than ``SUPPORTED_ARCHITECTURES``, RoPE scaling other than
+      linear (``rope.scaling.type``; llama.cpp stores Llama 3's as a ``rope_freqs`` tensor: refused), a rotary
       dimension other than the head dimension, or missing required keys (all named at once).
   """
   arch = str(meta.get("general.architecture", ""))
@@ -151,9 +152,16 @@ def gguf_config(meta: dict[str, Any], tensor_names: set[str] | None = None) -> M
   rot = int(meta.get(a("rope.dimension_count"), head_dim))
   if rot != head_dim:
     problems.append(f"rope.dimension_count={rot} (partial rotary) with head_dim={head_dim}")
-  scaling = meta.get(a("rope.scaling.type"))
-  if scaling not in (None, "none") and float(meta.get(a("rope.scaling.factor"), 1.0)) != 1.0:
-    problems.append(f"rope.scaling.type={scaling!r}")
+  scaling, factor = meta.get(a("rope.scaling.type")), float(meta.get(a("rope.scaling.factor"), 1.0))
+  rope_scaling = RopeScaling(factor, rope_type="linear") if scaling == "linear" and factor not in (0.0, 1.0) else None
+  if scaling == "linear" and factor <= 0:
+    problems.append(f"rope.scaling.factor={factor} (must be positive)")
+  if scaling not in (None, "none", "linear") and factor != 1.0:
+    problems.append(f"rope.scaling.type={scaling!r} (linear is implemented)")
+  if "rope_freqs.weight" in (tensor_names or ()):
+    problems.append(
+      "rope_freqs.weight (llama.cpp's per-frequency RoPE factors, e.g. Llama 3.1's scaling, are not read)"
+    )
   if problems:
     raise UnsupportedConfigError("unsupported GGUF settings: " + "; ".join(problems))
   vocab = meta.get(a("vocab_size"))
@@ -192,6 +200,7 @@ def gguf_config(meta: dict[str, Any], tensor_names: set[str] | None = None) -> M
     d_ff=int(meta[a("feed_forward_length")]),
     rms_norm_eps=float(meta.get(a("attention.layer_norm_rms_epsilon"), 1e-6)),
     rope_theta=float(meta.get(a("rope.freq_base"), 10000.0)),
+    rope_scaling=rope_scaling,
     max_position_embeddings=int(meta.get(a("context_length"), 4096)),
     tie_embeddings=tied,
     qkv_bias=arch == "qwen2",

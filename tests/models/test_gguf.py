@@ -219,3 +219,24 @@ def test_real_greedy_chat_answers_match_transformers(real, oracle):
       ref = model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)[0, len(ids) :].tolist()
     assert row[0] == ref[: len(row[0])] and len(row[0]) == len(ref)
   assert tok.decode(out[0][0]) == "The capital of France is Paris."
+
+
+def test_rope_scaling_metadata_linear_read_others_refused():
+  from jaxeff.config import RopeScaling
+  from jaxeff.models.gguf import gguf_config
+
+  meta = {
+    "general.architecture": "llama",
+    "llama.block_count": 2,
+    "llama.embedding_length": 64,
+    "llama.feed_forward_length": 96,
+    "llama.attention.head_count": 4,
+    "llama.vocab_size": 32,
+  }
+  assert gguf_config(meta).rope_scaling is None
+  lin = {**meta, "llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 8.0}
+  assert gguf_config(lin).rope_scaling == RopeScaling(8.0, rope_type="linear")
+  with pytest.raises(UnsupportedConfigError, match="rope.scaling.type='yarn'"):
+    gguf_config({**meta, "llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0})
+  with pytest.raises(UnsupportedConfigError, match="rope_freqs.weight .*not read"):
+    gguf_config(meta, {"token_embd.weight", "rope_freqs.weight"})
