@@ -47,14 +47,21 @@ SCORERS = ("snapkv", "pyramidkv", "h2o", "streaming", "recent", "random", "judge
 
 # ------------------------------------------------------------------------------------------------ scores
 def query_key_probs(
-  q_bwnh: Float[Array, "B W N H"], q_pos_bw: Array, k_bskh: Float[Array, "B S K H"], k_pos_bs: Array
+  q_bwnh: Float[Array, "B W N H"],
+  q_pos_bw: Array,
+  k_bskh: Float[Array, "B S K H"],
+  k_pos_bs: Array,
+  *,
+  window: int | None = None,
+  softcap: float | None = None,
 ) -> Float[Array, "B K G W S"]:
-  """softmax(q k^T / sqrt(H)) in float32 under the position mask, per kv head k and group member g."""
+  """softmax(q k^T / sqrt(H)) in float32 under the position mask (``window``: a sliding-window layer's; ``softcap``:
+  the model's attention-logit cap), per kv head k and group member g: the probabilities the model attends with."""
   B, W, N, H = q_bwnh.shape
   K = k_bskh.shape[2]
   q = q_bwnh.reshape(B, W, K, N // K, H).astype(jnp.float32)
-  s = jnp.einsum("bwkgh,bskh->bkgws", q, k_bskh.astype(jnp.float32)) * H**-0.5
-  s = jnp.where(position_mask(q_pos_bw, k_pos_bs)[:, None, None], s, _NEG)
+  s = cap_scores(jnp.einsum("bwkgh,bskh->bkgws", q, k_bskh.astype(jnp.float32)) * H**-0.5, softcap)
+  s = jnp.where(position_mask(q_pos_bw, k_pos_bs, window)[:, None, None], s, _NEG)
   return jax.nn.softmax(s, axis=-1)
 
 

@@ -30,22 +30,32 @@ Array = jax.Array
 @flax.struct.dataclass
 class AttentionProbe:
   """A cache stand-in that records, per layer, the mean attention [B, N, P] of the query rows [a, b) of the
-  prefill chunk over its first ``prompt`` keys (the real softmax over every visible key, restricted)."""
+  prefill chunk over its first ``prompt`` keys (the real softmax over every visible key, restricted): under the
+  layer's sliding window (``windows``, per layer; Gemma 3's local layers) and the model's attention-logit cap."""
 
   maps: tuple[Any, ...]
   rows: tuple[int, int] = flax.struct.field(pytree_node=False)
   prompt: int = flax.struct.field(pytree_node=False)
   pool: str = flax.struct.field(pytree_node=False, default="mean")
+  windows: tuple[int | None, ...] = flax.struct.field(pytree_node=False, default=())
+  softcap: float | None = flax.struct.field(pytree_node=False, default=None)
+  supports_softcap = True  # its probabilities apply the cap (``softcap``)
 
   @classmethod
-  def create(cls, n_layers: int, rows: tuple[int, int], prompt: int, pool: str = "mean") -> AttentionProbe:
+  def create(
+    cls, n_layers: int, rows: tuple[int, int], prompt: int, pool: str = "mean", config: ModelConfig | None = None
+  ) -> AttentionProbe:
     if pool not in ("mean", "max"):
       raise ValueError(f"pool must be 'mean' or 'max', got {pool!r}")
-    return cls(maps=(None,) * n_layers, rows=rows, prompt=prompt, pool=pool)
+    windows = tuple(config.layer_window(i) for i in range(n_layers)) if config is not None else ()
+    cap = config.attn_logit_softcap if config is not None else None
+    return cls(maps=(None,) * n_layers, rows=rows, prompt=prompt, pool=pool, windows=windows, softcap=cap)
 
   def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, q=None, **_):
     a, b = self.rows
-    p = query_key_probs(q[:, a:b], positions_bt[:, a:b], k_btkh, positions_bt)  # [B, K, G, W, S]
+    window = self.windows[layer] if self.windows else None
+    # [B, K, G, W, S]
+    p = query_key_probs(q[:, a:b], positions_bt[:, a:b], k_btkh, positions_bt, window=window, softcap=self.softcap)
     m = p[..., : self.prompt].mean(3) if self.pool == "mean" else p[..., : self.prompt].max(3)
     B, K, G, P = m.shape
     maps = list(self.maps)
@@ -58,7 +68,7 @@ def attention_maps(params, config: ModelConfig, tokens_bt, rows: tuple[int, int]
   the rows by ``pool`` ('mean', or 'max' per key)."""
   B, T = tokens_bt.shape
   pos = jnp.broadcast_to(jnp.arange(T), (B, T))
-  probe = AttentionProbe.create(config.n_layers, rows, prompt, pool)
+  probe = AttentionProbe.create(config.n_layers, rows, prompt, pool, config=config)
   _, probe = forward(
     params, tokens_bt, pos, probe, config=config, is_prefill=True, logits_index=jnp.zeros((B,), jnp.int32)
   )

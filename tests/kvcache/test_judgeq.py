@@ -39,6 +39,31 @@ def test_attention_maps_equal_explicit_probabilities(model):
   np.testing.assert_allclose(np.asarray(maps[0]), np.asarray(p.reshape(2, -1, 15)), atol=1e-6)
 
 
+def test_attention_maps_follow_each_layers_window_and_the_attention_cap():
+  """On local / global layers (Gemma 3) with a capped model, the probe's maps are the model's own attention: a
+  local layer puts nothing outside its window, and the maps equal ``query_key_probs`` under window and cap."""
+  import dataclasses
+
+  from jaxeff.models.decoder import embed_tokens, project, rms_norm, rope_inv_freq
+  from tests.hf_fixtures import tiny_gemma
+
+  cfg = tiny_gemma(sliding_window=6, layer_types=("sliding_attention", "full_attention"))
+  cfg = dataclasses.replace(cfg, attn_logit_softcap=0.5)
+  params = init_params(cfg, jax.random.key(3), std=0.2)
+  toks = jnp.asarray(np.random.RandomState(2).randint(0, cfg.vocab_size, (2, 20)))
+  maps = attention_maps(params, cfg, toks, (15, 20), 15)  # [L, B, N, 15]
+  pos = jnp.broadcast_to(jnp.arange(20), (2, 20))
+  lp = params["layers"][0]
+  h = rms_norm(embed_tokens(params, toks, cfg), lp["attn_norm"], cfg.rms_norm_eps)
+  q, k, _, _ = project(lp["attn"], h, pos, cfg, rope_inv_freq(cfg, 0))
+  want = query_key_probs(q[:, 15:], pos[:, 15:], k, pos, window=6, softcap=0.5)[..., :15].mean(3)
+  np.testing.assert_allclose(np.asarray(maps[0]), np.asarray(want.reshape(2, -1, 15)), atol=1e-6)
+  assert float(jnp.abs(maps[0][..., :10]).max()) == 0.0  # rows 15-19 see keys > 9 only
+  assert float(maps[1][..., :10].min()) > 0.0  # the global layer sees them all
+  uncapped = query_key_probs(q[:, 15:], pos[:, 15:], k, pos, window=6)[..., :15].mean(3)
+  assert float(jnp.abs(uncapped - want).max()) > 1e-3  # the cap is on the path
+
+
 def test_one_soft_token_at_the_response_embedding_has_zero_loss(model):
   """n = 1 soft token initialised to the embedding of a one-token response reproduces its attention."""
   cfg, params = model
