@@ -50,7 +50,7 @@ def methods(config, params):
       out["commonkv_50+merge"] = (pc, CommonKV(spec, merge=True, rho=0.2, n_recent=64))
     _, pp, pspec, _ = palu_compress(config, params, rank=r)
     out[f"palu_{int(kept * 100)}"] = (pp, CommonKV(pspec))
-  out["minicache"] = (params, MiniCacheMerge())
+  out["minicache"] = (params, MiniCacheMerge.for_model(config))
   return out
 
 

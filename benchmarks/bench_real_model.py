@@ -99,7 +99,7 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
     add("latent", Method("commonkv-50+merge", pc, CommonKV(spec, merge=True, rho=0.4, n_recent=128)))
     _, pp, pspec, _ = palu_compress(config, params, rank=r)  # per-layer SVD at the same rank (bench_kvcache)
     add("latent", Method("palu-50", pp, CommonKV(pspec)))
-    add("latent", Method("minicache", params, MiniCacheMerge()))
+    add("latent", Method("minicache", params, MiniCacheMerge.for_model(config)))
   if "presses" in groups:
     for b in BUDGETS:
       for s in ("snapkv", "pyramidkv", "h2o", "streaming"):

@@ -6,7 +6,9 @@
   of adjacent layer pairs after prefill: per token, one shared direction by SLERP of the two layers'
   normalised vectors (``t = 0.6``), each layer keeping its own magnitude; the least similar tokens (a
   ``keep_ratio`` share by angle, plus sinks and the recent window) stay unmerged. The merged direction is
-  stored once per pair, magnitudes per layer, unmerged tokens in a static-capacity buffer per layer.
+  stored once per pair, magnitudes per layer, unmerged tokens in a static-capacity buffer per layer. On a model
+  with local and global layers (Gemma 3) a pair never mixes the two (``MiniCacheMerge.for_model``: consecutive
+  layers of one type, as CommonKV's groups).
   ``MiniCacheMerge()`` is the cache factory (a full prefill, then the merge), for the sampler and the evaluators.
 """
 
@@ -20,7 +22,7 @@ import jax.numpy as jnp
 
 from jaxeff.attention.dense import masked_attention, position_mask
 from jaxeff.kvcache.base import FullCache, _write_rows
-from jaxeff.kvcache.commonkv import append_bookkeeping, compress, scatter_own
+from jaxeff.kvcache.commonkv import append_bookkeeping, compress, layer_groups, scatter_own
 
 
 def palu_compress(config, params, *, rank=None, ratio=None, layer_scores=None, multiple=8):
@@ -41,9 +43,9 @@ def slerp(a, b, t: float):
 
 @flax.struct.dataclass
 class MiniMergedCache:
-  """Pairs (2i, 2i+1) share ``k_dir/v_dir [B, S, K, H]``; per layer ``k_mag/v_mag [B, S, K]``; unmerged
-  tokens per layer in ``own_k/own_v [B, U, K, H]`` at slots ``own_slot [B, U]`` (per pair); decode tokens are
-  appended unmerged. An odd last layer keeps its full cache in pair form with itself."""
+  """Each pair of layers (``pair_of[layer]``; by default (2i, 2i+1)) shares ``k_dir/v_dir [B, S, K, H]``; per layer
+  ``k_mag/v_mag [B, S, K]``; unmerged tokens per layer in ``own_k/own_v [B, U, K, H]`` at slots ``own_slot [B, U]``
+  (per pair); decode tokens are appended unmerged. A layer alone in its pair keeps its full cache in pair form."""
 
   k_dir: tuple
   v_dir: tuple
@@ -56,13 +58,15 @@ class MiniMergedCache:
   pos: jax.Array
   length: jax.Array
   merged_share: jax.Array
+  pair_of: tuple[int, ...] = flax.struct.field(pytree_node=False, default=())
+  pair_end: tuple[bool, ...] = flax.struct.field(pytree_node=False, default=())  # the last layer of its pair
 
   @property
   def max_len(self):
     return self.pos.shape[1]
 
   def _full(self, layer):
-    p = layer // 2
+    p = self.pair_of[layer]
     k = self.k_dir[p] * self.k_mag[layer][..., None]
     v = self.v_dir[p] * self.v_mag[layer][..., None]
     slot = self.own_slot[p]
@@ -77,7 +81,7 @@ class MiniMergedCache:
     own_v[layer] = _write_rows(own_v[layer], v_btkh, self.own_len)
     last = layer == len(self.own_k) - 1
     out = self.replace(own_k=tuple(own_k), own_v=tuple(own_v))
-    return append_bookkeeping(out, layer // 2, layer % 2 == 1 or last, last, positions_bt)
+    return append_bookkeeping(out, self.pair_of[layer], self.pair_end[layer], last, positions_bt)
 
   def attend(self, layer, q_btnh, q_pos_bt, *, window=None, **_):
     k, v = self._full(layer)
@@ -101,11 +105,25 @@ class MiniMergedCache:
 
 
 def minicache_merge(
-  cache: FullCache, *, t: float = 0.6, keep_ratio: float = 0.05, n_sink: int = 4, n_recent: int = 128, capacity: int
+  cache: FullCache,
+  *,
+  t: float = 0.6,
+  keep_ratio: float = 0.05,
+  n_sink: int = 4,
+  n_recent: int = 128,
+  capacity: int,
+  pairs: tuple[tuple[int, ...], ...] | None = None,
 ) -> MiniMergedCache:
-  """Merge a prefilled ``FullCache`` pairwise across adjacent layers (module docstring). ``capacity`` (static)
-  is the per-layer room for unmerged prompt tokens plus decoded tokens."""
+  """Merge a prefilled ``FullCache`` pairwise across layers (module docstring). ``capacity`` (static) is the
+  per-layer room for unmerged prompt tokens plus decoded tokens. ``pairs``: the layer pairs (a layer may stand
+  alone), each layer in exactly one; default adjacent layers (2i, 2i+1)."""
   L = len(cache.layers)
+  pairs = (
+    tuple((2 * p, 2 * p + 1) if 2 * p + 1 < L else (2 * p,) for p in range((L + 1) // 2)) if pairs is None else pairs
+  )
+  flat = sorted(i for pr in pairs for i in pr)
+  if flat != list(range(L)) or not all(1 <= len(pr) <= 2 for pr in pairs):
+    raise ValueError(f"pairs must hold every one of the {L} layers exactly once, in groups of 1 or 2; got {pairs}")
   e0 = cache.layers[0]
   B, S = e0.pos.shape
   length = e0.length
@@ -115,8 +133,8 @@ def minicache_merge(
   out = {n: [] for n in ("k_dir", "v_dir", "own_slot")}
   k_mag, v_mag, own_k, own_v = [None] * L, [None] * L, [None] * L, [None] * L
   merged_tokens = jnp.zeros((), jnp.float32)
-  for p in range((L + 1) // 2):
-    a, b = 2 * p, min(2 * p + 1, L - 1)
+  for pr in pairs:
+    a, b = min(pr), max(pr)
     ka, kb = cache.layers[a].k.astype(jnp.float32), cache.layers[b].k.astype(jnp.float32)
     va, vb = cache.layers[a].v.astype(jnp.float32), cache.layers[b].v.astype(jnp.float32)
     norm = lambda x: x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
@@ -126,15 +144,15 @@ def minicache_merge(
     order = jnp.argsort(key, axis=1, stable=True)
     rank = jnp.argsort(order, axis=1)
     unmerged = valid & ((rank < n_keep[:, None]) | protected)
-    if a == b:
-      unmerged = valid
+    if a == b:  # a layer alone: stored whole as direction x magnitude (exact), nothing in the capacity-bound buffer
+      unmerged = jnp.zeros_like(valid)
     count = jnp.minimum(unmerged.sum(1), capacity).astype(jnp.int32)
     key2 = jnp.where(unmerged, jnp.where(protected, -jnp.inf, cos), jnp.inf)
     order2 = jnp.argsort(key2, axis=1, stable=True)[:, :capacity]
     keep = jnp.arange(capacity)[None] < count[:, None]
     kept = jnp.zeros((B, S), bool).at[jnp.arange(B)[:, None], jnp.where(keep, order2, S)].set(True, mode="drop")
     merged = valid & ~kept
-    merged_tokens = merged_tokens + merged.sum()
+    merged_tokens = merged_tokens + (merged.sum() if a != b else 0)
     out["k_dir"].append(jnp.where(merged[..., None, None], slerp(norm(ka), norm(kb), t), 0.0))
     out["v_dir"].append(jnp.where(merged[..., None, None], slerp(norm(va), norm(vb), t), 0.0))
     out["own_slot"].append(jnp.where(keep, order2, -1).astype(jnp.int32))
@@ -158,7 +176,9 @@ def minicache_merge(
     own_len=counts.max(0).astype(jnp.int32),
     pos=e0.pos,
     length=length,
-    merged_share=merged_tokens / (valid.sum() * ((L + 1) // 2)),
+    merged_share=merged_tokens / (valid.sum() * len(pairs)),
+    pair_of=tuple(next(p for p, pr in enumerate(pairs) if i in pr) for i in range(L)),
+    pair_end=tuple(i == max(next(pr for pr in pairs if i in pr)) for i in range(L)),
   )
 
 
@@ -170,7 +190,7 @@ class MiniCacheMerge:
 
   Example:
     >>> from jaxeff.generation import Sampler
-    >>> # Sampler(config, params, cache=MiniCacheMerge())
+    >>> # Sampler(config, params, cache=MiniCacheMerge.for_model(config))  # pairs of one layer type
     >>> MiniCacheMerge().keep_ratio
     0.05
   """
@@ -179,13 +199,34 @@ class MiniCacheMerge:
   keep_ratio: float = 0.05
   n_sink: int = 4
   n_recent: int = 64
+  pairs: tuple[tuple[int, ...], ...] | None = None
+
+  @classmethod
+  def for_model(cls, config, **kw) -> MiniCacheMerge:
+    """The factory with pairs of consecutive layers of one attention type (``layer_groups(config, 2)``): on Gemma 3
+    a local layer is never merged with a global one (their keys cover different spans with different RoPE bases).
+    """
+    return cls(
+      pairs=layer_groups(config, 2) if config.layer_types and len(set(config.layer_types)) > 1 else None, **kw
+    )
 
   def init(self, config, batch, max_len, dtype=jnp.float32):
+    if self.pairs is None and config.layer_types is not None and len(set(config.layer_types)) > 1:
+      raise ValueError(
+        "MiniCacheMerge on a model with local and global layers would pair them by index: use "
+        "MiniCacheMerge.for_model(config) (pairs of one layer type) or give pairs=..."
+      )
     return FullCache.init(config, batch, max_len, dtype)
 
   def after_prefill(self, cache, *, max_new_tokens):
     S = cache.max_len
     cap = min(S, int(2 * self.keep_ratio * (S - max_new_tokens)) + self.n_sink + self.n_recent + max_new_tokens)
     return minicache_merge(
-      cache, t=self.t, keep_ratio=self.keep_ratio, n_sink=self.n_sink, n_recent=self.n_recent, capacity=cap
+      cache,
+      t=self.t,
+      keep_ratio=self.keep_ratio,
+      n_sink=self.n_sink,
+      n_recent=self.n_recent,
+      capacity=cap,
+      pairs=self.pairs,
     )
