@@ -11,6 +11,7 @@ Files: ``config.json``; ``model.safetensors`` or ``model.safetensors.index.json`
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -271,6 +272,9 @@ class SafetensorsFile:
     return self._mm[self._base + begin : self._base + end].view(dtype).reshape(shape)
 
 
+_LOAD_THREADS = min(8, os.cpu_count() or 1)  # load_hf's reader threads (one per core, at most 8)
+
+
 def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
   """An uninitialised host array whose data starts on an ``ALIGN``-byte boundary."""
   dtype = np.dtype(dtype)
@@ -421,10 +425,18 @@ def load_hf(
     f = files[e.hf_name]
     groups.setdefault(e.path, []).append((e.to_jax(f.get(e.hf_name)), f, e.hf_name))
   offsets = {e.path: e.offset for e in table if e.offset}
-  leaves = [(path, with_offset(_host_leaf(srcs, dtype), offsets.get(path, 0.0))) for path, srcs in groups.items()]
+
+  def host(item):  # file reads (pread) and the finiteness sum release the GIL: leaves load in parallel
+    path, srcs = item
+    w = with_offset(_host_leaf(srcs, dtype), offsets.get(path, 0.0))
+    return path, w, allow_nonfinite or _all_finite(w)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=_LOAD_THREADS) as pool:
+    loaded = list(pool.map(host, groups.items()))
+  leaves = [(path, w) for path, w, _ in loaded]
   if not allow_nonfinite:
     names = {e.path: e.hf_name for e in table}
-    bad = [names.get(path, ".".join(map(str, path))) for path, w in leaves if not _all_finite(w)]
+    bad = [names.get(path, ".".join(map(str, path))) for path, _, ok in loaded if not ok]
     if bad:
       raise CheckpointError(
         f"{folder}: {len(bad)} tensor(s) hold NaN or infinity: {', '.join(sorted(bad))} (a corrupt checkpoint; "
