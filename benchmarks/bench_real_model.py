@@ -254,6 +254,23 @@ def seed_work(work: Path, records_file: Path) -> int:
   return sum(len(v) for v in cells.values())
 
 
+def seed_meta(work: Path, out_path: Path, model: str) -> None:
+  """Restore the rows' metadata (densities, groups) and the cell timings of ``model`` from the committed results
+  file into a ``work`` folder that lacks them (a fresh clone, or a work folder seeded from the records alone), so a
+  partial rerun writes the committed rows back unchanged; entries the work folder already has win."""
+  if not out_path.is_file():
+    return
+  res = json.loads(out_path.read_text()).get("results", {})
+  res = res if model == MODEL else res.get("models", {}).get(model, {})
+  rows_file, timings_file = work / "rows.json", work / "timings.json"
+  rows = json.loads(rows_file.read_text()) if rows_file.is_file() else {}
+  rows_file.write_text(json.dumps({**res.get("rows", {}), **rows}, indent=1))
+  timings = json.loads(timings_file.read_text()) if timings_file.is_file() else []
+  committed = [t for t in res.get("timings", []) if t not in timings]
+  if committed:
+    timings_file.write_text(json.dumps(committed + timings, indent=1))
+
+
 def stem(model: str) -> str:
   """File stem of a model's records beside the results (``real_model`` for SmolLM2, the first model)."""
   return "real_model" if model == MODEL else f"real_model_{model}"
@@ -515,6 +532,7 @@ def main(argv=None):
   work = Path(args.work or ("runs/real_model" if model == MODEL else f"runs/real_model-{model}"))
   work.mkdir(parents=True, exist_ok=True)
   seeded = seed_work(work, Path(args.out).with_name(f"{stem(model)}_records.jsonl.gz"))
+  seed_meta(work, Path(args.out), model)
   committed = Path(args.out).with_name(f"{stem(model)}_judgeq")  # the soft tokens the committed records used
   if not (work / "judgeq" / "soft_emb.npy").is_file() and (committed / "soft_emb.npy").is_file():
     shutil.copytree(committed, work / "judgeq", dirs_exist_ok=True)

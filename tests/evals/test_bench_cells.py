@@ -58,3 +58,26 @@ def test_a_second_models_rows_go_beside_the_first_and_survive_its_rerun(tmp_path
   assert any(n.startswith("gemma3-270m: ") for n in names) and any(not n.startswith("gemma3-270m") for n in names)
   assert (out.parent / "real_model_records.jsonl.gz").is_file()
   assert (out.parent / "real_model_gemma3-270m_records.jsonl.gz").is_file()
+
+
+def test_a_fresh_work_folder_gets_the_committed_rows_metadata_and_timings(tmp_path):
+  """A partial rerun from a fresh clone (records seeded, no rows.json) must not write the committed rows back
+  without their densities, nor drop the committed cell timings; what the work folder has wins."""
+  from benchmarks.bench_real_model import seed_meta
+
+  out = tmp_path / "real_model.json"
+  committed = {
+    "rows": {"proxyattn": {"group": "sparse", "density": 0.87}, "dense": {"group": "dense"}},
+    "timings": [1],
+  }
+  out.write_text(json.dumps({"results": {"models": {"gemma3-270m": committed}}}))
+  work = tmp_path / "w"
+  work.mkdir()
+  (work / "rows.json").write_text(json.dumps({"dense": {"group": "dense", "note": "new"}, "judgeq-10": {}}))
+  (work / "timings.json").write_text(json.dumps([2]))
+  seed_meta(work, out, "gemma3-270m")
+  rows = json.loads((work / "rows.json").read_text())
+  assert rows["proxyattn"]["density"] == 0.87 and rows["dense"]["note"] == "new" and "judgeq-10" in rows
+  assert json.loads((work / "timings.json").read_text()) == [1, 2]
+  seed_meta(work, out, "gemma3-270m")  # idempotent
+  assert json.loads((work / "timings.json").read_text()) == [1, 2]
