@@ -203,16 +203,9 @@ def test_linear_rope_scaling_divides_every_global_frequency_and_round_trips():
   import numpy as np
 
   from jaxeff.config import rope_inv_freq
+  from tests.hf_fixtures import COMMON
 
-  hf = dict(
-    model_type="llama",
-    vocab_size=32,
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 500.0},
-  )
+  hf = dict(COMMON, model_type="llama", rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 500.0})
   cfg = ModelConfig.from_hf_config(hf)
   assert cfg.rope_scaling == RopeScaling(4.0, rope_type="linear")
   plain = dataclasses.replace(cfg, rope_scaling=None)

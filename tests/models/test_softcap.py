@@ -147,16 +147,9 @@ def test_gemma2_config_defaults_are_transformers():
   pytest.importorskip("transformers")
   from transformers import Gemma2Config
 
-  hf = dict(
-    model_type="gemma2",
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=4,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=16,
-  )
+  from tests.hf_fixtures import COMMON
+
+  hf = dict(COMMON, model_type="gemma2", num_hidden_layers=4, head_dim=16)
   cfg = ModelConfig.from_hf_config(hf)
   ref = Gemma2Config(**{k: v for k, v in hf.items() if k != "model_type"})
   assert list(cfg.layer_types) == ref.layer_types  # every other layer global
