@@ -195,6 +195,11 @@ class ModelConfig:
       return self.sliding_window
     return self.sliding_window if self.layer_types[layer] == ATTENTION_SLIDING else None
 
+  @property
+  def mixed_layer_types(self) -> bool:
+    """Whether the layers have more than one attention type (Gemma's local sliding-window and global layers)."""
+    return self.layer_types is not None and len(set(self.layer_types)) > 1
+
   def local_rope(self, layer: int) -> bool:
     """Whether ``layer`` uses the local RoPE base: a sliding-window layer when ``rope_local_theta`` is set (Gemma 3;
     unscaled)."""

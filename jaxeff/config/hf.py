@@ -173,14 +173,20 @@ FAMILIES: dict[str, Family] = {
   ),
 }
 
-_GEMMA_KEYS = frozenset({"head_dim", "attention_bias", "hidden_activation", "query_pre_attn_scalar"}) | {
-  "sliding_window",
-  "layer_types",
-  "final_logit_softcapping",
-  "attn_logit_softcapping",
-  "use_bidirectional_attention",
-  "cache_implementation",
-}
+_GEMMA_KEYS = frozenset(
+  {
+    "head_dim",
+    "attention_bias",
+    "hidden_activation",
+    "query_pre_attn_scalar",
+    "sliding_window",
+    "layer_types",
+    "final_logit_softcapping",
+    "attn_logit_softcapping",
+    "use_bidirectional_attention",
+    "cache_implementation",
+  }
+)
 FAMILIES["gemma2"] = Family("Gemma2ForCausalLM", _GEMMA_KEYS, sliding="gemma", gemma=2)
 FAMILIES["gemma3_text"] = Family(
   "Gemma3ForCausalLM",

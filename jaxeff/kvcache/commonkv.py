@@ -98,7 +98,7 @@ def layer_groups(config: ModelConfig, group_size: int) -> tuple[tuple[int, ...],
   if group_size <= 0:
     raise ValueError(f"group size must be positive, got {group_size}")
   types = config.layer_types
-  if types is None or len(set(types)) == 1:
+  if not config.mixed_layer_types:
     if L % group_size:
       raise ValueError(f"group size {group_size} must divide the layer count {L}")
     return tuple(tuple(range(g * group_size, (g + 1) * group_size)) for g in range(L // group_size))

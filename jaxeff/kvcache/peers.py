@@ -206,12 +206,10 @@ class MiniCacheMerge:
     """The factory with pairs of consecutive layers of one attention type (``layer_groups(config, 2)``): on Gemma 3
     a local layer is never merged with a global one (their keys cover different spans with different RoPE bases).
     """
-    return cls(
-      pairs=layer_groups(config, 2) if config.layer_types and len(set(config.layer_types)) > 1 else None, **kw
-    )
+    return cls(pairs=layer_groups(config, 2) if config.mixed_layer_types else None, **kw)
 
   def init(self, config, batch, max_len, dtype=jnp.float32):
-    if self.pairs is None and config.layer_types is not None and len(set(config.layer_types)) > 1:
+    if self.pairs is None and config.mixed_layer_types:
       raise ValueError(
         "MiniCacheMerge on a model with local and global layers would pair them by index: use "
         "MiniCacheMerge.for_model(config) (pairs of one layer type) or give pairs=..."

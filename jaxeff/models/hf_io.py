@@ -433,7 +433,6 @@ def load_hf(
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=_LOAD_THREADS) as pool:
     loaded = list(pool.map(host, groups.items()))
-  leaves = [(path, w) for path, w, _ in loaded]
   if not allow_nonfinite:
     names = {e.path: e.hf_name for e in table}
     bad = [names.get(path, ".".join(map(str, path))) for path, _, ok in loaded if not ok]
@@ -442,7 +441,7 @@ def load_hf(
         f"{folder}: {len(bad)} tensor(s) hold NaN or infinity: {', '.join(sorted(bad))} (a corrupt checkpoint; "
         "load_hf(..., allow_nonfinite=True) loads it anyway)"
       )
-  for path, w in leaves:
+  for path, w, _ in loaded:
     sharding = None
     if logical_axes is not None:
       sharding = shard_lib.logical_sharding(_get_path(logical_axes, path), w.shape, mesh)

@@ -117,8 +117,7 @@ def model():
 def test_decode_through_each_capped_cache_matches_the_prefill(model, factory, atol):
   cfg, params, toks, pos = model
   want, _ = forward(params, toks, pos, config=cfg)
-  init = factory.init if hasattr(factory, "init") else lambda *a: FullCache.init(*a)
-  cache = init(cfg, 2, 32)
+  cache = factory.init(cfg, 2, 32)
   logits, cache = forward(params, toks[:, :20], pos[:, :20], cache, config=cfg)
   outs = [logits]
   step = jax.jit(lambda p, t, q, c: forward(p, t, q, c, config=cfg, is_prefill=False))
