@@ -153,7 +153,8 @@ def gguf_config(meta: dict[str, Any], tensor_names: set[str] | None = None) -> M
   if rot != head_dim:
     problems.append(f"rope.dimension_count={rot} (partial rotary) with head_dim={head_dim}")
   scaling, factor = meta.get(a("rope.scaling.type")), float(meta.get(a("rope.scaling.factor"), 1.0))
-  rope_scaling = RopeScaling(factor, rope_type="linear") if scaling == "linear" and factor not in (0.0, 1.0) else None
+  linear = scaling == "linear" and factor > 0 and factor != 1.0
+  rope_scaling = RopeScaling(factor, rope_type="linear") if linear else None
   if scaling == "linear" and factor <= 0:
     problems.append(f"rope.scaling.factor={factor} (must be positive)")
   if scaling not in (None, "none", "linear") and factor != 1.0:

@@ -236,6 +236,8 @@ def test_rope_scaling_metadata_linear_read_others_refused():
   assert gguf_config(meta).rope_scaling is None
   lin = {**meta, "llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 8.0}
   assert gguf_config(lin).rope_scaling == RopeScaling(8.0, rope_type="linear")
+  with pytest.raises(UnsupportedConfigError, match=r"rope.scaling.factor=-2.0 \(must be positive\)"):
+    gguf_config({**lin, "llama.rope.scaling.factor": -2.0})
   with pytest.raises(UnsupportedConfigError, match="rope.scaling.type='yarn'"):
     gguf_config({**meta, "llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0})
   with pytest.raises(UnsupportedConfigError, match="rope_freqs.weight .*not read"):
