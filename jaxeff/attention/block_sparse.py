@@ -149,10 +149,12 @@ class BlockSparseBackend:
   whose keys are not in front goes to ``Dense``. Chunks shorter than a block and contexts of at most
   ``dense_below`` tokens go to ``Dense``.
 
-  ``packing``: ``"auto"`` (default) checks the layout at run time and packs when needed; the packing branch's
-  copies of q, k, v and the output count in the compiled program's memory (5 GiB of the 8 GiB of temporaries at
-  128K tokens of Llama-3.1-8B's layer). ``"assume_in_front"`` skips the check and the branch (a long single
-  prompt, or any batch jaxeff's sampler builds without soft tokens after the padding): 1.2 GiB there.
+  ``packing``: ``"auto"`` (default) checks the layout at run time and packs when needed; the packing branch
+  counts in the compiled program's memory: it holds a packed copy of q and k for the estimator and one kv
+  group's packed q, k, v and output at a time for the kernel (3.5 GiB of temporaries beyond q, k, v and the
+  output at 128K tokens of Llama-3.1-8B's layer; whole copies of q, k, v and the output cost 8.0).
+  ``"assume_in_front"`` skips the check and the branch (a long single prompt, or any batch jaxeff's sampler
+  builds without soft tokens after the padding): 1.2 GiB there.
   """
 
   block_size: int = 128
@@ -222,12 +224,40 @@ class BlockSparseBackend:
       return self.attend(q, k, v, lengths, layout="blhd", window=window, first_row=off)[0][:, off:]
 
     def packed(q, k, v):
-      # Valid tokens not all in front (e.g. Judge Q's soft tokens after a padded prompt): move them to the front
-      # in order (a stable sort), attend, and move the outputs back.
+      # Valid tokens not all in front (e.g. Judge Q's soft tokens after a padded prompt; T == S here): move them
+      # to the front in order (a stable sort), estimate on the packed q / k, then run the kernel one kv group at
+      # a time (its query heads and its one kv head gathered, attended, moved back into the output), so the
+      # branch holds one group's copies instead of whole copies of q, k, v and the output (class docstring).
+      # Per-group kernel calls are exact: the kernel treats each kv group independently (a group's query
+      # heads walk the union of their own lists).
       order = jnp.argsort(~valid, axis=1, stable=True)
-      gather = lambda x, idx: jnp.take_along_axis(x, idx[:, :, None, None], axis=1)
-      out = run(gather(q, order), gather(k, order), gather(v, order))
-      return gather(out, jnp.argsort(order, axis=1))
+      back = jnp.argsort(order, axis=1)
+      # (argsort indices are in bounds: the default fill mode's bounds select would cost one more full copy)
+      gather = lambda x, idx: jnp.take_along_axis(x, idx[:, :, None, None], axis=1, mode="promise_in_bounds")
+      to_bhld = lambda x: x.transpose(0, 2, 1, 3)
+      m = self.mask(to_bhld(gather(q, order)), to_bhld(gather(k, order)), lengths)
+      Hq, Hkv = q.shape[2], k.shape[2]
+      r = Hq // Hkv
+
+      def group(g, out):
+        heads = lambda x, n: jax.lax.dynamic_slice_in_dim(x, g * n, n, axis=2)
+        og = block_sparse_attention(
+          gather(heads(q, r), order),
+          gather(heads(k, 1), order),
+          gather(heads(v, 1), order),
+          jax.lax.dynamic_slice_in_dim(m.block_idx, g * r, r, axis=1),
+          jax.lax.dynamic_slice_in_dim(m.block_cnt, g * r, r, axis=1),
+          block_size=self.block_size,
+          kv_len=lengths,
+          implementation=self.implementation,
+          interpret=self.interpret,
+          blocks_per_step=self.blocks_per_step,
+          layout="blhd",
+          window=window,
+        )
+        return jax.lax.dynamic_update_slice_in_dim(out, gather(og.astype(out.dtype), back), g * r, axis=2)
+
+      return jax.lax.fori_loop(0, Hkv, group, jnp.zeros_like(q))
 
     def dense(q, k, v):
       return Dense()(q, k, v, q_pos_bt, k_pos_bs, window=window, layer=layer).astype(q.dtype)
