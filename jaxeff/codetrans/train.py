@@ -79,7 +79,8 @@ def build_examples(
         "raise seq_len, or pass truncate=True to cut their targets (they then teach stopping mid-program)"
       )
   rows, masks = [], []
-  row = np.full(seq_len + 1, tok.pad_id, np.int32)
+  pad = next((i for i in (getattr(tok, "pad_id", None), tok.eos_id) if i is not None), 0)  # masked out: any id
+  row = np.full(seq_len + 1, pad, np.int32)
   m = np.zeros(seq_len, np.float32)
   at, truncated = 0, 0
   for ids, mk in examples:
@@ -91,7 +92,7 @@ def build_examples(
     if at + len(ids) > seq_len + 1:
       rows.append(row)
       masks.append(m)
-      row = np.full(seq_len + 1, tok.pad_id, np.int32)
+      row = np.full(seq_len + 1, pad, np.int32)
       m = np.zeros(seq_len, np.float32)
       at = 0
     row[at : at + len(ids)] = ids

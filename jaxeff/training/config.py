@@ -28,8 +28,9 @@ class TrainConfig(OptimizerConfig):
 
   Attributes (grouped): model — ``model`` (a ModelConfig; its vocab is set from the tokenizer);
   data — ``corpora`` ('python', 'gcide', 'pydoc', the synthetic 'passkey' and 'arith', or the user's own
-  ``text:PATH`` / ``jsonl:PATH[#FIELD]`` / ``hf:PATH[#FIELD]``: ``jaxeff.training.data.user_documents``), ``weights`` (mixture ratios), ``tokenizer`` ('byte' or
-  'bpe'), ``bpe_vocab``, ``max_documents`` (cap per corpus, for tests), ``passkey_rows`` (rows of each
+  ``text:PATH`` / ``jsonl:PATH[#FIELD]`` / ``hf:PATH[#FIELD]``: ``jaxeff.training.data.user_documents``), ``weights`` (mixture ratios), ``tokenizer`` ('byte',
+  'bpe', or 'init_from': the tokenizer of the ``init_from`` folder, for fine-tuning a real model; its ids are
+  the model's, ``model`` must be that folder's config), ``bpe_vocab``, ``max_documents`` (cap per corpus, for tests), ``passkey_rows`` (rows of each
   synthetic corpus); batch —
   ``seq_len``, ``batch_size`` (global rows per step), ``grad_accum`` (micro-batches per step);
   optimisation — ``steps``, ``lr``, ``warmup_steps``, ``schedule`` ('cosine' | 'wsd' | 'constant'),
@@ -85,8 +86,13 @@ class TrainConfig(OptimizerConfig):
       errors.append(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
     if self.compute_dtype not in _DTYPES:
       errors.append(f"compute_dtype must be one of {tuple(_DTYPES)}, got {self.compute_dtype!r}")
-    if self.tokenizer not in ("byte", "bpe"):
-      errors.append(f"tokenizer must be 'byte' or 'bpe', got {self.tokenizer!r}")
+    if self.tokenizer not in ("byte", "bpe", "init_from"):
+      errors.append(f"tokenizer must be 'byte', 'bpe' or 'init_from', got {self.tokenizer!r}")
+    if self.tokenizer == "init_from":
+      if not self.init_from:
+        errors.append("tokenizer='init_from' needs init_from (a HF folder with tokenizer.json)")
+      elif not (Path(self.init_from) / "tokenizer.json").is_file():
+        errors.append(f"tokenizer='init_from': {self.init_from} has no tokenizer.json")
     user = data_lib.USER_CORPUS_PREFIXES
     known = ("python", "gcide", "pydoc", *SYNTHETIC)
     bad = [c for c in self.corpora if c not in known and not c.startswith(("npz:", *user))]

@@ -569,6 +569,11 @@ def build_data(config: TrainConfig, workdir: Path | None = None) -> RunData:
     vocab = config.model.vocab_size
     if vocab < tok.vocab_size:
       raise ValueError(f"model vocab {vocab} is smaller than the byte tokenizer's {tok.vocab_size}")
+  elif config.tokenizer == "init_from":  # fine-tuning a real model: its own tokenizer and vocabulary
+    from jaxeff.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(config.init_from, config=config.model)
+    vocab = config.model.vocab_size
   else:
     texts = []
     for c in config.corpora:

@@ -170,11 +170,15 @@ def _train_and_evaluate(config, workdir, *, progress, export, on_checkpoint):
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   data = build_data(config, workdir)
-  model_config = config.model.replace(
-    vocab_size=data.vocab_size,
-    bos_token_id=data.tokenizer.bos_id,
-    eos_token_id=data.tokenizer.eos_id,
-    pad_token_id=getattr(data.tokenizer, "pad_id", None),
+  model_config = (
+    config.model  # the init_from folder's own config and tokenizer: its special ids stay as they are
+    if config.tokenizer == "init_from"
+    else config.model.replace(
+      vocab_size=data.vocab_size,
+      bos_token_id=data.tokenizer.bos_id,
+      eos_token_id=data.tokenizer.eos_id,
+      pad_token_id=getattr(data.tokenizer, "pad_id", None),
+    )
   )
   mesh = shard_lib.make_mesh(config.mesh_data, config.mesh_fsdp, config.mesh_tensor)
   logical = param_logical_axes(model_config)
@@ -267,8 +271,12 @@ def _train_and_evaluate(config, workdir, *, progress, export, on_checkpoint):
     from jaxeff.models.hf_io import save_hf
 
     export_dir = save_hf(workdir / "export", model_config, jax.device_get(params))
-    tok_dir = workdir / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
+    tok_dir = Path(config.init_from) if config.tokenizer == "init_from" else workdir / "tokenizer"
+    if config.tokenizer == "init_from":  # the folder's tokenizer files (chat template included)
+      for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        if (tok_dir / name).is_file():
+          shutil.copy(tok_dir / name, export_dir / name)
+    elif (tok_dir / "tokenizer.json").is_file():
       for f in tok_dir.iterdir():
         shutil.copy(f, export_dir / f.name)
     else:

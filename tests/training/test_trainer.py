@@ -250,3 +250,44 @@ def test_resume_with_every_checkpoint_damaged_is_one_clear_error(tmp_path, capsy
   err = capsys.readouterr().err.strip().splitlines()
   assert code == 2 and "no intact checkpoint" in err[-1] and "step 8" in err[-1]
   assert "Traceback" not in "\n".join(err) and len(err) <= 2, err  # the step named, then the error: no wall
+
+
+def test_fine_tune_a_folder_with_its_own_tokenizer(tmp_path):
+  """tokenizer='init_from': a real model's folder fine-tuned through the trainer in its own ids (an npz corpus
+  built with the folder's tokenizer), the frozen layers bit for bit, the config and tokenizer files carried into
+  the export; a missing init_from or tokenizer.json is refused when the config is built."""
+  from jaxeff.codetrans.train import build_examples
+  from jaxeff.models.hf_io import load_hf, read_config
+  from jaxeff.tokenizer import load_tokenizer
+
+  base = tiny_cfg(tokenizer="bpe", bpe_vocab=300, corpora=("pydoc",), steps=2, checkpoint_every=0, eval_every=0)
+  folder = train_and_evaluate(base, tmp_path / "base", progress=False).export_dir
+  mc = read_config(folder)
+  tok = load_tokenizer(folder, config=mc)
+  pairs = [{"src": f"x = {i}", "tgt": f"int x = {i};", "src_lang": "python", "tgt_lang": "cpp"} for i in range(40)]
+  build_examples(pairs, tmp_path / "pa.npz", seq_len=64, tokenizer=tok)
+  ft = dataclasses.replace(
+    base,
+    model=mc,
+    tokenizer="init_from",
+    init_from=str(folder),
+    corpora=(f"npz:{tmp_path / 'pa.npz'}",),
+    trainable=r"^layers/1/",
+    steps=3,
+    seq_len=64,
+  )
+  res = train_and_evaluate(ft, tmp_path / "ft", progress=False)
+  assert res.model_config == mc  # the folder's config, special ids included, not re-derived from a tokenizer
+  _, before = load_hf(folder)
+  mask = trainable_mask(before, ft.trainable)
+  for t, a, b in zip(jax.tree.leaves(mask), jax.tree.leaves(before), jax.tree.leaves(res.params)):
+    if t:
+      assert not np.array_equal(np.asarray(a), np.asarray(b))
+    else:
+      assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+  assert (res.export_dir / "tokenizer.json").read_bytes() == (folder / "tokenizer.json").read_bytes()
+  assert load_tokenizer(res.export_dir, config=mc).encode("int x = 3;") == tok.encode("int x = 3;")
+  with pytest.raises(ValueError, match="needs init_from"):
+    tiny_cfg(tokenizer="init_from")
+  with pytest.raises(ValueError, match="no tokenizer.json"):
+    tiny_cfg(tokenizer="init_from", init_from=str(tmp_path))
