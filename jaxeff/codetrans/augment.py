@@ -9,6 +9,11 @@ options here (the spec's labelled hypothesis):
   ``{"src": ..., "tgt": ...}`` covering the program in order; ``mode="from_program"`` gives only the source and
   asks for each snippet's translation (the target-substring check is then skipped). An unparsable answer is
   rejected whole and counted.
+* ``mode="per_statement"``: jaxeff splits each source program into statements (``study.split_statements``) and
+  the model translates each one on its own (plain code, no JSON: the form a small model can answer);
+  ``batch_llm`` (``statements -> answers``, e.g. ``study.sampler_batch_llm``) answers them in batches. The
+  target check is skipped; answers longer than ``max_lines`` lines are rejected (a statement's translation is
+  short; longer answers are the model wandering off).
 * ``validate_sa``: both sides non-empty; each side a contiguous substring of its program after collapsing
   whitespace runs; optional in-order, non-overlapping coverage; optional syntax check where a snippet is a
   complete statement or block (Python ``ast.parse``; C++ ``g++ -fsyntax-only`` inside a function body; Java
@@ -150,9 +155,14 @@ class SAGenerator:
     tgt_lang: str = "cpp",
     syntax: Sequence[str] = ("python",),
     coverage: bool = False,
+    batch_llm: Callable[[list[str]], list[str]] | None = None,
+    max_lines: int = 4,
   ):
-    if mode not in ("from_pair", "from_program"):
-      raise ValueError(f"mode must be 'from_pair' or 'from_program', got {mode!r}")
+    if mode not in ("from_pair", "from_program", "per_statement"):
+      raise ValueError(f"mode must be 'from_pair', 'from_program' or 'per_statement', got {mode!r}")
+    if mode == "per_statement" and batch_llm is None and llm is None:
+      raise ValueError("mode='per_statement' needs batch_llm (statements -> answers) or llm")
+    self.batch_llm, self.max_lines = batch_llm, max_lines
     self.llm, self.mode, self.src_lang, self.tgt_lang, self.syntax, self.coverage = (
       llm,
       mode,
@@ -164,6 +174,8 @@ class SAGenerator:
     self.template = template or (DEFAULT_TEMPLATE if mode == "from_pair" else PROGRAM_TEMPLATE)
 
   def generate(self, pa_pairs: Sequence[tuple[str, str]]) -> SAReport:
+    if self.mode == "per_statement":
+      return self._per_statement(pa_pairs)
     rep = SAReport(pairs=[])
     seen = set()
     for i, (src, tgt) in enumerate(pa_pairs):
@@ -190,4 +202,35 @@ class SAGenerator:
         rep.pairs.append(
           {"pa_index": i, "src": p.src, "tgt": p.tgt, "src_lang": self.src_lang, "tgt_lang": self.tgt_lang}
         )
+    return rep
+
+  def _per_statement(self, pa_pairs: Sequence[tuple[str, str]]) -> SAReport:
+    from jaxeff.codetrans.study import split_statements
+
+    todo = [(i, st) for i, (src, _) in enumerate(pa_pairs) for st in split_statements(src, self.src_lang)]
+    ask = self.batch_llm or (lambda sts: [self.llm(st) for st in sts])
+    answers = ask([st for _, st in todo]) if todo else []
+    if len(answers) != len(todo):
+      raise ValueError(f"batch_llm returned {len(answers)} answers for {len(todo)} statements")
+    rep = SAReport(pairs=[], responses=len(todo))
+    seen = set()
+    for (i, st), ans in zip(todo, answers):
+      pair = SAPair(st, ans.strip("\n"))
+      if len(pair.tgt.splitlines()) > self.max_lines:
+        rep.rejected["too many lines"] = rep.rejected.get("too many lines", 0) + 1
+        continue
+      ok, why = validate_sa(
+        pair, pa_pairs[i][0], None, src_lang=self.src_lang, tgt_lang=self.tgt_lang, syntax=self.syntax
+      )
+      if not ok:
+        rep.rejected[why] = rep.rejected.get(why, 0) + 1
+        continue
+      key = (_norm(pair.src), _norm(pair.tgt))
+      if key in seen:
+        rep.duplicates += 1
+        continue
+      seen.add(key)
+      rep.pairs.append(
+        {"pa_index": i, "src": pair.src, "tgt": pair.tgt, "src_lang": self.src_lang, "tgt_lang": self.tgt_lang}
+      )
     return rep

@@ -61,16 +61,21 @@ def build_examples(
   template: str = TEMPLATE,
   tokenizer=None,
   truncate: bool = False,
+  example=None,
 ) -> dict[str, Any]:
   """Pack pairs ({"src", "tgt", "src_lang", "tgt_lang"}) into rows [n, seq_len + 1] with target-only loss masks
   and save them as an npz corpus; returns counts (rows, examples, truncated). Raises ``ValueError`` (before
-  writing) when an example does not fit a row, unless ``truncate``."""
+  writing) when an example does not fit a row, unless ``truncate``. ``example`` (``(tokenizer, src, tgt,
+  src_lang, tgt_lang) -> (ids, mask)``, e.g. ``study.chat_example``) replaces the plain template."""
   from jaxeff.training.data import save_rows
 
   tok = tokenizer or ByteTokenizer()
-  examples = [
-    example_tokens(p["src"], p["tgt"], p["src_lang"], p["tgt_lang"], template=template, tokenizer=tok) for p in pairs
-  ]
+  if example is None:
+    examples = [
+      example_tokens(p["src"], p["tgt"], p["src_lang"], p["tgt_lang"], template=template, tokenizer=tok) for p in pairs
+    ]
+  else:
+    examples = [example(tok, p["src"], p["tgt"], p["src_lang"], p["tgt_lang"]) for p in pairs]
   if not truncate:
     over = [len(ids) for ids, _ in examples if len(ids) > seq_len + 1]
     if over:

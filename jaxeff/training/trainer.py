@@ -74,8 +74,12 @@ def make_train_step(config: TrainConfig, model_config: ModelConfig, optimizer, t
   def step(params, opt_state, inputs, targets, mask):
     B, T = inputs.shape
     mb = lambda x: x.reshape(A, B // A, T)
+    # Frozen leaves enter through stop_gradient: their gradients are symbolic zeros, so the backward pass skips
+    # their weight gradients and every layer below the lowest trainable one (fine-tuning the top layers of a
+    # model costs its forward plus the top layers' backward); grad_norm covers the trainable leaves.
+    freeze = lambda p: jax.tree.map(lambda t, x: x if t else jax.lax.stop_gradient(x), trainable, p)
     grad_fn = jax.value_and_grad(
-      lambda p, i, t, m: masked_nll(p, i, t, m, config=model_config, compute_dtype=dtype), has_aux=True
+      lambda p, i, t, m: masked_nll(freeze(p), i, t, m, config=model_config, compute_dtype=dtype), has_aux=True
     )
 
     def micro(carry, xs):

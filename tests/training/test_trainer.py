@@ -291,3 +291,33 @@ def test_fine_tune_a_folder_with_its_own_tokenizer(tmp_path):
     tiny_cfg(tokenizer="init_from")
   with pytest.raises(ValueError, match="no tokenizer.json"):
     tiny_cfg(tokenizer="init_from", init_from=str(tmp_path))
+
+
+def test_frozen_layers_cost_no_backward():
+  """Frozen leaves enter the loss through stop_gradient, so XLA's compiled step for a top-layer fine-tune has
+  no weight gradients and no backward below the trainable layer: fewer FLOPs than the all-trainable step (a
+  4-layer model, last layer trainable: forward 4 + backward 1 vs forward 4 + backward 4 layer costs), and the
+  trainable leaves' gradient (so the step) equals the all-trainable step's on those leaves."""
+  cfg = tiny_cfg(  # no clipping: the all-trainable step clips by the norm over every layer
+    model=ModelConfig.tiny(d_model=64, n_heads=2, n_kv_heads=1, head_dim=32, d_ff=128, n_layers=4), clip_norm=0.0
+  )
+  mc = cfg.model
+  params = init_params(mc, jax.random.key(3))
+  x = np.random.RandomState(3).randint(0, mc.vocab_size, (8, 32)).astype(np.int32)
+  args = (x, x, np.ones((8, 32), np.float32))
+
+  def compiled(pattern):
+    c = dataclasses.replace(cfg, trainable=pattern)
+    opt = make_optimizer(c, params)
+    step = jax.jit(make_train_step(c, mc, opt, trainable_mask(params, pattern)))
+    flops = step.lower(params, opt.init(params), *args).compile().cost_analysis()
+    flops = (flops[0] if isinstance(flops, list) else flops)["flops"]
+    return flops, step(params, opt.init(params), *args)
+
+  top, (p_top, _, m_top) = compiled(r"^layers/3/")
+  full, (p_all, _, m_all) = compiled(".*")
+  assert top < 0.7 * full, (top, full)
+  np.testing.assert_allclose(float(m_top["loss"]), float(m_all["loss"]), rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(p_top["layers"][3]["mlp"]["down"]), np.asarray(p_all["layers"][3]["mlp"]["down"]), atol=1e-5
+  )  # float noise of two compiled programs through Adam's first step (its updates are lr = 3e-3 in size)
