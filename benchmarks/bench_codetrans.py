@@ -13,13 +13,22 @@
    measure is the held-out target-token loss on unseen PA pairs (a tiny model does not translate whole
    programs correctly, so pass@k would read 0 for all; reported as measured).
 
+3. ``--real-model``: the study on SmolLM2-135M-Instruct (``real_model_part``; ``jaxeff.codetrans.study``): base
+   CA, SA pairs the model writes statement by statement, arms PA only / PA + SA mixed / SA -> PA fine-tuning the
+   top layers, 3 seeds, CA by execution on held-out problems, paired intervals and a verdict (resumable in
+   ``--work``; merged under ``real_model``):
+
+     python benchmarks/bench_codetrans.py --real-model --data ../shared/data/transcoder/evaluation_gfg
+
 Writes ``benchmarks/results/codetrans.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -27,6 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
 
 from benchmarks._common import merge_results, target, write_results  # noqa: E402
 
@@ -42,6 +53,183 @@ def fine_tuning(steps: int) -> tuple[dict, float]:
   return fine, time.perf_counter() - t0
 
 
+def _paired(a: dict, b: dict, stems, seeds, n_boot: int = 4000):
+  """Mean over seeds of (a - b) per problem, in points, with a bootstrap 95 % interval over problems (the seeds of
+  each resampled problem kept together): ``{"diff", "lo", "hi", "n"}``."""
+  d = np.array([np.mean([a[s][k] - b[s][k] for s in seeds]) for k in stems]) * 100
+  rng = np.random.default_rng(0)
+  boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+  return {
+    "diff": float(d.mean()),
+    "lo": float(np.quantile(boots, 0.025)),
+    "hi": float(np.quantile(boots, 0.975)),
+    "n": len(d),
+  }
+
+
+def real_model_part(args):
+  """The study on SmolLM2-135M-Instruct (``jaxeff.codetrans.study``): TransCoder-test problems of one direction
+  split by problem; the base model's computational accuracy (CA) on the held-out problems; SA pairs written by
+  the model itself, statement by statement, validated; arms PA only / PA + SA mixed (equal PA rows) / SA -> PA,
+  each fine-tuning the top layers from the same base, ``--seeds`` seeds; greedy pass@1 = CA by execution on the
+  held-out problems whose gold solution passes (gold failures excluded from the denominators); paired
+  differences vs PA only with bootstrap intervals and a verdict. Every step is cached in ``--work`` (a killed run
+  resumes at the next arm x seed)."""
+  import json
+
+  from jaxeff.codetrans import evaluate as E
+  from jaxeff.codetrans import study
+  from jaxeff.codetrans.augment import SAGenerator
+  from jaxeff.codetrans.train import build_examples
+  from jaxeff.generation.sampler import Sampler
+  from jaxeff.models.hf_io import load_hf
+  from jaxeff.models.registry import load_real_model, model_dir
+  from jaxeff.training import TrainConfig
+
+  src, tgt = args.direction.split("->")
+  work = Path(args.work)
+  work.mkdir(parents=True, exist_ok=True)
+  name = "smollm2-135m-instruct"
+  cfg, params, tok = load_real_model(name)
+  problems = E.load_transcoder(args.data, src, tgt)
+  train, test = study.split_by_problem(problems, test_fraction=0.4)
+  assert not {p.stem for p in train} & {p.stem for p in test}
+  test = test[: args.n_test] if args.n_test else test
+  train = train[: args.n_train] if args.n_train else train
+
+  def cached(fname, fn):
+    f = work / fname
+    if f.is_file():
+      return json.loads(f.read_text())
+    t0 = time.perf_counter()
+    out = fn()
+    out["seconds"] = time.perf_counter() - t0
+    f.write_text(json.dumps(out, indent=1))
+    print(f"{fname}: {time.perf_counter() - t0:.0f}s", flush=True)
+    return out
+
+  def score(params_, config_, tok_):
+    tr = study.ChatTranslator(Sampler(config_, params_), tok_, max_new_tokens=args.max_new_tokens, batch_size=16)
+    rep = E.evaluate(tr, test, n=1, timeout_s=10.0, workers=2, progress=False)
+    return {
+      "per_problem": {r["stem"]: r["c"] for r in rep["per_problem"]},
+      "statuses": {r["stem"]: r["statuses"][0] for r in rep["per_problem"]},
+      "answers": {p.stem: t[0] for p, t in zip(test, tr.last_texts)},
+    }
+
+  gold = cached(
+    "gold.json",
+    lambda: {
+      "per_problem": {
+        r["stem"]: r["c"] for r in E.evaluate(E.gold_generator, test, n=1, workers=2, progress=False)["per_problem"]
+      }
+    },
+  )
+  ok = [s for s, c in gold["per_problem"].items() if c]
+  base = cached("eval_base.json", lambda: score(params, cfg, tok))
+  pa_pairs = [{"src": p.src_code, "tgt": p.tgt_gold, "src_lang": src, "tgt_lang": tgt} for p in train]
+  lens = [len(study.chat_example(tok, q["src"], q["tgt"], src, tgt)[0]) for q in pa_pairs]
+  fits = [q for q, n in zip(pa_pairs, lens) if n <= args.seq_len + 1]
+
+  def make_sa():
+    llm = study.sampler_batch_llm(Sampler(cfg, params), tok, src, tgt)
+    gen = SAGenerator(
+      None, mode="per_statement", src_lang=src, tgt_lang=tgt, batch_llm=llm, syntax=(tgt,) if tgt == "python" else ()
+    )
+    rep = gen.generate([(q["src"], q["tgt"]) for q in fits])
+    return {"pairs": rep.pairs, "responses": rep.responses, "rejected": rep.rejected, "duplicates": rep.duplicates}
+
+  sa = cached("sa.json", make_sa)
+  for fname, pairs in (("pa.npz", fits), ("sa.npz", sa["pairs"])):
+    if not (work / fname).is_file():
+      build_examples(pairs, work / fname, seq_len=args.seq_len, tokenizer=tok, example=study.chat_example)
+  folder = model_dir(name)
+  base_cfg = TrainConfig(
+    model=cfg,
+    tokenizer="init_from",
+    init_from=str(folder),
+    trainable=args.trainable,
+    seq_len=args.seq_len,
+    batch_size=args.batch_size,
+    steps=1,
+    lr=args.lr,
+    warmup_steps=5,
+    eval_every=0,
+    eval_batches=1,
+    checkpoint_every=0,
+    clip_norm=1.0,
+  )
+  arms = {}
+  for seed in args.seeds:
+    for arm in args.arms:
+
+      def run(arm=arm, seed=seed):
+        plan = study.arm_plan(
+          arm, str(work / "pa.npz"), str(work / "sa.npz"), pa_steps=args.pa_steps, sa_steps=args.sa_steps
+        )
+        t0 = time.perf_counter()
+        res = study.train_arm(plan, dataclasses.replace(base_cfg, seed=seed), work / f"{arm}-s{seed}")
+        train_s = time.perf_counter() - t0
+        c2, p2 = load_hf(res.export_dir)
+        out = score(p2, c2, tok)
+        shutil.rmtree(work / f"{arm}-s{seed}")  # the weights (0.5 GB per arm) are not kept; the scores are
+        return {**out, "train_seconds": train_s, "steps": plan.steps}
+
+      arms[(arm, seed)] = cached(f"eval_{arm.replace('>', '')}_s{seed}.json", run)
+  ca = lambda r: 100 * float(np.mean([r["per_problem"][s] for s in ok]))
+  table = {"base (zero-shot)": {"ca": ca(base), "n": len(ok)}}
+  for arm in args.arms:
+    vals = [ca(arms[(arm, s)]) for s in args.seeds]
+    table[arm] = {"ca_by_seed": vals, "ca_mean": float(np.mean(vals)), "n": len(ok)}
+  per = {s: {arm: arms[(arm, s)]["per_problem"] for arm in args.arms} for s in args.seeds}
+  comparisons, verdicts = {}, {}
+  for arm in args.arms:
+    if arm == "pa":
+      continue
+    c = _paired({s: per[s][arm] for s in args.seeds}, {s: per[s]["pa"] for s in args.seeds}, ok, args.seeds)
+    comparisons[f"{arm} - pa"] = c
+    if c["lo"] > 0:
+      verdicts[arm] = "reproduced (gain over PA only, interval above 0)"
+    elif c["hi"] < 0:
+      verdicts[arm] = "contradicted (worse than PA only, interval below 0)"
+    else:
+      verdicts[arm] = (
+        f"not resolvable at this scale (interval [{c['lo']:.1f}, {c['hi']:.1f}] points straddles 0; "
+        f"the paper's +3.78 is {'inside' if c['lo'] <= 3.78 <= c['hi'] else 'outside'} it)"
+      )
+  out = {
+    "model": name,
+    "direction": args.direction,
+    "split": {
+      "train_problems": len(train),
+      "test_problems": len(test),
+      "test_gold_ok": len(ok),
+      "disjoint_by_problem": True,
+      "pa_pairs_fitting": len(fits),
+      "pa_pairs_too_long": len(pa_pairs) - len(fits),
+    },
+    "sa": {k: v for k, v in sa.items() if k != "pairs"} | {"pairs": len(sa["pairs"])},
+    "settings": {
+      k: getattr(args, k)
+      for k in ("seq_len", "batch_size", "lr", "pa_steps", "sa_steps", "trainable", "seeds", "max_new_tokens")
+    },
+    "table": table,
+    "comparisons": comparisons,
+    "verdicts": verdicts,
+    "seconds": {
+      "base_eval": base["seconds"],
+      "sa": sa["seconds"],
+      **{f"{a}-s{s}": arms[(a, s)]["seconds"] for a, s in arms},
+    },
+  }
+  print(json.dumps({k: out[k] for k in ("split", "sa", "table", "comparisons", "verdicts")}, indent=1))
+  if len(args.seeds) >= 3 and set(args.arms) >= {"pa", "pa+sa", "sa->pa"}:
+    print("merged into", merge_results("codetrans", {"real_model": out}, []))
+  else:
+    print("(fewer than 3 seeds or arms missing: not written to the results file)")
+  return out
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--data", help="the TransCoder-test evaluation_gfg folder (required unless --fine-tuning-only)")
@@ -53,7 +241,30 @@ def main(argv=None):
   ap.add_argument("--quick", action="store_true", help="40 files per language, short training, no results file")
   ap.add_argument("--workers", type=int, default=2, help="parallel programs (default: %(default)s)")
   ap.add_argument("--steps", type=int, default=300, help="total fine-tuning steps per schedule (default: %(default)s)")
+  ap.add_argument(
+    "--real-model",
+    action="store_true",
+    help="the study on SmolLM2-135M-Instruct (jaxeff models fetch smollm2-135m-instruct): base CA, SA pairs the "
+    "model writes, arms pa / pa+sa / sa->pa fine-tuned x --seeds, CA by execution on held-out problems",
+  )
+  ap.add_argument("--direction", default="java->python", help="source->target (default: %(default)s)")
+  ap.add_argument("--work", default="runs/codetrans_real", help="resumable work folder (default: %(default)s)")
+  ap.add_argument("--n-test", type=int, default=120, help="held-out problems evaluated, 0 = all (default: 120)")
+  ap.add_argument("--n-train", type=int, default=0, help="training problems used, 0 = all (default: 0)")
+  ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
+  ap.add_argument("--arms", nargs="+", default=["pa", "pa+sa", "sa->pa"], choices=("pa", "pa+sa", "sa->pa", "pa->sa"))
+  ap.add_argument("--pa-steps", type=int, default=60, help="PA batches per arm (default: %(default)s)")
+  ap.add_argument("--sa-steps", type=int, default=30, help="SA-stage steps of sa->pa (default: %(default)s)")
+  ap.add_argument("--seq-len", type=int, default=640, help="training row length; longer pairs are left out")
+  ap.add_argument("--batch-size", type=int, default=4, help="rows per step (default: %(default)s)")
+  ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default: %(default)s)")
+  ap.add_argument("--trainable", default=r"^layers/2[6-9]/|^final_norm", help="trained parameters (regex)")
+  ap.add_argument("--max-new-tokens", type=int, default=320, help="translation length cap (default: 320)")
   args = ap.parse_args(argv)
+  if args.real_model:
+    if not args.data:
+      ap.error("--real-model needs --data (the TransCoder-test evaluation_gfg folder)")
+    return real_model_part(args)
   if args.fine_tuning_only:
     fine, fine_s = fine_tuning(args.steps)
     print("fine-tuning (held-out PA target loss, nats/token):", fine, f"{fine_s:.0f}s", flush=True)

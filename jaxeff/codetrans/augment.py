@@ -12,8 +12,8 @@ options here (the spec's labelled hypothesis):
 * ``mode="per_statement"``: jaxeff splits each source program into statements (``study.split_statements``) and
   the model translates each one on its own (plain code, no JSON: the form a small model can answer);
   ``batch_llm`` (``statements -> answers``, e.g. ``study.sampler_batch_llm``) answers them in batches. The
-  target check is skipped; answers longer than ``max_lines`` lines are rejected (a statement's translation is
-  short; longer answers are the model wandering off).
+  target check is skipped; answers longer than ``max_lines`` (default 2) lines are rejected (a statement's
+  translation is short; longer answers are the model wandering off).
 * ``validate_sa``: both sides non-empty; each side a contiguous substring of its program after collapsing
   whitespace runs; optional in-order, non-overlapping coverage; optional syntax check where a snippet is a
   complete statement or block (Python ``ast.parse``; C++ ``g++ -fsyntax-only`` inside a function body; Java
@@ -156,7 +156,7 @@ class SAGenerator:
     syntax: Sequence[str] = ("python",),
     coverage: bool = False,
     batch_llm: Callable[[list[str]], list[str]] | None = None,
-    max_lines: int = 4,
+    max_lines: int = 2,
   ):
     if mode not in ("from_pair", "from_program", "per_statement"):
       raise ValueError(f"mode must be 'from_pair', 'from_program' or 'per_statement', got {mode!r}")

@@ -93,7 +93,7 @@ def test_per_statement_sa_generation_validates_and_counts():
     "return x ;",
   ]
   answers = {
-    "static int f_gold ( int x ) {": "def f_gold(x):\n  a\n  b\n  c\n  d",  # five lines: rejected
+    "static int f_gold ( int x ) {": "def f_gold(x):\n  a\n  b",  # three lines: rejected
     "int m = 1 ;": "m = 1",
     "x = x ^ m ;": "x = x ^^ m",  # does not parse
     "return x ;": "return x",
