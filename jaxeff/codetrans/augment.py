@@ -190,19 +190,23 @@ class SAGenerator:
         rep.rejected["out of order"] = rep.rejected.get("out of order", 0) + len(pairs)
         continue
       for p in pairs:
-        ok, why = validate_sa(p, src, tgt_prog, src_lang=self.src_lang, tgt_lang=self.tgt_lang, syntax=self.syntax)
-        if not ok:
-          rep.rejected[why] = rep.rejected.get(why, 0) + 1
-          continue
-        key = (_norm(p.src), _norm(p.tgt))
-        if key in seen:
-          rep.duplicates += 1
-          continue
-        seen.add(key)
-        rep.pairs.append(
-          {"pa_index": i, "src": p.src, "tgt": p.tgt, "src_lang": self.src_lang, "tgt_lang": self.tgt_lang}
-        )
+        self._accept(rep, seen, p, i, src, tgt_prog)
     return rep
+
+  def _accept(self, rep: SAReport, seen: set, pair: SAPair, i: int, src_prog: str, tgt_prog: str | None) -> None:
+    """Validate ``pair`` (from PA pair ``i``), de-duplicate it against ``seen`` and add it to ``rep``."""
+    ok, why = validate_sa(pair, src_prog, tgt_prog, src_lang=self.src_lang, tgt_lang=self.tgt_lang, syntax=self.syntax)
+    if not ok:
+      rep.rejected[why] = rep.rejected.get(why, 0) + 1
+      return
+    key = (_norm(pair.src), _norm(pair.tgt))
+    if key in seen:
+      rep.duplicates += 1
+      return
+    seen.add(key)
+    rep.pairs.append(
+      {"pa_index": i, "src": pair.src, "tgt": pair.tgt, "src_lang": self.src_lang, "tgt_lang": self.tgt_lang}
+    )
 
   def _per_statement(self, pa_pairs: Sequence[tuple[str, str]]) -> SAReport:
     from jaxeff.codetrans.study import split_statements
@@ -219,18 +223,5 @@ class SAGenerator:
       if len(pair.tgt.splitlines()) > self.max_lines:
         rep.rejected["too many lines"] = rep.rejected.get("too many lines", 0) + 1
         continue
-      ok, why = validate_sa(
-        pair, pa_pairs[i][0], None, src_lang=self.src_lang, tgt_lang=self.tgt_lang, syntax=self.syntax
-      )
-      if not ok:
-        rep.rejected[why] = rep.rejected.get(why, 0) + 1
-        continue
-      key = (_norm(pair.src), _norm(pair.tgt))
-      if key in seen:
-        rep.duplicates += 1
-        continue
-      seen.add(key)
-      rep.pairs.append(
-        {"pa_index": i, "src": pair.src, "tgt": pair.tgt, "src_lang": self.src_lang, "tgt_lang": self.tgt_lang}
-      )
+      self._accept(rep, seen, pair, i, pa_pairs[i][0], None)
     return rep
