@@ -143,6 +143,14 @@ def real_model_part(args):
   for fname, pairs in (("pa.npz", fits), ("sa.npz", sa["pairs"])):
     if not (work / fname).is_file():
       build_examples(pairs, work / fname, seq_len=args.seq_len, tokenizer=tok, example=study.chat_example)
+  if args.prepare:
+    print(
+      f"prepared in {work}: base CA {100 * np.mean([base['per_problem'][s] for s in ok]):.1f} % on {len(ok)} "
+      f"problems, {len(sa['pairs'])} SA pairs of {sa['responses']} statements ({sa['rejected']}), "
+      f"{len(fits)} PA pairs fit {args.seq_len} tokens",
+      flush=True,
+    )
+    return None
   folder = model_dir(name)
   base_cfg = TrainConfig(
     model=cfg,
@@ -247,6 +255,7 @@ def main(argv=None):
     help="the study on SmolLM2-135M-Instruct (jaxeff models fetch smollm2-135m-instruct): base CA, SA pairs the "
     "model writes, arms pa / pa+sa / sa->pa fine-tuned x --seeds, CA by execution on held-out problems",
   )
+  ap.add_argument("--prepare", action="store_true", help="--real-model: gold check, base CA and SA data only")
   ap.add_argument("--direction", default="java->python", help="source->target (default: %(default)s)")
   ap.add_argument("--work", default="runs/codetrans_real", help="resumable work folder (default: %(default)s)")
   ap.add_argument("--n-test", type=int, default=120, help="held-out problems evaluated, 0 = all (default: 120)")

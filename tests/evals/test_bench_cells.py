@@ -81,3 +81,10 @@ def test_a_fresh_work_folder_gets_the_committed_rows_metadata_and_timings(tmp_pa
   assert json.loads((work / "timings.json").read_text()) == [1, 2]
   seed_meta(work, out, "gemma3-270m")  # idempotent
   assert json.loads((work / "timings.json").read_text()) == [1, 2]
+  # the transformers oracle check (results.oracle) comes back too, unless the work folder has its own
+  out.write_text(json.dumps({"results": {"models": {"gemma3-270m": {**committed, "oracle": {"8192": {"n": 6}}}}}}))
+  seed_meta(work, out, "gemma3-270m")
+  assert json.loads((work / "oracle.json").read_text()) == {"8192": {"n": 6}}
+  (work / "oracle.json").write_text(json.dumps({"4096": {"n": 2}}))
+  seed_meta(work, out, "gemma3-270m")
+  assert json.loads((work / "oracle.json").read_text()) == {"4096": {"n": 2}}
