@@ -12,8 +12,10 @@ options here (the spec's labelled hypothesis):
 * ``mode="per_statement"``: jaxeff splits each source program into statements (``study.split_statements``) and
   the model translates each one on its own (plain code, no JSON: the form a small model can answer);
   ``batch_llm`` (``statements -> answers``, e.g. ``study.sampler_batch_llm``) answers them in batches. The
-  target check is skipped; answers longer than ``max_lines`` (default 2) lines are rejected (a statement's
-  translation is short; longer answers are the model wandering off).
+  target check is skipped; a block header keeps its answer's first line (the rest is a body the model made up);
+  answers longer than ``max_lines`` (default 1) lines are rejected (a statement translates to a line; longer
+  answers are the model wandering off), and so are answers that define a function the statement does not
+  (``study.statement_pair_ok``).
 * ``validate_sa``: both sides non-empty; each side a contiguous substring of its program after collapsing
   whitespace runs; optional in-order, non-overlapping coverage; optional syntax check where a snippet is a
   complete statement or block (Python ``ast.parse``; C++ ``g++ -fsyntax-only`` inside a function body; Java
@@ -58,6 +60,8 @@ def _norm(s: str) -> str:
 def _syntax_ok(code: str, lang: str) -> bool | None:
   """True / False when checkable, None when the snippet is not a complete unit (or the tool is missing)."""
   if lang == "python":
+    if code.rstrip().endswith(":"):  # a block header on its own: parse it with an empty body
+      code = code.rstrip() + "\n" + " " * (len(code) - len(code.lstrip()) + 2) + "pass"
     try:
       ast.parse(code)
       return True
@@ -156,7 +160,7 @@ class SAGenerator:
     syntax: Sequence[str] = ("python",),
     coverage: bool = False,
     batch_llm: Callable[[list[str]], list[str]] | None = None,
-    max_lines: int = 2,
+    max_lines: int = 1,
   ):
     if mode not in ("from_pair", "from_program", "per_statement"):
       raise ValueError(f"mode must be 'from_pair', 'from_program' or 'per_statement', got {mode!r}")
@@ -209,7 +213,7 @@ class SAGenerator:
     )
 
   def _per_statement(self, pa_pairs: Sequence[tuple[str, str]]) -> SAReport:
-    from jaxeff.codetrans.study import split_statements
+    from jaxeff.codetrans.study import opens_block, split_statements, statement_pair_ok
 
     todo = [(i, st) for i, (src, _) in enumerate(pa_pairs) for st in split_statements(src, self.src_lang)]
     ask = self.batch_llm or (lambda sts: [self.llm(st) for st in sts])
@@ -219,9 +223,17 @@ class SAGenerator:
     rep = SAReport(pairs=[], responses=len(todo))
     seen = set()
     for (i, st), ans in zip(todo, answers):
-      pair = SAPair(st, ans.strip("\n"))
+      tgt = ans.strip("\n")
+      if opens_block(st, self.src_lang) and tgt:
+        tgt = tgt.splitlines()[0]  # a block header translates to one header line; the rest is a made-up body
+      pair = SAPair(st, tgt)
       if len(pair.tgt.splitlines()) > self.max_lines:
         rep.rejected["too many lines"] = rep.rejected.get("too many lines", 0) + 1
+        continue
+      if not statement_pair_ok(pair.src, pair.tgt, self.src_lang, self.tgt_lang):
+        rep.rejected["defines a function the statement does not"] = (
+          rep.rejected.get("defines a function the statement does not", 0) + 1
+        )
         continue
       self._accept(rep, seen, pair, i, pa_pairs[i][0], None)
     return rep

@@ -148,6 +148,36 @@ def split_statements(code: str, lang: str) -> list[str]:
   return out
 
 
+_HEADER_STARTS = ("if", "else", "for", "while", "switch", "do", "return", "case", "catch", "try")
+
+
+def opens_block(statement: str, lang: str) -> bool:
+  """True when a statement opens a block (C++ / Java ``... {``, Python ``...:``): its translation is one header
+  line, and what a model writes after that line is a body it made up."""
+  s = statement.rstrip()
+  return s.endswith(":") if lang == "python" else s.endswith("{")
+
+
+def statement_pair_ok(src: str, tgt: str, src_lang: str, tgt_lang: str) -> bool:
+  """A per-statement answer's shape check: the translation may define a function (``def`` / a signature with a
+  body) only when the statement is a function header (``name ( ... ) {`` without a control keyword, or a Python
+  ``def``). Small models wrap ordinary statements in made-up functions (``int m = 1 ;`` ->
+  ``def set_m(): ...``); those answers are rejected."""
+  s = src.strip()
+  if src_lang == "python":
+    header = s.startswith("def ")
+  else:
+    word = s.split("(")[0].split()
+    header = s.endswith("{") and "(" in s and bool(word) and word[0] not in _HEADER_STARTS and "=" not in s
+  t = tgt.lstrip()
+  defines = (
+    t.startswith("def ")
+    if tgt_lang == "python"
+    else ("(" in t.split("\n")[0] and t.split("\n")[0].rstrip().endswith("{") and not t.startswith(_HEADER_STARTS))
+  )
+  return header or not defines
+
+
 def statement_prompts(tokenizer, statements: Sequence[str], src_lang: str, tgt_lang: str) -> list[list[int]]:
   """Chat prompts asking for one statement's translation (the assistant turn opened with the target fence)."""
   src, tgt = LANG_NAMES[src_lang], LANG_NAMES[tgt_lang]

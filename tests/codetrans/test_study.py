@@ -93,10 +93,10 @@ def test_per_statement_sa_generation_validates_and_counts():
     "return x ;",
   ]
   answers = {
-    "static int f_gold ( int x ) {": "def f_gold(x):\n  a\n  b",  # three lines: rejected
-    "int m = 1 ;": "m = 1",
+    "static int f_gold ( int x ) {": "def f_gold(x):\n  return 100",  # a header: its first line is kept
+    "int m = 1 ;": "m = 1\nprint(m)",  # two lines for one statement: rejected
     "x = x ^ m ;": "x = x ^^ m",  # does not parse
-    "return x ;": "return x",
+    "return x ;": "def f(x):",  # defines a function the statement does not: rejected
   }
   seen = []
 
@@ -107,9 +107,16 @@ def test_per_statement_sa_generation_validates_and_counts():
   gen = SAGenerator(None, mode="per_statement", src_lang="java", tgt_lang="python", batch_llm=batch_llm)
   rep = gen.generate([(JAVA, "unused"), (JAVA, "unused")])
   assert len(seen) == 1 and len(seen[0]) == 8  # one batched call for every statement of every program
-  assert rep.responses == 8 and rep.duplicates == 2
-  assert rep.rejected == {"too many lines": 2, "python snippet does not parse": 2}
-  assert [(p["src"], p["tgt"]) for p in rep.pairs] == [("int m = 1 ;", "m = 1"), ("return x ;", "return x")]
+  assert rep.responses == 8 and rep.duplicates == 1
+  assert rep.rejected == {
+    "too many lines": 2,
+    "python snippet does not parse": 2,
+    "defines a function the statement does not": 2,
+  }
+  assert [(p["src"], p["tgt"]) for p in rep.pairs] == [("static int f_gold ( int x ) {", "def f_gold(x):")]
+  assert study.statement_pair_ok("int m = 1 ;", "m = 1", "java", "python")
+  assert not study.statement_pair_ok("if ( a ) {", "def check(a):", "java", "python")
+  assert study.opens_block("while ( y != 0 ) {", "java") and not study.opens_block("return x ;", "java")
   with pytest.raises(ValueError, match="per_statement"):
     SAGenerator(None, mode="per_statement")
   with pytest.raises(ValueError, match="answers"):
