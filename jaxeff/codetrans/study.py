@@ -18,7 +18,7 @@ SmolLM2-135M-Instruct):
   the answers are validated (syntax of the target where checkable, at most ``max_lines`` lines) and
   de-duplicated. A small model cannot answer the JSON formats of the other two modes (measured: 0 parsable of
   6 answers from SmolLM2-135M-Instruct).
-* ``arm_configs``: the arms at equal PA data: ``pa`` (``pa_steps`` on PA), ``pa+sa`` (one stage on the mixture
+* ``arm_plan`` / ``train_arm``: the arms at equal PA data: ``pa`` (``pa_steps`` on PA), ``pa+sa`` (one stage on the mixture
   with PA weight ``w``, ``pa_steps / w`` steps: the same PA rows in expectation, plus SA), ``sa->pa`` (``sa_steps``
   on SA, then ``pa_steps`` on PA). UNVERIFIED: the paper's stage order and mixing (its abstract gives neither);
   ``pa->sa`` is available as an option and measures forgetting rather than augmentation.
@@ -36,9 +36,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from jaxeff.codetrans.train import LANG_NAMES, extract_function
+from jaxeff.codetrans.train import LANG_NAMES, extract_function, run_stages, target_masked
 
 ARMS = ("pa", "pa+sa", "sa->pa", "pa->sa")
 
@@ -67,9 +65,14 @@ def _user_turn(src_code: str, src_lang: str, tgt_lang: str) -> str:
 def chat_prompt(tokenizer, src_code: str, src_lang: str, tgt_lang: str) -> list[int]:
   """Token ids: the chat-templated user turn (``"Translate this Java function to Python.\n```java\n...\n```"``)
   and the assistant turn opened with the target fence (``"```python\n"``)."""
+  return _fenced_chat(tokenizer, _user_turn(src_code, src_lang, tgt_lang), tgt_lang)
+
+
+def _fenced_chat(tokenizer, message: str, tgt_lang: str) -> list[int]:
+  """The chat-templated user ``message`` and the assistant turn opened with the ``tgt_lang`` code fence."""
   if not getattr(tokenizer, "chat_template", None):
     raise ValueError("chat_prompt needs a tokenizer with a chat template (an instruct model's folder)")
-  ids = tokenizer.apply_chat_template([{"role": "user", "content": _user_turn(src_code, src_lang, tgt_lang)}])
+  ids = tokenizer.apply_chat_template([{"role": "user", "content": message}])
   return list(ids) + tokenizer.encode(f"```{tgt_lang}\n", add_bos=False)
 
 
@@ -77,11 +80,7 @@ def chat_example(tokenizer, src: str, tgt: str, src_lang: str, tgt_lang: str):
   """(ids, loss mask over next-token targets): ``chat_prompt`` + the target code + a closing fence + the
   end-of-turn token; the mask is 1 on the target's tokens (the fence and end of turn included)."""
   prompt = chat_prompt(tokenizer, src, src_lang, tgt_lang)
-  target = tokenizer.encode(tgt.strip() + "\n```", add_bos=False) + [tokenizer.eos_id]
-  ids = np.array(prompt + target, np.int32)
-  mask = np.zeros(len(ids) - 1, np.float32)
-  mask[len(prompt) - 1 :] = 1.0
-  return ids, mask
+  return target_masked(prompt, tokenizer.encode(tgt.strip() + "\n```", add_bos=False) + [tokenizer.eos_id])
 
 
 def answer_code(text: str, lang: str) -> str:
@@ -181,14 +180,10 @@ def statement_pair_ok(src: str, tgt: str, src_lang: str, tgt_lang: str) -> bool:
 def statement_prompts(tokenizer, statements: Sequence[str], src_lang: str, tgt_lang: str) -> list[list[int]]:
   """Chat prompts asking for one statement's translation (the assistant turn opened with the target fence)."""
   src, tgt = LANG_NAMES[src_lang], LANG_NAMES[tgt_lang]
-  out = []
-  for s in statements:
-    msg = f"Translate this {src} statement to {tgt}.\n```{src_lang}\n{s}\n```"
-    out.append(
-      list(tokenizer.apply_chat_template([{"role": "user", "content": msg}]))
-      + tokenizer.encode(f"```{tgt_lang}\n", add_bos=False)
-    )
-  return out
+  return [
+    _fenced_chat(tokenizer, f"Translate this {src} statement to {tgt}.\n```{src_lang}\n{s}\n```", tgt_lang)
+    for s in statements
+  ]
 
 
 def sampler_batch_llm(sampler, tokenizer, src_lang: str, tgt_lang: str, *, max_new_tokens: int = 48, batch_size=32):
@@ -245,22 +240,6 @@ def arm_plan(arm: str, pa_npz: str, sa_npz: str, *, pa_steps: int, sa_steps: int
 
 def train_arm(plan: ArmPlan, base, workdir, *, progress: bool = False):
   """Run ``plan``'s stages with the trainer from ``base`` (a ``TrainConfig`` with ``init_from`` the model folder,
-  ``tokenizer="init_from"``, and the trainable layers); stage k in ``workdir/stage{k}`` (each resumable).
-  Returns the last stage's ``TrainResult``."""
-  from pathlib import Path
-
-  from jaxeff.training.trainer import train_and_evaluate
-
-  prev, res = base.init_from, None
-  for k, (corpora, weights, steps) in enumerate(plan.stages):
-    cfg = dataclasses.replace(
-      base,
-      corpora=corpora,
-      weights=weights,
-      steps=steps,
-      warmup_steps=min(base.warmup_steps, max(1, steps // 10)),
-      init_from=str(prev),
-    )
-    res = train_and_evaluate(cfg, Path(workdir) / f"stage{k}", progress=progress)
-    prev = res.export_dir
-  return res
+  ``tokenizer="init_from"``, and the trainable layers); stage k in ``workdir/stage{k}`` (each resumable,
+  ``train.run_stages``). Returns the last stage's ``TrainResult``."""
+  return run_stages([(c, w, n, None) for c, w, n in plan.stages], base, workdir, progress=progress)[-1]

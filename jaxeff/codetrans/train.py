@@ -46,8 +46,13 @@ def example_tokens(src: str, tgt: str, src_lang: str, tgt_lang: str, *, template
   prompt = tok.encode(
     template.format(src_lang=LANG_NAMES.get(src_lang, src_lang), tgt_lang=LANG_NAMES.get(tgt_lang, tgt_lang), src=src)
   )
-  target = tok.encode(tgt, add_bos=False) + [tok.eos_id]
-  ids = np.array(prompt + target, np.int32)
+  return target_masked(prompt, tok.encode(tgt, add_bos=False) + [tok.eos_id])
+
+
+def target_masked(prompt: Sequence[int], target: Sequence[int]):
+  """(ids, loss mask over next-token targets) for ``prompt + target``: the mask is 1 where the next token is
+  one of ``target``'s."""
+  ids = np.array(list(prompt) + list(target), np.int32)
   mask = np.zeros(len(ids) - 1, np.float32)
   mask[len(prompt) - 1 :] = 1.0
   return ids, mask
@@ -150,35 +155,44 @@ class TwoStage:
       raise ValueError(f"replay must be in [0, 1), got {self.replay}")
 
 
+def run_stages(stages, base, workdir: str | os.PathLike, *, progress: bool = True) -> list[Any]:
+  """Train ``stages`` one after another with the trainer: each is ``(corpora, weights, steps, lr)`` (``lr`` None:
+  ``base.lr``); stage k runs in ``workdir/stage{k}`` (resumable) from the previous stage's exported weights
+  (the first from ``base.init_from``). Returns the stages' ``TrainResult``s."""
+  from jaxeff.training.trainer import train_and_evaluate
+
+  results, prev = [], base.init_from
+  for k, (corpora, weights, steps, lr) in enumerate(stages):
+    cfg = dataclasses.replace(
+      base,
+      corpora=tuple(corpora),
+      weights=tuple(weights),
+      steps=steps,
+      lr=base.lr if lr is None else lr,
+      warmup_steps=min(base.warmup_steps, max(1, steps // 10)),
+      init_from=None if prev is None else str(prev),
+    )
+    res = train_and_evaluate(cfg, Path(workdir) / f"stage{k}", progress=progress)
+    results.append(res)
+    prev = res.export_dir
+  return results
+
+
 def train_two_stage(
   data: dict[str, str | os.PathLike], base, schedule: TwoStage, workdir: str | os.PathLike, *, progress: bool = True
 ) -> list[Any]:
   """Run the two stages with the trainer: ``data`` maps "sa" / "pa" to npz corpora; ``base`` is a TrainConfig
   (model, seq_len, batch...). Stage k trains in ``workdir/stage{k}`` (resumable) and exports its weights, which
   stage 2 starts from. Returns the two ``TrainResult``s."""
-  from jaxeff.training.trainer import train_and_evaluate
-
-  workdir = Path(workdir)
-  results, prev = [], None
+  stages = []
   for k, (name, steps, lr) in enumerate(zip(schedule.order, schedule.stage_steps, schedule.lrs)):
     corpora, weights = (f"npz:{data[name]}",), (1.0,)
     if k == 1 and schedule.replay > 0:
       first = schedule.order[0]
       corpora = (f"npz:{data[name]}", f"npz:{data[first]}")
       weights = (1.0 - schedule.replay, schedule.replay)
-    cfg = dataclasses.replace(
-      base,
-      corpora=corpora,
-      weights=weights,
-      steps=steps,
-      lr=lr,
-      warmup_steps=min(base.warmup_steps, max(1, steps // 10)),
-      init_from=str(prev) if prev is not None else base.init_from,
-    )
-    res = train_and_evaluate(cfg, workdir / f"stage{k}", progress=progress)
-    results.append(res)
-    prev = res.export_dir
-  return results
+    stages.append((corpora, weights, steps, lr))
+  return run_stages(stages, base, workdir, progress=progress)
 
 
 def template_pairs(n: int, seed: int) -> tuple[list[dict], list[dict]]:

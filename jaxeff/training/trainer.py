@@ -275,11 +275,11 @@ def _train_and_evaluate(config, workdir, *, progress, export, on_checkpoint):
     from jaxeff.models.hf_io import save_hf
 
     export_dir = save_hf(workdir / "export", model_config, jax.device_get(params))
-    tok_dir = Path(config.init_from) if config.tokenizer == "init_from" else workdir / "tokenizer"
+    tok_dir = workdir / "tokenizer"
     if config.tokenizer == "init_from":  # the folder's tokenizer files (chat template included)
       for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
-        if (tok_dir / name).is_file():
-          shutil.copy(tok_dir / name, export_dir / name)
+        if (Path(config.init_from) / name).is_file():
+          shutil.copy(Path(config.init_from) / name, export_dir / name)
     elif (tok_dir / "tokenizer.json").is_file():
       for f in tok_dir.iterdir():
         shutil.copy(f, export_dir / f.name)
