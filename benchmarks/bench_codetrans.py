@@ -136,8 +136,16 @@ def real_model_part(args):
     gen = SAGenerator(
       None, mode="per_statement", src_lang=src, tgt_lang=tgt, batch_llm=llm, syntax=(tgt,) if tgt == "python" else ()
     )
-    rep = gen.generate([(q["src"], q["tgt"]) for q in fits])
-    return {"pairs": rep.pairs, "responses": rep.responses, "rejected": rep.rejected, "duplicates": rep.duplicates}
+    # the first --sa-programs training programs (their order is the split's, by name hash): the SA stage uses a few
+    # hundred pairs, and every statement prompt is one model answer
+    rep = gen.generate([(q["src"], q["tgt"]) for q in fits[: args.sa_programs or None]])
+    return {
+      "pairs": rep.pairs,
+      "responses": rep.responses,
+      "rejected": rep.rejected,
+      "duplicates": rep.duplicates,
+      "programs": len(fits[: args.sa_programs or None]),
+    }
 
   sa = cached("sa.json", make_sa)
   for fname, pairs in (("pa.npz", fits), ("sa.npz", sa["pairs"])):
@@ -219,7 +227,17 @@ def real_model_part(args):
     "sa": {k: v for k, v in sa.items() if k != "pairs"} | {"pairs": len(sa["pairs"])},
     "settings": {
       k: getattr(args, k)
-      for k in ("seq_len", "batch_size", "lr", "pa_steps", "sa_steps", "trainable", "seeds", "max_new_tokens")
+      for k in (
+        "seq_len",
+        "batch_size",
+        "lr",
+        "pa_steps",
+        "sa_steps",
+        "sa_programs",
+        "trainable",
+        "seeds",
+        "max_new_tokens",
+      )
     },
     "table": table,
     "comparisons": comparisons,
@@ -264,6 +282,12 @@ def main(argv=None):
   ap.add_argument("--arms", nargs="+", default=["pa", "pa+sa", "sa->pa"], choices=("pa", "pa+sa", "sa->pa", "pa->sa"))
   ap.add_argument("--pa-steps", type=int, default=60, help="PA batches per arm (default: %(default)s)")
   ap.add_argument("--sa-steps", type=int, default=30, help="SA-stage steps of sa->pa (default: %(default)s)")
+  ap.add_argument(
+    "--sa-programs",
+    type=int,
+    default=120,
+    help="training programs the model writes SA pairs for, statement by statement, 0 = all (default: %(default)s)",
+  )
   ap.add_argument("--seq-len", type=int, default=640, help="training row length; longer pairs are left out")
   ap.add_argument("--batch-size", type=int, default=4, help="rows per step (default: %(default)s)")
   ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default: %(default)s)")

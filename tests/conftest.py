@@ -2,12 +2,27 @@
 ordinary modules (``tests/tolerances.py``), not here."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # CI installs libtpu for the TPU ahead-of-time compile test; the test process itself stays on CPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Speed: the suite's time is mostly XLA compiling small programs, single-threaded. Two settings halve it, and they
+# are inherited by what the tests start (notebook kernels, CLI subprocesses): (1) LLVM's backend optimisation off
+# (``--xla_backend_optimization_level=0``: the HLO passes, hence numerics, fusion and buffer assignment, are
+# unchanged; only the machine code is less tuned, and at test shapes compiling dominates running); (2) JAX's
+# persistent compilation cache, every program kept (a program equal to one compiled before, in another test,
+# module or worker, is loaded instead of compiled; keys include the jax version and the flags). Set XLA_FLAGS with
+# your own optimisation level, or JAX_COMPILATION_CACHE_DIR, to override either.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"jaxeff-test-xla-cache-{os.getuid()}")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import jax  # noqa: E402
 
