@@ -14,7 +14,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from kernels_pallas.block_sparse_attention import block_sparse_attention, pad_indices
+from kernels_pallas.block_sparse_attention import block_sparse_attention, index_dtype, pad_indices
 
 _FORCED = float("inf")  # forced blocks rank first
 _EXCLUDED = float("-inf")  # non-candidates rank last
@@ -97,7 +97,7 @@ def topk_mask_from_scores(
     max_blocks: static cap on the index-list width (``Kmax``); default nb.
 
   Returns:
-    BlockSparseMask.
+    BlockSparseMask (ids in ``index_dtype(nb)``: int16 up to nb = 32767, counts int32).
   """
   B, G, nb, _ = scores.shape
   Hq = row_budget.shape[1]
@@ -114,8 +114,9 @@ def topk_mask_from_scores(
   forced = forced[None] & cand
   key = jnp.where(cand[:, None], scores, _EXCLUDED)
   key = jnp.where(forced[:, None], _FORCED, key)
-  order = jnp.argsort(-key, axis=-1, stable=True).astype(jnp.int32)  # [B, G, nb, nb]
-  rank = jnp.argsort(order, axis=-1).astype(jnp.int32)
+  ix = index_dtype(nb)  # compact ids: int16 up to nb = 32767
+  order = jnp.argsort(-key, axis=-1, stable=True).astype(ix)  # [B, G, nb, nb]
+  rank = jnp.argsort(order, axis=-1).astype(ix)
   ncand = cand.sum(-1)  # [B, nb]
   nforced = forced.sum(-1)
   kmax = nb if max_blocks is None else max(1, min(int(max_blocks), nb))

@@ -8,6 +8,7 @@ from kernels_pallas.block_sparse_attention.api import default_implementation as 
 from kernels_pallas.block_sparse_attention.reference import (
   block_sparse_attention_reference as block_sparse_attention_reference,
 )
+from kernels_pallas.block_sparse_attention.reference import index_dtype as index_dtype
 from kernels_pallas.block_sparse_attention.reference import indices_to_mask as indices_to_mask
 from kernels_pallas.block_sparse_attention.reference import mask_to_indices as mask_to_indices
 from kernels_pallas.block_sparse_attention.reference import pad_indices as pad_indices

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from kernels_pallas.block_sparse_attention.gpu import block_sparse_attention_gpu
 from kernels_pallas.block_sparse_attention.reference import (
   block_sparse_attention_reference,
+  index_dtype,
   indices_to_mask,
   pad_indices,
   window_indices,
@@ -147,7 +148,8 @@ def block_sparse_attention(
 
   Args:
     q: [B, Hq, L, d]; k, v: [B, Hkv, L, d].
-    block_idx: int32 [B, Hq, nb, Kmax], nb = ceil(L / block_size); block_cnt: int32 [B, Hq, nb].
+    block_idx: integer [B, Hq, nb, Kmax], nb = ceil(L / block_size) (kept as ``index_dtype(nb)``: int16 up to
+      nb = 32767); block_cnt: int32 [B, Hq, nb].
     block_size: tile edge for queries and keys.
     kv_len: [B] real keys per row (right padding); default L.
     scale: default 1/sqrt(d).
@@ -211,7 +213,9 @@ def block_sparse_attention(
     padw = ((0, 0), (0, Lp - L), (0, 0), (0, 0)) if tm else ((0, 0), (0, 0), (0, Lp - L), (0, 0))
     q, k, v = jnp.pad(q, padw), jnp.pad(k, padw), jnp.pad(v, padw)
   block_cnt = jnp.asarray(block_cnt, jnp.int32)
-  idx = pad_indices(jnp.asarray(block_idx, jnp.int32), block_cnt)
+  if not jnp.issubdtype(jnp.asarray(block_idx).dtype, jnp.integer):
+    raise ValueError(f"block_idx must hold integer block ids, got dtype {jnp.asarray(block_idx).dtype}")
+  idx = pad_indices(jnp.asarray(block_idx).astype(index_dtype(nb)), block_cnt)  # compact ids (int16 to 4M tokens)
   if window is not None:
     idx, block_cnt = window_indices(idx, block_cnt, window, block_size)
   out = _attend(q, k, v, idx, block_cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step, layout, window)

@@ -24,6 +24,13 @@ def visible(k_tok, q_tok, window=None):
   return ok if window is None else ok & (q_tok - k_tok < window)
 
 
+def index_dtype(num_blocks: int):
+  """The compact dtype of block ids below ``num_blocks``: int16 where they fit (``num_blocks <= 32767``: 4M
+  tokens at block 128), else int32. Index lists are ``[B, H, nb, Kmax]``: int16 halves them (64 MiB instead of
+  128 at 128K tokens, 32 heads, Kmax = nb). Kernels widen a tile's ids to int32 before token arithmetic."""
+  return jnp.int16 if num_blocks <= jnp.iinfo(jnp.int16).max else jnp.int32
+
+
 def indices_to_mask(block_idx: jax.Array, block_cnt: jax.Array, num_key_blocks: int) -> jax.Array:
   """Bool ``[B, H, nq, nk]`` from index lists; padded slots (``j >= cnt``) and repeated ids add nothing."""
   kmax = block_idx.shape[-1]
@@ -34,21 +41,22 @@ def indices_to_mask(block_idx: jax.Array, block_cnt: jax.Array, num_key_blocks: 
 
 def mask_to_indices(block_mask: jax.Array, kmax: int | None = None):
   """Index lists from a bool ``[..., nq, nk]`` mask: kept ids in ascending order, padded by repeating the last
-  kept id (id 0 for an empty row); returns ``(block_idx [..., nq, kmax], block_cnt [..., nq])``."""
+  kept id (id 0 for an empty row); returns ``(block_idx [..., nq, kmax], block_cnt [..., nq])``, ids in
+  ``index_dtype(nk)``, counts int32."""
   nk = block_mask.shape[-1]
   kmax = nk if kmax is None else kmax
   key = jnp.where(block_mask, jnp.arange(nk), nk + jnp.arange(nk))  # kept ids first, ascending
-  order = jnp.argsort(key, axis=-1)[..., :kmax].astype(jnp.int32)
+  order = jnp.argsort(key, axis=-1)[..., :kmax].astype(index_dtype(nk))
   cnt = jnp.minimum(block_mask.sum(-1), kmax).astype(jnp.int32)
   return pad_indices(order, cnt), cnt
 
 
 def pad_indices(block_idx: jax.Array, block_cnt: jax.Array) -> jax.Array:
   """Replace padded slots (``j >= cnt``) by the last valid id, so a kernel's pipeline never fetches a new
-  block for a skipped step (TPU) and a stray read stays in bounds."""
+  block for a skipped step (TPU) and a stray read stays in bounds. Keeps ``block_idx``'s dtype."""
   kmax = block_idx.shape[-1]
   last = jnp.take_along_axis(block_idx, jnp.maximum(block_cnt - 1, 0)[..., None], axis=-1)
-  return jnp.where(jnp.arange(kmax) < block_cnt[..., None], block_idx, last).astype(jnp.int32)
+  return jnp.where(jnp.arange(kmax) < block_cnt[..., None], block_idx, last)
 
 
 def window_indices(block_idx: jax.Array, block_cnt: jax.Array, window: int, block_size: int):
@@ -58,7 +66,7 @@ def window_indices(block_idx: jax.Array, block_cnt: jax.Array, window: int, bloc
   nq, kmax = block_idx.shape[-2:]
   lo = jnp.maximum(0, (jnp.arange(nq) * block_size - window + 1) // block_size)[:, None]  # [nq, 1]
   keep = (jnp.arange(kmax) < block_cnt[..., None]) & (block_idx >= lo)
-  big = jnp.iinfo(jnp.int32).max
+  big = jnp.iinfo(block_idx.dtype).max
   ids = jnp.sort(jnp.where(keep, block_idx, big), axis=-1)
   cnt = keep.sum(-1).astype(jnp.int32)
   return pad_indices(jnp.where(ids == big, 0, ids), cnt), cnt

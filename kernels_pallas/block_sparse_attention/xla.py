@@ -39,7 +39,7 @@ def block_sparse_attention_xla(
 
   Args:
     q: [B, Hq, Lp, d] with Lp a multiple of ``block_size``; k, v: [B, Hkv, Lp, d].
-    block_idx: int32 [B, Hq, nb, Kmax] kept key-block ids per query block (slots >= cnt ignored).
+    block_idx: int16 / int32 [B, Hq, nb, Kmax] kept key-block ids per query block (slots >= cnt ignored).
     block_cnt: int32 [B, Hq, nb].
     kv_len: int32 [B] real keys per row.
     block_size: tile edge.
@@ -70,7 +70,7 @@ def block_sparse_attention_xla(
   def one_block_one_head(i, h):
     # Each (query block, head) pair walks only its own list: heads with small budgets do little work.
     qi = jax.lax.dynamic_slice_in_dim(qs[:, h], i * bs, bs, axis=1)  # [B, bs, d]
-    idx_i = idx[:, h, i]  # [B, steps*C]
+    idx_i = idx[:, h, i].astype(jnp.int32)  # [B, steps*C]; compact ids widened for token arithmetic
     cnt_i = block_cnt[:, h, i]  # [B]
     kb_h = kb[:, h // r]  # [B, nb, bs, d]
     vb_h = vb[:, h // r]
@@ -119,7 +119,8 @@ def block_sparse_attention_xla(
 
 def group_union(block_idx: jax.Array, block_cnt: jax.Array, r: int, nb: int) -> tuple[jax.Array, jax.Array]:
   """The union of each kv head's ``r`` query heads' lists by a sorted merge: ids ``[B, Hkv, nb, U]`` ascending
-  (valid ones first, ``U = min(r Kmax, nb)``; slots past the count hold 0) and counts ``[B, Hkv, nb]``. Memory
+  (valid ones first, ``U = min(r Kmax, nb)``; slots past the count hold 0; ``block_idx``'s dtype) and counts
+  ``[B, Hkv, nb]``. Memory
   O(nb r Kmax) per kv head: never an ``[nb, nb]`` mask nor a one-hot.
 
   Example:
@@ -136,7 +137,7 @@ def group_union(block_idx: jax.Array, block_cnt: jax.Array, r: int, nb: int) -> 
   dup = jnp.concatenate([jnp.zeros_like(ids[..., :1], bool), ids[..., 1:] == ids[..., :-1]], axis=-1)
   ids = jnp.sort(jnp.where(dup, nb, ids), axis=-1)[..., : min(r * kmax, nb)]
   n = (ids < nb).sum(-1).astype(jnp.int32)
-  return jnp.where(ids < nb, ids, 0).astype(jnp.int32), n
+  return jnp.where(ids < nb, ids, 0).astype(block_idx.dtype), n
 
 
 def _group_walk(block_idx, block_cnt, r: int, nb: int, blocks_per_step: int):
@@ -158,7 +159,7 @@ def _tile_mask(ids, j, C: int, cnt, own, q_tok, kv_len, bs: int, window=None):
   counts if its block is in the head's own list (``own [B, r, Kmax]``: O(r C Kmax) compares, no ``[nb, nb]``
   mask anywhere), its slot is below the union's count, it is causal (``<= q_tok``) and real (``< kv_len``)."""
   B = ids.shape[0]
-  k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
+  k_tok = (ids.astype(jnp.int32)[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)  # ids may be int16
   slot_ok = (j * C + jnp.arange(C))[None] < cnt[:, None]  # [B, C]
   head_ok = (ids[:, None, :, None] == own[:, :, None, :]).any(-1) & slot_ok[:, None, :]  # [B, r, C]
   head_ok = jnp.repeat(head_ok, bs, axis=2)  # [B, r, C*bs]

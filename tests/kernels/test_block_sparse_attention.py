@@ -1,6 +1,8 @@
 """Block-sparse attention kernels (XLA path; Pallas TPU and GPU kernels in interpret mode) vs the f32 reference,
 forward and backward; TPU and GPU lowering checks."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,6 +157,47 @@ def test_mask_index_round_trip_and_empty_rows():
   q = k = v = jnp.ones((1, 1, 48, 8))
   out = block_sparse_attention(q, k, v, idx, cnt, block_size=16, implementation="xla")
   assert bool((out[0, 0, 16:32] == 0).all()), "a query with no visible key returns zeros"
+
+
+def _bsa_by_ids(ids, q, k, v, *, cnt, bs, impl, window):
+  return block_sparse_attention(q, k, v, ids, cnt, block_size=bs, implementation=impl, window=window)
+
+
+@pytest.mark.parametrize("impl", ["xla", "xla_per_head"])
+def test_index_lists_are_int16_where_they_fit_and_their_dtype_changes_nothing(impl):
+  """Compact lists (issue 24): ids are int16 up to 32,767 blocks; int16 and int32 lists give the same output and
+  gradients (the kernels widen a tile's ids before token arithmetic), with and without a window."""
+  from jaxeff.attention.block_sparse import topk_mask_from_scores
+  from kernels_pallas.block_sparse_attention import index_dtype
+
+  assert index_dtype(32767) == jnp.int16 and index_dtype(32768) == jnp.int32
+  B, Hq, Hkv, L, d, bs = 1, 4, 2, 256, 16, 32
+  nb = L // bs
+  kq, kk, kv, km = jax.random.split(jax.random.key(3), 4)
+  q = jax.random.normal(kq, (B, Hq, L, d))
+  k, v = jax.random.normal(kk, (B, Hkv, L, d)), jax.random.normal(kv, (B, Hkv, L, d))
+  mask = jax.random.bernoulli(km, 0.4, (B, Hq, nb, nb)) | jnp.eye(nb, dtype=bool)
+  idx, cnt = mask_to_indices(mask)
+  assert idx.dtype == jnp.int16 and cnt.dtype == jnp.int32
+  sel = topk_mask_from_scores(
+    jax.random.normal(km, (B, 1, nb, nb)),
+    jnp.full((B, Hq, nb), 3),
+    jnp.array([L]),
+    block_size=bs,
+    head_group=jnp.zeros(Hq, jnp.int32),
+  )
+  assert sel.block_idx.dtype == jnp.int16
+  for window in (None, 70):
+    run = functools.partial(_bsa_by_ids, cnt=cnt, bs=bs, impl=impl, window=window)
+    loss = lambda q, k, v, ids, run=run: (run(ids, q, k, v) ** 2).sum()
+    o16, o32 = run(idx, q, k, v), run(idx.astype(jnp.int32), q, k, v)
+    np.testing.assert_array_equal(np.asarray(o16), np.asarray(o32))
+    g16 = jax.grad(loss, argnums=(0, 1, 2))(q, k, v, idx)
+    g32 = jax.grad(loss, argnums=(0, 1, 2))(q, k, v, idx.astype(jnp.int32))
+    for a, b in zip(g16, g32):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match="integer block ids"):
+    block_sparse_attention(q, k, v, idx.astype(jnp.float32), cnt, block_size=bs, implementation=impl)
 
 
 def test_bad_shapes_are_rejected():
