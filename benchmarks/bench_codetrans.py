@@ -138,13 +138,14 @@ def real_model_part(args):
     )
     # the first --sa-programs training programs (their order is the split's, by name hash): the SA stage uses a few
     # hundred pairs, and every statement prompt is one model answer
-    rep = gen.generate([(q["src"], q["tgt"]) for q in fits[: args.sa_programs or None]])
+    programs = fits[: args.sa_programs or None]
+    rep = gen.generate([(q["src"], q["tgt"]) for q in programs])
     return {
       "pairs": rep.pairs,
       "responses": rep.responses,
       "rejected": rep.rejected,
       "duplicates": rep.duplicates,
-      "programs": len(fits[: args.sa_programs or None]),
+      "programs": len(programs),
     }
 
   sa = cached("sa.json", make_sa)

@@ -213,9 +213,10 @@ def block_sparse_attention(
     padw = ((0, 0), (0, Lp - L), (0, 0), (0, 0)) if tm else ((0, 0), (0, 0), (0, Lp - L), (0, 0))
     q, k, v = jnp.pad(q, padw), jnp.pad(k, padw), jnp.pad(v, padw)
   block_cnt = jnp.asarray(block_cnt, jnp.int32)
-  if not jnp.issubdtype(jnp.asarray(block_idx).dtype, jnp.integer):
-    raise ValueError(f"block_idx must hold integer block ids, got dtype {jnp.asarray(block_idx).dtype}")
-  idx = pad_indices(jnp.asarray(block_idx).astype(index_dtype(nb)), block_cnt)  # compact ids (int16 to 4M tokens)
+  block_idx = jnp.asarray(block_idx)
+  if not jnp.issubdtype(block_idx.dtype, jnp.integer):
+    raise ValueError(f"block_idx must hold integer block ids, got dtype {block_idx.dtype}")
+  idx = pad_indices(block_idx.astype(index_dtype(nb)), block_cnt)  # compact ids (int16 up to 4M tokens)
   if window is not None:
     idx, block_cnt = window_indices(idx, block_cnt, window, block_size)
   out = _attend(q, k, v, idx, block_cnt, kv_len, impl, block_size, scale, interpret, blocks_per_step, layout, window)

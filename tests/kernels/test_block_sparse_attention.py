@@ -200,6 +200,38 @@ def test_index_lists_are_int16_where_they_fit_and_their_dtype_changes_nothing(im
     block_sparse_attention(q, k, v, idx.astype(jnp.float32), cnt, block_size=bs, implementation=impl)
 
 
+def test_xla_kernels_widen_int16_ids_past_int16_token_positions():
+  """The API passes int16 ids to the kernels, so the int16 / int32 comparison above runs the same program twice.
+  Here the XLA kernels themselves get int16 and int32 lists with token positions (id x block) above 32,767, where
+  int16 arithmetic would wrap: forward (per-head and grouped) and backward must agree exactly."""
+  from kernels_pallas.block_sparse_attention.xla import (
+    block_sparse_attention_xla,
+    block_sparse_attention_xla_bwd,
+    block_sparse_attention_xla_grouped,
+  )
+
+  B, Hq, Hkv, d, bs, nb = 1, 2, 1, 4, 512, 80  # 40,960 tokens: ids up to 79, 79 x 512 > 32,767
+  L = nb * bs
+  kq, kk, kv, kg = jax.random.split(jax.random.key(5), 4)
+  q, do = jax.random.normal(kq, (B, Hq, L, d)), jax.random.normal(kg, (B, Hq, L, d))
+  k, v = jax.random.normal(kk, (B, Hkv, L, d)), jax.random.normal(kv, (B, Hkv, L, d))
+  i = jnp.arange(nb)
+  # each query block keeps its diagonal block and the block half-way back (heads differ by one block)
+  idx = jnp.stack([jnp.stack([i, jnp.maximum(i // 2 - h, 0)], -1) for h in range(Hq)])[None]
+  cnt = jnp.where(i > 2 * Hq, 2, 1)[None, None].repeat(Hq, 1).astype(jnp.int32)
+  kv_len = jnp.array([L], jnp.int32)
+  assert int(idx.max()) * bs > jnp.iinfo(jnp.int16).max
+  for fn in (
+    functools.partial(block_sparse_attention_xla, q, k, v, block_size=bs),
+    functools.partial(block_sparse_attention_xla_grouped, q, k, v, block_size=bs),
+    functools.partial(block_sparse_attention_xla_bwd, q, k, v, do, block_size=bs),
+  ):
+    out16 = fn(idx.astype(jnp.int16), cnt, kv_len)
+    out32 = fn(idx.astype(jnp.int32), cnt, kv_len)
+    for a, b in zip(jax.tree.leaves(out16), jax.tree.leaves(out32)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_bad_shapes_are_rejected():
   q = jnp.zeros((1, 4, 128, 16))
   k = jnp.zeros((1, 2, 128, 16))
