@@ -25,8 +25,8 @@ class BlockSparseMask:
   """A per-head block mask in both forms (static shapes).
 
   Attributes:
-    block_idx: int32 [B, Hq, nb, Kmax] kept key-block ids per query block, best first; slots ``>= cnt``
-      repeat the last kept id.
+    block_idx: [B, Hq, nb, Kmax] kept key-block ids per query block (``index_dtype(nb)``: int16 up to 32,767
+      blocks), best first; slots ``>= cnt`` repeat the last kept id.
     block_cnt: int32 [B, Hq, nb] number of kept blocks per query block.
     block_mask: bool [B, Hq, nb, nb].
     block_size_hint: the block size (static), used by ``density`` with per-row lengths.
@@ -71,6 +71,34 @@ def _chunk_blocks(nb: int, rows_per_block: int, row_width: int, parallel: int, b
   return max(1, min(nb, budget // max(1, rows_per_block * row_width * parallel)))
 
 
+def resolve_max_blocks(max_blocks, counts: jax.Array, nb: int, multiple: int = 16) -> int:
+  """The index-list width ``Kmax`` (static): ``max_blocks`` an int: that, clipped to ``[1, nb]``; ``None``: ``nb``
+  (no cap); ``"auto"``: the largest per-row count ``max(counts)`` rounded up to ``multiple`` (few distinct
+  widths, so few compiles of the kernel that reads the lists), clipped to ``[1, nb]``, so the lists take
+  ``nb x Kmax`` ids per head (O(L K)) rather than ``nb x nb``. ``"auto"`` needs concrete counts (an eager call);
+  under ``jit`` the counts are traced and the width falls back to ``nb`` (pass an int there to bound it).
+  No kept block is ever dropped by ``"auto"``: the width is at least every row's count.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> resolve_max_blocks("auto", jnp.array([3, 40, 7]), nb=1024), resolve_max_blocks(None, None, nb=1024)
+    (48, 1024)
+  """
+  if max_blocks is None:
+    return nb
+  if isinstance(max_blocks, str):
+    if max_blocks != "auto":
+      raise ValueError(f"max_blocks must be an int, None or 'auto', got {max_blocks!r}")
+    try:
+      top = int(jnp.max(counts))
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+      return nb  # traced (under jit): no static bound is known
+    return max(1, min(nb, -(-top // multiple) * multiple))
+  if isinstance(max_blocks, bool) or not isinstance(max_blocks, int):
+    raise ValueError(f"max_blocks must be an int, None or 'auto', got {max_blocks!r}")
+  return max(1, min(int(max_blocks), nb))
+
+
 def topk_mask_from_scores(
   scores: jax.Array,
   row_budget: jax.Array,
@@ -80,7 +108,7 @@ def topk_mask_from_scores(
   head_group: jax.Array | None = None,
   force_sink: bool = False,
   force_diag: bool = False,
-  max_blocks: int | None = None,
+  max_blocks: int | str | None = "auto",
 ) -> BlockSparseMask:
   r"""Step 5: keep the top ``row_budget[b, h, m]`` causal candidates of ``scores[b, head_group[h], m, :]``.
 
@@ -94,7 +122,9 @@ def topk_mask_from_scores(
     row_budget: int32 [B, Hq, nb].
     lengths: int32 [B] real tokens per row.
     head_group: int32 [Hq] score row of each head (default: identity, G == Hq).
-    max_blocks: static cap on the index-list width (``Kmax``); default nb.
+    max_blocks: the index-list width ``Kmax`` (``resolve_max_blocks``): ``"auto"`` (default) the largest row
+      count (forced blocks included) when the budgets are concrete, ``nb`` under ``jit``; an int caps it (rows
+      with more blocks keep their best ``Kmax``); ``None``: ``nb``.
 
   Returns:
     BlockSparseMask (ids in ``index_dtype(nb)``: int16 up to nb = 32767, counts int32).
@@ -119,8 +149,8 @@ def topk_mask_from_scores(
   rank = jnp.argsort(order, axis=-1).astype(ix)
   ncand = cand.sum(-1)  # [B, nb]
   nforced = forced.sum(-1)
-  kmax = nb if max_blocks is None else max(1, min(int(max_blocks), nb))
   cnt = jnp.minimum(row_budget + nforced[:, None], ncand[:, None])
+  kmax = resolve_max_blocks(max_blocks, cnt, nb)
   cnt = jnp.minimum(cnt, kmax).astype(jnp.int32)
   order_h = order[:, head_group]  # [B, Hq, nb, nb]
   idx = pad_indices(order_h[..., :kmax], cnt)

@@ -35,6 +35,7 @@ from jaxeff.attention.block_sparse import (
   _check_qk,
   _chunk_blocks,
   _lengths,
+  resolve_max_blocks,
   topk_mask_from_scores,
 )
 from kernels_pallas.block_sparse_attention import mask_to_indices
@@ -54,7 +55,7 @@ def _block_mean(x, bs):
   return x.reshape(B, H, Lp // bs, bs, d).mean(3)
 
 
-def _ranked_count_mask(scores, cnt_with_forced, lengths, bs, max_blocks=None):
+def _ranked_count_mask(scores, cnt_with_forced, lengths, bs, max_blocks="auto"):
   """Mask keeping, per row, the forced sink + diagonal and then the best blocks, ``cnt`` in all."""
   nb = scores.shape[-1]
   m = jnp.arange(nb)
@@ -95,7 +96,7 @@ def xattention_block_scores(q, k, lengths, *, block_size: int, stride: int, scal
 
 
 def xattention_estimate(
-  q, k, *, block_size=128, stride=8, threshold=0.9, lengths=None, max_blocks=None, scale=None
+  q, k, *, block_size=128, stride=8, threshold=0.9, lengths=None, max_blocks="auto", scale=None
 ) -> BlockSparseMask:
   """XAttention's mask: forced sink + diagonal, then blocks by descending antidiagonal score until the
   cumulative score reaches ``threshold`` of the row total (forced blocks count). q [B,Hq,L,d], k [B,Hkv,L,d]."""
@@ -155,7 +156,7 @@ def flexprefill_estimate(
   min_budget_tokens=0,
   max_budget_tokens=None,
   lengths=None,
-  max_blocks=None,
+  max_blocks="auto",
   scale=None,
   return_pattern=False,
 ):
@@ -216,7 +217,7 @@ def flexprefill_estimate(
   vs_keep = (v_blk[:, :, None, :] | d_blk[:, :, diff]) & cand[:, None]
   forced = ((m[None, :] == 0) | (m[None, :] == m[:, None]))[None, None] & cand[:, None]
   keep = jnp.where(query_aware[..., None, None], qa_keep, vs_keep) | forced
-  idx, cnt = mask_to_indices(keep, max_blocks)
+  idx, cnt = mask_to_indices(keep, resolve_max_blocks(max_blocks, keep.sum(-1), nb))
   out = BlockSparseMask(idx, cnt, keep, block_size_hint=bs)
   return (out, query_aware) if return_pattern else out
 

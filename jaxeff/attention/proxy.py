@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from jaxeff.attention.block_sparse import BlockSparseBackend as BlockSparseBackend
 from jaxeff.attention.block_sparse import BlockSparseMask as BlockSparseMask
 from jaxeff.attention.block_sparse import _check_qk, _chunk_blocks, _lengths
+from jaxeff.attention.block_sparse import resolve_max_blocks as resolve_max_blocks
 from jaxeff.attention.block_sparse import topk_mask_from_scores as topk_mask_from_scores
 from kernels_pallas.block_sparse_attention import indices_to_mask
 
@@ -231,7 +232,7 @@ def estimate(
   row_mode: str = "absolute",
   tile_reduce: str = "max2d",
   lengths: jax.Array | None = None,
-  max_blocks: int | None = None,
+  max_blocks: int | str | None = "auto",
   scale: float | None = None,
 ) -> ProxyEstimate:
   r"""ProxyAttn block estimation (module docstring, steps 1-5).
@@ -250,7 +251,9 @@ def estimate(
     row_mode: "absolute" (default, ``K_i`` in every row) or "ratio" (``ceil(b_i (m+1))``, floored at mb).
     tile_reduce: "max2d" (default) or "max_k_then_mean_q".
     lengths: optional int32 [B] real tokens per row (right padding).
-    max_blocks: static cap on the index-list width; default nb (no cap).
+    max_blocks: the index-list width ``Kmax`` (``resolve_max_blocks``): ``"auto"`` (default) the largest row
+      budget rounded up to 16 blocks when called eagerly (lists of ``nb x Kmax`` ids per head, not ``nb x nb``),
+      ``nb`` under ``jit`` (budgets are traced; pass an int to bound it there); ``None``: ``nb``.
     scale: score scale, default 1/sqrt(d).
 
   Returns:
@@ -366,11 +369,13 @@ class ProxyAttention(BlockSparseBackend):
   count_mode: str = "count"
   row_mode: str = "absolute"
   tile_reduce: str = "max2d"
-  max_blocks: int | None = None
+  max_blocks: int | str | None = "auto"
 
   def __post_init__(self):
     # Validate eagerly: a clear error when the backend is built, before any model runs.
     super().__post_init__()
+    if self.max_blocks is not None and self.max_blocks != "auto" and not isinstance(self.max_blocks, int):
+      raise ValueError(f"max_blocks must be an int, None or 'auto', got {self.max_blocks!r}")
     _check_options(
       block_size=self.block_size,
       stride=self.stride,
@@ -417,6 +422,7 @@ __all__ = [
   "estimate",
   "indices_to_mask",
   "last_block_mass",
+  "resolve_max_blocks",
   "strided_block_scores",
   "topk_mask_from_scores",
 ]

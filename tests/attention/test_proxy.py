@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxeff.attention import proxy
+from jaxeff.attention import peers, proxy
 from jaxeff.attention.dense import Dense, reference_attention
 from jaxeff.attention.peers import MeanPoolTopK, structured_qk
 from tests.attention import proxy_numpy
@@ -257,6 +257,42 @@ def test_estimate_and_kernel_jit_without_retrace():
   out2, m2 = run(*args2)
   assert len(traces) == 1
   assert out1.shape == (1, 4, 128, 16) and bool(jnp.isfinite(out2).all())
+
+
+def test_auto_list_width_is_the_largest_budget_and_changes_nothing_else():
+  """``max_blocks="auto"`` (the default) sizes the lists to the largest row count (rounded up to 16) when called
+  eagerly, ``nb`` under jit; masks, counts, the kept ids and the attention output equal the uncapped lists'."""
+  from kernels_pallas.block_sparse_attention import block_sparse_attention
+
+  q, k = _qk(8, B=1, Hq=4, Hkv=2, L=1024, d=16)
+  rng = np.random.default_rng(8)
+  v = jnp.asarray(rng.normal(size=(1, 2, 1024, 16)), jnp.float32)
+  q, k = jnp.asarray(q), jnp.asarray(k)
+  kw = dict(block_size=16, stride=4, gamma=0.5, min_budget_tokens=64, force_sink=True, force_diag=True)
+  auto, full = proxy.estimate(q, k, **kw), proxy.estimate(q, k, max_blocks=None, **kw)
+  nb = 64
+  top = int(np.asarray(full.block_cnt).max())
+  assert full.block_idx.shape[-1] == nb and top < 48
+  assert auto.block_idx.shape[-1] == -(-top // 16) * 16 < nb
+  np.testing.assert_array_equal(np.asarray(auto.block_cnt), np.asarray(full.block_cnt))
+  np.testing.assert_array_equal(np.asarray(auto.block_mask), np.asarray(full.block_mask))
+  w = auto.block_idx.shape[-1]
+  np.testing.assert_array_equal(np.asarray(auto.block_idx), np.asarray(full.block_idx)[..., :w])
+  outs = [
+    block_sparse_attention(q, k, v, m.block_idx, m.block_cnt, block_size=16, implementation="xla")
+    for m in (auto, full)
+  ]
+  np.testing.assert_array_equal(np.asarray(outs[0]), np.asarray(outs[1]))
+  assert jax.jit(lambda q, k: proxy.estimate(q, k, **kw).block_idx)(q, k).shape[-1] == nb  # traced: no bound
+  for name, fn in (("xattention", peers.xattention_estimate), ("flexprefill", peers.flexprefill_estimate)):
+    a, f = fn(q, k, block_size=16), fn(q, k, block_size=16, max_blocks=None)
+    np.testing.assert_array_equal(np.asarray(a.block_mask), np.asarray(f.block_mask), err_msg=name)
+    np.testing.assert_array_equal(np.asarray(a.block_cnt), np.asarray(f.block_cnt), err_msg=name)
+    assert a.block_idx.shape[-1] == min(nb, -(-int(np.asarray(f.block_cnt).max()) // 16) * 16), name
+  with pytest.raises(ValueError, match="max_blocks"):
+    proxy.ProxyAttention(max_blocks="largest")
+  with pytest.raises(ValueError, match="max_blocks"):
+    proxy.estimate(q, k, max_blocks=2.5, **kw)
 
 
 def test_bad_inputs_fail_before_work():
