@@ -1,5 +1,5 @@
 """KV caches behind one protocol (init / prefill / append / attend): full precision, int8/int4 quantized, and
-CommonKV latent caches (with the cross-layer merge), the MiniCache peer, and the eviction presses (Judge Q among them) that compact
+CommonKV latent caches (with the cross-layer merge), MLA-style latent caches of a converted model (``to_mla``), the MiniCache peer, and the eviction presses (Judge Q among them) that compact
 any of them after prefill. The cache and cache-factory protocols live at the seam below (``jaxeff.models.cache``).
 
 Naming: a cache **pytree** ends in ``Cache`` (``FullCache``, ``QuantizedCache``, ``LatentCache``, ``EvictedCache``,
@@ -21,6 +21,10 @@ from jaxeff.kvcache.commonkv import merge_after_prefill as merge_after_prefill
 from jaxeff.kvcache.eviction import Press as Press
 from jaxeff.kvcache.judgeq import JudgeQPress as JudgeQPress
 from jaxeff.kvcache.judgeq import SoftTokens as SoftTokens
+from jaxeff.kvcache.mla import MLA as MLA
+from jaxeff.kvcache.mla import MLACache as MLACache
+from jaxeff.kvcache.mla import MLASpec as MLASpec
+from jaxeff.kvcache.mla import to_mla as to_mla
 from jaxeff.kvcache.peers import MiniCacheMerge as MiniCacheMerge
 from jaxeff.kvcache.quantized import Quantized as Quantized
 from jaxeff.kvcache.quantized import QuantizedCache as QuantizedCache

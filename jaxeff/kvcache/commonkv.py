@@ -463,7 +463,7 @@ class LatentCache:
 
 
 def _latents(latent: LatentKV | None, who: str) -> jax.Array:
-  if latent is None:
+  if not isinstance(latent, LatentKV):  # None (a plain layer) or another layer type's record (MLA)
     raise ValueError(
       f"{who} stores CommonKV latents: compress the model with jaxeff.kvcache.commonkv.compress (its layers then "
       "hand each cache call their LatentKV record)"

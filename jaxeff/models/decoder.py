@@ -67,6 +67,7 @@ from jaxeff import sharding as shard_lib
 from jaxeff.attention.dense import Dense
 from jaxeff.config import ModelConfig, rope_inv_freq
 from jaxeff.models import latent as latent_lib
+from jaxeff.models import mla as mla_lib
 from jaxeff.models.layers import finish_head
 from jaxeff.models.layers import linear as linear  # the building blocks stay importable from here
 from jaxeff.models.layers import qk_norm as qk_norm
@@ -262,7 +263,8 @@ def project(attn: dict[str, Array], h_btd: Array, positions_bt: Array, config: M
 
 
 _PROJECTIONS: list[tuple[Callable[[dict], bool], Callable[..., tuple]]] = [
-  (latent_lib.is_latent_layer, latent_lib.latent_projection)
+  (latent_lib.is_latent_layer, latent_lib.latent_projection),
+  (mla_lib.is_mla_layer, mla_lib.mla_projection),
 ]
 
 
