@@ -89,3 +89,32 @@ def merge_results(
     merged[k] = {**merged[k], **v} if isinstance(merged.get(k), dict) and isinstance(v, dict) else v
   names = {t["name"] for t in targets} | set(drop)
   return write_results(area, merged, [t for t in old_targets if t["name"] not in names] + targets)
+
+
+def save_tree(path, tree) -> None:
+  """A parameter tree as one .npz (leaf paths as keys), written atomically."""
+  import jax
+  import numpy as np
+
+  from jaxeff.training.optim import path_names
+
+  names = jax.tree.leaves(path_names(tree))
+  tmp = f"{path}.tmp.npz"
+  np.savez(tmp, **{n: np.asarray(x) for n, x in zip(names, jax.tree.leaves(tree))})
+  os.replace(tmp, path)
+
+
+def load_tree(path, like):
+  """The tree saved by ``save_tree`` in the structure of ``like`` (every leaf's name and shape checked)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from jaxeff.training.optim import path_names
+
+  names, leaves = jax.tree.leaves(path_names(like)), jax.tree.leaves(like)
+  with np.load(path) as z:
+    bad = [n for n, x in zip(names, leaves) if n not in z or z[n].shape != x.shape]
+    if bad:
+      raise ValueError(f"{path} does not match the expected tree: {', '.join(bad[:8])}")
+    return jax.tree.unflatten(jax.tree.structure(like), [jnp.asarray(z[n]) for n in names])

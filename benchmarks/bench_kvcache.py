@@ -12,6 +12,14 @@ shapes with random weights (``bench-512``: d_model 512, 8 layers, 8 query / 2 kv
 layers, 9 / 3 heads): full cache vs int8 / int4 (dequantized per tile inside attention) vs CommonKV 50 % (jnp
 absorbed path, XLA latent kernel, selective reconstruction of 16 tiles of 32, int4 latents). Writes
 ``benchmarks/results/kvcache.json``; ``--part decode`` / ``--part quality`` merge one part into it.
+
+``--part mla`` (the MLA-style variant, its own row): SmolLM2-135M-Instruct converted by ``to_mla`` (RoPE on
+``--mla-pairs`` of 32 frequency pairs, the latent sized for 50 % of the full cache), held-out NLL on the
+machine's ``python`` + ``pydoc`` corpora before and after ``--mla-steps`` uptraining steps, next to the original
+model, the original uptrained for the same steps on the same batches (equal-compute control: what the data alone
+does), and CommonKV 50 %; decode ms/step of the MLA cache vs the full cache and CommonKV's fastest variant
+(random weights, both shapes). Merged under ``results.mla``; the uptrained weights are saved for the real-model
+harness (``--mla-work``).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._common import target, write_results  # noqa: E402
+from benchmarks._common import load_tree, save_tree, target, write_results  # noqa: E402
 
 
 def methods(config, params):
@@ -101,7 +109,7 @@ def decode_step_times(lengths, repeats: int, shapes=tuple(DECODE_SHAPES)) -> dic
   kernel, selective reconstruction, with int4 latents)."""
   from jaxeff.config import ModelConfig
   from jaxeff.kvcache import CommonKV, FullCache, Quantized, compress
-  from jaxeff.models.decoder import forward, init_params
+  from jaxeff.models.decoder import init_params
 
   out = {}
   for shape in shapes:
@@ -118,28 +126,39 @@ def decode_step_times(lengths, repeats: int, shapes=tuple(DECODE_SHAPES)) -> dic
       "commonkv_50+int4": (pc, CommonKV(spec, bits=4).init),
       "commonkv_50+int4+select": (pc, CommonKV(spec, bits=4, **SELECT).init),
     }
-    for S in lengths:
-      row = {}
-      for name, (p, init) in rows.items():
-        cache = _fill(init(cfg, 1, S + 8), S, jax.random.key(1))
-        step = jax.jit(lambda p_, c_, t_: forward(p_, t_, jnp.array([[S]]), c_, config=cfg, is_prefill=False)[0])
-        tok = jnp.array([[97]])
+    out[shape] = _time_decode(cfg, rows, lengths, repeats, shape)
+  return out
+
+
+def _time_decode(cfg, rows: dict, lengths, repeats: int, shape: str) -> dict:
+  """``{S: {row: {step_s, compile_s, speed_vs_full}}}``: median seconds per one-token decode step (batch 1, the
+  whole model) with each row's cache filled to ``S`` tokens, compile excluded; ``rows`` name -> (params, init)
+  and holds ``"full"``."""
+  from jaxeff.models.decoder import forward
+
+  out = {}
+  for S in lengths:
+    row = {}
+    for name, (p, init) in rows.items():
+      cache = _fill(init(cfg, 1, S + 8), S, jax.random.key(1))
+      step = jax.jit(lambda p_, c_, t_: forward(p_, t_, jnp.array([[S]]), c_, config=cfg, is_prefill=False)[0])
+      tok = jnp.array([[97]])
+      t0 = time.perf_counter()
+      jax.block_until_ready(step(p, cache, tok))
+      compile_s = time.perf_counter() - t0
+      ts = []
+      for _ in range(repeats):
         t0 = time.perf_counter()
         jax.block_until_ready(step(p, cache, tok))
-        compile_s = time.perf_counter() - t0
-        ts = []
-        for _ in range(repeats):
-          t0 = time.perf_counter()
-          jax.block_until_ready(step(p, cache, tok))
-          ts.append(time.perf_counter() - t0)
-        row[name] = {"step_s": statistics.median(ts), "compile_s": compile_s}
-        del cache
-      for name in row:
-        row[name]["speed_vs_full"] = row["full"]["step_s"] / row[name]["step_s"]
-        print(
-          f"decode {shape} S={S} {name}: {row[name]['step_s'] * 1e3:.1f} ms ({row[name]['speed_vs_full']:.2f}x full)"
-        )
-      out.setdefault(shape, {})[S] = row
+        ts.append(time.perf_counter() - t0)
+      row[name] = {"step_s": statistics.median(ts), "compile_s": compile_s}
+      del cache
+    for name in row:
+      row[name]["speed_vs_full"] = row["full"]["step_s"] / row[name]["step_s"]
+      print(
+        f"decode {shape} S={S} {name}: {row[name]['step_s'] * 1e3:.1f} ms ({row[name]['speed_vs_full']:.2f}x full)"
+      )
+    out[S] = row
   return out
 
 
@@ -172,11 +191,27 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--quick", action="store_true", help="smaller contexts and fewer examples")
   ap.add_argument(
-    "--part", choices=("all", "quality", "decode"), default="all", help="run one part, merged into the results file"
+    "--part",
+    choices=("all", "quality", "decode", "mla"),
+    default="all",
+    help="run one part, merged into the results file",
   )
   ap.add_argument("--lengths", type=int, nargs="+", help="decode part: context lengths (default 2048 8192 32768)")
   ap.add_argument("--repeats", type=int, default=5, help="decode part: timed steps per cache (median)")
+  ap.add_argument("--mla-pairs", type=int, default=8, help="mla part: RoPE frequency pairs kept per head")
+  ap.add_argument("--mla-steps", type=int, default=60, help="mla part: uptraining steps (each arm)")
+  ap.add_argument("--mla-lr", type=float, default=2e-4, help="mla part: uptraining peak learning rate")
+  ap.add_argument("--mla-seq", type=int, default=256, help="mla part: uptraining sequence length")
+  ap.add_argument("--mla-batch", type=int, default=8, help="mla part: uptraining batch size")
+  ap.add_argument("--mla-work", default="runs/mla", help="mla part: where the uptrained weights are kept")
+  ap.add_argument("--skip-decode", action="store_true", help="mla part: quality only")
   args = ap.parse_args(argv)
+  if args.part == "mla":
+    from benchmarks._common import merge_results
+
+    out = mla_part(args)
+    print("wrote", merge_results("kvcache", {"mla": out}, []))
+    return
   if args.part == "decode":
     from benchmarks._common import RESULTS, merge_results
 
@@ -227,6 +262,98 @@ def main(argv=None):
   )
   out = write_results("kvcache", results, targets)
   print("wrote", out)
+
+
+def mla_part(args) -> dict:
+  """The MLA-style variant on SmolLM2-135M-Instruct (module docstring, ``--part mla``)."""
+  from pathlib import Path
+
+  from jaxeff.kvcache import compress, to_mla
+  from jaxeff.models import load_hf
+  from jaxeff.models.registry import model_dir, require_fetched
+  from jaxeff.training import TrainConfig
+  from jaxeff.training.data import build_data
+  from jaxeff.training.mla import uptrain
+  from jaxeff.training.trainer import evaluate
+
+  name = "smollm2-135m-instruct"
+  require_fetched(name)
+  folder = str(model_dir(name))
+  cfg, params = load_hf(folder, dtype=jnp.float32)
+  work = Path(args.mla_work)
+  work.mkdir(parents=True, exist_ok=True)
+  tc = TrainConfig(
+    model=cfg,
+    tokenizer="init_from",
+    init_from=folder,
+    corpora=("python", "pydoc"),
+    weights=(0.5, 0.5),
+    seq_len=args.mla_seq,
+    batch_size=args.mla_batch,
+    steps=args.mla_steps,
+    lr=args.mla_lr,
+    warmup_steps=min(10, args.mla_steps // 5),
+    eval_batches=4,
+    log_every=5,
+    seed=0,
+  )
+  _, pm, spec, rep = to_mla(cfg, params, pairs=args.mla_pairs, cache_ratio=0.5)
+  _, pc, _, _ = compress(cfg, params, group_size=2, rank=cfg.n_kv_heads * cfg.head_dim)
+  val = build_data(tc).validation_batches()  # held out by the corpus split; the same batches for every row
+  data = build_data(tc)
+  nll = lambda p: evaluate(p, val, config=cfg, byte_lengths=data.byte_lengths)
+  out = {
+    "model": name,
+    "pairs": args.mla_pairs,
+    "rank": spec.ranks[0],
+    "floats_per_token": spec.floats_per_token(cfg),
+    "full_floats_per_token": 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim,
+    "svd_rel_error_mean": float(np.mean(rep["rel_error"])),
+    "uptrain": {k: getattr(tc, k) for k in ("corpora", "seq_len", "batch_size", "steps", "lr", "warmup_steps")},
+    "held_out": {"original": nll(params), "commonkv_50": nll(pc), "mla_50": nll(pm)},
+  }
+  print(json.dumps(out, default=str), flush=True)
+  for arm, start in (("mla_50_uptrained", pm), ("original_uptrained", params)):
+    f = work / f"{arm}-s{tc.steps}.npz"
+    if f.is_file():
+      p_up, extra = load_tree(f, start), json.loads(f.with_suffix(".json").read_text())
+    else:
+      res = uptrain(cfg, start, tc)
+      p_up, extra = res.params, {"seconds": res.seconds, "history": res.history}
+      save_tree(f, p_up)
+      f.with_suffix(".json").write_text(json.dumps(extra))
+    out["held_out"][arm] = nll(p_up)
+    out.setdefault("uptrain_runs", {})[arm] = extra
+    print(arm, out["held_out"][arm], flush=True)
+  h = out["held_out"]
+  out["recovered_fraction"] = (h["mla_50"]["loss"] - h["mla_50_uptrained"]["loss"]) / max(
+    h["mla_50"]["loss"] - h["original_uptrained"]["loss"], 1e-9
+  )
+  if not args.skip_decode:
+    out["decode_step"] = mla_decode_times(args.lengths or [2048, 8192, 32768], args.repeats, args.mla_pairs)
+  return out
+
+
+def mla_decode_times(lengths, repeats: int, pairs: int) -> dict:
+  """Median ms per decode step, MLA 50 % vs the full cache and CommonKV 50 % with selective reconstruction,
+  side by side (random weights, the decode shapes)."""
+  from jaxeff.config import ModelConfig
+  from jaxeff.kvcache import MLA, CommonKV, FullCache, compress, to_mla
+  from jaxeff.models.decoder import init_params
+
+  out = {}
+  for shape in DECODE_SHAPES:
+    cfg = ModelConfig.tiny(max_position_embeddings=max(lengths) + 64, **DECODE_SHAPES[shape])
+    params = init_params(cfg, jax.random.key(0))
+    _, pc, spec, _ = compress(cfg, params, group_size=2, rank=cfg.n_kv_heads * cfg.head_dim)
+    _, pm, mspec, _ = to_mla(cfg, params, pairs=pairs, cache_ratio=0.5)
+    rows = {
+      "full": (params, FullCache.init),
+      "commonkv_50+select": (pc, CommonKV(spec, **SELECT).init),
+      "mla_50": (pm, MLA(mspec).init),
+    }
+    out[shape] = _time_decode(cfg, rows, lengths, repeats, shape)
+  return out
 
 
 def _mean_accuracy(acc: dict | None) -> dict | None:

@@ -45,12 +45,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine  # noqa: E402
+from benchmarks._common import load_tree, machine  # noqa: E402
 from jaxeff.evals import TASKS, Metered, Method, make_examples, run_methods, summarize  # noqa: E402
 from jaxeff.evals.harness import paired_difference  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 BUDGETS = (0.05, 0.1, 0.2, 0.5)
+MLA_WORK = Path("runs/mla")  # bench_kvcache.py --part mla keeps the uptrained MLA weights here
 GROUPS = ("dense", "sparse", "latent", "presses", "judgeq", "stack")
 
 
@@ -62,7 +63,7 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
   """``{name: (group, Method)}`` for the requested groups (CommonKV / Palu factorise the params once here)."""
   from jaxeff.attention import ProxyAttention
   from jaxeff.attention.peers import FlexPrefill, LocalBlocks, RandomBlocks, XAttention
-  from jaxeff.kvcache import CommonKV, FullCache, compress
+  from jaxeff.kvcache import MLA, CommonKV, FullCache, compress, to_mla
   from jaxeff.kvcache.eviction import Press
   from jaxeff.kvcache.judgeq import JudgeQPress, SoftTokens, init_soft
   from jaxeff.kvcache.peers import MiniCacheMerge, palu_compress
@@ -105,6 +106,15 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
     _, pp, pspec, _ = palu_compress(config, params, rank=r)  # per-layer SVD at the same rank (bench_kvcache)
     add("latent", Method("palu-50", pp, CommonKV(pspec)))
     add("latent", Method("minicache", params, MiniCacheMerge.for_model(config)))
+    # MLA-style (MHA2MLA): RoPE on a quarter of the frequency pairs, one latent per layer, 50 % of the K/V
+    # floats; as converted, and after bench_kvcache.py --part mla's uptraining (when its weights fit this model)
+    _, pm, mspec, _ = to_mla(config, params, pairs=config.head_dim // 8, cache_ratio=0.5)
+    add("latent", Method("mla-50", pm, MLA(mspec)))
+    for f in sorted(MLA_WORK.glob("mla_50_uptrained-s*.npz"), key=lambda f: int(f.stem.split("-s")[-1]))[-1:]:
+      try:
+        add("latent", Method(f"mla-50-up{f.stem.split('-s')[-1]}", load_tree(f, pm), MLA(mspec)))
+      except ValueError as e:  # another model's or another pair count's weights
+        print(f"mla-50-up: skipped ({e})")
   if "presses" in groups:
     for b in BUDGETS:
       for s in ("snapkv", "pyramidkv", "h2o", "streaming"):
