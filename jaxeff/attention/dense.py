@@ -105,8 +105,11 @@ def tiled_cache_attention(
     q_btnh: [B, T, N, H]; q_pos_bt: [B, T]; n_tiles: int or traced int.
     softcap: attention-logit soft-cap c (scores c * tanh(s / c), ``cap_scores``), ``None`` = off.
 
+  Values may be wider or narrower than the keys (``v [B, bt, K, Hv]``, e.g. a latent attended with its
+  up-projection absorbed): the output is then ``[B, T, N, Hv]``.
+
   Returns:
-    [B, T, N, H] in the query dtype (zeros for a query that sees nothing).
+    [B, T, N, Hv] in the query dtype (zeros for a query that sees nothing); Hv = H for ordinary values.
 
   Example:
     >>> k = v = jnp.ones((1, 8, 1, 4)); pos = jnp.arange(8)[None]
@@ -119,10 +122,11 @@ def tiled_cache_attention(
   """
   B, T, N, H = q_btnh.shape
   scale = H**-0.5 if scale is None else scale
-  k_shape = jax.eval_shape(load_tile, 0)[0]
+  k_shape, v_shape = jax.eval_shape(load_tile, 0)[:2]
   parts = isinstance(k_shape, (tuple, list))
   P = len(k_shape) if parts else 1
   K = (k_shape[0] if parts else k_shape).shape[2]
+  Hv = (v_shape[0] if parts else v_shape).shape[-1] * P  # the value width (may differ from H: latent values)
   G = N // K
   q = q_btnh.reshape(B, T, K, G, H).astype(jnp.float32) * scale
   q_parts = [q[..., p::P] for p in range(P)]
@@ -145,12 +149,12 @@ def tiled_cache_attention(
   init = (
     jnp.full((B, K, G, T), _NEG),
     jnp.zeros((B, K, G, T)),
-    tuple(jnp.zeros((B, K, G, T, H // P)) for _ in range(P)),
+    tuple(jnp.zeros((B, K, G, T, Hv // P)) for _ in range(P)),
   )
   m, l, acc = jax.lax.fori_loop(0, n_tiles, step, init)
-  acc = jnp.stack(acc, axis=-1).reshape(B, K, G, T, H)  # interleave the parts: channel h = part h % P
+  acc = jnp.stack(acc, axis=-1).reshape(B, K, G, T, Hv)  # interleave the parts: channel h = part h % P
   o = acc / jnp.where(l > 0, l, 1.0)[..., None]
-  return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q_btnh.dtype)
+  return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, Hv).astype(q_btnh.dtype)
 
 
 def reference_attention(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=None, softcap=None):

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxeff.attention.dense import masked_attention, position_mask
+from jaxeff.attention.dense import masked_attention, position_mask, tiled_cache_attention
 from jaxeff.config import ModelConfig
 from jaxeff.kvcache.base import _write_rows
 from jaxeff.models.latent import LATENT_LEAVES, LatentKV, is_latent_layer
@@ -429,6 +429,8 @@ class LatentCache:
     e = self.layers[layer]
     if self.select_tiles is not None and q_btnh.shape[1] == 1:
       lat, pos = self.selected(layer, q_btnh, q_pos_bt, window)
+    elif self.bits is not None and self.kernel is None:  # quantized latents: dequantized tile by tile
+      return self._tiled_attention(layer, q_btnh, q_pos_bt, window, latent)
     else:
       lat, pos = self.latent_values(layer), e.pos
     if self.kernel is not None and q_btnh.shape[1] == 1 and latent.absorbable:
@@ -447,6 +449,37 @@ class LatentCache:
       )
       return out[:, None].astype(q_btnh.dtype)
     return _latent_attention(q_btnh, lat, pos, q_pos_bt, latent, window, self.value_mode)
+
+  def _tiled_attention(self, layer, q_btnh, q_pos_bt, window, rec: LatentKV, tile: int = 256):
+    """Quantized latents read ``tile`` slots at a time up to the last filled slot (``tiled_cache_attention``):
+    each tile dequantized, its keys rebuilt, its values rebuilt or (``absorb``) attended as latents with ``Bv``
+    applied once to the weighted sum; the whole cache is never dequantized."""
+    e = self.layers[layer]
+    S = e.pos.shape[1]
+    bt = min(tile, S)
+    absorb = self.value_mode == "absorb"
+    K = rec.k_up.shape[0]
+
+    def load(j):
+      start = jnp.minimum(j * bt, S - bt)  # the last tile is shifted back; its repeated slots are masked
+      sl = lambda x: jax.lax.dynamic_slice_in_dim(x, start, bt, axis=1)
+      pos = jnp.where(start + jnp.arange(bt) >= j * bt, sl(e.pos), -1)
+      lat = self._floats(sl(e.latent), sl(e.scale), sl(e.minimum))
+      k, v = rec.rebuild(lat, jnp.maximum(pos, 0))
+      if absorb:
+        v = jnp.broadcast_to(lat[:, :, None, :], (*lat.shape[:2], K, lat.shape[-1]))
+      return k, v, pos
+
+    filled = jnp.max(jnp.where(e.pos >= 0, jnp.arange(S) + 1, 0))
+    out = tiled_cache_attention(q_btnh, load, (filled + bt - 1) // bt, q_pos_bt, window=window)
+    if not absorb:
+      return out
+    B, T, N, _ = out.shape
+    pc = out.reshape(B, T, K, N // K, -1).astype(jnp.float32)
+    o = jnp.einsum("btkgr,khr->btkgh", pc, rec.v_up.astype(jnp.float32))
+    if rec.v_bias is not None:
+      o = o + rec.v_bias[None, None, :, None, :]
+    return o.reshape(B, T, N, -1).astype(q_btnh.dtype)
 
   def repeat(self, n: int) -> LatentCache:
     return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), self)

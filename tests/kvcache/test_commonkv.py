@@ -197,6 +197,28 @@ def test_quantized_latents_compose_with_commonkv():
   assert c32.bytes_per_token() == 4 * 32 * 4
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("mode", ["absorb", "rebuild"])
+def test_quantized_latents_are_attended_tile_by_tile_as_if_dequantized_whole(bits, mode):
+  """The tiled path (each tile dequantized inside the online softmax, a shifted last tile, bounded by the filled
+  length) equals attention over the whole dequantized cache; with a window and a multi-token query chunk."""
+  from jaxeff.kvcache.commonkv import _latent_attention
+  from jaxeff.models.latent import LatentKV
+
+  _, pc, spec, _ = compress(CFG, _params(5), group_size=2, rank=32)
+  _, cache = _decode(pc, LatentCache.init(CFG, spec, 2, 64, bits=bits, value_mode=mode))  # 40 / 36 filled
+  a = pc["layers"][1]["attn"]
+  rec = LatentKV(None, a["k_up"], a["v_up"], None, None, None, jnp.asarray(rope_inv_freq(CFG, 1)), 1e-6, None)
+  rng = np.random.default_rng(0)
+  for T, window in ((1, None), (3, 9)):
+    q = jnp.asarray(rng.normal(size=(2, T, CFG.n_heads, CFG.head_dim)), jnp.float32)
+    qpos = jnp.array([[40 + t for t in range(T)], [36 + t for t in range(T)]])
+    got = cache._tiled_attention(1, q, qpos, window, rec, tile=24)
+    want = _latent_attention(q, cache.latent_values(1), cache.layers[1].pos, qpos, rec, window, mode)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  assert cache.attend(1, q, qpos, window=9, latent=rec).shape == q.shape  # attend takes this path
+
+
 def test_calibration_fisher_and_layer_sensitivity():
   """On the trained tiny-code model with layer 2's output projection zeroed: layer 2's V gets no Fisher mass and
   its keys no sensitivity weight; weights sum to 1 per group."""
