@@ -46,6 +46,24 @@ def _write_rows(buf_bs: Array, new_bt: Array, start_b: Array) -> Array:
   return jax.vmap(one)(buf_bs, new_bt, start_b)
 
 
+def _write_entries(layer: Any, positions_bt: Array, **new_bt: Array) -> Any:
+  """A layer record (``pos``/``length`` plus per-slot arrays) with ``new_bt`` rows written at each row's fill and
+  the positions recorded; only real tokens (position >= 0) advance ``length``."""
+  rows = {k: _write_rows(getattr(layer, k), v, layer.length) for k, v in new_bt.items()}
+  return layer.replace(
+    pos=_write_rows(layer.pos, positions_bt.astype(jnp.int32), layer.length),
+    length=layer.length + jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32),
+    **rows,
+  )
+
+
+def _with_layer(cache: Any, i: int, new: Any) -> Any:
+  """``cache`` with ``cache.layers[i]`` replaced by ``new``."""
+  layers = list(cache.layers)
+  layers[i] = new
+  return cache.replace(layers=tuple(layers))
+
+
 @flax.struct.dataclass
 class LayerKV:
   """One layer's full-precision entries: k/v [B, S, K, H], slot positions [B, S], next slot [B]."""

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxeff.attention.dense import masked_attention, position_mask, tiled_cache_attention
 from jaxeff.config import ModelConfig
-from jaxeff.kvcache.base import _write_rows
+from jaxeff.kvcache.base import _with_layer, _write_entries, _write_rows
 from jaxeff.models.latent import LATENT_LEAVES, LatentKV, is_latent_layer
 
 
@@ -408,15 +408,7 @@ class LatentCache:
       extra.update(
         scale=_write_rows(e.scale, sc[..., 0], e.length), minimum=_write_rows(e.minimum, mn[..., 0], e.length)
       )
-    new = LatentLayer(
-      latent=_write_rows(e.latent, latent, e.length),
-      pos=_write_rows(e.pos, positions_bt.astype(jnp.int32), e.length),
-      length=e.length + jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32),
-      **extra,
-    )
-    layers = list(self.layers)
-    layers[layer] = new
-    return self.replace(layers=tuple(layers))
+    return _with_layer(self, layer, _write_entries(e.replace(**extra), positions_bt, latent=latent))
 
   def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, latent: LatentKV | None = None, **_) -> LatentCache:
     return self._write(layer, positions_bt, _latents(latent, "LatentCache"), k_btkh)

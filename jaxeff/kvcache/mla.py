@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxeff.attention.dense import position_mask
 from jaxeff.config import ModelConfig
-from jaxeff.kvcache.base import _write_rows
+from jaxeff.kvcache.base import _with_layer, _write_entries
 from jaxeff.models.mla import MLA_LEAVES, MLAKV, is_mla_layer, rope_dims
 
 
@@ -196,16 +196,7 @@ class MLACache:
     return self.layers[0].pos.shape[1]
 
   def _write(self, layer, positions_bt, rec):
-    e = self.layers[layer]
-    new = MLALayer(
-      c=_write_rows(e.c, rec.c, e.length),
-      k_rope=_write_rows(e.k_rope, rec.k_rope, e.length),
-      pos=_write_rows(e.pos, positions_bt.astype(jnp.int32), e.length),
-      length=e.length + jnp.sum(positions_bt >= 0, axis=1).astype(jnp.int32),
-    )
-    layers = list(self.layers)
-    layers[layer] = new
-    return self.replace(layers=tuple(layers))
+    return _with_layer(self, layer, _write_entries(self.layers[layer], positions_bt, c=rec.c, k_rope=rec.k_rope))
 
   def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, latent: MLAKV | None = None, **_) -> MLACache:
     return self._write(layer, positions_bt, _record(latent))

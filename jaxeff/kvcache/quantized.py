@@ -34,7 +34,7 @@ from jaxtyping import Array
 
 from jaxeff.attention.dense import masked_attention, position_mask, tiled_cache_attention
 from jaxeff.config import ModelConfig
-from jaxeff.kvcache.base import _write_rows
+from jaxeff.kvcache.base import _with_layer, _write_rows
 
 BITS = (8, 4)
 KEY_MODES = ("per_token", "per_channel")
@@ -185,9 +185,7 @@ class QuantizedCache:
     return self.layers[0].pos.shape[1]
 
   def _replace_layer(self, layer: int, new: QuantLayer) -> QuantizedCache:
-    layers = list(self.layers)
-    layers[layer] = new
-    return self.replace(layers=tuple(layers))
+    return _with_layer(self, layer, new)
 
   def prefill(self, layer, k_btkh, v_btkh, positions_bt, **_) -> QuantizedCache:
     e = self.layers[layer]
