@@ -115,6 +115,12 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
         add("latent", Method(f"mla-50-up{f.stem.split('-s')[-1]}", load_tree(f, pm), MLA(mspec)))
       except ValueError as e:  # another model's or another pair count's weights
         print(f"mla-50-up: skipped ({e})")
+    # the equal-compute control: the original model fine-tuned for the same steps on the same batches
+    for f in sorted(MLA_WORK.glob("original_uptrained-s*.npz"), key=lambda f: int(f.stem.split("-s")[-1]))[-1:]:
+      try:
+        add("latent", Method(f"dense-up{f.stem.split('-s')[-1]}", load_tree(f, params), FullCache))
+      except ValueError as e:
+        print(f"dense-up: skipped ({e})")
   if "presses" in groups:
     for b in BUDGETS:
       for s in ("snapkv", "pyramidkv", "h2o", "streaming"):
