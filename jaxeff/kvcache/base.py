@@ -57,6 +57,19 @@ def _write_entries(layer: Any, positions_bt: Array, **new_bt: Array) -> Any:
   )
 
 
+class _SlotLayers:
+  """``length`` and ``max_len`` of a cache whose ``layers`` each hold slot positions ``pos [B, S]`` and a fill
+  ``length [B]`` (the latent and MLA caches)."""
+
+  @property
+  def length(self):
+    return self.layers[0].length
+
+  @property
+  def max_len(self) -> int:
+    return self.layers[0].pos.shape[1]
+
+
 def _with_layer(cache: Any, i: int, new: Any) -> Any:
   """``cache`` with ``cache.layers[i]`` replaced by ``new``."""
   layers = list(cache.layers)

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxeff.attention.dense import masked_attention, position_mask, tiled_cache_attention
 from jaxeff.config import ModelConfig
-from jaxeff.kvcache.base import _with_layer, _write_entries, _write_rows
+from jaxeff.kvcache.base import _SlotLayers, _with_layer, _write_entries, _write_rows
 from jaxeff.models.latent import LATENT_LEAVES, LatentKV, is_latent_layer
 
 
@@ -247,7 +247,7 @@ class LatentLayer:
 
 
 @flax.struct.dataclass
-class LatentCache:
+class LatentCache(_SlotLayers):
   """CommonKV cache: ONE latent per token per layer (``r`` floats instead of ``2 d_kv``).
 
   ``attend`` rebuilds keys ``RoPE(Bk c)`` at the cached positions (RoPE sits after the rebuild, so ``Bk`` cannot
@@ -381,14 +381,6 @@ class LatentCache:
     if self.bits is None:
       return take(e.latent), pos
     return self._floats(take(e.latent), take(e.scale), take(e.minimum)), pos
-
-  @property
-  def length(self):
-    return self.layers[0].length
-
-  @property
-  def max_len(self) -> int:
-    return self.layers[0].pos.shape[1]
 
   def _write(self, layer, positions_bt, latent, k_btkh=None):
     e = self.layers[layer]

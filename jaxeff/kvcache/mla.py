@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxeff.attention.dense import position_mask
 from jaxeff.config import ModelConfig
-from jaxeff.kvcache.base import _with_layer, _write_entries
+from jaxeff.kvcache.base import _SlotLayers, _with_layer, _write_entries
 from jaxeff.models.mla import MLA_LEAVES, MLAKV, is_mla_layer, rope_dims
 
 
@@ -161,7 +161,7 @@ class MLALayer:
 
 
 @flax.struct.dataclass
-class MLACache:
+class MLACache(_SlotLayers):
   """The MLA cache: ``r + K R`` numbers per token per layer, attended absorbed (module docstring).
 
   Example:
@@ -186,14 +186,6 @@ class MLACache:
       return MLALayer(*zeros, pos, jnp.zeros((batch,), jnp.int32))
 
     return cls(tuple(layer(r) for r in spec.ranks), spec)
-
-  @property
-  def length(self):
-    return self.layers[0].length
-
-  @property
-  def max_len(self) -> int:
-    return self.layers[0].pos.shape[1]
 
   def _write(self, layer, positions_bt, rec):
     return _with_layer(self, layer, _write_entries(self.layers[layer], positions_bt, c=rec.c, k_rope=rec.k_rope))
