@@ -100,8 +100,11 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
     for frac in (1.0, 0.75):  # the same floats per token as the full cache, and 75 %: the rank the model can lose
       _, pf, sf, _ = compress(config, params, group_size=2, rank=int(2 * r * frac))
       add("latent", Method(f"commonkv-{int(frac * 100)}", pf, CommonKV(sf)))
+      if frac == 1.0:  # selective reconstruction (the fast decode path) where the latent alone keeps quality
+        add("latent", Method("commonkv-100+select", pf, CommonKV(sf, select_tiles=16, tile=32)))
     add("latent", Method("commonkv-50", pc, CommonKV(spec)))
     add("latent", Method("commonkv-50+int4", pc, CommonKV(spec, bits=4)))
+    add("latent", Method("commonkv-50+select", pc, CommonKV(spec, select_tiles=16, tile=32)))
     add("latent", Method("commonkv-50+merge", pc, CommonKV(spec, merge=True, rho=0.4, n_recent=128)))
     _, pp, pspec, _ = palu_compress(config, params, rank=r)  # per-layer SVD at the same rank (bench_kvcache)
     add("latent", Method("palu-50", pp, CommonKV(pspec)))
