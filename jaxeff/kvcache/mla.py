@@ -19,7 +19,7 @@ The cache (``MLACache``) keeps per token the latent ``c`` (r numbers) and the ro
 ``2 K H`` for a full cache, and attends absorbed: scores ``q_rope.k_rope + (q_nope B_k).c``, values
 ``B_v sum_t p_t c_t``; no key or value is ever rebuilt per cached token (unlike CommonKV, whose RoPE'd keys must
 be). The conversion loses accuracy at small ``p`` and ``r``: MHA2MLA recovers it by uptraining on a fraction of
-a percent of the pretraining tokens (``uptrain_mla``).
+a percent of the pretraining tokens (``jaxeff.training.mla.uptrain``).
 
 Reference: MHA2MLA (Ji et al., arXiv 2502.14837); DeepSeek-V2 (arXiv 2405.04434) for the decoupled RoPE key
 and absorbed decoding.
@@ -249,7 +249,13 @@ def absorbed_mla_attention(q_btnh, c_bsr, k_rope_bskr, mask_bts, rec: MLAKV):
 
 @dataclasses.dataclass(frozen=True)
 class MLA:
-  """Cache factory for the sampler (``Sampler(..., cache=MLA(spec))``): an ``MLACache`` per call."""
+  """Cache factory for the sampler (``Sampler(..., cache=MLA(spec))``): an ``MLACache`` per call.
+
+  Example:
+    >>> cfg = ModelConfig.tiny()
+    >>> MLA(MLASpec(2, (24,) * cfg.n_layers)).init(cfg, 1, 8).bytes_per_token() == cfg.n_layers * (24 + 2 * 4) * 4
+    True
+  """
 
   spec: MLASpec
 
