@@ -299,8 +299,8 @@ def mla_part(args) -> dict:
   )
   _, pm, spec, rep = to_mla(cfg, params, pairs=args.mla_pairs, cache_ratio=0.5)
   _, pc, _, _ = compress(cfg, params, group_size=2, rank=cfg.n_kv_heads * cfg.head_dim)
-  val = build_data(tc).validation_batches()  # held out by the corpus split; the same batches for every row
   data = build_data(tc)
+  val = data.validation_batches()  # held out by the corpus split; the same batches for every row
   nll = lambda p: evaluate(p, val, config=cfg, byte_lengths=data.byte_lengths)
   out = {
     "model": name,

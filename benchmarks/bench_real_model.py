@@ -113,17 +113,14 @@ def build_rows(config, params, groups, work: Path, n_soft: int = 32):
     # floats; as converted, and after bench_kvcache.py --part mla's uptraining (when its weights fit this model)
     _, pm, mspec, _ = to_mla(config, params, pairs=config.head_dim // 8, cache_ratio=0.5)
     add("latent", Method("mla-50", pm, MLA(mspec)))
-    for f in sorted(MLA_WORK.glob("mla_50_uptrained-s*.npz"), key=lambda f: int(f.stem.split("-s")[-1]))[-1:]:
-      try:
-        add("latent", Method(f"mla-50-up{f.stem.split('-s')[-1]}", load_tree(f, pm), MLA(mspec)))
-      except ValueError as e:  # another model's or another pair count's weights
-        print(f"mla-50-up: skipped ({e})")
-    # the equal-compute control: the original model fine-tuned for the same steps on the same batches
-    for f in sorted(MLA_WORK.glob("original_uptrained-s*.npz"), key=lambda f: int(f.stem.split("-s")[-1]))[-1:]:
-      try:
-        add("latent", Method(f"dense-up{f.stem.split('-s')[-1]}", load_tree(f, params), FullCache))
-      except ValueError as e:
-        print(f"dense-up: skipped ({e})")
+    # ... and the equal-compute control: the original model fine-tuned for the same steps on the same batches
+    for arm, row, like, factory in (("mla_50", "mla-50", pm, MLA(mspec)), ("original", "dense", params, FullCache)):
+      files = sorted(MLA_WORK.glob(f"{arm}_uptrained-s*.npz"), key=lambda f: int(f.stem.split("-s")[-1]))
+      for f in files[-1:]:  # the longest uptraining
+        try:
+          add("latent", Method(f"{row}-up{f.stem.split('-s')[-1]}", load_tree(f, like), factory))
+        except ValueError as e:  # another model's or another pair count's weights
+          print(f"{row}-up: skipped ({e})")
   if "presses" in groups:
     for b in BUDGETS:
       for s in ("snapkv", "pyramidkv", "h2o", "streaming"):

@@ -57,6 +57,23 @@ def _write_entries(layer: Any, positions_bt: Array, **new_bt: Array) -> Any:
   )
 
 
+def _cache_tiles(pos_bs: Array, tile: int):
+  """Read a cache ``tile`` slots at a time, up to its last filled slot: ``(read, n_tiles)`` with ``read(j) ->
+  (slice, pos)``, ``slice(x)`` tile ``j`` of any ``[B, S, ...]`` array and ``pos [B, bt]`` its positions. The last
+  tile is shifted back to end at slot ``S``; its slots already read are masked (position -1). ``n_tiles`` is
+  traced (a loop bound for ``tiled_cache_attention``)."""
+  S = pos_bs.shape[1]
+  bt = min(tile, S)
+
+  def read(j):
+    start = jnp.minimum(j * bt, S - bt)
+    sl = lambda x: jax.lax.dynamic_slice_in_dim(x, start, bt, axis=1)
+    return sl, jnp.where(start + jnp.arange(bt) >= j * bt, sl(pos_bs), -1)
+
+  filled = jnp.max(jnp.where(pos_bs >= 0, jnp.arange(S) + 1, 0))
+  return read, (filled + bt - 1) // bt
+
+
 class _SlotLayers:
   """``length`` and ``max_len`` of a cache whose ``layers`` each hold slot positions ``pos [B, S]`` and a fill
   ``length [B]`` (the latent and MLA caches)."""

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxeff.attention.dense import masked_attention, position_mask, tiled_cache_attention
 from jaxeff.config import ModelConfig
-from jaxeff.kvcache.base import _SlotLayers, _with_layer, _write_entries, _write_rows
+from jaxeff.kvcache.base import _cache_tiles, _SlotLayers, _with_layer, _write_entries, _write_rows
 from jaxeff.models.latent import LATENT_LEAVES, LatentKV, is_latent_layer
 
 
@@ -384,7 +384,7 @@ class LatentCache(_SlotLayers):
 
   def _write(self, layer, positions_bt, latent, k_btkh=None):
     e = self.layers[layer]
-    extra = {}
+    extra, rows = {}, {}
     if e.key_max is not None:  # fold the new keys into their tiles' bounds (padding changes nothing)
       valid = (positions_bt >= 0)[..., None, None]
       slot = e.length[:, None] + jnp.cumsum(positions_bt >= 0, axis=1) - 1
@@ -397,10 +397,8 @@ class LatentCache(_SlotLayers):
 
       codes, sc, mn = quantize(latent, self.bits, axis=-1, group_size=latent.shape[-1])  # per token
       latent = pack_int4(codes) if self.bits == 4 else codes
-      extra.update(
-        scale=_write_rows(e.scale, sc[..., 0], e.length), minimum=_write_rows(e.minimum, mn[..., 0], e.length)
-      )
-    return _with_layer(self, layer, _write_entries(e.replace(**extra), positions_bt, latent=latent))
+      rows.update(scale=sc[..., 0], minimum=mn[..., 0])  # per-token statistics, written beside the codes
+    return _with_layer(self, layer, _write_entries(e.replace(**extra), positions_bt, latent=latent, **rows))
 
   def prefill(self, layer, k_btkh, v_btkh, positions_bt, *, latent: LatentKV | None = None, **_) -> LatentCache:
     return self._write(layer, positions_bt, _latents(latent, "LatentCache"), k_btkh)
@@ -439,23 +437,19 @@ class LatentCache(_SlotLayers):
     each tile dequantized, its keys rebuilt, its values rebuilt or (``absorb``) attended as latents with ``Bv``
     applied once to the weighted sum; the whole cache is never dequantized."""
     e = self.layers[layer]
-    S = e.pos.shape[1]
-    bt = min(tile, S)
+    read, n_tiles = _cache_tiles(e.pos, tile)
     absorb = self.value_mode == "absorb"
     K = rec.k_up.shape[0]
 
     def load(j):
-      start = jnp.minimum(j * bt, S - bt)  # the last tile is shifted back; its repeated slots are masked
-      sl = lambda x: jax.lax.dynamic_slice_in_dim(x, start, bt, axis=1)
-      pos = jnp.where(start + jnp.arange(bt) >= j * bt, sl(e.pos), -1)
+      sl, pos = read(j)
       lat = self._floats(sl(e.latent), sl(e.scale), sl(e.minimum))
       k, v = rec.rebuild(lat, jnp.maximum(pos, 0))
       if absorb:
         v = jnp.broadcast_to(lat[:, :, None, :], (*lat.shape[:2], K, lat.shape[-1]))
       return k, v, pos
 
-    filled = jnp.max(jnp.where(e.pos >= 0, jnp.arange(S) + 1, 0))
-    out = tiled_cache_attention(q_btnh, load, (filled + bt - 1) // bt, q_pos_bt, window=window)
+    out = tiled_cache_attention(q_btnh, load, n_tiles, q_pos_bt, window=window)
     if not absorb:
       return out
     B, T, N, _ = out.shape

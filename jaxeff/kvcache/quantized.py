@@ -34,7 +34,7 @@ from jaxtyping import Array
 
 from jaxeff.attention.dense import masked_attention, position_mask, tiled_cache_attention
 from jaxeff.config import ModelConfig
-from jaxeff.kvcache.base import _with_layer, _write_rows
+from jaxeff.kvcache.base import _cache_tiles, _with_layer, _write_rows
 
 BITS = (8, 4)
 KEY_MODES = ("per_token", "per_channel")
@@ -208,19 +208,16 @@ class QuantizedCache:
     (never the whole cache), up to the last filled slot; per-channel keys (groups along the slots, plus the
     residual) are dequantized whole."""
     e = self.layers[layer]
-    S = e.pos.shape[1]
     if e.key_mode == "per_token":
-      bt = min(tile, S)
+      read, n_tiles = _cache_tiles(e.pos, tile)
 
       def load(j):
-        start = jnp.minimum(j * bt, S - bt)  # the last tile is shifted back; its repeated slots are masked
-        sl = lambda x: jax.lax.dynamic_slice_in_dim(x, start, bt, axis=1)
+        sl, pos = read(j)
         k = _decode_tile(sl(e.k_codes), sl(e.k_scale), sl(e.k_min), e.bits, e.group_size)
         v = _decode_tile(sl(e.v_codes), sl(e.v_scale), sl(e.v_min), e.bits, e.group_size)
-        return k, v, jnp.where(start + jnp.arange(bt) >= j * bt, sl(e.pos), -1)
+        return k, v, pos
 
-      filled = jnp.max(jnp.where(e.pos >= 0, jnp.arange(S) + 1, 0))
-      return tiled_cache_attention(q_btnh, load, (filled + bt - 1) // bt, q_pos_bt, window=window, softcap=softcap)
+      return tiled_cache_attention(q_btnh, load, n_tiles, q_pos_bt, window=window, softcap=softcap)
     k, v = self.dequantized(layer, q_btnh.dtype)
     return masked_attention(q_btnh, k, v, position_mask(q_pos_bt, e.pos, window), softcap=softcap)
 
