@@ -82,6 +82,46 @@ def _savefig(fig, out: Path, name: str) -> str:
   return name
 
 
+def study_verdicts(area: str, *path: str) -> dict[str, str]:
+  """The verdicts a benchmark study recorded in this source checkout (``benchmarks/results/<area>.json``): every
+  string under a key containing "verdict" in ``results[path[0]][path[1]]...``, keyed by where it sits (a
+  ``verdicts`` dict contributes its own keys); ``{}`` where the file or the path is absent (an installed wheel
+  has no results). A tour row quotes them next to its own small run, so a smoke setting never reads as the
+  study's answer.
+
+  Example:
+    >>> study_verdicts("no-such-area")
+    {}
+  """
+  file = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"{area}.json"
+  try:
+    node = json.loads(file.read_text())["results"]
+    for k in path:
+      node = node[k]
+  except (OSError, ValueError, KeyError, TypeError):
+    return {}
+  found: dict[str, str] = {}
+
+  def walk(o, where: str, inside: bool) -> None:
+    if isinstance(o, dict):
+      for k, v in o.items():
+        hit = inside or "verdict" in str(k).lower()
+        label = str(k) if k == "verdict" or "verdict" not in str(k).lower() else str(k).replace("verdict_", "")
+        walk(v, f"{where}/{label}".strip("/") if not (hit and k in ("verdict", "verdicts")) else where, hit)
+    elif inside and isinstance(o, str):
+      found[where or "verdict"] = o
+
+  walk(node, "", False)
+  return found
+
+
+def _quote(verdicts: dict[str, str], what: str) -> str:
+  """``"; what: arm: verdict; ..."`` or ``""``."""
+  if not verdicts:
+    return ""
+  return f"; {what}: " + "; ".join(f"{k}: {v}" for k, v in verdicts.items())
+
+
 def _bars(out: Path, name: str, values: dict[str, float], ylabel: str, *, log: bool = False, fmt: str = "{:.3g}"):
   """A small labelled bar chart (one bar per arm, its value written on it), saved as ``name``."""
   plt = _plt()
@@ -291,7 +331,9 @@ def seersc(out: Path, quick: bool) -> TourRow:
     "SeerSC",
     "arXiv 2511.09345",
     f"tiny-arith, {n_test} problems, N = {N}, thresholds calibrated on {n_dev} dev problems",
-    f"{saved:.0%} fewer tokens per query ({seer['tokens_per_query']:.0f} vs {sc['tokens_per_query']:.0f})",
+    f"{saved:.0%} fewer tokens per query ({seer['tokens_per_query']:.0f} vs {sc['tokens_per_query']:.0f})"
+    + _quote({k: v for k, v in study_verdicts("seersc").items() if "/" not in k}, "the tiny-arith study")
+    + _quote(study_verdicts("seersc", "real_model"), "on SmolLM2-135M-Instruct"),
     f"accuracy {seer['accuracy']:.3f} vs SC@{N} {sc['accuracy']:.3f}",
     metrics={"sc": sc, "seersc": seer, "thresholds": list(cal["thresholds"])},
     figure=_bars(
@@ -353,7 +395,10 @@ def codetrans(out: Path, quick: bool) -> TourRow:
     "SA-augmented two-stage translation",
     "arXiv 2510.15004",
     f"smoke model, {steps} steps each, template Python->C++ pairs; held-out target loss",
-    f"claimed: better translation from snippet (SA) pairs cut from the same functions; {verdict}",
+    f"claimed: better translation from snippet (SA) pairs cut from the same functions; {verdict}"
+    + _quote(
+      study_verdicts("codetrans", "real_model"), "the study on SmolLM2-135M-Instruct (CA by execution, 3 seeds)"
+    ),
     f"held-out PA target loss {a:.3f} (SA->PA) vs {b:.3f} (PA only)",
     metrics={"loss": res, "sa_pa_better": bool(a < b)},
     figure=_bars(out, "codetrans.png", {"PA only": b, "SA->PA": a}, "held-out target loss (lower is better)"),

@@ -298,3 +298,27 @@ def test_g2_alignment_is_n_times_the_lsa_score():
       loss, jnp.asarray(w0), (jnp.asarray(X), jnp.asarray(y), jnp.zeros(n, bool)), (jnp.asarray(xq), 0.0, True)
     )
     np.testing.assert_allclose(np.asarray(g2), n * np.abs(gs.lsa_scores(X, y, xq, w0, np.eye(d))), rtol=1e-12)
+
+
+def test_e8_verdicts_follow_the_measurements():
+  from jaxeff.theory.experiments import _e8_verdicts
+
+  def scale(radius, falls):
+    return {"radius": radius, "paper": {"bound_falls_with_K": falls}}
+
+  hi = {
+    "regime_decreasing": True,
+    "recursion": {"holds": True, "bound_falls_with_K": True},
+    "amplification": [5.0, 1.0, 0.1],
+    "A_times_1_minus_gamma": 1.8,
+    "C": 0.4,
+    "printed_bound_at_K1": 3.6,
+  }
+  v = _e8_verdicts({"0.5": scale(0.02, False), "1.0": scale(0.01, False)}, hi)
+  assert v["claim_ii_larger_inputs_tolerate_less"].startswith("reproduced")
+  assert v["claim_i_robustness_improves_with_K"].startswith("contradicted in the theorem's setting")
+  v = _e8_verdicts({"0.5": scale(0.01, False), "1.0": scale(0.02, False)}, {**hi, "regime_decreasing": False})
+  assert v["claim_ii_larger_inputs_tolerate_less"].startswith("contradicted")
+  assert v["claim_i_robustness_improves_with_K"].startswith("contradicted (the bound rises")
+  v = _e8_verdicts({"0.5": scale(0.02, True), "1.0": scale(0.01, True)}, hi)
+  assert v["claim_i_robustness_improves_with_K"].startswith("reproduced in the theorem's setting")
