@@ -296,7 +296,8 @@ def camera(out: Path, quick: bool) -> TourRow:
     "CAMERA",
     "arXiv 2508.02322",
     f"tiny-moe, {ratio:.0%} of the micro-experts pruned, {n_cal} calibration windows of 128 tokens",
-    f"MoE weights {1 / frac:.2f}x smaller after compaction ({frac:.0%} kept)",
+    f"MoE weights {1 / frac:.2f}x smaller after compaction ({frac:.0%} kept)"
+    + _quote(study_verdicts("camera", "quantization"), "CAMERA-Q"),
     f"bits/byte {res['camera']:.3f} vs dense {res['dense']:.3f}, frequency pruning {res['frequency']:.3f}",
     metrics={"bits_per_byte": res, "moe_bytes_kept": frac},
     figure=_savefig(fig, out, "camera.png"),
@@ -369,7 +370,8 @@ def scaling(out: Path, quick: bool) -> TourRow:
     "Scaling laws for code",
     "arXiv 2510.08702",
     "36 runs (6 N x 6 D) from the Epoch Chinchilla law with 1 % noise; 4,500-start Huber fit",
-    f"compute-optimal D/N at C = 1e21 read off the fit ({got:.1f}) instead of a sweep",
+    f"compute-optimal D/N at C = 1e21 read off the fit ({got:.1f}) instead of a sweep"
+    + _quote(study_verdicts("scaling", "study"), "the code / text sweep study"),
     f"fit error {S.mean_relative_error(fit, N, D, L):.2%}; D/N {got:.1f} vs the true law's {true:.1f}; "
     f"alpha {fit.params.alpha:.3f} (true {S.EPOCH.alpha:.3f})",
     metrics={"fit_seconds": fit_s, "tokens_per_param": got, "true_tokens_per_param": true, "alpha": fit.params.alpha},
@@ -427,7 +429,8 @@ def tcbench(out: Path, quick: bool) -> TourRow:
     "TC-Bench WrongSelect",
     "arXiv 2510.08720",
     f"synthetic failure matrix {M.shape[0]} wrong codes x 50 tests; first {cap} local-search swaps timed",
-    f"local search {ref_s / fast_s:.0f}x faster than the official scan ({fast_s:.3f} s vs {ref_s:.2f} s)",
+    f"local search {ref_s / fast_s:.0f}x faster than the official scan ({fast_s:.3f} s vs {ref_s:.2f} s)"
+    + _quote(study_verdicts("tcbench", "pipeline"), "the paper's claim"),
     f"identical swaps: {same}; full search {len(full[2]) - 1} swaps, Jaccard objective {full[1]:.3f}",
     metrics={"speedup": ref_s / fast_s, "same_swaps": same, "objective": full[1], "rows": len(full[0])},
     figure=_bars(
@@ -460,7 +463,8 @@ def cot(out: Path, quick: bool) -> TourRow:
     figure="E8.png" if (out / "E8.png").is_file() else None,
     caption="Measured perturbation amplification against the certified bound over CoT steps K, per input scale: "
     "the bound must lie above every measured curve.",
-    verdict=f"bound holds: {ok}; tightest ratio {worst:.2f}",
+    verdict=f"bound holds: {ok}; tightest ratio {worst:.2f}; "
+    + "; ".join(f"{k}: {v}" for k, v in r["verdicts"].items()),
   )
 
 
@@ -473,7 +477,8 @@ def grads(out: Path, quick: bool) -> TourRow:
     "GradS demonstration selection (LSA)",
     "arXiv 2508.00385",
     "linear regression ICL, 4 of the pool's demonstrations per query, 500 queries",
-    f"prediction error {r['topk'] / r['grads']:.1f}x lower than top-k similarity at the same 4 demonstrations",
+    f"prediction error {r['topk'] / r['grads']:.1f}x lower than top-k similarity at the same 4 demonstrations"
+    + _quote(study_verdicts("theory", "ICL-latent"), "with a trained model where demonstrations carry a latent"),
     f"MSE GradS {r['grads']:.2f} vs top-k {r['topk']:.2f}, random {r['random']:.2f}, zero-shot {r['zero-shot']:.2f}",
     metrics=r,
     figure="E6.png" if (out / "E6.png").is_file() else None,
