@@ -4,6 +4,7 @@ the memory of one layer's prefill at 8K-128K.
   python benchmarks/bench_proxyattn.py                 # full: 8K and 16K, quality probe
   python benchmarks/bench_proxyattn.py --quick         # 2K only, fewer probe examples (a smoke run)
   python benchmarks/bench_proxyattn.py --part speed --lengths 65536 --repeats 1   # one long length, merged
+  python benchmarks/bench_proxyattn.py --part speed --lengths 131072 --repeats 1 --methods proxy  # dense + ProxyAttn
 
 Part 1 (speed): ``jaxeff.attention.bench.compare_attention`` on synthetic structured q/k (8 query heads, 2 kv
 heads, head_dim 128): dense (jaxeff's blockwise flash attention in XLA) vs ProxyAttn (estimation + block-sparse
@@ -214,6 +215,14 @@ def main(argv=None):
     "--lengths", type=int, nargs="+", help="speed part: these lengths only (default 8192 16384; --long adds more)"
   )
   ap.add_argument(
+    "--methods",
+    nargs="+",
+    choices=("dense", "proxy", "xattention", "flexprefill"),
+    default=None,
+    help="speed part: these methods only (dense, proxy, xattention, flexprefill; default: all). Dense is always "
+    "run: every speedup is measured against it in the same run",
+  )
+  ap.add_argument(
     "--part",
     choices=("all", "speed", "quality", "memory"),
     default="all",
@@ -226,7 +235,13 @@ def main(argv=None):
   targets, results = [], {}
   if args.part in ("all", "speed"):
     lengths = args.lengths or ([2048] if args.quick else [8192, 16384] + ([65536, 131072] if args.long else []))
-    speed = compare_attention(lengths, min_budget_tokens=512 if args.quick else 2048, repeats=args.repeats)
+    methods = None if args.methods is None else ["dense", *(m for m in args.methods if m != "dense")]
+    speed = compare_attention(
+      lengths,
+      min_budget_tokens=512 if args.quick else 2048,
+      repeats=args.repeats,
+      **({} if methods is None else {"methods": methods}),
+    )
     if args.part == "speed":  # keep the other lengths' rows of the results file
       from benchmarks._common import RESULTS
 
