@@ -52,6 +52,15 @@ def main(argv=None):
     "--latency-queries", type=int, default=40, help="queries timed one at a time (batch 1) per method (default: 40)"
   )
   ap.add_argument(
+    "--kinds",
+    nargs="+",
+    default=["mul"],
+    help="--real-model: word-problem templates (add, sub, mul, two_step; default: %(default)s)",
+  )
+  ap.add_argument(
+    "--shots", type=int, default=3, help="--real-model: worked demonstrations before each problem (default: 3)"
+  )
+  ap.add_argument(
     "--real-model",
     action="store_true",
     help="instead: SeerSC and its peers on SmolLM2-135M-Instruct (jaxeff models fetch smollm2-135m-instruct) over "
@@ -127,20 +136,7 @@ def main(argv=None):
       flush=True,
     )
 
-  # per-query latency: batch 1, one query after another (a different quantity from the batched throughput)
-  latency = {}
-  lat_q = qs[: args.latency_queries]
-  for label, m in methods:
-    if label == "SC@1":
-      continue
-    S.run_batch(m, lat_q[:2], backend(), batch_size=1)  # compile the batch-1 shapes
-    per = []
-    for q in lat_q:
-      t0 = time.perf_counter()
-      S.run_batch(m, [q], backend(), batch_size=1)
-      per.append(time.perf_counter() - t0)
-    latency[label] = {"median_s": float(np.median(per)), "p90_s": float(np.quantile(per, 0.9)), "queries": len(per)}
-    print(f"{label:18s} batch-1 latency median {latency[label]['median_s']:.3f}s p90 {latency[label]['p90_s']:.3f}s")
+  latency = batch1_latency(methods, qs[: args.latency_queries], backend)
 
   # paired intervals and the calibration's cost against the saving
   def paired(a_label, b_label):
@@ -296,10 +292,35 @@ def _paired(ra, rb, seed=0, n=4000):
   }
 
 
+def batch1_latency(methods, queries, backend) -> dict:
+  """Per-query latency: batch 1, one query after another (a different quantity from the batched throughput);
+  median and p90 seconds per method (SC@1 skipped), the batch-1 shapes compiled first."""
+  from jaxeff.generation import seersc as S
+
+  latency = {}
+  for label, m in methods:
+    if label == "SC@1":
+      continue
+    S.run_batch(m, queries[:2], backend(), batch_size=1)  # compile the batch-1 shapes
+    per = []
+    for q in queries:
+      t0 = time.perf_counter()
+      S.run_batch(m, [q], backend(), batch_size=1)
+      per.append(time.perf_counter() - t0)
+    latency[label] = {"median_s": float(np.median(per)), "p90_s": float(np.quantile(per, 0.9)), "queries": len(per)}
+    print(f"{label:18s} batch-1 latency median {latency[label]['median_s']:.3f}s p90 {latency[label]['p90_s']:.3f}s")
+  return latency
+
+
 def real_model_part(args):
-  """SeerSC on SmolLM2-135M-Instruct: test and development word problems distinct and disjoint, N = 8, M = 32,
-  thresholds: the paper's and dev-calibrated (calibration tokens counted); batched runs (throughput) and paired
-  intervals. Merged into ``seersc.json`` under ``real_model``."""
+  """SeerSC on SmolLM2-135M-Instruct: word problems of ``--kinds`` (default "mul": one-digit products, the kind
+  this model answers; it fails two-digit addition and subtraction) after ``--shots`` worked demonstrations from
+  the train split; test and development problems distinct and disjoint by text (they may share a product: 64
+  exist), N = 8, M = 16; thresholds: the paper's and dev-calibrated (calibration tokens counted); batched runs
+  (throughput), per-query latency at batch 1, paired intervals, and System-1 entropy against System-2
+  disagreement (the paper's mechanism). Merged into ``seersc.json`` under ``real_model``."""
+  from scipy import stats
+
   from benchmarks._common import merge_results
   from jaxeff.generation import Sampler
   from jaxeff.generation import seersc as S
@@ -307,12 +328,16 @@ def real_model_part(args):
   from jaxeff.tasks import wordmath as W
 
   n_test, n_dev, n, m = (24, 16, 4, 8) if args.quick else (120, 60, 8, 16)
+  kinds = tuple(args.kinds)
   cfg, params, tok = load_reference_model("smollm2-135m-instruct")
-  test = W.distinct_problems(n_test, seed=1)
-  dev = W.distinct_problems(n_dev, seed=2, exclude={p.text for p in test})
-  qs, dq = W.chat_queries(test, tok), W.chat_queries(dev, tok, start_id=10**6)
+  test = W.distinct_problems(n_test, seed=1, kinds=kinds)
+  dev = W.distinct_problems(n_dev, seed=2, exclude={p.text for p in test}, kinds=kinds)
+  shots = W.demonstrations(args.shots, kinds=kinds)
+  qs = W.chat_queries(test, tok, shots=shots)
+  dq = W.chat_queries(dev, tok, start_id=10**6, shots=shots)
   sampler = Sampler(cfg, params)
-  prompting = W.seersc_prompting()
+  # with demonstrations System 2 answers in their form ("6 * 4 = 24. The answer is 24."), unprompted
+  prompting = W.seersc_prompting(**({"s2_prefix": ""} if shots else {}))
   stop = W.stop_ids(tok)
 
   def backend():
@@ -349,6 +374,31 @@ def real_model_part(args):
     f"{v}@{n} vs SC@{n}": _paired(reports[f"{v}@{n}"].records, reports[f"SC@{n}"].records)
     for v in ("SeerSC", "SeerSC-dev", "ESC-window", "ASC")
   }
+  latency = batch1_latency(methods, qs[: 4 if args.quick else min(args.latency_queries, 20)], backend)
+  # the mechanism: System-1 answer entropy against System-2 disagreement (SC@n's own samples) and correctness
+  ent = np.array([r.entropy for r in reports[f"SeerSC@{n}"].records], float)
+  dis = []
+  for r in reports[f"SC@{n}"].records:
+    votes = [S.normalize(a) for a in r.s2_answers]
+    top = S.majority_vote(votes)
+    dis.append(float(np.mean([v != top for v in votes])))
+  s1_acc = [
+    float(np.mean([a is not None and S.normalize(a) == S.normalize(q.gold) for a in r.s1_answers]))
+    for q, r in zip(qs, reports[f"SeerSC@{n}"].records, strict=True)
+  ]
+  mechanism = {
+    "spearman_s1_entropy_vs_s2_disagreement": float(stats.spearmanr(ent, dis).statistic),
+    "spearman_s1_entropy_vs_sc1_correct": float(
+      stats.spearmanr(ent, [bool(r.correct) for r in reports["SC@1"].records]).statistic
+    ),
+    "mean_s1_entropy_bits": float(ent.mean()),
+    "system1_accuracy": float(np.mean(s1_acc)),
+    "budget_histogram": {
+      str(b): int(c)
+      for b, c in zip(*np.unique([r.budget for r in reports[f"SeerSC-dev@{n}"].records], return_counts=True))
+    },
+  }
+  print("mechanism:", mechanism, flush=True)
   saved = rows[f"SC@{n}"]["tokens"] - rows[f"SeerSC-dev@{n}"]["tokens"]
   verdicts = {}
   for v in ("SeerSC", "SeerSC-dev"):
@@ -361,13 +411,17 @@ def real_model_part(args):
       verdicts[v] = "not resolvable at this scale (the accuracy interval straddles -1 point)"
   out = {
     "model": "smollm2-135m-instruct",
-    "task": "jaxeff.tasks.wordmath (distinct test / dev problems, disjoint)",
+    "task": f"jaxeff.tasks.wordmath, kinds {list(kinds)}, {len(shots)} worked demonstrations (train split)",
+    "dev_test_disjoint_by_text": not {p.text for p in test} & {p.text for p in dev},
+    "test_products_also_in_dev": sum(p.expression in {d.expression for d in dev} for p in test),
     "n_test": len(qs),
     "n_dev": len(dq),
     "settings": {"n": n, "m": m, "batch_size": bs, "prompting": prompting.__dict__},
     "calibration": {k: v for k, v in cal.items() if k != "entropies"} | {"seconds": cal_s},
     "methods": rows,
     "paired_vs_sc": comp,
+    "per_query_latency_batch1": latency,
+    "mechanism": mechanism,
     "net_tokens_saved_after_calibration": int(saved - cal["cost_tokens"]),
     "verdicts": verdicts,
   }

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -52,8 +52,20 @@ class WordProblem:
     return "validation" if h % 5 == 0 else "train"
 
 
-def _one(rng: np.random.Generator) -> WordProblem:
-  kind, text, expr = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
+KINDS = tuple(t[0] for t in TEMPLATES)
+
+
+def _check_kinds(kinds) -> tuple[str, ...]:
+  kinds = KINDS if kinds is None else tuple(kinds)
+  bad = [k for k in kinds if k not in KINDS]
+  if bad or not kinds:
+    raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds!r}")
+  return kinds
+
+
+def _one(rng: np.random.Generator, kinds: tuple[str, ...] = KINDS) -> WordProblem:
+  pool = [t for t in TEMPLATES if t[0] in kinds]
+  kind, text, expr = pool[int(rng.integers(len(pool)))]
   n, i = NAMES[int(rng.integers(len(NAMES)))], ITEMS[int(rng.integers(len(ITEMS)))]
   if kind == "mul":
     a, b, c = int(rng.integers(2, 10)), int(rng.integers(2, 10)), 0
@@ -81,29 +93,74 @@ def sample_problems(n: int, *, seed: int = 0, split: str | None = None) -> list[
 
 
 def distinct_problems(
-  n: int, *, seed: int = 0, split: str | None = "validation", exclude: Iterable[str] = ()
+  n: int,
+  *,
+  seed: int = 0,
+  split: str | None = "validation",
+  exclude: Iterable[str] = (),
+  kinds: Iterable[str] | None = None,
 ) -> list[WordProblem]:
-  """``n`` problems with distinct texts, none in ``exclude`` (texts). Raises if the stream cannot supply them."""
+  """``n`` problems with distinct texts, none in ``exclude`` (texts), of the template ``kinds`` (default: all of
+  ``KINDS``; SmolLM2-135M-Instruct answers "mul", one-digit products, and little else). Raises if the stream
+  cannot supply them."""
+  kinds = _check_kinds(kinds)
   seen, out, tries = set(exclude), [], 0
   rng = np.random.default_rng(seed)
   while len(out) < n:
     tries += 1
     if tries > 200 * n + 10_000:
       raise ValueError(f"could not draw {n} distinct problems (got {len(out)})")
-    p = _one(rng)
+    p = _one(rng, kinds)
     if (split is None or p.split == split) and p.text not in seen:
       seen.add(p.text)
       out.append(p)
   return out
 
 
-def chat_queries(problems, tokenizer, start_id: int = 0, system: str | None = None):
-  """``seersc.Query`` objects whose payload is the chat-templated prompt (token ids) of each problem."""
+def worked_answer(p: WordProblem) -> str:
+  """The answer line a demonstration shows: ``"<expression> = <answer>. The answer is <answer>."``"""
+  return f"{p.expression} = {p.answer}. The answer is {p.answer}."
+
+
+def demonstrations(k: int, *, seed: int = 99, kinds: Iterable[str] | None = None) -> list[WordProblem]:
+  """``k`` fixed worked examples drawn from the *train* split (``split`` hashes texts, so they never coincide with
+  the validation-split problems ``distinct_problems`` draws by default), one per kind in turn."""
+  kinds = _check_kinds(kinds)
+  out: list[WordProblem] = []
+  for i in range(k):
+    kind = kinds[i % len(kinds)]
+    out += distinct_problems(1, seed=seed + i, split="train", kinds=(kind,), exclude={p.text for p in out})
+  return out
+
+
+def chat_queries(
+  problems,
+  tokenizer,
+  start_id: int = 0,
+  system: str | None = None,
+  shots: Sequence[WordProblem] = (),
+):
+  """``seersc.Query`` objects whose payload is the chat-templated prompt (token ids) of each problem, after the
+  ``shots`` as earlier user / assistant turns answered with ``worked_answer`` (the form System 2 then writes on
+  its first line). A shot equal to a problem raises (it would show the answer).
+
+  Example:
+    >>> from types import SimpleNamespace
+    >>> tok = SimpleNamespace(apply_chat_template=lambda m, add_generation_prompt: [len(m)])
+    >>> chat_queries(sample_problems(1), tok, shots=demonstrations(2))[0].payload  # 2 shots x 2 turns + 1
+    [5]
+  """
   from jaxeff.generation.seersc import Query
 
+  leaked = {s.text for s in shots} & {p.text for p in problems}
+  if leaked:
+    raise ValueError(f"{len(leaked)} demonstration(s) are also queries, e.g. {sorted(leaked)[0]!r}")
+  turns = [
+    m for s in shots for m in ({"role": "user", "content": s.text}, {"role": "assistant", "content": worked_answer(s)})
+  ]
   out = []
   for k, p in enumerate(problems):
-    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p.text}]
+    msgs = ([{"role": "system", "content": system}] if system else []) + turns + [{"role": "user", "content": p.text}]
     out.append(Query(start_id + k, tokenizer.apply_chat_template(msgs, add_generation_prompt=True), str(p.answer)))
   return out
 

@@ -353,3 +353,25 @@ def test_wordmath_problems_are_distinct_disjoint_and_correct():
   assert {p.kind for p in test} == {"add", "sub", "mul", "two_step"}
   with pytest.raises(ValueError, match="split"):
     W.sample_problems(2, split="test")
+
+
+def test_wordmath_kinds_and_demonstrations():
+  from types import SimpleNamespace
+
+  from jaxeff.tasks import wordmath as W
+
+  mul = W.distinct_problems(30, seed=3, kinds=("mul",))
+  assert {p.kind for p in mul} == {"mul"} and all(p.answer == eval(p.expression) for p in mul)  # noqa: S307
+  shots = W.demonstrations(4, kinds=("mul", "add"))
+  assert [p.kind for p in shots] == ["mul", "add", "mul", "add"] and len({p.text for p in shots}) == 4
+  assert all(p.split == "train" for p in shots) and not {p.text for p in shots} & {p.text for p in mul}
+  assert W.worked_answer(shots[0]) == f"{shots[0].expression} = {shots[0].answer}. The answer is {shots[0].answer}."
+  seen = []
+  tok = SimpleNamespace(apply_chat_template=lambda msgs, add_generation_prompt: seen.append(msgs) or [0])
+  W.chat_queries(mul[:1], tok, shots=shots[:2])
+  assert [m["role"] for m in seen[0]] == ["user", "assistant", "user", "assistant", "user"]
+  assert seen[0][1]["content"] == W.worked_answer(shots[0]) and seen[0][-1]["content"] == mul[0].text
+  with pytest.raises(ValueError, match="also queries"):
+    W.chat_queries([shots[0]], tok, shots=shots)
+  with pytest.raises(ValueError, match="kinds"):
+    W.distinct_problems(2, kinds=("div",))
