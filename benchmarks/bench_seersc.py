@@ -374,7 +374,7 @@ def real_model_part(args):
     f"{v}@{n} vs SC@{n}": _paired(reports[f"{v}@{n}"].records, reports[f"SC@{n}"].records)
     for v in ("SeerSC", "SeerSC-dev", "ESC-window", "ASC")
   }
-  latency = batch1_latency(methods, qs[: 4 if args.quick else min(args.latency_queries, 20)], backend)
+  latency = batch1_latency(methods, qs[: 4 if args.quick else min(args.latency_queries, 10)], backend)
   # the mechanism: System-1 answer entropy against System-2 disagreement (SC@n's own samples) and correctness
   ent = np.array([r.entropy for r in reports[f"SeerSC@{n}"].records], float)
   dis = []
