@@ -169,10 +169,7 @@ def main(argv=None):
   for start in range(0, len(qs), args.batch_size):
     chunk = qs[start : start + args.batch_size]
     out, _ = b.sample([S.Request(q.id, 2, nmax, 0) for q in chunk])
-    for samples in out:
-      votes = [S.normalize(s.answer) for s in samples]
-      top = S.majority_vote(votes)
-      disagreement.append(float(np.mean([v != top for v in votes])))
+    disagreement += [_disagreement([s.answer for s in samples]) for samples in out]
   disagreement = np.array(disagreement)
   by_z = {}
   for k in sorted(set(z.tolist())):
@@ -292,6 +289,15 @@ def _paired(ra, rb, seed=0, n=4000):
   }
 
 
+def _disagreement(answers) -> float:
+  """Share of System-2 answers that differ from their majority vote (normalised as the vote is)."""
+  from jaxeff.generation import seersc as S
+
+  votes = [S.normalize(a) for a in answers]
+  top = S.majority_vote(votes)
+  return float(np.mean([v != top for v in votes]))
+
+
 def batch1_latency(methods, queries, backend) -> dict:
   """Per-query latency: batch 1, one query after another (a different quantity from the batched throughput);
   median and p90 seconds per method (SC@1 skipped), the batch-1 shapes compiled first."""
@@ -377,11 +383,7 @@ def real_model_part(args):
   latency = batch1_latency(methods, qs[: 4 if args.quick else min(args.latency_queries, 10)], backend)
   # the mechanism: System-1 answer entropy against System-2 disagreement (SC@n's own samples) and correctness
   ent = np.array([r.entropy for r in reports[f"SeerSC@{n}"].records], float)
-  dis = []
-  for r in reports[f"SC@{n}"].records:
-    votes = [S.normalize(a) for a in r.s2_answers]
-    top = S.majority_vote(votes)
-    dis.append(float(np.mean([v != top for v in votes])))
+  dis = [_disagreement(r.s2_answers) for r in reports[f"SC@{n}"].records]
   s1_acc = [
     float(np.mean([a is not None and S.normalize(a) == S.normalize(q.gold) for a in r.s1_answers]))
     for q, r in zip(qs, reports[f"SeerSC@{n}"].records, strict=True)
@@ -399,6 +401,7 @@ def real_model_part(args):
     },
   }
   print("mechanism:", mechanism, flush=True)
+  dev_products = {d.expression for d in dev}
   saved = rows[f"SC@{n}"]["tokens"] - rows[f"SeerSC-dev@{n}"]["tokens"]
   verdicts = {}
   for v in ("SeerSC", "SeerSC-dev"):
@@ -413,7 +416,7 @@ def real_model_part(args):
     "model": "smollm2-135m-instruct",
     "task": f"jaxeff.tasks.wordmath, kinds {list(kinds)}, {len(shots)} worked demonstrations (train split)",
     "dev_test_disjoint_by_text": not {p.text for p in test} & {p.text for p in dev},
-    "test_products_also_in_dev": sum(p.expression in {d.expression for d in dev} for p in test),
+    "test_products_also_in_dev": sum(p.expression in dev_products for p in test),
     "n_test": len(qs),
     "n_dev": len(dq),
     "settings": {"n": n, "m": m, "batch_size": bs, "prompting": prompting.__dict__},

@@ -103,12 +103,7 @@ def main(argv=None):
       "fall with K, bound holds",
       "measured": {"A(1-gamma)": round(hi["A_times_1_minus_gamma"], 4), "C": round(hi["C"], 4)},
       "target": "A(1-gamma) > C and both fall",
-      "met": bool(
-        hi["regime_decreasing"]
-        and hi["recursion"]["holds"]
-        and hi["recursion"]["bound_falls_with_K"]
-        and hi["amplification"][-1] < hi["amplification"][0]
-      ),
+      "met": X.claim_i_shown(hi),
     }
   )
   targets.append(
@@ -118,7 +113,7 @@ def main(argv=None):
       "target": "holds, radius falls with K and with |x|",
       "met": bool(
         all(r["paper"]["holds"] and r["paper"]["radius_falls_with_K"] for r in lo.values())
-        and all(b["radius"] < a["radius"] for a, b in zip(list(lo.values()), list(lo.values())[1:]))
+        and X.radius_falls_with_input(lo)
       ),
     }
   )

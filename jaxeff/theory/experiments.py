@@ -214,6 +214,23 @@ def e8(small=False):
     }
 
 
+def claim_i_shown(hi: dict) -> bool:
+  """E8's high-gain run shows claim (i): in the decreasing regime (certified A (1 - gamma) > C), the recursion
+  bound holds and falls with K, and the measured fluctuation falls."""
+  return bool(
+    hi["regime_decreasing"]
+    and hi["recursion"]["holds"]
+    and hi["recursion"]["bound_falls_with_K"]
+    and hi["amplification"][-1] < hi["amplification"][0]
+  )
+
+
+def radius_falls_with_input(by_scale: dict) -> bool:
+  """The tolerable radius falls strictly with the input scale, in the order ``by_scale`` lists the scales."""
+  radii = [r["radius"] for r in by_scale.values()]
+  return all(b < a for a, b in zip(radii, radii[1:]))
+
+
 def _e8_verdicts(by_scale: dict, hi: dict) -> dict[str, str]:
   """The two claims judged from E8's measurements (deterministic: certified constants, no sampling interval).
 
@@ -222,14 +239,9 @@ def _e8_verdicts(by_scale: dict, hi: dict) -> dict[str, str]:
   scale the claim is contradicted there, and reproduced only if the high-gain first step is in the decreasing
   regime with the measured fluctuation and the recursion-indexed bound falling."""
   radii = [r["radius"] for r in by_scale.values()]
-  ii_ok = all(b < a for a, b in zip(radii, radii[1:]))
+  ii_ok = radius_falls_with_input(by_scale)
   rises = all(not r["paper"]["bound_falls_with_K"] for r in by_scale.values())
-  hi_ok = bool(
-    hi["regime_decreasing"]
-    and hi["recursion"]["holds"]
-    and hi["recursion"]["bound_falls_with_K"]
-    and hi["amplification"][-1] < hi["amplification"][0]
-  )
+  hi_ok = claim_i_shown(hi)
   radius_text = " > ".join(f"{x:.4f}" for x in radii)
   scales = " / ".join(by_scale)
   if rises and hi_ok:
