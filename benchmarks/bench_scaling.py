@@ -1,14 +1,15 @@
 """Scaling laws: fit times and the code-vs-prose study, redesigned so that it can resolve the claims, in one run.
 
-  python benchmarks/bench_scaling.py            # ~30-40 minutes on 2 cores (resumable: finished runs are reused)
+  python benchmarks/bench_scaling.py            # ~45-60 minutes on 2 cores (resumable: finished runs are reused)
   python benchmarks/bench_scaling.py --quick    # fit timings and a tiny sweep, no results file
 
 1. Fit time (median of 3, compile reported apart) of Chinchilla's 4,500-start grid and of Farseer (the verified
    stage 1 + joint fit, and direct) on a 36-point table (6 N x 6 D, 1 % log-normal noise).
 2. The study: byte-level models of 5 sizes (32k-814k non-embedding parameters, 25x) trained from scratch with
    one cosine schedule per run ending at its budget: an Approach-3 grid of 4 budgets (51k-410k tokens, 100-800
-   steps of 4 x 128 tokens), IsoFLOP runs at C = 2e10 / 6e10 / 2e11 (Approach 2, a cross-check), and 2 more seeds
-   at two points, on stdlib code ("python") and on English prose ("pydoc": the language reference's topics; the
+   steps of 4 x 128 tokens), IsoFLOP runs at C = 2e10 / 6e10 / 2e11 (Approach 2, a cross-check; code also at
+   3e11 and 1e12, up to 5.1M tokens, where the small models stop being data-limited), and 2 more seeds at two
+   points, on stdlib code ("python") and on English prose ("pydoc": the language reference's topics; the
    largest budget stays inside one epoch). Approach 3 gives the compute-optimal D/N at C = 6e10 with bootstrap
    and leave-one-size-out intervals, code vs prose as a ratio with its interval; both laws are fitted on the
    budgets below the largest and scored on it, with a bootstrap interval on the error difference. Verdicts:
@@ -53,6 +54,7 @@ def main(argv=None):
   from jaxeff.scaling import laws as S
   from jaxeff.scaling import sweep as sw
   from jaxeff.scaling.plots import plot_fits
+  from jaxeff.training.data import corpus_texts
 
   # 1. fit timings
   rng = np.random.default_rng(0)
@@ -83,18 +85,29 @@ def main(argv=None):
   # 2. the study (redesigned): 5 sizes over 25x parameters, hundreds of steps, grid + IsoFLOP, prose vs code
   if args.quick:
     sizes, tokens, iso_C, seed_points = [(32, 2), (48, 2), (64, 3), (96, 3)], [25600, 51200], [], []
+    iso_extra = {}
   else:
     sizes = [(32, 2), (48, 2), (64, 3), (96, 3), (128, 4)]
     tokens = [51200, 102400, 204800, 409600]  # 100-800 steps of 4 x 128 tokens; prose train split holds 449k
     iso_C = [2e10, 6e10, 2e11]
+    # code only: two larger IsoFLOP budgets (61k-5.1M tokens per run) where the small models are no longer
+    # data-limited, so the profiles can turn; prose's train split (449 KB) cannot hold them in one epoch
+    iso_extra = {"code": [3e11, 1e12]}
     seed_points = [((64, 3), 102400), ((64, 3), 409600)]  # two more seeds each: run-to-run noise
   kw = dict(seq_len=128, batch_size=4, progress=True)
   arms = {"code": "python", "text": "pydoc"}
-  tables, sweep_s = {}, {}
+  tables, sweep_s, arm_iso, epoch_tokens = {}, {}, {}, {}
   for arm, corpus in arms.items():
     t0 = time.perf_counter()
     pts = sw.grid_design(sizes, tokens, corpus=corpus)
-    iso = [p for p in sw.isoflop_design(iso_C, sizes, corpus=corpus) if 40000 <= p.tokens <= 440000]
+    # byte-level: one token per byte; every run stays inside one epoch of the arm's train split
+    epoch_tokens[arm] = sum(len(t.encode("utf-8")) for t in corpus_texts(corpus, "train"))
+    arm_iso[arm] = iso_C + iso_extra.get(arm, [])
+    iso = [
+      p
+      for p in sw.isoflop_design(arm_iso[arm], sizes, corpus=corpus)
+      if 40000 <= p.tokens <= min(epoch_tokens[arm] - 9000, 6_000_000)
+    ]
     pts += [p for p in iso if p.name not in {q.name for q in pts}]
     for (d, l), D in seed_points:
       pts += sw.grid_design([(d, l)], [D], corpus=corpus, seeds=(1, 2))
@@ -102,7 +115,7 @@ def main(argv=None):
     sweep_s[arm] = time.perf_counter() - t0
     tables[arm] = [r for r in rows if r["name"] in {p.name for p in pts}]
     print(f"{arm}: {len(tables[arm])} runs in {sweep_s[arm]:.0f} s (resumed runs take ~0 s)", flush=True)
-  study, targets = analyse_study(tables, tokens, iso_C, sizes, quick=args.quick)
+  study, targets = analyse_study(tables, tokens, arm_iso, sizes, quick=args.quick)
   for arm in arms:
     if not args.quick:
       N, D, L = sw.table_arrays(tables[arm])
@@ -122,7 +135,8 @@ def main(argv=None):
     "settings": {
       "sizes": sizes,
       "tokens": tokens,
-      "isoflop_C": iso_C,
+      "isoflop_C": arm_iso,
+      "train_split_tokens": epoch_tokens,
       "seed_points": seed_points,
       "seq_len": 128,
       "batch_size": 4,
@@ -160,8 +174,10 @@ def _opt(fit, C):
 
 def analyse_study(tables, tokens, iso_C, sizes, *, quick=False, boots=200, seed=0):
   """Approach 3 (Chinchilla fit on every run) with bootstrap and leave-one-size-out intervals on the
-  compute-optimal D/N, Approach 2 (IsoFLOP parabolas) as a cross-check, and Farseer vs Chinchilla extrapolation
-  to the largest budget with a bootstrap interval on the error difference. Returns (study, targets)."""
+  compute-optimal D/N, Approach 2 (IsoFLOP parabolas; ``iso_C``: arm -> its budgets) as a cross-check, and
+  Farseer vs Chinchilla extrapolation from the grid's smaller budgets to its largest one (``max(tokens)``; runs
+  beyond it, the larger IsoFLOP budgets, are left out of that test) with a bootstrap interval on the error
+  difference. Returns (study, targets)."""
   from jaxeff.scaling import laws as S
   from jaxeff.scaling import sweep as sw
 
@@ -201,7 +217,7 @@ def analyse_study(tables, tokens, iso_C, sizes, *, quick=False, boots=200, seed=
     }
     # Approach 2: per IsoFLOP budget, a parabola of loss in log N through its runs -> N_opt(C)
     iso = {}
-    for C in iso_C:
+    for C in iso_C.get(arm, []):
       sel = np.abs(6 * N * D / C - 1) < 0.02
       if sel.sum() >= 3:
         a, b, c = np.polyfit(np.log(N[sel]), L[sel], 2)
@@ -214,13 +230,14 @@ def analyse_study(tables, tokens, iso_C, sizes, *, quick=False, boots=200, seed=
           "interior": bool(n_opt is not None and N[sel].min() < n_opt < N[sel].max()),
         }
     entry["isoflop"] = iso
-    # extrapolation: fit on D < max, score on D = max
-    train = D < D.max()
+    # extrapolation: fit on the budgets below the grid's largest, score on that largest budget
+    top = max(tokens)
+    train, test = D < top, np.abs(D / top - 1) < 1e-9
     ext = {}
     fits = {"chinchilla": _fit_quiet(S.fit_chinchilla, N[train], D[train], L[train])}
     fits["farseer"] = _fit_quiet(S.fit_farseer, N[train], D[train], L[train], method="direct")
     for k, (f, why) in fits.items():
-      ext[k] = S.mean_relative_error(f, N[~train], D[~train], L[~train]) if f is not None else f"refused: {why}"
+      ext[k] = S.mean_relative_error(f, N[test], D[test], L[test]) if f is not None else f"refused: {why}"
     diffs = []
     if all(f is not None for f, _ in fits.values()) and not quick:
       tr_idx = np.flatnonzero(train)
@@ -230,8 +247,7 @@ def analyse_study(tables, tokens, iso_C, sizes, *, quick=False, boots=200, seed=
         ff, _ = _fit_quiet(S.fit_farseer, N[i], D[i], L[i], method="direct")
         if fc is not None and ff is not None:
           diffs.append(
-            S.mean_relative_error(fc, N[~train], D[~train], L[~train])
-            - S.mean_relative_error(ff, N[~train], D[~train], L[~train])
+            S.mean_relative_error(fc, N[test], D[test], L[test]) - S.mean_relative_error(ff, N[test], D[test], L[test])
           )
     ext["chinchilla_minus_farseer_ci95"] = (
       [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))] if diffs else None

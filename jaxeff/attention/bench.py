@@ -43,6 +43,25 @@ def _density(mask, lengths, bs) -> float:
   return float(mask.density(lengths)) if hasattr(mask, "density") else float("nan")
 
 
+def _union_density(mask, lengths, kv_heads: int) -> float:
+  """Kept / causal blocks counting, per kv head, the union of its query heads' lists: the work of the grouped
+  XLA path (``block_sparse_attention_xla_grouped`` walks the union, every head of the group scoring each tile),
+  so ``1 / union_density`` is the speedup that path can reach, as ``1 / density`` is the per-head one."""
+  from kernels_pallas.block_sparse_attention.xla import group_union
+
+  if not hasattr(mask, "block_idx"):
+    return float("nan")
+  nb = mask.block_mask.shape[-1]
+  r = mask.block_cnt.shape[1] // kv_heads
+  _, n_union = group_union(mask.block_idx, mask.block_cnt, r, nb)  # [B, Hkv, nb]
+  bs = mask.block_size_hint
+  nvalid = -(-lengths // bs)
+  m = jnp.arange(nb)
+  row_ok = m[None, :] < nvalid[:, None]
+  causal = jnp.minimum(m[None, :] + 1, nvalid[:, None]) * row_ok
+  return float((n_union * row_ok[:, None]).sum() / (causal.sum() * kv_heads))
+
+
 def _match(make: Callable[[float], BlockSparseBackend], q, k, lengths, target: float, lo: float, hi: float, iters=7):
   """Bisect a backend's threshold so its density is closest to ``target`` (density grows with the knob)."""
   best = None
@@ -77,8 +96,9 @@ def compare_attention(
   seed: int = 0,
   log: Callable[[str], None] = print,
 ) -> list[dict]:
-  """One row per (length, method): time, compile time, speedup vs dense, density, attention-mass recall,
-  output relative error vs dense; for ProxyAttn also the estimation time, its share of dense attention time
+  """One row per (length, method): time, compile time, speedup vs dense, density, the density of the kv
+  groups' union lists (what the grouped XLA path walks: ``ideal_speedup_grouped = 1 / union_density``),
+  attention-mass recall, output relative error vs dense; for ProxyAttn also the estimation time, its share of dense attention time
   and the analytic share ``g / (Hq s^2) + 2 bs / L``. Peers are tuned (bisection on their threshold) to
   ProxyAttn's density when ``match_density``.
 
@@ -154,6 +174,8 @@ def compare_attention(
         speedup=dense_s / run_s,
         ideal_speedup=1.0 / dens,
         density=dens,
+        union_density=(ud := _union_density(mask, lens, kv_heads)),
+        ideal_speedup_grouped=1.0 / ud,
         recall=float(peers.attention_mass_recall(q, k, mask.block_mask, block_size)),
         rel_error=float(jnp.linalg.norm(out - ref)) / nrm,
         estimate_s=est_s,

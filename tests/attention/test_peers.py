@@ -135,3 +135,20 @@ def test_mass_recall_is_one_for_the_causal_mask_and_additive():
   off = full & ~diag
   r = lambda m: float(peers.attention_mass_recall(jnp.asarray(q), jnp.asarray(k), m, 32))
   assert abs(r(diag) + r(off) - 1.0) < 1e-5
+
+
+def test_union_density_counts_each_groups_union_of_blocks():
+  # the oracle: OR the block masks of each kv head's query heads, count kept over causal (real rows only)
+  from jaxeff.attention.bench import _union_density
+
+  key = jax.random.key(3)
+  q, k = peers.structured_qk(key, batch=2, q_heads=4, kv_heads=2, length=512, head_dim=16)
+  lens = jnp.array([512, 300], jnp.int32)
+  mask = peers.XAttention(block_size=64, stride=8, threshold=0.6).mask(q, k, lens)
+  bm = np.asarray(mask.block_mask).reshape(2, 2, 2, 8, 8).any(2)  # [B, Hkv, nb, nb]
+  nvalid = -(-np.asarray(lens) // 64)
+  kept = sum(bm[b, :, : nvalid[b], : nvalid[b]].sum() for b in range(2))
+  causal = sum(2 * (n * (n + 1) // 2) for n in nvalid)
+  got = _union_density(mask, lens, kv_heads=2)
+  assert got == pytest.approx(kept / causal)
+  assert got >= float(mask.density(lens)) - 1e-6  # a union keeps at least what its heads keep on average
