@@ -112,9 +112,20 @@ def main(argv=None):
     for (d, l), D in seed_points:
       pts += sw.grid_design([(d, l)], [D], corpus=corpus, seeds=(1, 2))
     rows = sw.run_sweep(pts, os.path.join(args.workdir, arm), **kw)
-    sweep_s[arm] = time.perf_counter() - t0
-    tables[arm] = [r for r in rows if r["name"] in {p.name for p in pts}]
-    print(f"{arm}: {len(tables[arm])} runs in {sweep_s[arm]:.0f} s (resumed runs take ~0 s)", flush=True)
+    # training time of every run in the table (resumed runs keep the seconds they took) and this call's wall time
+    sweep_s[arm] = {"runs_total": float(sum(r["seconds"] for r in rows)), "this_call": time.perf_counter() - t0}
+    # one row per trained (N, D, seed): a point that rounds onto another's token count (whole batches; e.g. the
+    # 1e12 IsoFLOP run of the largest model and its 204,800-token grid run) is the same run and counts once
+    seen, tables[arm] = set(), []
+    for r in rows:
+      key = (r["N"], r["D"], r.get("seed"))
+      if r["name"] in {p.name for p in pts} and key not in seen:
+        seen.add(key)
+        tables[arm].append(r)
+    print(
+      f"{arm}: {len(tables[arm])} runs, {sweep_s[arm]['runs_total']:.0f} s of training ({sweep_s[arm]['this_call']:.0f} s in this call)",
+      flush=True,
+    )
   study, targets = analyse_study(tables, tokens, arm_iso, sizes, quick=args.quick)
   for arm in arms:
     if not args.quick:
