@@ -190,15 +190,13 @@ def plot_scaling(results, path) -> None:
   fig.savefig(path, dpi=120)
 
 
-def speed_targets(speed, lengths=()) -> list[dict]:
+def speed_targets(speed) -> list[dict]:
   """Raw speedup against 0.8 / density and the estimation share, per measured (layer shape, length); the
   issue's long lengths (64K, 128K) stay listed, not met, for every shape until measured. Targets of the
   default ``bench`` layer keep their historical names; the others name their shape."""
   out = []
   for shape in SPEED_SHAPES:
     measured = {r["length"] for r in speed if _shape(r) == shape}
-    if shape == "bench":
-      measured |= set(lengths)
     hq, hk, d = SPEED_SHAPES[shape]
     tag = "" if shape == "bench" else f", {shape} layer ({hq} q / {hk} kv heads, d {d})"
     for L in sorted(measured | {65536, 131072}):

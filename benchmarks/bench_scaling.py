@@ -108,9 +108,11 @@ def main(argv=None):
       for p in sw.isoflop_design(arm_iso[arm], sizes, corpus=corpus)
       if 40000 <= p.tokens <= min(epoch_tokens[arm] - 9000, 6_000_000)
     ]
-    pts += [p for p in iso if p.name not in {q.name for q in pts}]
+    grid_names = {q.name for q in pts}
+    pts += [p for p in iso if p.name not in grid_names]
     for (d, l), D in seed_points:
       pts += sw.grid_design([(d, l)], [D], corpus=corpus, seeds=(1, 2))
+    names = {p.name for p in pts}
     rows = sw.run_sweep(pts, os.path.join(args.workdir, arm), **kw)
     # training time of every run in the table (resumed runs keep the seconds they took) and this call's wall time
     sweep_s[arm] = {"runs_total": float(sum(r["seconds"] for r in rows)), "this_call": time.perf_counter() - t0}
@@ -119,7 +121,7 @@ def main(argv=None):
     seen, tables[arm] = set(), []
     for r in rows:
       key = (r["N"], r["D"], r.get("seed"))
-      if r["name"] in {p.name for p in pts} and key not in seen:
+      if r["name"] in names and key not in seen:
         seen.add(key)
         tables[arm].append(r)
     print(

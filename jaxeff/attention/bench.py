@@ -44,22 +44,7 @@ def _density(mask, lengths, bs) -> float:
 
 
 def _union_density(mask, lengths, kv_heads: int) -> float:
-  """Kept / causal blocks counting, per kv head, the union of its query heads' lists: the work of the grouped
-  XLA path (``block_sparse_attention_xla_grouped`` walks the union, every head of the group scoring each tile),
-  so ``1 / union_density`` is the speedup that path can reach, as ``1 / density`` is the per-head one."""
-  from kernels_pallas.block_sparse_attention.xla import group_union
-
-  if not hasattr(mask, "block_idx"):
-    return float("nan")
-  nb = mask.block_mask.shape[-1]
-  r = mask.block_cnt.shape[1] // kv_heads
-  _, n_union = group_union(mask.block_idx, mask.block_cnt, r, nb)  # [B, Hkv, nb]
-  bs = mask.block_size_hint
-  nvalid = -(-lengths // bs)
-  m = jnp.arange(nb)
-  row_ok = m[None, :] < nvalid[:, None]
-  causal = jnp.minimum(m[None, :] + 1, nvalid[:, None]) * row_ok
-  return float((n_union * row_ok[:, None]).sum() / (causal.sum() * kv_heads))
+  return float(mask.union_density(kv_heads, lengths)) if hasattr(mask, "union_density") else float("nan")
 
 
 def _match(make: Callable[[float], BlockSparseBackend], q, k, lengths, target: float, lo: float, hi: float, iters=7):

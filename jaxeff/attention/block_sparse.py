@@ -37,15 +37,36 @@ class BlockSparseMask:
   block_mask: jax.Array
   block_size_hint: int = flax.struct.field(pytree_node=False, default=1)
 
-  def density(self, lengths: jax.Array | None = None) -> jax.Array:
-    """Kept / causal blocks over the real query blocks of each row (a scalar)."""
+  def _kept_over_causal(self, counts: jax.Array, lengths: jax.Array | None) -> jax.Array:
+    """``counts [B, H, nb]`` summed over the real query blocks of each row, over the causal blocks there (x H)."""
     nb = self.block_mask.shape[-1]
     nvalid = jnp.full((self.block_mask.shape[0],), nb) if lengths is None else -(-lengths // self.block_size_hint)
     m = jnp.arange(nb)
     row_ok = m[None, :] < nvalid[:, None]  # [B, nb]
     causal = jnp.minimum(m[None, :] + 1, nvalid[:, None]) * row_ok
-    kept = (self.block_cnt * row_ok[:, None]).sum()
-    return kept / (causal.sum() * self.block_cnt.shape[1])
+    kept = (counts * row_ok[:, None]).sum()
+    return kept / (causal.sum() * counts.shape[1])
+
+  def density(self, lengths: jax.Array | None = None) -> jax.Array:
+    """Kept / causal blocks over the real query blocks of each row (a scalar)."""
+    return self._kept_over_causal(self.block_cnt, lengths)
+
+  def union_density(self, kv_heads: int, lengths: jax.Array | None = None) -> jax.Array:
+    """Like ``density``, counting per kv head the union of its query heads' lists (a scalar): what the grouped
+    XLA path walks (``block_sparse_attention_xla_grouped``: every head of a group scores each union tile), so
+    ``1 / union_density`` bounds that path's speedup as ``1 / density`` bounds the per-head one.
+
+    Example:
+      >>> idx = jnp.array([[[[0], [0]], [[0], [1]]]])  # 2 heads x 2 query blocks; at block 1 they differ
+      >>> m = BlockSparseMask(idx, jnp.ones((1, 2, 2), jnp.int32), jnp.zeros((1, 2, 2, 2), bool))
+      >>> round(float(m.density()), 3), float(m.union_density(kv_heads=1))  # 4 of 6 per head; 3 of 3 as a union
+      (0.667, 1.0)
+    """
+    from kernels_pallas.block_sparse_attention.xla import group_union
+
+    nb = self.block_mask.shape[-1]
+    _, n_union = group_union(self.block_idx, self.block_cnt, self.block_cnt.shape[1] // kv_heads, nb)
+    return self._kept_over_causal(n_union, lengths)
 
 
 def _check_qk(q, k, block_size, stride=1):
