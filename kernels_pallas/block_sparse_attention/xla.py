@@ -167,9 +167,81 @@ def _tile_mask(ids, j, C: int, cnt, own, q_tok, kv_len, bs: int, window=None):
   return ok[:, None] & head_ok[:, :, None, :]
 
 
+def _online_step(qi, kj, vj, ok, carry, v_dtype):
+  """One online-softmax step of ``a`` heads over a tile: ``qi [B, a, bs, d]`` (scaled), ``kj`` / ``vj [B, S, d]``,
+  ``ok [B, a, bs, S]``; ``carry = (m, l, acc)`` ([B, a, bs], [B, a, bs], [B, a, bs, d], float32)."""
+  m, l, acc = carry
+  s = jnp.where(ok, jnp.einsum("brqd,bsd->brqs", qi, kj, preferred_element_type=jnp.float32), _NEG)
+  m_new = jnp.maximum(m, s.max(-1))
+  p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
+  corr = jnp.exp(m - m_new)
+  pv = jnp.einsum("brqs,bsd->brqd", p.astype(v_dtype), vj, preferred_element_type=jnp.float32)
+  return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
+
+
+def _nested(own) -> jax.Array:
+  """Whether each head's list ``own [B, r, Kmax]`` (-1 past its count) is a prefix of the group's longest one
+  (in every row): ProxyAttn's heads rank by one shared score and differ only in their budgets."""
+  cnt = (own >= 0).sum(-1)  # [B, r]
+  lead = jnp.take_along_axis(own, jnp.argmax(cnt, axis=1)[:, None, None], axis=1)  # [B, 1, Kmax]
+  return jnp.all((own == lead) | (own < 0))
+
+
+def _ranked_walk(qi, own, tiles, q_tok, kv_len, bs: int, C: int, window, init, v_dtype):
+  """The group's walk when its lists are nested (``_nested``): down the longest list in its own order, ``C``
+  slots a step, each tile loaded once and scored only by the heads whose budget reaches that step. With the
+  heads sorted by budget those are the first ``a``, and ``a`` only falls along the list, so the walk is ``r``
+  loops, one per ``a`` (static shapes, the first ``a`` heads' softmax state carried). Work is the sum of the
+  heads' own budgets, as walking each head alone, with the group's shared tile loads; the union walk scores
+  every union tile for all ``r`` heads (at 32K-128K on ProxyAttn's lists the union is 0.96-0.99 of the causal
+  blocks while the heads keep 0.7-0.8). A step with ``a`` heads takes ``C r / a`` slots, so every step scores a
+  tile of the same size (XLA:CPU's small matmuls run at 0.7-0.8 of the throughput of ones with 4x the rows).
+  Returns ``(m, l, acc)`` in the heads' own order."""
+  B, r = own.shape[:2]
+  cnt = (own >= 0).sum(-1).astype(jnp.int32)  # [B, r]
+  perm = jnp.argsort(-cnt, axis=1, stable=True)  # heads by budget, longest first
+  cnt_s = jnp.take_along_axis(cnt, perm, axis=1)
+  q_s = jnp.take_along_axis(qi, perm[:, :, None, None], axis=1)
+  widths = [max(1, C * r // a) for a in range(r + 1)[1:]]  # slots per step with a heads: same tile size
+  lead = jnp.maximum(jnp.take_along_axis(own, perm[:, :1, None], axis=1)[:, 0], 0)  # [B, Kmax]
+  lead = jnp.pad(lead, ((0, 0), (0, max(widths))))  # a step may run past the list: those slots are masked
+  per_head = lambda x, ix: jnp.take_along_axis(x, ix.reshape(B, r, *([1] * (x.ndim - 2))), axis=1)
+  carry = tuple(per_head(x, perm) for x in init)
+  # slots [bounds[a], bounds[a - 1]) are walked by the first a heads (the ones whose budget reaches them)
+  bounds = jnp.concatenate([cnt_s.max(0), jnp.zeros((1,), jnp.int32)])  # [r + 1], non-increasing
+
+  def walk(a, w, start, end):
+    def f(j, state):
+      first = start + j * w
+      ids = jax.lax.dynamic_slice_in_dim(lead, first, w, axis=1)  # [B, w]
+      k_tok = (ids.astype(jnp.int32)[..., None] * bs + jnp.arange(bs)).reshape(B, w * bs)
+      slot = first + jnp.arange(w)  # the segment's last step may reach into the next one's slots: not here
+      slot_ok = jnp.repeat((slot < end)[None, None] & (slot[None, None] < cnt_s[:, :a, None]), bs, axis=2)
+      ok = visible(k_tok[:, None, :], q_tok[None, :, None], window) & (k_tok < kv_len[:, None])[:, None, :]
+      return _online_step(q_s[:, :a], *tiles(ids), ok[:, None] & slot_ok[:, :, None, :], state, v_dtype)
+
+    return f
+
+  for a in range(r, 0, -1):
+    w, start, end = widths[a - 1], bounds[a], bounds[a - 1]
+    state = jax.lax.fori_loop(0, (end - start + w - 1) // w, walk(a, w, start, end), tuple(x[:, :a] for x in carry))
+    carry = state if a == r else tuple(x.at[:, :a].set(y) for x, y in zip(carry, state))
+  inv = jnp.argsort(perm, axis=1)
+  return tuple(per_head(x, inv) for x in carry)
+
+
 @functools.partial(
   jax.jit,
-  static_argnames=("block_size", "scale", "differentiable", "blocks_per_step", "layout", "return_lse", "window"),
+  static_argnames=(
+    "block_size",
+    "scale",
+    "differentiable",
+    "blocks_per_step",
+    "layout",
+    "return_lse",
+    "window",
+    "ranked",
+  ),
 )
 def block_sparse_attention_xla_grouped(
   q,
@@ -186,6 +258,7 @@ def block_sparse_attention_xla_grouped(
   layout: str = "bhld",
   return_lse: bool = False,
   window: int | None = None,
+  ranked: bool = True,
 ):
   """Like ``block_sparse_attention_xla`` but per (query block, kv head): the group's query heads walk the
   UNION of their lists together, each key tile loaded once and scored by all ``r`` heads in one matmul
@@ -198,7 +271,14 @@ def block_sparse_attention_xla_grouped(
   read and written tile by tile, so no transposed copy of q, k, v or the output is ever made.
   ``return_lse``: also return the log-sum-exp of each query row, float32 [B, Hq, Lp] (what the flash-style
   backward ``block_sparse_attention_xla_bwd`` recomputes from); rows with no visible key get -1e30.
-  ``window``: sliding window intersected with the block mask (as ``block_sparse_attention_xla``)."""
+  ``window``: sliding window intersected with the block mask (as ``block_sparse_attention_xla``).
+  ``ranked`` (forward-only walk, ``differentiable=False``): where a group's lists are nested (prefixes of one
+  list, as ProxyAttn's heads ranked by one proxy score with per-head budgets; checked per tile at run time), walk
+  that list and score each step only with the heads whose budget reaches it (``_ranked_walk``): work is the sum
+  of the heads' budgets instead of ``r x |union|``. Measured side by side on the bench layer (8 / 2 heads, d
+  128) at 32K, ProxyAttn density 0.73, union 0.96: 0.81-0.87x the union walk's time (three pairs on a loaded
+  VM); on synthetic nested lists at 8K (density 0.63, union 1.0) 0.81-0.84x. Lists that are not nested take
+  the union walk. ``False``: always the union walk."""
   if layout not in ("bhld", "blhd"):
     raise ValueError(f"layout must be 'bhld' or 'blhd', got {layout!r}")
   tm = layout == "blhd"  # token-major
@@ -231,23 +311,15 @@ def block_sparse_attention_xla_grouped(
     own = head_ids[:, g, :, i]  # [B, r, Kmax] each head's own list
     q_tok = i * bs + jnp.arange(bs)
 
-    def body(j, carry):
-      m, l, acc = carry
-      ids = jax.lax.dynamic_slice_in_dim(ids_all, j * C, C, axis=1)  # [B, C]
+    def tiles(ids):  # the step's key / value tiles [B, C bs, d], each loaded once for the whole group
       if tm:
-        kj = kb[b_ix[:, None], ids, :, g].reshape(B, C * bs, d)
-        vj = vb[b_ix[:, None], ids, :, g].reshape(B, C * bs, d)
-      else:
-        kj = kb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
-        vj = vb[b_ix[:, None], g, ids].reshape(B, C * bs, d)
-      s = jnp.einsum("brqd,bsd->brqs", qi, kj, preferred_element_type=jnp.float32)
+        return (kb[b_ix[:, None], ids, :, g].reshape(B, -1, d), vb[b_ix[:, None], ids, :, g].reshape(B, -1, d))
+      return kb[b_ix[:, None], g, ids].reshape(B, -1, d), vb[b_ix[:, None], g, ids].reshape(B, -1, d)
+
+    def body(j, carry):
+      ids = jax.lax.dynamic_slice_in_dim(ids_all, j * C, C, axis=1)  # [B, C]
       ok = _tile_mask(ids, j, C, cnt, own, q_tok, kv_len, bs, window)
-      s = jnp.where(ok, s, _NEG)
-      m_new = jnp.maximum(m, s.max(-1))
-      p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
-      corr = jnp.exp(m - m_new)
-      pv = jnp.einsum("brqs,bsd->brqd", p.astype(v.dtype), vj, preferred_element_type=jnp.float32)
-      return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
+      return _online_step(qi, *tiles(ids), ok, carry, v.dtype)
 
     init = (
       jnp.full((B, r, bs), _NEG, jnp.float32),
@@ -261,8 +333,12 @@ def block_sparse_attention_xla_grouped(
         return jax.lax.cond(j * C < longest, lambda c: body(j, c), lambda c: c, carry), None
 
       (m, l, acc), _ = jax.lax.scan(step, init, jnp.arange(steps))
-    else:
+    elif r == 1 or not ranked:
       m, l, acc = jax.lax.fori_loop(0, (longest + C - 1) // C, body, init)
+    else:  # nested lists (one shared ranking, per-head budgets): walk the ranking, only the heads still in it
+      union_walk = lambda _: jax.lax.fori_loop(0, (longest + C - 1) // C, body, init)
+      ranked_walk = lambda _: _ranked_walk(qi, own, tiles, q_tok, kv_len, bs, C, window, init, v.dtype)
+      m, l, acc = jax.lax.cond(_nested(own), ranked_walk, union_walk, None)
     o = (acc / jnp.where(l > 0, l, 1.0)[..., None]).astype(q.dtype)  # [B, r, bs, d]
     return o, jnp.where(l > 0, m + jnp.log(jnp.where(l > 0, l, 1.0)), _NEG)  # lse [B, r, bs]
 

@@ -451,3 +451,83 @@ def test_sliding_window_backward_and_oracle():
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="window"):
     block_sparse_attention(q, k, v, idx, cnt, block_size=64, window=0)
+
+
+def _nested_lists(rng, B, Hq, r, nb, *, sorted_ids=False):
+  """Per kv group one random ranking of each query block's causal blocks and per head a budget (some rows
+  empty, some heads equal): ProxyAttn's layout, each head's list a prefix of the group's ranking, junk past
+  the count."""
+  idx = np.zeros((B, Hq, nb, nb), np.int32)
+  cnt = np.zeros((B, Hq, nb), np.int32)
+  for b in range(B):
+    for g in range(Hq // r):
+      for i in range(nb):
+        rank = rng.permutation(i + 1)
+        for h in range(g * r, (g + 1) * r):
+          c = int(rng.integers(0, i + 2))
+          ids = np.sort(rank[:c]) if sorted_ids else rank[:c]
+          idx[b, h, i, :c], idx[b, h, i, c:], cnt[b, h, i] = ids, rng.integers(0, nb), c
+  return jnp.asarray(idx), jnp.asarray(cnt)
+
+
+@pytest.mark.parametrize("blocks_per_step", [1, 2, 3])
+@pytest.mark.parametrize("window", [None, 70])
+def test_grouped_walk_over_a_shared_ranking_matches_reference(blocks_per_step, window):
+  """Nested lists (one ranking per kv group, per-head budgets) take the ranked walk (each step scored only by
+  the heads whose budget reaches it, wider steps for fewer heads): output and log-sum-exp equal the reference
+  and the union walk, in both layouts, for two rows of different lengths."""
+  from kernels_pallas.block_sparse_attention.reference import block_sparse_attention_reference as ref
+  from kernels_pallas.block_sparse_attention.xla import _group_walk, _nested, block_sparse_attention_xla_grouped
+
+  B, Hq, Hkv, L, d, bs = 2, 8, 2, 448, 16, 32
+  nb = L // bs
+  ks = jax.random.split(jax.random.key(11), 3)
+  q, k, v = (jax.random.normal(kk, (B, h, L, d)) for kk, h in zip(ks, (Hq, Hkv, Hkv)))
+  idx, cnt = _nested_lists(np.random.default_rng(blocks_per_step), B, Hq, Hq // Hkv, nb)
+  own = _group_walk(idx, cnt, Hq // Hkv, nb, blocks_per_step)[0]
+  assert all(bool(_nested(own[:, g, :, i])) for g in range(Hkv) for i in range(nb))  # the ranked walk runs
+  kv_len = jnp.array([L, L - 75])
+  want = ref(q, k, v, indices_to_mask(idx, cnt, nb), block_size=bs, kv_len=kv_len, window=window)
+  run = functools.partial(
+    block_sparse_attention_xla_grouped,
+    block_size=bs,
+    differentiable=False,
+    blocks_per_step=blocks_per_step,
+    window=window,
+    return_lse=True,
+  )
+  got, lse = run(q, k, v, idx, cnt, kv_len)
+  union, lse_union = run(q, k, v, idx, cnt, kv_len, ranked=False)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), **tolerances(jnp.float32))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(union), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(lse), np.asarray(lse_union), rtol=1e-5, atol=1e-5)
+  T = lambda x: x.transpose(0, 2, 1, 3)
+  tm, _ = run(T(q), T(k), T(v), idx, cnt, kv_len, layout="blhd")
+  np.testing.assert_allclose(np.asarray(T(tm)), np.asarray(got), rtol=1e-6, atol=1e-6)
+
+
+def test_grouped_walk_falls_back_to_the_union_for_lists_that_are_not_nested():
+  """The same heads' sets in ascending id order are not prefixes of one list (unless tiny): ``_nested`` says so
+  and the union walk gives the reference; the gradient through a ranked forward equals the reference's."""
+  from kernels_pallas.block_sparse_attention.reference import block_sparse_attention_reference as ref
+  from kernels_pallas.block_sparse_attention.xla import _group_walk, _nested
+
+  B, Hq, Hkv, L, d, bs = 1, 4, 1, 256, 16, 32
+  nb = L // bs
+  ks = jax.random.split(jax.random.key(12), 4)
+  q, k, v = (jax.random.normal(kk, (B, h, L, d)) for kk, h in zip(ks, (Hq, Hkv, Hkv)))
+  w = jax.random.normal(ks[3], q.shape)
+  for sorted_ids in (True, False):
+    idx, cnt = _nested_lists(np.random.default_rng(5), B, Hq, Hq, nb, sorted_ids=sorted_ids)
+    own = _group_walk(idx, cnt, Hq, nb, 2)[0]
+    nested = [bool(_nested(own[:, 0, :, i])) for i in range(nb)]
+    assert all(nested) if not sorted_ids else not all(nested)
+    mask = indices_to_mask(idx, cnt, nb)
+    got = block_sparse_attention(q, k, v, idx, cnt, block_size=bs, implementation="xla")
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref(q, k, v, mask, block_size=bs)), rtol=1e-5, atol=1e-5)
+    loss = lambda q_, k_, v_, idx=idx, cnt=cnt: (
+      block_sparse_attention(q_, k_, v_, idx, cnt, block_size=bs, implementation="xla") * w
+    ).sum()
+    loss_ref = lambda q_, k_, v_, mask=mask: (ref(q_, k_, v_, mask, block_size=bs) * w).sum()
+    for a, b in zip(jax.grad(loss, (0, 1, 2))(q, k, v), jax.grad(loss_ref, (0, 1, 2))(q, k, v), strict=True):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
