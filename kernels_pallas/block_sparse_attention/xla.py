@@ -276,9 +276,9 @@ def block_sparse_attention_xla_grouped(
   list, as ProxyAttn's heads ranked by one proxy score with per-head budgets; checked per tile at run time), walk
   that list and score each step only with the heads whose budget reaches it (``_ranked_walk``): work is the sum
   of the heads' budgets instead of ``r x |union|``. Measured side by side on the bench layer (8 / 2 heads, d
-  128) at 32K, ProxyAttn density 0.73, union 0.96: 0.81-0.87x the union walk's time (three pairs on a loaded
-  VM); on synthetic nested lists at 8K (density 0.63, union 1.0) 0.81-0.84x. Lists that are not nested take
-  the union walk. ``False``: always the union walk."""
+  128) at 32K, ProxyAttn density 0.73, union 0.96: 0.81-0.87x the union walk's time (three interleaved pairs
+  on a drifting VM); on synthetic nested lists at 8K (density 0.63, union 1.0) 0.81-0.84x. Lists that are not
+  nested take the union walk. ``False``: always the union walk."""
   if layout not in ("bhld", "blhd"):
     raise ValueError(f"layout must be 'bhld' or 'blhd', got {layout!r}")
   tm = layout == "blhd"  # token-major
