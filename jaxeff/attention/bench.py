@@ -82,7 +82,8 @@ def compare_attention(
   log: Callable[[str], None] = print,
 ) -> list[dict]:
   """One row per (length, method): time, compile time, speedup vs dense, density, the density of the kv
-  groups' union lists (what the grouped XLA path walks: ``ideal_speedup_grouped = 1 / union_density``),
+  groups' union lists (what the grouped XLA path's union walk does: ``ideal_speedup_grouped = 1 / union_density``;
+  nested lists, as ProxyAttn's, take the ranked walk, bounded by ``ideal_speedup``),
   attention-mass recall, output relative error vs dense; for ProxyAttn also the estimation time, its share of dense attention time
   and the analytic share ``g / (Hq s^2) + 2 bs / L``. Peers are tuned (bisection on their threshold) to
   ProxyAttn's density when ``match_density``.

@@ -53,8 +53,9 @@ class BlockSparseMask:
 
   def union_density(self, kv_heads: int, lengths: jax.Array | None = None) -> jax.Array:
     """Like ``density``, counting per kv head the union of its query heads' lists (a scalar): what the grouped
-    XLA path walks (``block_sparse_attention_xla_grouped``: every head of a group scores each union tile), so
-    ``1 / union_density`` bounds that path's speedup as ``1 / density`` bounds the per-head one.
+    XLA path's union walk does (``block_sparse_attention_xla_grouped``: every head of a group scores each union
+    tile), so ``1 / union_density`` bounds that walk's speedup as ``1 / density`` bounds the per-head one. Lists
+    that are nested (ProxyAttn's: prefixes of one ranking) take the ranked walk instead, whose work is ``density``.
 
     Example:
       >>> idx = jnp.array([[[[0], [0]], [[0], [1]]]])  # 2 heads x 2 query blocks; at block 1 they differ

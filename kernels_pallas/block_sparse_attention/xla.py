@@ -158,13 +158,17 @@ def _tile_mask(ids, j, C: int, cnt, own, q_tok, kv_len, bs: int, window=None):
   """Which key tokens of the step's union ids ``[B, C]`` each head's queries see: ``[B, r, bs, C bs]``. A key
   counts if its block is in the head's own list (``own [B, r, Kmax]``: O(r C Kmax) compares, no ``[nb, nb]``
   mask anywhere), its slot is below the union's count, it is causal (``<= q_tok``) and real (``< kv_len``)."""
-  B = ids.shape[0]
-  k_tok = (ids.astype(jnp.int32)[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)  # ids may be int16
   slot_ok = (j * C + jnp.arange(C))[None] < cnt[:, None]  # [B, C]
   head_ok = (ids[:, None, :, None] == own[:, :, None, :]).any(-1) & slot_ok[:, None, :]  # [B, r, C]
   head_ok = jnp.repeat(head_ok, bs, axis=2)  # [B, r, C*bs]
-  ok = visible(k_tok[:, None, :], q_tok[None, :, None], window) & (k_tok < kv_len[:, None])[:, None, :]
-  return ok[:, None] & head_ok[:, :, None, :]
+  return _key_ok(ids, q_tok, kv_len, bs, window)[:, None] & head_ok[:, :, None, :]
+
+
+def _key_ok(ids, q_tok, kv_len, bs: int, window=None):
+  """Which keys of the tiles ``ids [B, C]`` the query rows ``q_tok [bs]`` may see, heads aside: causal (and in
+  the window) and real (``< kv_len``): ``[B, bs, C bs]``."""
+  k_tok = (ids.astype(jnp.int32)[..., None] * bs + jnp.arange(bs)).reshape(ids.shape[0], -1)  # ids may be int16
+  return visible(k_tok[:, None, :], q_tok[None, :, None], window) & (k_tok < kv_len[:, None])[:, None, :]
 
 
 def _online_step(qi, kj, vj, ok, carry, v_dtype):
@@ -179,15 +183,14 @@ def _online_step(qi, kj, vj, ok, carry, v_dtype):
   return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
 
 
-def _nested(own) -> jax.Array:
-  """Whether each head's list ``own [B, r, Kmax]`` (-1 past its count) is a prefix of the group's longest one
-  (in every row): ProxyAttn's heads rank by one shared score and differ only in their budgets."""
-  cnt = (own >= 0).sum(-1)  # [B, r]
+def _nested(own, cnt) -> jax.Array:
+  """Whether each head's list ``own [B, r, Kmax]`` (-1 past its count ``cnt [B, r]``) is a prefix of the group's
+  longest one (in every row): ProxyAttn's heads rank by one shared score and differ only in their budgets."""
   lead = jnp.take_along_axis(own, jnp.argmax(cnt, axis=1)[:, None, None], axis=1)  # [B, 1, Kmax]
   return jnp.all((own == lead) | (own < 0))
 
 
-def _ranked_walk(qi, own, tiles, q_tok, kv_len, bs: int, C: int, window, init, v_dtype):
+def _ranked_walk(qi, own, cnt, tiles, q_tok, kv_len, bs: int, C: int, window, init, v_dtype):
   """The group's walk when its lists are nested (``_nested``): down the longest list in its own order, ``C``
   slots a step, each tile loaded once and scored only by the heads whose budget reaches that step. With the
   heads sorted by budget those are the first ``a``, and ``a`` only falls along the list, so the walk is ``r``
@@ -198,7 +201,6 @@ def _ranked_walk(qi, own, tiles, q_tok, kv_len, bs: int, C: int, window, init, v
   tile of the same size (XLA:CPU's small matmuls run at 0.7-0.8 of the throughput of ones with 4x the rows).
   Returns ``(m, l, acc)`` in the heads' own order."""
   B, r = own.shape[:2]
-  cnt = (own >= 0).sum(-1).astype(jnp.int32)  # [B, r]
   perm = jnp.argsort(-cnt, axis=1, stable=True)  # heads by budget, longest first
   cnt_s = jnp.take_along_axis(cnt, perm, axis=1)
   q_s = jnp.take_along_axis(qi, perm[:, :, None, None], axis=1)
@@ -214,11 +216,10 @@ def _ranked_walk(qi, own, tiles, q_tok, kv_len, bs: int, C: int, window, init, v
     def f(j, state):
       first = start + j * w
       ids = jax.lax.dynamic_slice_in_dim(lead, first, w, axis=1)  # [B, w]
-      k_tok = (ids.astype(jnp.int32)[..., None] * bs + jnp.arange(bs)).reshape(B, w * bs)
       slot = first + jnp.arange(w)  # the segment's last step may reach into the next one's slots: not here
       slot_ok = jnp.repeat((slot < end)[None, None] & (slot[None, None] < cnt_s[:, :a, None]), bs, axis=2)
-      ok = visible(k_tok[:, None, :], q_tok[None, :, None], window) & (k_tok < kv_len[:, None])[:, None, :]
-      return _online_step(q_s[:, :a], *tiles(ids), ok[:, None] & slot_ok[:, :, None, :], state, v_dtype)
+      ok = _key_ok(ids, q_tok, kv_len, bs, window)[:, None] & slot_ok[:, :, None, :]
+      return _online_step(q_s[:, :a], *tiles(ids), ok, state, v_dtype)
 
     return f
 
@@ -337,8 +338,9 @@ def block_sparse_attention_xla_grouped(
       m, l, acc = jax.lax.fori_loop(0, (longest + C - 1) // C, body, init)
     else:  # nested lists (one shared ranking, per-head budgets): walk the ranking, only the heads still in it
       union_walk = lambda _: jax.lax.fori_loop(0, (longest + C - 1) // C, body, init)
-      ranked_walk = lambda _: _ranked_walk(qi, own, tiles, q_tok, kv_len, bs, C, window, init, v.dtype)
-      m, l, acc = jax.lax.cond(_nested(own), ranked_walk, union_walk, None)
+      own_cnt = (own >= 0).sum(-1).astype(jnp.int32)  # [B, r] each head's count
+      ranked_walk = lambda _: _ranked_walk(qi, own, own_cnt, tiles, q_tok, kv_len, bs, C, window, init, v.dtype)
+      m, l, acc = jax.lax.cond(_nested(own, own_cnt), ranked_walk, union_walk, None)
     o = (acc / jnp.where(l > 0, l, 1.0)[..., None]).astype(q.dtype)  # [B, r, bs, d]
     return o, jnp.where(l > 0, m + jnp.log(jnp.where(l > 0, l, 1.0)), _NEG)  # lse [B, r, bs]
 
