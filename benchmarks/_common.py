@@ -26,6 +26,27 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
   return statistics.median(times)
 
 
+def interleaved_median_times(
+  fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1, settle_s: float = 0.3
+) -> dict[str, float]:
+  """Median wall seconds of each ``fns[name]()`` (each must block), the calls interleaved round by round (one
+  call of every function per round, after ``warmup`` rounds), so a machine whose speed drifts between minutes
+  (this 2-core VM: up to 2x) slows every side of a ratio alike. Each call starts ``settle_s`` after the previous
+  one ended: PyTorch's OpenMP workers keep spinning for a while after a parallel region, and a call started at
+  once would share the cores with them."""
+  for _ in range(warmup):
+    for fn in fns.values():
+      fn()
+  times: dict[str, list[float]] = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      time.sleep(settle_s)
+      t0 = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t0)
+  return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def generate_timings(sampler, prompts, sampling, repeats: int = 3) -> dict[str, float]:
   """Median prefill seconds and decode ms/step of ``repeats`` identical ``generate`` calls after one compile
   call, and the bytes the prefill leaves in the cache (``Accounting.cache_bytes``)."""

@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._common import median_time, merge_results, target  # noqa: E402
+from benchmarks._common import interleaved_median_times, merge_results, target  # noqa: E402
 
 
 def main(argv=None):
@@ -81,8 +81,8 @@ def main(argv=None):
     def torch_load(path=path):
       AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
-    t_jax = median_time(jax_load, reps)
-    t_torch = median_time(torch_load, reps)
+    medians = interleaved_median_times({"jaxeff": jax_load, "torch": torch_load}, 3 * reps)
+    t_jax, t_torch = medians["jaxeff"], medians["torch"]
     results["load_s"][label] = {"jaxeff": t_jax, "torch": t_torch}
     targets.append(
       target(f"checkpoint load speed ratio, {label} file (torch time / jaxeff time)", t_torch / t_jax, 1.0)
@@ -103,7 +103,7 @@ def main(argv=None):
     with torch.inference_mode():
       m(torch.tensor(ids128))
 
-  results["time_to_first_logits_s"] = {"jaxeff": median_time(jax_first, reps), "torch": median_time(torch_first, reps)}
+  results["time_to_first_logits_s"] = interleaved_median_times({"jaxeff": jax_first, "torch": torch_first}, reps)
   print("time to first logits (hf-written file):", results["time_to_first_logits_s"])
 
   config, params = load_hf(folder, dtype=jnp.float32)
@@ -122,14 +122,16 @@ def main(argv=None):
     t0 = time.perf_counter()
     compiled = jax.jit(prefill).lower(params, ids, pos).compile()
     compile_s = time.perf_counter() - t0
-    tj = median_time(lambda: jax.block_until_ready(compiled(params, ids, pos)), reps)
     tid = torch.tensor(ids)
 
     def torch_prefill():
       with torch.inference_mode():
         model(tid, use_cache=True, logits_to_keep=1)
 
-    tt = median_time(torch_prefill, reps)
+    medians = interleaved_median_times(
+      {"jaxeff": lambda: jax.block_until_ready(compiled(params, ids, pos)), "torch": torch_prefill}, reps
+    )
+    tj, tt = medians["jaxeff"], medians["torch"]
     results["prefill"][str(T)] = {
       "jaxeff_tok_s": T / tj,
       "torch_tok_s": T / tt,
@@ -148,10 +150,7 @@ def main(argv=None):
     prompts = np.random.RandomState(B).randint(0, 32000, (B, prompt_len)).tolist()
     first = sampler.generate(prompts, sp, jax.random.key(0))
     compile_s = first.accounting.compile_s
-    runs = [sampler.generate(prompts, sp, jax.random.key(0)) for _ in range(max(2, reps - 2))]
     steps = new_tokens - 1  # decode calls after the prefill
-    tj = float(np.median([r.accounting.decode_s for r in runs]))
-    jax_tok_s = B * steps / tj
 
     tid = torch.tensor(prompts)
 
@@ -168,8 +167,14 @@ def main(argv=None):
         return time.perf_counter() - t0, nxt
 
     torch_decode()
-    tt = float(np.median([torch_decode()[0] for _ in range(max(2, reps - 2))]))
-    torch_tok_s = B * steps / tt
+    jax_s, torch_s = [], []
+    for _ in range(max(2, reps - 2)):  # interleaved: the VM's speed drifts between minutes
+      time.sleep(0.3)  # let torch's OpenMP workers stop spinning (see interleaved_median_times)
+      jax_s.append(sampler.generate(prompts, sp, jax.random.key(0)).accounting.decode_s)
+      time.sleep(0.3)
+      torch_s.append(torch_decode()[0])
+    tj, tt = float(np.median(jax_s)), float(np.median(torch_s))
+    jax_tok_s, torch_tok_s = B * steps / tj, B * steps / tt
     # Same weights, same greedy rule: the generations agree (a correctness guard on the comparison).
     with torch.inference_mode():
       ref = model.generate(tid[:1], max_new_tokens=8, do_sample=False, pad_token_id=0)[0, prompt_len:].tolist()

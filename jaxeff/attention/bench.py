@@ -2,7 +2,9 @@
 
 Used by ``jaxeff bench attention`` and ``benchmarks/bench_proxyattn.py``. Inputs are ``structured_qk`` (a sink,
 needles shared across heads, locality, per-head sharpness) with random values. Times are medians over
-``repeats`` calls after a compile call (compile time reported separately), with ``jax.block_until_ready``.
+``repeats`` rounds after an ahead-of-time compile (compile time reported separately), with
+``jax.block_until_ready``; within a round dense, each method's estimation and each method's attention run in
+turn (interleaved), so a drifting machine slows every side of a speedup alike.
 """
 
 from __future__ import annotations
@@ -27,16 +29,28 @@ def _t(x):
   return x.transpose(0, 2, 1, 3)
 
 
-def _timed(fn: Callable, *args, repeats: int = 3) -> tuple[float, float, Any]:
-  t0 = time.perf_counter()
-  out = jax.block_until_ready(fn(*args))
-  compile_s = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
+def _timed_interleaved(
+  calls: dict[str, tuple[Callable, tuple]], repeats: int = 3
+) -> dict[str, tuple[float, float, Any]]:
+  """``{name: (median seconds, compile seconds, output)}`` of jitted ``fn(*args)`` per ``calls[name]``.
+
+  Each function is compiled ahead of time (``lower(...).compile()``, timed apart), then called once per round
+  for ``repeats`` rounds, the functions interleaved within a round: a machine whose speed drifts over minutes
+  (a shared 2-core VM drifts up to 2.7x) then slows every side of a ratio alike instead of whichever function
+  happened to run in the slow minutes."""
+  compiled, compile_s = {}, {}
+  for name, (fn, args) in calls.items():
     t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), compile_s, out
+    compiled[name] = jax.jit(fn).lower(*args).compile()
+    compile_s[name] = time.perf_counter() - t0
+  times: dict[str, list[float]] = {name: [] for name in calls}
+  outs: dict[str, Any] = {}
+  for _ in range(repeats):
+    for name, (_, args) in calls.items():
+      t0 = time.perf_counter()
+      outs[name] = jax.block_until_ready(compiled[name](*args))
+      times[name].append(time.perf_counter() - t0)
+  return {name: (statistics.median(times[name]), compile_s[name], outs[name]) for name in calls}
 
 
 def _density(mask, lengths, bs) -> float:
@@ -105,21 +119,7 @@ def compare_attention(
     v = jax.random.normal(jax.random.fold_in(key, 1), k.shape, jnp.float32)
     lens = jnp.full((batch,), L, jnp.int32)
     pos = jnp.broadcast_to(jnp.arange(L), (batch, L))
-    dense_fn = jax.jit(lambda q_, k_, v_, p=pos: _t(Dense()(_t(q_), _t(k_), _t(v_), p, p)))
-    dense_s, dense_c, ref = _timed(dense_fn, q, k, v, repeats=repeats)
-    rows.append(
-      dict(
-        length=L,
-        method="dense",
-        time_s=dense_s,
-        compile_s=dense_c,
-        speedup=1.0,
-        density=1.0,
-        recall=1.0,
-        rel_error=0.0,
-      )
-    )
-    log(f"L={L} dense: {dense_s * 1e3:.0f} ms (compile {dense_c:.1f} s)")
+    dense_fn = lambda q_, k_, v_, p=pos: _t(Dense()(_t(q_), _t(k_), _t(v_), p, p))
     proxy = ProxyAttention(
       gamma=gamma, block_size=block_size, stride=stride, num_proxies=num_proxies, min_budget_tokens=min_budget_tokens
     )
@@ -142,15 +142,32 @@ def compare_attention(
       else:
         fb, g = make(0.9), 0.9
       backends["flexprefill"] = (fb, {"gamma": g})
-    nrm = float(jnp.linalg.norm(ref))
-    for name in methods:
-      if name == "dense":
-        continue
-      backend, knobs = backends[name]
-      est_s, est_c, mask = _timed(jax.jit(backend.mask), q, k, lens, repeats=repeats)
-      run_s, run_c, (out, _) = _timed(
-        jax.jit(lambda q_, k_, v_, b=backend, n=lens: b.attend(q_, k_, v_, n)), q, k, v, repeats=repeats
+    sparse = [name for name in methods if name != "dense"]
+    calls = {"dense": (dense_fn, (q, k, v))}
+    for name in sparse:
+      backend = backends[name][0]
+      calls[f"{name}/estimate"] = (backend.mask, (q, k, lens))
+      calls[name] = (lambda q_, k_, v_, b=backend, n=lens: b.attend(q_, k_, v_, n), (q, k, v))
+    timed = _timed_interleaved(calls, repeats=repeats)
+    dense_s, dense_c, ref = timed["dense"]
+    rows.append(
+      dict(
+        length=L,
+        method="dense",
+        time_s=dense_s,
+        compile_s=dense_c,
+        speedup=1.0,
+        density=1.0,
+        recall=1.0,
+        rel_error=0.0,
       )
+    )
+    log(f"L={L} dense: {dense_s * 1e3:.0f} ms (compile {dense_c:.1f} s)")
+    nrm = float(jnp.linalg.norm(ref))
+    for name in sparse:
+      knobs = backends[name][1]
+      est_s, _, mask = timed[f"{name}/estimate"]
+      run_s, run_c, (out, _) = timed[name]
       dens = _density(mask, lens, block_size)
       row = dict(
         length=L,

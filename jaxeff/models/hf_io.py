@@ -247,23 +247,6 @@ class SafetensorsFile:
   def shape(self, name: str) -> tuple[int, ...]:
     return self._entries[name][1]
 
-  def read_into(self, name: str, out: np.ndarray) -> None:
-    """Read tensor ``name``'s bytes into the C-contiguous ``out`` (same byte size) with ``pread``."""
-    _, _, begin, end = self._entries[name]
-    buf = memoryview(out.reshape(-1).view(np.uint8))
-    if buf.nbytes != end - begin:
-      raise ValueError(f"{name}: {end - begin} bytes in the file, {buf.nbytes} in the destination")
-    fd = os.open(self.path, os.O_RDONLY)
-    try:
-      done = 0
-      while done < buf.nbytes:
-        n = os.preadv(fd, [buf[done:]], self._base + begin + done)
-        if n <= 0:
-          raise CheckpointError(f"corrupt safetensors file {self.path}: tensor {name!r} is truncated")
-        done += n
-    finally:
-      os.close(fd)
-
   def get(self, name: str) -> np.ndarray:
     """Zero-copy view of tensor ``name``."""
     dtype, shape, begin, end = self._entries[name]
@@ -275,34 +258,66 @@ class SafetensorsFile:
 _LOAD_THREADS = min(8, os.cpu_count() or 1)  # load_hf's reader threads (one per core, at most 8)
 
 
-def _aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
-  """An uninitialised host array whose data starts on an ``ALIGN``-byte boundary."""
-  dtype = np.dtype(dtype)
-  n = int(np.prod(shape)) * dtype.itemsize
-  raw = np.empty(n + ALIGN, np.uint8)
-  start = -raw.ctypes.data % ALIGN
-  return raw[start : start + n].view(dtype).reshape(shape)
+_PIECE = 1 << 22  # bytes per copy / check task: big tensors are split so every reader thread has work
 
 
-def _host_leaf(srcs: list[tuple[np.ndarray, SafetensorsFile, str]], dtype) -> np.ndarray:
-  """One parameter leaf on the host, ready for ``device_put(may_alias=True)``, from its ``(mapped view in the
-  leaf's shape, file, tensor name)`` sources (several for per-expert tensors, stacked): the mapped view itself
-  when it is one tensor, 64-byte aligned and already in ``dtype`` (files ``save_hf`` writes: no copy at all);
-  else the bytes read from the file into a fresh aligned buffer (then converted to ``dtype``). Files written
-  elsewhere put tensors at arbitrary offsets; XLA:CPU copies such a view after faulting the mapping's pages in,
-  about 3x slower than one read (the layouts are pure reshapes, so the bytes are already in the leaf's order)."""
+def _leaf_plan(srcs: list[tuple[np.ndarray, SafetensorsFile, str]], dtype) -> tuple[tuple, np.dtype, bool]:
+  """``(leaf shape, leaf dtype, copy needed)`` for one leaf's ``(mapped view, file, name)`` sources."""
   view = srcs[0][0]
   dtype = np.dtype(view.dtype if dtype is None else dtype)
-  if len(srcs) == 1 and view.dtype == dtype and (view.ctypes.data % ALIGN == 0 or view.nbytes == 0):
-    return view
-  out = _aligned_empty((len(srcs), *view.shape) if len(srcs) > 1 else view.shape, view.dtype)
-  for i, (_, f, name) in enumerate(srcs):
-    f.read_into(name, out[i] if len(srcs) > 1 else out)
-  if out.dtype != dtype:
-    converted = _aligned_empty(out.shape, dtype)
-    np.copyto(converted, out, casting="unsafe")
-    out = converted
-  return out
+  shape = (len(srcs), *view.shape) if len(srcs) > 1 else view.shape
+  in_place = len(srcs) == 1 and view.dtype == dtype and (view.ctypes.data % ALIGN == 0 or view.nbytes == 0)
+  return shape, dtype, not in_place
+
+
+def _host_leaves(groups: dict[tuple, list], dtype, check: bool) -> dict[tuple, tuple[np.ndarray, bool]]:
+  """Every parameter leaf on the host, ready for ``device_put(may_alias=True)``, with its finiteness.
+
+  A leaf is the mapped view itself when it is one tensor, 64-byte aligned and already in ``dtype`` (files
+  ``save_hf`` writes: no copy at all); else its bytes are copied out of the mapping (converted to ``dtype`` in
+  the same pass) into one shared, 64-byte aligned arena. Files written elsewhere put tensors at arbitrary
+  offsets, which XLA:CPU cannot use in place. Measured on 180 MB (45 M float32 parameters, 2 cores): one arena
+  instead of a buffer per leaf halves the page-fault cost of fresh memory (huge pages: 16 vs 34 ms), numpy's
+  copy out of the mapping is about 3x faster than ``pread`` into the buffer (15 vs 44 ms incl. faults), and
+  the copy and the finiteness check run in pieces of 4 MB over all threads. The arena lives as long as any
+  leaf carved from it. The layouts are pure reshapes, so the bytes are already in the leaf's order.
+  """
+  plans = {path: _leaf_plan(srcs, dtype) for path, srcs in groups.items()}
+  sizes = {path: -(-int(np.prod(shape)) * dt.itemsize // ALIGN) * ALIGN for path, (shape, dt, copy) in plans.items()}
+  total = sum(sizes[path] for path, (_, _, copy) in plans.items() if copy)
+  arena = np.empty(total + ALIGN, np.uint8)
+  at = -arena.ctypes.data % ALIGN
+  out: dict[tuple, np.ndarray] = {}
+  tasks = []  # (destination piece or None, source piece, leaf path)
+  for path, srcs in groups.items():
+    shape, dt, copy = plans[path]
+    if copy:
+      n = int(np.prod(shape))
+      leaf = arena[at : at + n * dt.itemsize].view(dt).reshape(shape)
+      at += sizes[path]
+      dests = [leaf[i] for i in range(len(srcs))] if len(srcs) > 1 else [leaf]
+    else:
+      leaf = srcs[0][0]
+      dests = [None]
+    out[path] = leaf
+    for dst, (src, _, _) in zip(dests, srcs):
+      flat_src = src.reshape(-1)
+      flat_dst = None if dst is None else dst.reshape(-1)
+      step = max(1, _PIECE // max(src.itemsize, 1))
+      for k in range(0, max(flat_src.size, 1), step):
+        tasks.append((None if flat_dst is None else flat_dst[k : k + step], flat_src[k : k + step], path))
+
+  def run(task):  # numpy's copy and sum release the GIL: the pieces go in parallel
+    dst, src, path = task
+    if dst is not None:
+      np.copyto(dst, src, casting="unsafe")
+    return path, not check or _all_finite(src if dst is None else dst)
+
+  finite = dict.fromkeys(groups, True)
+  with concurrent.futures.ThreadPoolExecutor(max_workers=_LOAD_THREADS) as pool:
+    for path, ok in pool.map(run, tasks):
+      finite[path] &= ok
+  return {path: (out[path], finite[path]) for path in groups}
 
 
 def with_offset(w: np.ndarray, offset: float) -> np.ndarray:
@@ -397,7 +412,7 @@ def load_hf(
     path: folder with ``config.json`` and safetensors weights (single file or sharded with an index).
     dtype: parameter dtype (e.g. ``jnp.float32``, ``jnp.bfloat16``); ``None`` keeps the stored dtype.
     mesh: when given, each tensor is placed directly with its ``NamedSharding`` from the logical-axis rules
-      (``jaxeff.sharding.RULES``), one tensor at a time.
+      (``jaxeff.sharding.RULES``).
     allow_nonfinite: load tensors holding NaN or infinity (by default they are refused, by name: a corrupt
       checkpoint must not load as a model that computes finite-looking wrong numbers).
 
@@ -426,28 +441,24 @@ def load_hf(
     groups.setdefault(e.path, []).append((e.to_jax(f.get(e.hf_name)), f, e.hf_name))
   offsets = {e.path: e.offset for e in table if e.offset}
 
-  def host(item):  # file reads (pread) and the finiteness sum release the GIL: leaves load in parallel
-    path, srcs = item
-    w = with_offset(_host_leaf(srcs, dtype), offsets.get(path, 0.0))
-    return path, w, allow_nonfinite or _all_finite(w)
-
-  with concurrent.futures.ThreadPoolExecutor(max_workers=_LOAD_THREADS) as pool:
-    loaded = list(pool.map(host, groups.items()))
+  loaded = _host_leaves(groups, dtype, check=not allow_nonfinite)
   if not allow_nonfinite:
     names = {e.path: e.hf_name for e in table}
-    bad = [names.get(path, ".".join(map(str, path))) for path, _, ok in loaded if not ok]
+    bad = [names.get(path, ".".join(map(str, path))) for path, (_, ok) in loaded.items() if not ok]
     if bad:
       raise CheckpointError(
         f"{folder}: {len(bad)} tensor(s) hold NaN or infinity: {', '.join(sorted(bad))} (a corrupt checkpoint; "
         "load_hf(..., allow_nonfinite=True) loads it anyway)"
       )
-  for path, w, _ in loaded:
-    sharding = None
-    if logical_axes is not None:
-      sharding = shard_lib.logical_sharding(_get_path(logical_axes, path), w.shape, mesh)
-    # may_alias: on CPU a 64-byte aligned host array is used in place (no copy); elsewhere this is the
-    # host->device copy.
-    _set_path(params, path, jax.device_put(w, sharding, may_alias=True))
+  paths = list(loaded)
+  hosts = [with_offset(loaded[path][0], offsets.get(path, 0.0)) for path in paths]
+  shardings = [None] * len(paths)
+  if logical_axes is not None:
+    shardings = [shard_lib.logical_sharding(_get_path(logical_axes, p), w.shape, mesh) for p, w in zip(paths, hosts)]
+  # One batched put (half the per-leaf dispatch cost). may_alias: on CPU a 64-byte aligned host array is used in
+  # place (no copy); elsewhere this is the host->device copy.
+  for path, arr in zip(paths, jax.device_put(hosts, shardings, may_alias=True)):
+    _set_path(params, path, arr)
   params["layers"] = tuple(params["layers"])
   return config, params
 

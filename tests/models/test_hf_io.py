@@ -192,3 +192,23 @@ def test_files_written_elsewhere_load_exactly_whatever_their_alignment(saved, dt
   for got in (a, b):
     jax.tree.map(lambda g, w: np.testing.assert_array_equal(np.asarray(g), w), got, want)
     assert {x.dtype for x in jax.tree.leaves(got)} == {np.dtype(dtype or jnp.float32)}
+
+
+def test_pieces_of_a_split_tensor_are_all_copied_and_checked(saved, monkeypatch):
+  """load_hf copies and checks big tensors in pieces over threads: with pieces of 64 bytes every tensor is
+  split; a NaN in a tensor's last piece is still refused, and every leaf still equals the file."""
+  from jaxeff.models import hf_io
+
+  monkeypatch.setattr(hf_io, "_PIECE", 64)
+  folder, cfg, params = saved
+  tensors = load_file(str(folder / "model.safetensors"))
+  tensors["model.layers.0.mlp.down_proj.weight"][-1, -1] = np.nan
+  save_file(tensors, str(folder / "model.safetensors"))  # the library's (unaligned) layout: every leaf copied
+  with pytest.raises(CheckpointError, match=r"1 tensor\(s\) hold NaN or infinity: model.layers.0.mlp.down_proj"):
+    load_hf(folder)
+  _, got = load_hf(folder, allow_nonfinite=True)
+  down = np.asarray(got["layers"][0]["mlp"]["down"])
+  assert np.isnan(down).sum() == 1
+  want = jax.tree.map(np.asarray, params)
+  want["layers"][0]["mlp"]["down"] = down  # the one changed entry (its position is the layout's business)
+  jax.tree.map(lambda g, w: np.testing.assert_array_equal(np.asarray(g), w), got, want)
