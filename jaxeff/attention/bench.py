@@ -30,19 +30,22 @@ def _t(x):
 
 
 def _timed_interleaved(
-  calls: dict[str, tuple[Callable, tuple]], repeats: int = 3
+  calls: dict[str, tuple[Callable, tuple]], repeats: int = 3, log: Callable[[str], None] | None = None
 ) -> dict[str, tuple[float, float, Any]]:
   """``{name: (median seconds, compile seconds, output)}`` of jitted ``fn(*args)`` per ``calls[name]``.
 
   Each function is compiled ahead of time (``lower(...).compile()``, timed apart), then called once per round
   for ``repeats`` rounds, the functions interleaved within a round: a machine whose speed drifts over minutes
   (a shared 2-core VM drifts up to 2.7x) then slows every side of a ratio alike instead of whichever function
-  happened to run in the slow minutes."""
+  happened to run in the slow minutes. ``log`` (if given) gets one line per compile and per call (progress: a
+  call takes minutes at 128K on 2 cores)."""
   compiled, compile_s = {}, {}
   for name, (fn, args) in calls.items():
     t0 = time.perf_counter()
     compiled[name] = jax.jit(fn).lower(*args).compile()
     compile_s[name] = time.perf_counter() - t0
+    if log is not None:
+      log(f"  compiled {name} in {compile_s[name]:.1f} s")
   times: dict[str, list[float]] = {name: [] for name in calls}
   outs: dict[str, Any] = {}
   for _ in range(repeats):
@@ -50,6 +53,8 @@ def _timed_interleaved(
       t0 = time.perf_counter()
       outs[name] = jax.block_until_ready(compiled[name](*args))
       times[name].append(time.perf_counter() - t0)
+      if log is not None:
+        log(f"  round {len(times[name])}/{repeats}: {name} {times[name][-1]:.2f} s")
   return {name: (statistics.median(times[name]), compile_s[name], outs[name]) for name in calls}
 
 
@@ -148,7 +153,7 @@ def compare_attention(
       backend = backends[name][0]
       calls[f"{name}/estimate"] = (backend.mask, (q, k, lens))
       calls[name] = (lambda q_, k_, v_, b=backend, n=lens: b.attend(q_, k_, v_, n), (q, k, v))
-    timed = _timed_interleaved(calls, repeats=repeats)
+    timed = _timed_interleaved(calls, repeats=repeats, log=log if L >= 32768 else None)
     dense_s, dense_c, ref = timed["dense"]
     rows.append(
       dict(

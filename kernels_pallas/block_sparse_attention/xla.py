@@ -69,7 +69,7 @@ def block_sparse_attention_xla(
 
   def one_block_one_head(i, h):
     # Each (query block, head) pair walks only its own list: heads with small budgets do little work.
-    qi = jax.lax.dynamic_slice_in_dim(qs[:, h], i * bs, bs, axis=1)  # [B, bs, d]
+    qi = jax.lax.dynamic_slice_in_dim(qs[:, h], i * bs, bs, axis=1)[:, None]  # [B, 1, bs, d]: one head
     idx_i = idx[:, h, i].astype(jnp.int32)  # [B, steps*C]; compact ids widened for token arithmetic
     cnt_i = block_cnt[:, h, i]  # [B]
     kb_h = kb[:, h // r]  # [B, nb, bs, d]
@@ -78,26 +78,17 @@ def block_sparse_attention_xla(
     q_tok = i * bs + jnp.arange(bs)
 
     def body(j, carry):
-      m, l, acc = carry
-      slots = j * C + jnp.arange(C)
       ids = jax.lax.dynamic_slice_in_dim(idx_i, j * C, C, axis=1)  # [B, C]
       kj = kb_h[b_ix, ids].reshape(B, C * bs, d)
       vj = vb_h[b_ix, ids].reshape(B, C * bs, d)
-      s = jnp.einsum("bqd,bsd->bqs", qi, kj, preferred_element_type=jnp.float32)
-      k_tok = (ids[..., None] * bs + jnp.arange(bs)).reshape(B, C * bs)
-      ok = jnp.repeat(slots[None] < cnt_i[:, None], bs, axis=1) & (k_tok < kv_len[:, None])  # [B, C*bs]
-      ok = ok[:, None, :] & visible(k_tok[:, None, :], q_tok[None, :, None], window)  # [B, bs, C*bs]
-      s = jnp.where(ok, s, _NEG)
-      m_new = jnp.maximum(m, s.max(-1))
-      p = jnp.where(ok, jnp.exp(s - m_new[..., None]), 0.0)
-      corr = jnp.exp(m - m_new)
-      pv = jnp.einsum("bqs,bsd->bqd", p.astype(v.dtype), vj, preferred_element_type=jnp.float32)
-      return m_new, l * corr + p.sum(-1), acc * corr[..., None] + pv
+      slot_ok = jnp.repeat((j * C + jnp.arange(C))[None] < cnt_i[:, None], bs, axis=1)  # [B, C*bs]
+      ok = _key_ok(ids, q_tok, kv_len, bs, window) & slot_ok[:, None, :]  # [B, bs, C*bs]
+      return _online_step(qi, kj, vj, ok[:, None], carry, v.dtype)
 
     init = (
-      jnp.full((B, bs), _NEG, jnp.float32),
-      jnp.zeros((B, bs), jnp.float32),
-      jnp.zeros((B, bs, d), jnp.float32),
+      jnp.full((B, 1, bs), _NEG, jnp.float32),
+      jnp.zeros((B, 1, bs), jnp.float32),
+      jnp.zeros((B, 1, bs, d), jnp.float32),
     )
 
     if differentiable:
@@ -108,6 +99,7 @@ def block_sparse_attention_xla(
       (m, l, acc), _ = jax.lax.scan(step, init, jnp.arange(steps))
     else:  # a loop of exactly ceil(longest / C) steps (no per-step cond; forward only)
       m, l, acc = jax.lax.fori_loop(0, (longest + C - 1) // C, body, init)
+    m, l, acc = m[:, 0], l[:, 0], acc[:, 0]
     return acc / jnp.where(l > 0, l, 1.0)[..., None]  # [B, bs, d]
 
   def one_query_block(i):
