@@ -26,8 +26,11 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
   return statistics.median(times)
 
 
+SETTLE_S = 0.3  # seconds between interleaved calls: PyTorch's OpenMP workers spin a while after a parallel region
+
+
 def interleaved_median_times(
-  fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1, settle_s: float = 0.3
+  fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1, settle_s: float = SETTLE_S
 ) -> dict[str, float]:
   """Median wall seconds of each ``fns[name]()`` (each must block), the calls interleaved round by round (one
   call of every function per round, after ``warmup`` rounds), so a machine whose speed drifts between minutes

@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._common import interleaved_median_times, merge_results, target  # noqa: E402
+from benchmarks._common import SETTLE_S, interleaved_median_times, merge_results, target  # noqa: E402
 
 
 def main(argv=None):
@@ -169,9 +169,9 @@ def main(argv=None):
     torch_decode()
     jax_s, torch_s = [], []
     for _ in range(max(2, reps - 2)):  # interleaved: the VM's speed drifts between minutes
-      time.sleep(0.3)  # let torch's OpenMP workers stop spinning (see interleaved_median_times)
+      time.sleep(SETTLE_S)  # as interleaved_median_times: torch's OpenMP workers stop spinning first
       jax_s.append(sampler.generate(prompts, sp, jax.random.key(0)).accounting.decode_s)
-      time.sleep(0.3)
+      time.sleep(SETTLE_S)
       torch_s.append(torch_decode()[0])
     tj, tt = float(np.median(jax_s)), float(np.median(torch_s))
     jax_tok_s, torch_tok_s = B * steps / tj, B * steps / tt
