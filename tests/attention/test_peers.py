@@ -137,6 +137,31 @@ def test_mass_recall_is_one_for_the_causal_mask_and_additive():
   assert abs(r(diag) + r(off) - 1.0) < 1e-5
 
 
+def test_sampled_mass_recall_is_the_ratio_over_the_sampled_query_blocks():
+  # Oracle: the dense causal softmax in numpy, per query row, kept mass summed over the sampled blocks' rows.
+  q, k = _qk(5, L=256)
+  bs, nb = 32, 8
+  rng = np.random.default_rng(0)
+  mask = np.tril(rng.random((1, 4, nb, nb)) < 0.5) | np.eye(nb, dtype=bool)
+  r = q.shape[1] // k.shape[1]
+  kk = np.repeat(k, r, axis=1)
+  s = np.einsum("bhqd,bhkd->bhqk", q, kk) / np.sqrt(q.shape[-1])
+  s = np.where(np.tril(np.ones((256, 256), bool)), s, -np.inf)
+  p = np.exp(s - s.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  kept_rows = (p.reshape(1, 4, 256, nb, bs).sum(-1) * np.repeat(mask, bs, axis=2)).sum(-1)  # [1, 4, 256]
+  per_block = kept_rows.reshape(1, 4, nb, bs).sum((0, 1, 3))
+  fn = lambda m: float(
+    peers.attention_mass_recall(jnp.asarray(q), jnp.asarray(k), jnp.asarray(mask), bs, query_blocks=m)
+  )
+  assert abs(fn(None) - per_block.sum() / (4 * 256)) < 1e-5
+  assert abs(fn(nb) - fn(None)) < 1e-6 and abs(fn(100) - fn(None)) < 1e-6
+  for m, blocks in ((2, [0, 7]), (3, [0, 4, 7]), (4, [0, 2, 5, 7])):  # evenly spaced, first and last included
+    assert abs(fn(m) - per_block[blocks].sum() / (4 * bs * len(blocks))) < 1e-5, m
+  with pytest.raises(ValueError, match="query_blocks"):
+    fn(0)
+
+
 def test_union_density_counts_each_groups_union_of_blocks():
   # the oracle: OR the block masks of each kv head's query heads, count kept over causal (real rows only)
   from jaxeff.attention.bench import _union_density
