@@ -79,6 +79,24 @@ def test_batched_greedy_equals_one_prompt_at_a_time(model):
     np.testing.assert_allclose(batched.logprobs[b, 0], alone.logprobs[0, 0], atol=1e-5)
 
 
+def test_decode_rows_are_padded_to_small_buckets_and_padding_changes_nothing(model):
+  # A batch-1 decode runs one row (not eight dead-padded ones); 3 rows run as 4, 9 as 16.
+  from jaxeff.generation.sampler import _row_bucket
+
+  assert [_row_bucket(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17)] == [1, 2, 4, 4, 8, 8, 16, 16, 24]
+  cfg, params = model
+  sampler = Sampler(cfg, params)
+  sp = SamplingParams(max_new_tokens=6, temperature=0.0)
+  one = sampler.generate(PROMPTS[:1], sp, jax.random.key(0))
+  rows = {k[2] for k in sampler._compiled}
+  assert rows == {1}, rows
+  nine = sampler.generate(PROMPTS[:1] * 9, sp, jax.random.key(0))  # 9 live rows padded to 16
+  assert {k[2] for k in sampler._compiled} == {1, 16}
+  for b in range(9):
+    np.testing.assert_array_equal(nine.tokens[b, 0], one.tokens[0, 0])
+    np.testing.assert_allclose(nine.logprobs[b, 0], one.logprobs[0, 0], atol=1e-5)
+
+
 def test_logprobs_equal_teacher_forced_log_softmax(model):
   cfg, params = model
   res = Sampler(cfg, params).generate(
