@@ -190,6 +190,21 @@ def plot_scaling(results, path) -> None:
   fig.savefig(path, dpi=120)
 
 
+def merge_speed(kept: list[dict], new: list[dict], shape: str, lengths) -> list[dict]:
+  """The results file's speed rows after a ``--part speed`` run of ``shape`` at ``lengths``: each (length,
+  method) the run measured replaces its old row; a method the run left out (``--methods``) keeps its old row,
+  marked ``earlier_run`` (its speedup is against that run's dense call); other shapes and lengths are kept."""
+  ran = {(r["length"], r["method"]) for r in new}
+  out = []
+  for r in kept:
+    if _shape(r) == shape and r["length"] in lengths:
+      if (r["length"], r["method"]) in ran:
+        continue
+      r = {**r, "earlier_run": True}
+    out.append(r)
+  return out + new
+
+
 def speed_targets(speed) -> list[dict]:
   """Raw speedup against 0.8 / density and the estimation share, per measured (layer shape, length); the
   issue's long lengths (64K, 128K) stay listed, not met, for every shape until measured. Targets of the
@@ -274,7 +289,7 @@ def main(argv=None):
 
       old = RESULTS / "proxyattn.json"
       kept = json.loads(old.read_text())["results"].get("speed", []) if old.is_file() else []
-      speed = [r for r in kept if _shape(r) != args.shape or r["length"] not in lengths] + speed
+      speed = merge_speed(kept, speed, args.shape, lengths)
     results["speed"] = speed
     if not args.quick:
       targets += speed_targets(speed)
