@@ -156,7 +156,7 @@ def test_sampled_mass_recall_is_the_ratio_over_the_sampled_query_blocks():
   )
   assert abs(fn(None) - per_block.sum() / (4 * 256)) < 1e-5
   assert abs(fn(nb) - fn(None)) < 1e-6 and abs(fn(100) - fn(None)) < 1e-6
-  for m, blocks in ((2, [0, 7]), (3, [0, 4, 7]), (4, [0, 2, 5, 7])):  # evenly spaced, first and last included
+  for m, blocks in ((1, [7]), (2, [0, 7]), (3, [0, 4, 7]), (4, [0, 2, 5, 7])):  # evenly spaced, ends included
     assert abs(fn(m) - per_block[blocks].sum() / (4 * bs * len(blocks))) < 1e-5, m
   with pytest.raises(ValueError, match="query_blocks"):
     fn(0)
