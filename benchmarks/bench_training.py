@@ -1,9 +1,13 @@
 """Training throughput: jaxeff's train step vs an equivalent PyTorch loop (transformers Llama + torch AdamW).
 
 Same model (Llama-style, float32), same batch, AdamW with the same hyper-parameters, cross-entropy over all
-tokens; two sizes. Reports tokens/s, achieved GFLOP/s and model FLOP utilisation against this machine's
-measured float32 GEMM peak (a 2048^3 matmul in each framework; the larger is used). Medians; jaxeff compile
-time apart.
+tokens; two sizes with targets and one long-sequence size (seq 2048) as a profile row. Reports tokens/s,
+achieved GFLOP/s and model FLOP utilisation against this machine's measured float32 GEMM peak (a 2048^3 matmul
+in each framework; the larger is used). Medians of interleaved steps; jaxeff compile time apart.
+
+The profile: each size's attention alone (forward + backward at the step's shape, times its layers), jaxeff's
+``flash_attention`` vs PyTorch's ``scaled_dot_product_attention`` (a fused CPU flash kernel), and the rest of
+the step (step minus attention) per framework: where the gap sits.
 
 Run:  python benchmarks/bench_training.py [--quick]
 Merges into benchmarks/results/training.json ("speed" section).
@@ -22,11 +26,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._common import median_time, merge_results, target  # noqa: E402
+from benchmarks._common import interleaved_median_times, median_time, merge_results, target  # noqa: E402
 
 SIZES = {
   "small (2 x 128, seq 256, batch 16)": dict(d=128, L=2, heads=4, kv=2, ff=384, seq=256, batch=16),
   "medium (4 x 256, seq 256, batch 16)": dict(d=256, L=4, heads=8, kv=4, ff=768, seq=256, batch=16),
+  "long (4 x 256, seq 2048, batch 2)": dict(d=256, L=4, heads=8, kv=4, ff=768, seq=2048, batch=2, profile_only=True),
 }
 VOCAB = 272
 
@@ -45,6 +50,32 @@ def gemm_peak() -> float:
   ta = torch.ones(2048, 2048)
   tt = median_time(lambda: ta @ ta, 5)
   return 2 * 2048**3 / min(tj, tt)
+
+
+def attention_times(s: dict, reps: int) -> tuple[float, float]:
+  """Seconds of one size's attention forward + backward (all its layers), jaxeff vs PyTorch, interleaved."""
+  import torch
+
+  from jaxeff.attention import flash_attention
+
+  B, T, N, K, H = s["batch"], s["seq"], s["heads"], s["kv"], s["d"] // s["heads"]
+  rng = np.random.RandomState(1)
+  q, do = (rng.randn(B, T, N, H).astype(np.float32) for _ in range(2))
+  k, v = (rng.randn(B, T, K, H).astype(np.float32) for _ in range(2))
+  pos = jnp.broadcast_to(jnp.arange(T), (B, T))
+  grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(flash_attention(q, k, v, pos, pos) * do), argnums=(0, 1, 2)))
+  tq, tdo = (torch.tensor(a.transpose(0, 2, 1, 3), requires_grad=True) for a in (q, do))
+  tk, tv = (torch.tensor(a.transpose(0, 2, 1, 3), requires_grad=True) for a in (k, v))
+  sdpa = torch.nn.functional.scaled_dot_product_attention
+
+  def torch_att():
+    out = sdpa(tq, tk, tv, is_causal=True, enable_gqa=True)
+    torch.autograd.grad(out, (tq, tk, tv), tdo)
+
+  medians = interleaved_median_times(
+    {"jaxeff": lambda: jax.block_until_ready(grad(q, k, v)), "torch": torch_att}, reps, warmup=2
+  )
+  return medians["jaxeff"] * s["L"], medians["torch"] * s["L"]
 
 
 def main(argv=None):
@@ -103,8 +134,6 @@ def main(argv=None):
       state["p"], state["o"], met = compiled(state["p"], state["o"], x, y, m)
       jax.block_until_ready(met["loss"])
 
-    tj = median_time(jax_step, reps, warmup=2)
-
     hf = LlamaConfig(
       vocab_size=VOCAB,
       hidden_size=s["d"],
@@ -134,7 +163,9 @@ def main(argv=None):
       loss.backward()
       topt.step()
 
-    tt = median_time(torch_step, reps, warmup=2)
+    medians = interleaved_median_times({"jaxeff": jax_step, "torch": torch_step}, reps, warmup=2)
+    tj, tt = medians["jaxeff"], medians["torch"]
+    att_j, att_t = attention_times(s, reps)
     tokens = s["batch"] * s["seq"]
     n_compute = mc.param_count(include_embeddings=False) + mc.d_model * VOCAB
     fpt = flops_per_token(n_compute, s["L"], s["seq"], s["d"])
@@ -147,12 +178,18 @@ def main(argv=None):
       "torch_mfu": fpt * tokens / tt / peak,
       "jaxeff_compile_s": compile_s,
       "params": mc.param_count(),
+      "step_s": {"jaxeff": tj, "torch": tt},
+      "attention_fwd_bwd_s": {"jaxeff": att_j, "torch": att_t},
+      "rest_of_step_s": {"jaxeff": tj - att_j, "torch": tt - att_t},
     }
     results["sizes"][label] = row
-    targets.append(target(f"training tokens/s ratio jaxeff / torch, {label}", tt / tj, 1.0))
+    if not s.get("profile_only"):
+      targets.append(target(f"training tokens/s ratio jaxeff / torch, {label}", tt / tj, 1.0))
     print(
       f"{label}: jaxeff {tokens / tj:,.0f} tok/s (MFU {row['jaxeff_mfu']:.1%}), torch {tokens / tt:,.0f} tok/s "
-      f"(MFU {row['torch_mfu']:.1%}), x{tt / tj:.2f}; compile {compile_s:.1f} s"
+      f"(MFU {row['torch_mfu']:.1%}), x{tt / tj:.2f}; compile {compile_s:.1f} s\n"
+      f"  attention fwd+bwd x{s['L']} layers: jaxeff {att_j * 1e3:.0f} ms, torch {att_t * 1e3:.0f} ms; "
+      f"rest of the step: jaxeff {(tj - att_j) * 1e3:.0f} ms, torch {(tt - att_t) * 1e3:.0f} ms"
     )
   if not args.quick:
     print("wrote", merge_results("training", {"speed": results}, targets))

@@ -91,3 +91,14 @@ def test_training_loss_and_gradient_equal_dense_model():
   for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=1e-4)
   assert TrainingAttention()(*_inputs(8)[:3], *[_inputs(8)[4]] * 2).shape == (2, 8, 4, 8)
+
+
+def test_flash_default_block_equals_reference():
+  """The default tile (one padded tile at these shapes: T = 37 -> 40) gives the oracle's values and gradients."""
+  q, k, v, w, pos = _inputs(37)
+  valid = (pos >= 0)[:, :, None, None]
+  flash = lambda q, k, v: jnp.sum(flash_attention(q, k, v, pos, pos) * w * valid)
+  ref = lambda q, k, v: jnp.sum(reference_attention(q, k, v, pos, pos) * w * valid)
+  np.testing.assert_allclose(float(flash(q, k, v)), float(ref(q, k, v)), rtol=1e-5)
+  for a, b in zip(jax.grad(flash, (0, 1, 2))(q, k, v), jax.grad(ref, (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-6)
