@@ -55,9 +55,6 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.skip(reason=reason))
 
 
-_SANDBOX_MESSAGE = "cannot run untrusted code in isolation"
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
   """A machine without process isolation (no bubblewrap: installing it needs root) cannot run model-written
@@ -76,7 +73,7 @@ def pytest_runtest_call(item):
     direct = isinstance(e, isolation.SandboxUnavailable)
     inner = getattr(e, "exc_info", None)  # a doctest's unexpected exception
     text = f"{e!r} {e} {inner[1]!r}" if inner else f"{e!r} {e}"
-    if not direct and not any(m in text for m in ("SandboxUnavailable", _SANDBOX_MESSAGE)):
+    if not direct and not any(m in text for m in ("SandboxUnavailable", isolation.UNAVAILABLE_MESSAGE)):
       raise
     pytest.skip(f"needs the sandbox (bubblewrap; .ci/run installs it as root): {problem}")
 

@@ -25,6 +25,7 @@ class SandboxUnavailable(RuntimeError):
   """bubblewrap is missing or cannot create namespaces here: untrusted code is not run."""
 
 
+UNAVAILABLE_MESSAGE = "cannot run untrusted code in isolation"  # how SandboxUnavailable's message starts
 INSTALL_HINT = (
   "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; Fedora: `dnf install bubblewrap`) and allow "
   "unprivileged user namespaces (`sysctl kernel.unprivileged_userns_clone=1` where that knob exists), or pass "
@@ -252,7 +253,7 @@ def require_isolation(unsafe_no_isolation: bool = False) -> None:
     return
   why = isolation_problem()
   if why is not None:
-    raise SandboxUnavailable(f"cannot run untrusted code in isolation: {why}; {INSTALL_HINT}")
+    raise SandboxUnavailable(f"{UNAVAILABLE_MESSAGE}: {why}; {INSTALL_HINT}")
 
 
 class _Slot:
