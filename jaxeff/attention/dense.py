@@ -296,7 +296,7 @@ def _default_flash_block(B: int, T: int, N: int, H: int) -> int:
   return min(max(b, 32), 512, -(-T // 8) * 8)
 
 
-def _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block):
+def _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block, softcap):
   """Output [B, T, N, H] and log-sum-exp [B, K, G, Tp] (Tp = T padded to whole blocks); rows with no visible
   key output 0 (a NaN score stays NaN: ``m <= ...`` is False for NaN)."""
   B, T, N, H = q_btnh.shape
@@ -307,7 +307,7 @@ def _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block):
   def one_query_block(i):
     qi = jax.lax.dynamic_slice_in_dim(q, i * block, block, axis=3)
     qp = jax.lax.dynamic_slice_in_dim(qpos, i * block, block, axis=1)
-    body = lambda j, carry: _online_softmax_tile(qi, qp, k, v, kpos, j, block, window, None, carry)
+    body = lambda j, carry: _online_softmax_tile(qi, qp, k, v, kpos, j, block, window, softcap, carry)
     lo, hi = _key_block_range(i, block, block, n, window)
     m, l, acc = jax.lax.fori_loop(lo, hi, body, _online_softmax_init(B, K, N // K, block, H))
     return jnp.where((m <= _NEG / 2)[..., None], 0.0, acc / l[..., None]), m + jnp.log(l)
@@ -316,17 +316,17 @@ def _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block):
   return _merge_query_blocks(o, T).astype(q_btnh.dtype), lse.transpose(1, 2, 3, 0, 4).reshape(B, K, N // K, -1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _flash(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block):
-  return _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _flash(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block, softcap):
+  return _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block, softcap)[0]
 
 
-def _flash_fwd(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block):
-  out, lse = _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block)
+def _flash_fwd(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block, softcap):
+  out, lse = _flash_forward(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window, block, softcap)
   return out, (q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, out, lse)
 
 
-def _flash_bwd(window, block, res, do_btnh):
+def _flash_bwd(window, block, softcap, res, do_btnh):
   """Per query block i (a scan), per visible key block j (a loop with traced bounds): P = exp(S - L) rebuilt
   from the saved log-sum-exp; dQ_i accumulates in the loop, dK_j / dV_j into the carried full dK / dV."""
   q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, out, lse = res
@@ -348,9 +348,14 @@ def _flash_bwd(window, block, res, do_btnh):
       dqi, dk, dv = c
       kj, vj = cut(k, j, 2), cut(v, j, 2)
       s = jnp.einsum("bkgth,bksh->bkgts", qi, kj)
+      if softcap is not None:  # s_c = c tanh(s / c): ds = ds_c (1 - tanh^2)
+        t = jnp.tanh(s / softcap)
+        s = softcap * t
       p = jnp.where(position_mask(qp, cut(kpos, j, 1), window)[:, None, None], jnp.exp(s - li[..., None]), 0.0)
       dp = jnp.einsum("bkgth,bksh->bkgts", doi, vj)
       ds = p * (dp - di[..., None])
+      if softcap is not None:
+        ds = ds * (1.0 - t * t)
       dk = jax.lax.dynamic_update_slice_in_dim(
         dk, cut(dk, j, 2) + jnp.einsum("bkgts,bkgth->bksh", ds, qi), j * block, 2
       )
@@ -388,6 +393,7 @@ def flash_attention(
   *,
   window: int | None = None,
   block: int | None = None,
+  softcap: float | None = None,
 ) -> Float[Array, "B T N H"]:
   r"""Exact causal self-attention for training: causal block skipping forward, recomputing backward.
 
@@ -397,6 +403,9 @@ def flash_attention(
   custom VJP recomputes P = exp(S - L) per block (flash-attention's backward, Dao et al. 2022):
 
     dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dO * O)),  dQ = dS K / sqrt(H),  dK = dS^T Q / sqrt(H).
+
+  With an attention-logit soft-cap c the scores are S_c = c tanh(S / c) (Gemma 2) and dS above is multiplied
+  by dS_c / dS = 1 - tanh^2(S / c) (recomputed with P).
 
   It never stores the [T, T] probabilities. Both passes loop over query blocks and, inside, over the visible
   key blocks only (square tiles of ``block``), so XLA works on one tile at a time. On 2 CPU cores forward +
@@ -415,6 +424,7 @@ def flash_attention(
     k_btkh, v_btkh: keys and values [B, T, K, H], N % K == 0.
     q_pos_bt, k_pos_bt: positions [B, T], -1 = padding.
     window: sliding window or ``None``.
+    softcap: attention-logit soft-cap c (``cap_scores``), ``None`` = off.
     block: query and key tile size; default: the power of two nearest to sqrt(2^13 H / (B N)) within
       [32, 512], at most T rounded up to 8 (tiles of about 2^13 H scores over the batch and heads: the fastest
       gradient measured on 2 CPU cores at (B, T, N, H) = (16, 256, 4, 32) and (16, 256, 8, 32): 64,
@@ -437,7 +447,7 @@ def flash_attention(
     block = _default_flash_block(B, T, N, H)
   if block <= 0:
     raise ValueError(f"block must be positive, got {block}")
-  return _flash(q_btnh, k_btkh, v_btkh, q_pos_bt, k_pos_bt, window, block)
+  return _flash(q_btnh, k_btkh, v_btkh, q_pos_bt, k_pos_bt, window, block, softcap)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -491,9 +501,8 @@ class Dense:
 @dataclasses.dataclass(frozen=True)
 class TrainingAttention:
   """The backend the trainer differentiates: ``flash_attention`` for a chunk attending to itself (T == S),
-  ``Dense`` otherwise. Same results as ``Dense`` (padding query rows output zeros instead of a value mean).
-  With an attention-logit soft-cap (Gemma) it differentiates ``Dense``'s blockwise path instead (the flash
-  backward has no tanh term).
+  ``Dense`` otherwise. Same results as ``Dense`` (padding query rows output zeros instead of a value mean),
+  attention-logit soft-cap included.
 
   Example:
     >>> q = k = v = jnp.ones((1, 8, 2, 4)); pos = jnp.arange(8)[None]
@@ -507,6 +516,8 @@ class TrainingAttention:
   def __call__(
     self, q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, *, window: int | None = None, layer: int = 0, softcap=None
   ):
-    if q_btnh.shape[1] != k_bskh.shape[1] or q_btnh.shape[1] <= 16 or softcap is not None:
+    if q_btnh.shape[1] != k_bskh.shape[1] or q_btnh.shape[1] <= 16:
       return Dense()(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, layer=layer, softcap=softcap)
-    return flash_attention(q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, block=self.block)
+    return flash_attention(
+      q_btnh, k_bskh, v_bskh, q_pos_bt, k_pos_bs, window=window, block=self.block, softcap=softcap
+    )

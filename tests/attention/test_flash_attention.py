@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jaxeff.attention import TrainingAttention, flash_attention, reference_attention
+from jaxeff.attention.dense import masked_attention, position_mask
 from jaxeff.config import ModelConfig
 from jaxeff.models import init_params
 from jaxeff.training.trainer import masked_nll
@@ -102,3 +103,20 @@ def test_flash_default_block_equals_reference():
   np.testing.assert_allclose(float(flash(q, k, v)), float(ref(q, k, v)), rtol=1e-5)
   for a, b in zip(jax.grad(flash, (0, 1, 2))(q, k, v), jax.grad(ref, (0, 1, 2))(q, k, v)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-6)
+
+
+@pytest.mark.parametrize("window", [None, 9])
+def test_flash_softcap_values_and_gradients_equal_reference(window):
+  """Gemma 2's attention-logit cap c tanh(s / c): forward through the tiles, backward with the tanh term."""
+  q, k, v, w, pos = _inputs(40)
+  q, k = 3 * q, 3 * k  # scores of a few units, where a cap of 1 bends them hard
+  valid = (pos >= 0)[:, :, None, None]
+  cap = 1.0
+  flash = lambda q, k, v: flash_attention(q, k, v, pos, pos, window=window, block=16, softcap=cap)
+  ref = lambda q, k, v: masked_attention(q, k, v, position_mask(pos, pos, window), softcap=cap)
+  plain = masked_attention(q, k, v, position_mask(pos, pos, window))
+  assert float(jnp.max(jnp.abs((ref(q, k, v) - plain) * valid))) > 0.1  # the cap changes the answer
+  np.testing.assert_allclose(np.asarray(flash(q, k, v) * valid), np.asarray(ref(q, k, v) * valid), atol=2e-6)
+  loss = lambda fn: lambda q, k, v: jnp.sum(fn(q, k, v) * w * valid)
+  for a, b in zip(jax.grad(loss(flash), (0, 1, 2))(q, k, v), jax.grad(loss(ref), (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
