@@ -356,9 +356,9 @@ def attention_mass_recall(
 
   Each query block costs a full row of scores (``bs x L`` per head), so the exact recall costs about as much as
   dense attention itself. ``query_blocks = m`` (< nb) estimates it from ``m`` query blocks evenly spaced over
-  ``[0, nb)`` (the first and last included; one block: the last; deterministic, so every method is scored on the same blocks): the
-  ratio ``sum_{sampled i} kept_i / sum_{sampled i} rows_i``, at ``m / nb`` of the cost. Used by the speed
-  benchmark at >= 32K, where the exact map took about a third of a run.
+  ``[0, nb)`` (the first and last included; one block: the last; deterministic, so every method is scored on
+  the same blocks): the ratio ``sum_{sampled i} kept_i / sum_{sampled i} rows_i``, at ``m / nb`` of the cost.
+  Used by the speed benchmark at >= 32K, where the exact map took about a third of a run.
 
   Args:
     q: [B, Hq, L, d]; k: [B, Hkv, L, d]; block_mask: bool [B, Hq, nb, nb].

@@ -45,8 +45,7 @@ def test_filters_by_hand():
 def test_build_select_evaluate_cli(tmp_path, capsys):
   from jaxeff.sandbox import isolation
 
-  if (why := isolation.isolation_problem()) is not None:  # the CLI reports it on stderr, exit 2
-    pytest.skip(f"needs the sandbox (bubblewrap; .ci/run installs it as root): {why}")
+  isolation.require_isolation()  # up front: the CLI would only report it on stderr (conftest turns it into a skip)
   probs = tmp_path / "problems.jsonl"
   tp.write_jsonl(probs, [problem()])
   mats, sels, gen = tmp_path / "m.jsonl", tmp_path / "s.jsonl", tmp_path / "g.jsonl"
