@@ -87,6 +87,21 @@ def _check_options(*, block_size, stride, gamma, min_budget_tokens, num_proxies,
       raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
 
 
+def _group_mean(x: jax.Array, groups: int) -> jax.Array:
+  """The mean of ``x [B, H, L, d]`` over each of ``groups`` contiguous runs of heads: ``[B, groups, L, d]``.
+
+  Summed head by head (an unrolled chain of adds, the order of ``mean``'s: bit-identical): XLA:CPU reduces a
+  middle axis of this shape 60x slower than the elementwise adds (8 x 8192 x 128: 50 ms vs 0.8 ms here), which
+  made the proxy mean half the estimator's time."""
+  B, H, L, d = x.shape
+  r = H // groups
+  x = x.reshape(B, groups, r, L, d)
+  total = x[:, :, 0]
+  for j in range(1, r):
+    total = total + x[:, :, j]
+  return total / r
+
+
 def strided_block_scores(
   qp: jax.Array,
   kp: jax.Array,
@@ -293,8 +308,8 @@ def estimate(
   qf, kf = jnp.pad(q.astype(jnp.float32), pad), jnp.pad(k.astype(jnp.float32), pad)
 
   # Steps 1-3: proxies (mean over the group's heads), strided map, tile scores.
-  qp = qf.reshape(B, g, Hq // g, Lp, d).mean(2)
-  kp = kf.reshape(B, g, Hkv // g, Lp, d).mean(2)
+  qp = _group_mean(qf, g)
+  kp = _group_mean(kf, g)
   scores = strided_block_scores(
     qp, kp, lengths, block_size=block_size, stride=stride, scale=scale, tile_reduce=tile_reduce
   )
