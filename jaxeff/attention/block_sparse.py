@@ -213,7 +213,7 @@ class BlockSparseBackend:
   block_size: int = 128
   implementation: str | None = None
   interpret: Any = False
-  blocks_per_step: int = 2
+  blocks_per_step: int | None = None
   dense_below: int = 0
   packing: str = "auto"
   local_layers: str = "window"

@@ -4,6 +4,7 @@ path that is fast on CPU, a Pallas TPU kernel (scalar prefetch) and a Pallas GPU
 from kernels_pallas.block_sparse_attention.api import IMPLEMENTATIONS as IMPLEMENTATIONS
 from kernels_pallas.block_sparse_attention.api import BlockSizes as BlockSizes
 from kernels_pallas.block_sparse_attention.api import block_sparse_attention as block_sparse_attention
+from kernels_pallas.block_sparse_attention.api import default_blocks_per_step as default_blocks_per_step
 from kernels_pallas.block_sparse_attention.api import default_implementation as default_implementation
 from kernels_pallas.block_sparse_attention.reference import (
   block_sparse_attention_reference as block_sparse_attention_reference,

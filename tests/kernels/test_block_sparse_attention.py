@@ -309,7 +309,7 @@ f = lambda q, k, v, i, c: block_sparse_attention(q, k, v, i, c, block_size=bs, i
 
 
 def test_block_sizes_tune_the_xla_path_without_changing_the_result():
-  from kernels_pallas.block_sparse_attention import BlockSizes
+  from kernels_pallas.block_sparse_attention import BlockSizes, default_blocks_per_step
 
   q, k, v, mask = _inputs(6, 1, 4, 2, 512, 32, 64, 0.5)
   idx, cnt = mask_to_indices(mask)
@@ -319,6 +319,12 @@ def test_block_sizes_tune_the_xla_path_without_changing_the_result():
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), **tolerances(jnp.float32))
   with pytest.raises(ValueError, match="blocks_per_step must be"):
     BlockSizes(0)
+  with pytest.raises(ValueError, match="blocks_per_step must be"):
+    block_sparse_attention(q, k, v, idx, cnt, block_size=64, blocks_per_step=0)
+  # the default step follows the head dimension (small d, block 64: the cap of 16 blocks) and changes no value
+  assert default_blocks_per_step(q.shape[-1], 64) == 16
+  got = block_sparse_attention(q, k, v, idx, cnt, block_size=64, implementation="xla")
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), **tolerances(jnp.float32))
 
 
 @pytest.mark.parametrize("impl", ["xla", "reference"])
