@@ -204,10 +204,10 @@ class BlockSparseBackend:
 
   ``packing``: ``"auto"`` (default) checks the layout at run time and packs when needed; the packing branch
   counts in the compiled program's memory: it holds a packed copy of q and k for the estimator and one kv
-  group's packed q, k, v and output at a time for the kernel (3.5 GiB of temporaries beyond q, k, v and the
+  group's packed q, k, v and output at a time for the kernel (3.05 GiB of temporaries beyond q, k, v and the
   output at 128K tokens of Llama-3.1-8B's layer; whole copies of q, k, v and the output cost 8.0).
   ``"assume_in_front"`` skips the check and the branch (a long single prompt, or any batch jaxeff's sampler
-  builds without soft tokens after the padding): 1.2 GiB there.
+  builds without soft tokens after the padding): 0.59 GiB there.
   """
 
   block_size: int = 128
