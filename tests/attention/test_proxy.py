@@ -420,21 +420,26 @@ def test_packing_assume_in_front_equals_auto_on_the_prefill_layout():
     proxy.ProxyAttention(packing="sometimes")
 
 
+_LLAMA_L, _LLAMA_HQ, _LLAMA_HKV, _LLAMA_D = 16384, 32, 8, 128  # 16K tokens of Llama-3.1-8B's attention layer
+
+
+def _llama_layer_temps(**kw) -> int:
+  """XLA's compiled temporaries (bytes) of one ProxyAttn layer on the model's layout at that shape, not run."""
+  sd = jax.ShapeDtypeStruct
+  L = _LLAMA_L
+  args = [sd((1, L, h, _LLAMA_D), jnp.float32) for h in (_LLAMA_HQ, _LLAMA_HKV, _LLAMA_HKV)]
+  args += [sd((1, L), jnp.int32)] * 2
+  be = proxy.ProxyAttention(gamma=0.95, block_size=128, **kw)
+  return jax.jit(lambda *a: be(*a)).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
 def test_packing_branch_holds_one_copy_of_q_not_whole_copies_of_qkv_and_output():
   """The run-time packing branch (default packing='auto') estimates on one packed copy of q and k and runs the
   kernel one kv group at a time: XLA's compiled temporaries exceed the no-branch program's by less than 1.5 x
   the bytes of q (whole copies of q, k, v and the output cost 3.4 x: 8.0 vs 1.15 GiB at 128K). Compiled for CPU
   at 16K tokens of Llama-3.1-8B's layer shape (32 / 8 heads, d 128), not run."""
-  L, hq, hkv, d = 16384, 32, 8, 128
-  sd = jax.ShapeDtypeStruct
-  args = [sd((1, L, h, d), jnp.float32) for h in (hq, hkv, hkv)] + [sd((1, L), jnp.int32)] * 2
-
-  def temps(**kw):
-    be = proxy.ProxyAttention(gamma=0.95, block_size=128, **kw)
-    return jax.jit(lambda *a: be(*a)).lower(*args).compile().memory_analysis().temp_size_in_bytes
-
-  q_bytes = L * hq * d * 4
-  auto, front = temps(), temps(packing="assume_in_front")
+  q_bytes = _LLAMA_L * _LLAMA_HQ * _LLAMA_D * 4
+  auto, front = _llama_layer_temps(), _llama_layer_temps(packing="assume_in_front")
   assert front < auto < front + 1.5 * q_bytes, (auto / q_bytes, front / q_bytes)
 
 
@@ -443,12 +448,9 @@ def test_estimator_proxy_mean_holds_no_copy_of_q():
   one copy of q in temporaries: 0.35 x q's bytes at 16K tokens of Llama-3.1-8B's layer (packing
   'assume_in_front'), where ``mean`` over the head axis took 0.58 x and the same adds head-major 1.03 x (a
   transposed copy of q). Compiled for CPU, not run."""
-  L, hq, hkv, d = 16384, 32, 8, 128
-  sd = jax.ShapeDtypeStruct
-  args = [sd((1, L, h, d), jnp.float32) for h in (hq, hkv, hkv)] + [sd((1, L), jnp.int32)] * 2
-  be = proxy.ProxyAttention(gamma=0.95, block_size=128, packing="assume_in_front")
-  temps = jax.jit(lambda *a: be(*a)).lower(*args).compile().memory_analysis().temp_size_in_bytes
-  assert temps < 0.45 * L * hq * d * 4, temps / (L * hq * d * 4)
+  q_bytes = _LLAMA_L * _LLAMA_HQ * _LLAMA_D * 4
+  temps = _llama_layer_temps(packing="assume_in_front")
+  assert temps < 0.45 * q_bytes, temps / q_bytes
 
 
 def test_chunked_prefill_dense_and_full_budget_sparse_equal_one_shot_prefill():
