@@ -29,16 +29,45 @@ def _t(x):
   return x.transpose(0, 2, 1, 3)
 
 
+def _rss_gib() -> tuple[float, float] | None:
+  """``(resident now, peak resident since the last reset)`` of this process in GiB, from ``/proc/self/status``
+  (``VmRSS``, ``VmHWM``); ``None`` where that file does not exist (not Linux)."""
+  try:
+    with open("/proc/self/status") as f:
+      kb = {k: int(v.split()[0]) for k, v in (ln.split(":", 1) for ln in f) if k in ("VmRSS", "VmHWM")}
+  except OSError:
+    return None
+  return kb["VmRSS"] / 2**20, kb["VmHWM"] / 2**20
+
+
+def _reset_peak_rss() -> bool:
+  """Set this process's peak resident size (``VmHWM``) back to its current size (Linux >= 4.0: ``5`` written to
+  ``/proc/self/clear_refs``); ``False`` where that is not possible."""
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+  except OSError:
+    return False
+  return True
+
+
 def _timed_interleaved(
   calls: dict[str, tuple[Callable, tuple]], repeats: int = 3, log: Callable[[str], None] | None = None
-) -> dict[str, tuple[float, float, Any]]:
-  """``{name: (median seconds, compile seconds, output)}`` of jitted ``fn(*args)`` per ``calls[name]``.
+) -> dict[str, tuple[float, float, Any, float | None]]:
+  """``{name: (median seconds, compile seconds, output, peak RSS growth GiB)}`` of jitted ``fn(*args)`` per
+  ``calls[name]``.
 
   Each function is compiled ahead of time (``lower(...).compile()``, timed apart), then called once per round
   for ``repeats`` rounds, the functions interleaved within a round: a machine whose speed drifts over minutes
   (a shared 2-core VM drifts up to 2.7x) then slows every side of a ratio alike instead of whichever function
   happened to run in the slow minutes. ``log`` (if given) gets one line per compile and per call (progress: a
-  call takes minutes at 128K on 2 cores)."""
+  call takes minutes at 128K on 2 cores).
+
+  Peak RSS growth: before each call the process's peak resident size is reset to its current size (Linux), and
+  after it the peak minus the size before the call is kept; the largest over rounds is reported (``None`` where
+  ``/proc`` cannot do this). It counts what the call itself allocated (XLA's temporaries and its output) and not
+  its arguments, which were resident before; memory the allocator kept from an earlier call and reused is not
+  counted again, so it is a lower bound next to XLA's compiled temporaries (an upper bound of the plan)."""
   compiled, compile_s = {}, {}
   for name, (fn, args) in calls.items():
     t0 = time.perf_counter()
@@ -47,15 +76,22 @@ def _timed_interleaved(
     if log is not None:
       log(f"  compiled {name} in {compile_s[name]:.1f} s")
   times: dict[str, list[float]] = {name: [] for name in calls}
+  grew: dict[str, float | None] = {name: None for name in calls}
   outs: dict[str, Any] = {}
   for _ in range(repeats):
     for name, (_, args) in calls.items():
+      outs.pop(name, None)  # the previous round's output is freed before the call, not counted as resident
+      before = _rss_gib() if _reset_peak_rss() else None
       t0 = time.perf_counter()
       outs[name] = jax.block_until_ready(compiled[name](*args))
       times[name].append(time.perf_counter() - t0)
+      after = _rss_gib() if before is not None else None
+      if after is not None:
+        grew[name] = max(grew[name] or 0.0, after[1] - before[0])
       if log is not None:
-        log(f"  round {len(times[name])}/{repeats}: {name} {times[name][-1]:.2f} s")
-  return {name: (statistics.median(times[name]), compile_s[name], outs[name]) for name in calls}
+        peak = "" if grew[name] is None else f", peak RSS +{grew[name]:.2f} GiB"
+        log(f"  round {len(times[name])}/{repeats}: {name} {times[name][-1]:.2f} s{peak}")
+  return {name: (statistics.median(times[name]), compile_s[name], outs[name], grew[name]) for name in calls}
 
 
 def _density(mask, lengths, bs) -> float:
@@ -109,7 +145,9 @@ def compare_attention(
   ProxyAttn's density when ``match_density``. The recall is scored on at most ``recall_query_blocks`` evenly
   spaced query blocks (``peers.attention_mass_recall(query_blocks=...)``; exact where a length has fewer blocks,
   or with ``None``): the exact map costs about one dense call, a third of a run at 128K. Each row records the
-  number scored (``recall_query_blocks``).
+  number scored (``recall_query_blocks``), and ``peak_rss_growth_gib``: how far the process's resident size
+  rose above its size before the timed call (the largest over rounds; for the sparse methods the whole forward,
+  estimation included; ``None`` off Linux), measured next to XLA's compiled temporaries.
 
   Example:
     >>> rows = compare_attention([1024], head_dim=64, min_budget_tokens=256, repeats=1, log=lambda s: None)
@@ -158,7 +196,7 @@ def compare_attention(
       calls[f"{name}/estimate"] = (backend.mask, (q, k, lens))
       calls[name] = (lambda q_, k_, v_, b=backend, n=lens: b.attend(q_, k_, v_, n), (q, k, v))
     timed = _timed_interleaved(calls, repeats=repeats, log=log if L >= 32768 else None)
-    dense_s, dense_c, ref = timed["dense"]
+    dense_s, dense_c, ref, dense_rss = timed["dense"]
     rows.append(
       dict(
         length=L,
@@ -169,14 +207,15 @@ def compare_attention(
         density=1.0,
         recall=1.0,
         rel_error=0.0,
+        peak_rss_growth_gib=dense_rss,
       )
     )
     log(f"L={L} dense: {dense_s * 1e3:.0f} ms (compile {dense_c:.1f} s)")
     nrm = float(jnp.linalg.norm(ref))
     for name in sparse:
       knobs = backends[name][1]
-      est_s, _, mask = timed[f"{name}/estimate"]
-      run_s, run_c, (out, _) = timed[name]
+      est_s, _, mask, _ = timed[f"{name}/estimate"]
+      run_s, run_c, (out, _), run_rss = timed[name]
       dens = _density(mask, lens, block_size)
       row = dict(
         length=L,
@@ -193,6 +232,7 @@ def compare_attention(
         rel_error=float(jnp.linalg.norm(out - ref)) / nrm,
         estimate_s=est_s,
         estimate_share=est_s / dense_s,
+        peak_rss_growth_gib=run_rss,
         **knobs,
       )
       if name == "proxy":

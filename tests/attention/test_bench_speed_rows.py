@@ -20,3 +20,23 @@ def test_a_partial_rerun_replaces_what_it_measured_and_keeps_the_rest():
   assert at[("bench", 65536, "xattention")]["earlier_run"] and at[("bench", 65536, "flexprefill")]["earlier_run"]
   assert "earlier_run" not in at[("bench", 8192, "dense")]
   assert "earlier_run" not in at[("llama-3.1-8b", 65536, "proxy")]
+
+
+def test_peak_rss_growth_counts_what_a_call_allocates_and_not_its_arguments():
+  """The speed rows' ``peak_rss_growth_gib``: a call that writes a 256 MiB output grows the process by about that
+  much; a scalar call on a resident 256 MiB argument does not (its argument was resident before)."""
+  import jax.numpy as jnp
+  import pytest
+
+  from jaxeff.attention.bench import _reset_peak_rss, _rss_gib, _timed_interleaved
+
+  if _rss_gib() is None or not _reset_peak_rss():
+    pytest.skip("needs Linux's /proc/self/status and clear_refs (peak RSS reset)")
+  n = 2**26  # 256 MiB of float32
+  big = jnp.ones((n,), jnp.float32)
+  timed = _timed_interleaved(
+    {"writes": (lambda x: jnp.full((n,), 2.0, jnp.float32) * x, (jnp.float32(3.0),)), "reads": (jnp.max, (big,))},
+    repeats=2,
+  )
+  assert 0.24 <= timed["writes"][3] <= 0.6, timed["writes"][3]
+  assert timed["reads"][3] < 0.05, timed["reads"][3]
