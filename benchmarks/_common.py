@@ -78,6 +78,22 @@ def machine() -> dict[str, Any]:
   return info
 
 
+def provenance() -> dict[str, str]:
+  """When and from which code a measurement came: ``{"measured": ISO date (UTC), "commit": short hash}`` (the
+  hash gets ``+dirty`` when the work tree has uncommitted changes, ``unknown`` outside a git checkout). Rows kept
+  across partial reruns carry it, so a results file that mixes runs says which code measured which row."""
+  import subprocess
+
+  root = Path(__file__).resolve().parent.parent
+  try:
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    commit += "+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else ""
+  except (OSError, subprocess.CalledProcessError):
+    commit = "unknown"
+  return {"measured": datetime.datetime.now(datetime.UTC).date().isoformat(), "commit": commit}
+
+
 def target(name: str, measured: float, goal: float, higher_is_better: bool = True) -> dict[str, Any]:
   met = measured >= goal if higher_is_better else measured <= goal
   return {"name": name, "measured": round(float(measured), 4), "target": goal, "met": bool(met)}

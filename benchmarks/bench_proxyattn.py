@@ -279,7 +279,7 @@ def main(argv=None):
     help="run one part, merged into the results file",
   )
   args = ap.parse_args(argv)
-  from benchmarks._common import merge_results
+  from benchmarks._common import merge_results, provenance
   from jaxeff.attention.bench import compare_attention
 
   targets, results = [], {}
@@ -296,7 +296,7 @@ def main(argv=None):
       repeats=args.repeats,
       **({} if methods is None else {"methods": methods}),
     )
-    speed = [{**r, "shape": args.shape} for r in speed]
+    speed = [{**r, "shape": args.shape, **provenance()} for r in speed]
     if args.part == "speed":  # keep the other (shape, length) rows of the results file
       from benchmarks._common import RESULTS
 
