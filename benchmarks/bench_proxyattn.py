@@ -280,6 +280,8 @@ def main(argv=None):
   )
   args = ap.parse_args(argv)
   from benchmarks._common import merge_results, provenance
+
+  prov = provenance()  # the code as it was when the run started
   from jaxeff.attention.bench import compare_attention
 
   targets, results = [], {}
@@ -296,7 +298,7 @@ def main(argv=None):
       repeats=args.repeats,
       **({} if methods is None else {"methods": methods}),
     )
-    speed = [{**r, "shape": args.shape, **provenance()} for r in speed]
+    speed = [{**r, "shape": args.shape, **prov} for r in speed]
     if args.part == "speed":  # keep the other (shape, length) rows of the results file
       from benchmarks._common import RESULTS
 

@@ -480,8 +480,9 @@ def _nested_lists(rng, B, Hq, r, nb, *, sorted_ids=False):
 @pytest.mark.parametrize("window", [None, 70])
 def test_grouped_walk_over_a_shared_ranking_matches_reference(blocks_per_step, window):
   """Nested lists (one ranking per kv group, per-head budgets) take the ranked walk (each step scored only by
-  the heads whose budget reaches it, wider steps for fewer heads, narrower ones for a segment's remainder): output and log-sum-exp equal the reference
-  and the union walk, in both layouts, for two rows of different lengths."""
+  the heads whose budget reaches it, wider steps for fewer heads, narrower ones for a segment's remainder):
+  output and log-sum-exp equal the reference and the union walk, in both layouts, for two rows of different
+  lengths."""
   from kernels_pallas.block_sparse_attention.reference import block_sparse_attention_reference as ref
   from kernels_pallas.block_sparse_attention.xla import _group_walk, _nested, block_sparse_attention_xla_grouped
 
