@@ -80,7 +80,8 @@ def machine() -> dict[str, Any]:
 
 def provenance() -> dict[str, str]:
   """When and from which code a measurement came: ``{"measured": ISO date (UTC), "commit": short hash}`` (the
-  hash gets ``+dirty`` when the work tree has uncommitted changes, ``unknown`` outside a git checkout). Rows kept
+  hash gets ``+dirty`` when tracked files other than ``benchmarks/results/`` (which a partial rerun itself rewrites)
+  have uncommitted changes, ``unknown`` outside a git checkout). Rows kept
   across partial reruns carry it, so a results file that mixes runs says which code measured which row."""
   import subprocess
 
@@ -88,7 +89,8 @@ def provenance() -> dict[str, str]:
   try:
     git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout
     commit = git("rev-parse", "--short", "HEAD").strip()
-    commit += "+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else ""
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    commit += "+dirty" if changed.strip() else ""
   except (OSError, subprocess.CalledProcessError):
     commit = "unknown"
   return {"measured": datetime.datetime.now(datetime.UTC).date().isoformat(), "commit": commit}
