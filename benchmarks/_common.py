@@ -79,10 +79,11 @@ def machine() -> dict[str, Any]:
 
 
 def provenance() -> dict[str, str]:
-  """When and from which code a measurement came: ``{"measured": ISO date (UTC), "commit": short hash}`` (the
-  hash gets ``+dirty`` when tracked files other than ``benchmarks/results/`` (which a partial rerun itself rewrites)
-  have uncommitted changes, ``unknown`` outside a git checkout). Rows kept
-  across partial reruns carry it, so a results file that mixes runs says which code measured which row."""
+  """When and from which code a measurement came: ``{"measured": ISO date (UTC), "commit": short hash}``.
+
+  The hash gets ``+dirty`` when tracked files other than ``benchmarks/results/`` (which a partial rerun itself
+  rewrites) have uncommitted changes, and is ``unknown`` outside a git checkout. Rows kept across partial reruns
+  carry it, so a results file that mixes runs says which code measured which row."""
   import subprocess
 
   root = Path(__file__).resolve().parent.parent
