@@ -187,8 +187,8 @@ def plot_scaling(results, path) -> None:
     if pts:
       ax_m.plot([x for x, _ in pts], [y for _, y in pts], "*", ms=9, color=color, label=f"proxy RSS growth, {shape}")
   ax_m.axhline(4.0, color="grey", lw=0.8)
-  ax_m.set_title("one layer's prefill forward: XLA temporaries; measured RSS growth (*, incl. output)", fontsize=9)
-  ax_m.set_ylabel("GiB beyond q / k / v / output")
+  ax_m.set_title("one layer's prefill forward: XLA temporaries (lines), RSS growth (*)", fontsize=9)
+  ax_m.set_ylabel("GiB (temporaries: beyond q / k / v / out; RSS: incl. out)")
   for ax in (ax_t, ax_m):
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
