@@ -40,3 +40,25 @@ def test_peak_rss_growth_counts_what_a_call_allocates_and_not_its_arguments():
   )
   assert 0.24 <= timed["writes"][3] <= 0.6, timed["writes"][3]
   assert timed["reads"][3] < 0.05, timed["reads"][3]
+
+
+def test_speed_rows_name_the_commit_that_measured_them():
+  """``benchmarks._common.provenance``: today's date and HEAD's short hash (``+dirty`` only for changes outside
+  ``benchmarks/results/``), or ``unknown`` outside a git checkout."""
+  import datetime
+  import subprocess
+  from pathlib import Path
+
+  from benchmarks._common import provenance
+
+  got = provenance()
+  assert got["measured"] == datetime.datetime.now(datetime.UTC).date().isoformat()
+  root = Path(__file__).resolve().parents[2]
+  try:
+    head = subprocess.run(
+      ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    )
+  except (OSError, subprocess.CalledProcessError):
+    assert got["commit"] == "unknown"
+    return
+  assert got["commit"] in (head.stdout.strip(), head.stdout.strip() + "+dirty")
