@@ -96,6 +96,9 @@ SPEED_SHAPES = {"bench": (8, 2, 128), **SHAPES}  # the speed part's layers; "ben
 # is the default, affordable at 128K on 2 cores; rows without a "shape" key (older runs) are "bench"
 
 
+_COLORS = dict(zip(SPEED_SHAPES, ("C1", "C0", "C3"), strict=True))  # one colour per layer in both panels
+
+
 def _shape(row) -> str:
   return row.get("shape", "bench")
 
@@ -163,8 +166,8 @@ def plot_scaling(results, path) -> None:
 
   fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
   speed = results.get("speed") or []
-  for color, shape in zip(("C1", "C0", "C3", "C2"), sorted({_shape(r) for r in speed}), strict=False):
-    hq, hk, d = SPEED_SHAPES.get(shape, ("?", "?", "?"))
+  for shape in sorted({_shape(r) for r in speed}):
+    color, (hq, hk, d) = _COLORS.get(shape, "C2"), SPEED_SHAPES.get(shape, ("?", "?", "?"))
     for method, style in (("dense", "--s"), ("proxy", "-o"), ("xattention", "-.v"), ("flexprefill", ":^")):
       pts = sorted((r["length"], r["time_s"]) for r in speed if r["method"] == method and _shape(r) == shape)
       if pts:
@@ -173,12 +176,14 @@ def plot_scaling(results, path) -> None:
   ax_t.set_ylabel("time (s, median; estimation included)")
   rows = results.get("memory") or []
   styles = {"proxy": "-o", "proxy-assume-in-front": ":o", "xattention": "-.v", "flexprefill": ":^", "dense": "--s"}
-  for color, shape in zip(("C0", "C3", "C2"), sorted({r["shape"] for r in rows}), strict=False):
+  for shape in sorted({r["shape"] for r in rows}):
+    color = _COLORS.get(shape, "C2")
     for method, style in styles.items():
       pts = sorted((r["length"], r["temp_gib"]) for r in rows if r["shape"] == shape and r["method"] == method)
       if pts:
         ax_m.plot([x for x, _ in pts], [y for _, y in pts], style, color=color, label=f"{method}, {shape}")
-  for color, shape in zip(("C1", "C0", "C3", "C2"), sorted({_shape(r) for r in speed}), strict=False):
+  for shape in sorted({_shape(r) for r in speed}):
+    color = _COLORS.get(shape, "C2")
     pts = sorted(
       (r["length"], r["peak_rss_growth_gib"])
       for r in speed
@@ -280,9 +285,9 @@ def main(argv=None):
   )
   args = ap.parse_args(argv)
   from benchmarks._common import merge_results, provenance
+  from jaxeff.attention.bench import compare_attention
 
   prov = provenance()  # the code as it was when the run started
-  from jaxeff.attention.bench import compare_attention
 
   targets, results = [], {}
   if args.part in ("all", "speed"):
