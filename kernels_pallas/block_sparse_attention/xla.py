@@ -219,10 +219,10 @@ def _ranked_walk(qi, own, cnt, tiles, q_tok, kv_len, bs: int, C: int, window, in
 
     return f
 
+  t = max(1, C // 2)  # a segment's remainder: narrower steps, at most t - 1 slots scored in vain
   for a in range(r, 0, -1):
     w, start, end = widths[a - 1], bounds[a], bounds[a - 1]
     state = tuple(x[:, :a] for x in carry)
-    t = max(1, C // 2)  # the segment's remainder: narrower steps, at most t - 1 slots scored in vain
     if t < w:
       full = (end - start) // w
       state = jax.lax.fori_loop(0, full, walk(a, w, start, end), state)

@@ -421,6 +421,7 @@ def test_packing_assume_in_front_equals_auto_on_the_prefill_layout():
 
 
 _LLAMA_L, _LLAMA_HQ, _LLAMA_HKV, _LLAMA_D = 16384, 32, 8, 128  # 16K tokens of Llama-3.1-8B's attention layer
+_LLAMA_Q_BYTES = _LLAMA_L * _LLAMA_HQ * _LLAMA_D * 4  # float32 q of that layer
 
 
 def _llama_layer_temps(**kw) -> int:
@@ -438,9 +439,8 @@ def test_packing_branch_holds_one_copy_of_q_not_whole_copies_of_qkv_and_output()
   kernel one kv group at a time: XLA's compiled temporaries exceed the no-branch program's by less than 1.5 x
   the bytes of q (whole copies of q, k, v and the output cost 3.4 x: 8.0 vs 1.15 GiB at 128K). Compiled for CPU
   at 16K tokens of Llama-3.1-8B's layer shape (32 / 8 heads, d 128), not run."""
-  q_bytes = _LLAMA_L * _LLAMA_HQ * _LLAMA_D * 4
   auto, front = _llama_layer_temps(), _llama_layer_temps(packing="assume_in_front")
-  assert front < auto < front + 1.5 * q_bytes, (auto / q_bytes, front / q_bytes)
+  assert front < auto < front + 1.5 * _LLAMA_Q_BYTES, (auto / _LLAMA_Q_BYTES, front / _LLAMA_Q_BYTES)
 
 
 def test_estimator_proxy_mean_holds_no_copy_of_q():
@@ -448,9 +448,8 @@ def test_estimator_proxy_mean_holds_no_copy_of_q():
   one copy of q in temporaries: 0.35 x q's bytes at 16K tokens of Llama-3.1-8B's layer (packing
   'assume_in_front'), where ``mean`` over the head axis took 0.58 x and the same adds head-major 1.03 x (a
   transposed copy of q). Compiled for CPU, not run."""
-  q_bytes = _LLAMA_L * _LLAMA_HQ * _LLAMA_D * 4
   temps = _llama_layer_temps(packing="assume_in_front")
-  assert temps < 0.45 * q_bytes, temps / q_bytes
+  assert temps < 0.45 * _LLAMA_Q_BYTES, temps / _LLAMA_Q_BYTES
 
 
 def test_chunked_prefill_dense_and_full_budget_sparse_equal_one_shot_prefill():
