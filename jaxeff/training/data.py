@@ -181,7 +181,7 @@ def corpus_texts(name: str, split: str = "train", *, max_documents: int | None =
   """
   if name.startswith(USER_CORPUS_PREFIXES):
     docs = user_documents(name)
-    keep = [d for i, d in enumerate(docs) if split == "all" or _split_of(f"{name}/{i}") == split]
+    keep = [d for i, d in enumerate(docs) if split == "all" or _split_of(f"user/{i}") == split]
     if not keep:
       raise ValueError(f"corpus {name!r} has no {split} documents ({len(docs)} in all; 1 in 20 go to validation)")
     return keep[:max_documents]

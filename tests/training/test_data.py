@@ -145,6 +145,9 @@ def test_user_corpora_text_jsonl_and_clear_errors(tmp_path):
   val = data_lib.corpus_texts(f"jsonl:{tmp_path / 'c.jsonl'}", "validation")
   assert len(train) + len(val) == 80 and val and not set(train) & set(val)  # a disjoint, stable split
   assert val == data_lib.corpus_texts(f"jsonl:{tmp_path / 'c.jsonl'}", "validation")
+  (tmp_path / "moved").mkdir()
+  (tmp_path / "moved" / "c.jsonl").write_text((tmp_path / "c.jsonl").read_text())
+  assert val == data_lib.corpus_texts(f"jsonl:{tmp_path / 'moved' / 'c.jsonl'}", "validation")  # not the path's hash
   (tmp_path / "book.txt").write_text("\n\n".join(f"paragraph {i} " + "word " * 200 for i in range(30)))
   docs = data_lib.user_documents(f"text:{tmp_path / 'book.txt'}")
   assert len(docs) == 15 and all(d.startswith("paragraph") for d in docs)  # ~2 KB blocks of whole paragraphs
