@@ -41,6 +41,32 @@ def test_xattention_scores_match_antidiagonal_loops():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
+def test_xattention_scores_over_several_chunks_of_128_rows(monkeypatch):
+  """Chunks hold at least 128 strided query rows (the matmul is not skinny): with the memory budget pinned to one
+  block a chunk, 48 blocks of 4 strided rows run as two chunks of 32 (the second padded); the scores still match
+  the antidiagonal formula computed directly."""
+  monkeypatch.setattr(peers, "_chunk_blocks", lambda *a, **k: 1)
+  q, k = _qk(2, Hq=2, Hkv=1, L=768, d=8)
+  S, bs, n, nb = 4, 16, 192, 48
+  got = np.asarray(
+    peers.xattention_block_scores(
+      jnp.asarray(q), jnp.asarray(k), jnp.array([700]), block_size=bs, stride=S, scale=1 / math.sqrt(8)
+    )
+  )
+  want = np.zeros((1, 2, nb, nb))
+  for h in range(2):
+    q64, k64 = q[0, h].astype(np.float64), k[0, 0].astype(np.float64)
+    logits = sum(q64[S - 1 - t :: S] @ k64[t::S].T for t in range(S)) / (math.sqrt(8) * S)  # [n, n]
+    j = np.arange(n)
+    ok = (j[None, :] <= j[:, None]) & (j[None, :] * S < 700)
+    logits = np.where(ok, logits, -np.inf)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[j * S >= 700] = 0.0  # rows past the length score nothing
+    want[0, h] = p.reshape(nb, 4, nb, 4).sum((1, 3))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_xattention_mask_is_the_minimal_prefix_reaching_the_threshold():
   q, k = _qk(1, L=512)
   bs, thr = 32, 0.8
