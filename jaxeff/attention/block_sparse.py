@@ -88,9 +88,13 @@ def _lengths(lengths, B, L):
   return jnp.clip(jnp.asarray(lengths, jnp.int32), 1, L)
 
 
-def _chunk_blocks(nb: int, rows_per_block: int, row_width: int, parallel: int, budget: int = 1 << 22) -> int:
-  """Query blocks per chunk so a chunk's score tile holds about ``budget`` floats."""
-  return max(1, min(nb, budget // max(1, rows_per_block * row_width * parallel)))
+def _chunk_blocks(
+  nb: int, rows_per_block: int, row_width: int, parallel: int, budget: int = 1 << 22, min_rows: int = 1
+) -> int:
+  """Query blocks per chunk so a chunk's score tile holds about ``budget`` floats, but at least ``min_rows``
+  query rows (a floor on the matmul's height; the tile then exceeds the budget), at most ``nb`` blocks."""
+  fit = budget // max(1, rows_per_block * row_width * parallel)
+  return max(1, min(nb, max(fit, -(-min_rows // rows_per_block))))
 
 
 def resolve_max_blocks(max_blocks, counts: jax.Array, nb: int, multiple: int = 16) -> int:

@@ -78,7 +78,7 @@ def xattention_block_scores(q, k, lengths, *, block_size: int, stride: int, scal
   qr = jnp.flip(q.reshape(B, Hq, n, S, d), axis=3).reshape(B, Hq, n, S * d)  # q[jS+S-1], ..., q[jS]
   # at least 128 strided query rows a chunk: the budget alone left 16-32 rows at 32K+ (skinny matmuls: 19 s vs
   # 8.9 s for the scores of Llama-3.1-8B's layer at 32K, identical values); the tile grows to 128 x n per head
-  cb = min(nb, max(_chunk_blocks(nb, t, n, B * Hq), -(-128 // t)))
+  cb = _chunk_blocks(nb, t, n, B * Hq, min_rows=128)
   nchunks = -(-nb // cb)
   qr = jnp.pad(qr, ((0, 0), (0, 0), (0, nchunks * cb * t - n), (0, 0)))
   key_ok = (jnp.arange(n) * S)[None, :] < lengths[:, None]

@@ -1,5 +1,6 @@
 """XAttention, FlexPrefill and mean-pooled top-K on the shared mask/kernel path: plain oracles and identities."""
 
+import functools
 import math
 
 import jax
@@ -45,7 +46,11 @@ def test_xattention_scores_over_several_chunks_of_128_rows(monkeypatch):
   """Chunks hold at least 128 strided query rows (the matmul is not skinny): with the memory budget pinned to one
   block a chunk, 48 blocks of 4 strided rows run as two chunks of 32 (the second padded); the scores still match
   the antidiagonal formula computed directly."""
-  monkeypatch.setattr(peers, "_chunk_blocks", lambda *a, **k: 1)
+  from jaxeff.attention import block_sparse
+
+  pinned = functools.partial(block_sparse._chunk_blocks, budget=1)  # the budget alone: one block a chunk
+  assert pinned(48, 4, 192, 2) == 1 and pinned(48, 4, 192, 2, min_rows=128) == 32
+  monkeypatch.setattr(peers, "_chunk_blocks", pinned)
   q, k = _qk(2, Hq=2, Hkv=1, L=768, d=8)
   S, bs, n, nb = 4, 16, 192, 48
   got = np.asarray(
