@@ -293,6 +293,8 @@ def _online_softmax_tile(qi, qp, k_bksh, v_bksh, kpos, j, block_k, window, softc
 def _default_flash_block(B: int, T: int, N: int, H: int) -> int:
   """``flash_attention``'s default tile (see its ``block`` argument)."""
   b = 2 ** math.floor(math.log2(math.sqrt(2**13 * H / (B * N))) + 0.5)
+  if T >= 2048:  # long rows: 256 was the fastest at every 2K-4K shape measured, whatever the batch and heads
+    b = max(b, 256)
   return min(max(b, 32), 512, -(-T // 8) * 8)
 
 
@@ -428,9 +430,10 @@ def flash_attention(
     window: sliding window or ``None``.
     softcap: attention-logit soft-cap c (``cap_scores``), ``None`` = off.
     block: query and key tile size; default: the power of two nearest to sqrt(2^13 H / (B N)) within
-      [32, 512], at most T rounded up to 8 (tiles of about 2^13 H scores over the batch and heads: the fastest
-      gradient measured on 2 CPU cores at (B, T, N, H) = (16, 256, 4, 32) and (16, 256, 8, 32): 64,
-      (4, 1024, 8, 32): 128, (2, 2048, 8, 64): 256).
+      [32, 512], at least 256 from T = 2048 on, at most T rounded up to 8 (tiles of about 2^13 H scores over
+      the batch and heads: the fastest gradient measured on 2 CPU cores at (B, T, N, H) = (16, 256, 4, 32) and
+      (16, 256, 8, 32): 64, (4, 1024, 8, 32): 128, and 256 at (2, 2048, 8, 64), (2, 2048, 8, 32) (238 ms vs
+      315 at 128 and 443 at 512), (1, 4096, 8, 32), (1, 2048, 9, 64) and (1, 4096, 9, 64)).
 
   Returns:
     [B, T, N, H] in the query dtype.

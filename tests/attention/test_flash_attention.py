@@ -105,6 +105,23 @@ def test_flash_default_block_equals_reference():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-6)
 
 
+def test_flash_long_default_tile_is_256_and_equals_reference():
+  """From 2,048 tokens the default tile is at least 256 (the batch-and-heads rule alone gives 128 at (2, 2048, 8,
+  32)); at 2,100 tokens (256 does not divide it, the last tile padded) values and gradients equal the oracle."""
+  from jaxeff.attention.dense import _default_flash_block
+
+  assert _default_flash_block(2, 2048, 8, 32) == 256
+  assert _default_flash_block(4, 1024, 8, 32) == 128  # below 2,048 tokens the rule alone
+  assert _default_flash_block(2, 2100, 4, 8) == 256
+  q, k, v, w, pos = _inputs(2100, N=4, K=2, H=8)
+  valid = (pos >= 0)[:, :, None, None]
+  flash = lambda q, k, v: jnp.sum(flash_attention(q, k, v, pos, pos) * w * valid)
+  ref = lambda q, k, v: jnp.sum(reference_attention(q, k, v, pos, pos) * w * valid)
+  np.testing.assert_allclose(float(flash(q, k, v)), float(ref(q, k, v)), rtol=1e-4)
+  for a, b in zip(jax.grad(flash, (0, 1, 2))(q, k, v), jax.grad(ref, (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+
+
 @pytest.mark.parametrize("window", [None, 9])
 def test_flash_softcap_values_and_gradients_equal_reference(window):
   """Gemma 2's attention-logit cap c tanh(s / c): forward through the tiles, backward with the tanh term."""
