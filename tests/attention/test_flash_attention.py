@@ -94,15 +94,20 @@ def test_training_loss_and_gradient_equal_dense_model():
   assert TrainingAttention()(*_inputs(8)[:3], *[_inputs(8)[4]] * 2).shape == (2, 8, 4, 8)
 
 
-def test_flash_default_block_equals_reference():
-  """The default tile (one padded tile at these shapes: T = 37 -> 40) gives the oracle's values and gradients."""
-  q, k, v, w, pos = _inputs(37)
+def _default_tile_equals_reference(T, rtol, atol):
+  """``flash_attention`` at its default tile: the loss and its gradients equal the masked-softmax oracle's."""
+  q, k, v, w, pos = _inputs(T)
   valid = (pos >= 0)[:, :, None, None]
   flash = lambda q, k, v: jnp.sum(flash_attention(q, k, v, pos, pos) * w * valid)
   ref = lambda q, k, v: jnp.sum(reference_attention(q, k, v, pos, pos) * w * valid)
-  np.testing.assert_allclose(float(flash(q, k, v)), float(ref(q, k, v)), rtol=1e-5)
+  np.testing.assert_allclose(float(flash(q, k, v)), float(ref(q, k, v)), rtol=rtol)
   for a, b in zip(jax.grad(flash, (0, 1, 2))(q, k, v), jax.grad(ref, (0, 1, 2))(q, k, v)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-6)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=atol)
+
+
+def test_flash_default_block_equals_reference():
+  """The default tile (one padded tile at these shapes: T = 37 -> 40) gives the oracle's values and gradients."""
+  _default_tile_equals_reference(37, rtol=1e-5, atol=5e-6)
 
 
 def test_flash_long_default_tile_is_256_and_equals_reference():
@@ -112,14 +117,8 @@ def test_flash_long_default_tile_is_256_and_equals_reference():
 
   assert _default_flash_block(2, 2048, 8, 32) == 256
   assert _default_flash_block(4, 1024, 8, 32) == 128  # below 2,048 tokens the rule alone
-  assert _default_flash_block(2, 2100, 4, 8) == 256
-  q, k, v, w, pos = _inputs(2100, N=4, K=2, H=8)
-  valid = (pos >= 0)[:, :, None, None]
-  flash = lambda q, k, v: jnp.sum(flash_attention(q, k, v, pos, pos) * w * valid)
-  ref = lambda q, k, v: jnp.sum(reference_attention(q, k, v, pos, pos) * w * valid)
-  np.testing.assert_allclose(float(flash(q, k, v)), float(ref(q, k, v)), rtol=1e-4)
-  for a, b in zip(jax.grad(flash, (0, 1, 2))(q, k, v), jax.grad(ref, (0, 1, 2))(q, k, v)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+  assert _default_flash_block(2, 2100, 4, 8) == 256  # _inputs' shape
+  _default_tile_equals_reference(2100, rtol=1e-4, atol=2e-5)
 
 
 @pytest.mark.parametrize("window", [None, 9])
