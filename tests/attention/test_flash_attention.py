@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxeff.attention import TrainingAttention, flash_attention, reference_attention
-from jaxeff.attention.dense import masked_attention, position_mask
+from jaxeff.attention.dense import _default_flash_block, masked_attention, position_mask
 from jaxeff.config import ModelConfig
 from jaxeff.models import init_params
 from jaxeff.training.trainer import masked_nll
@@ -113,8 +113,6 @@ def test_flash_default_block_equals_reference():
 def test_flash_long_default_tile_is_256_and_equals_reference():
   """From 2,048 tokens the default tile is at least 256 (the batch-and-heads rule alone gives 128 at (2, 2048, 8,
   32)); at 2,100 tokens (256 does not divide it, the last tile padded) values and gradients equal the oracle."""
-  from jaxeff.attention.dense import _default_flash_block
-
   assert _default_flash_block(2, 2048, 8, 32) == 256
   assert _default_flash_block(4, 1024, 8, 32) == 128  # below 2,048 tokens the rule alone
   assert _default_flash_block(2, 2100, 4, 8) == 256  # _inputs' shape
